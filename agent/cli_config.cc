@@ -1,0 +1,45 @@
+// `gateway-agent check-config`.
+#include <cstdio>
+#include <iostream>
+#include <memory>
+
+#include "cli_commands.h"
+#include "gateway_agent/config.h"
+
+namespace ga {
+
+void RegisterConfigCommands(CLI::App& app, const GlobalOptions& global, int& exit_code) {
+  auto* cmd = app.add_subcommand(
+      "check-config",
+      "Validate the configuration file; exit 0 when valid, 2 when not, 1 when unreadable");
+  auto print = std::make_shared<bool>(false);
+  cmd->add_flag("--print", *print, "Print the effective configuration (defaults filled in)");
+  cmd->callback([&global, &exit_code, print] {
+    std::filesystem::path path = global.config_path.empty()
+                                     ? std::filesystem::path(kDefaultConfigPath)
+                                     : std::filesystem::path(global.config_path);
+    auto loaded = LoadConfig(path);
+    if (!loaded.ok()) {
+      std::fprintf(stderr, "error: %s\n", loaded.status().message().c_str());
+      exit_code = 1;
+      return;
+    }
+    if (!loaded->ok()) {
+      for (const auto& p : loaded->problems) std::fprintf(stderr, "%s\n", p.ToString().c_str());
+      std::fprintf(stderr, "%s: %zu problem%s; the configuration is not valid\n", path.c_str(),
+                   loaded->problems.size(), loaded->problems.size() == 1 ? "" : "s");
+      exit_code = 2;
+      return;
+    }
+    if (*print) {
+      std::cout << FormatConfig(loaded->config);
+    } else {
+      std::printf("%s: valid (gateway %s, %zu sensor%s)\n", path.c_str(),
+                  loaded->config.agent.thing_name.c_str(), loaded->config.sensors.size(),
+                  loaded->config.sensors.size() == 1 ? "" : "s");
+    }
+    exit_code = 0;
+  });
+}
+
+}  // namespace ga

@@ -1,0 +1,25 @@
+// File helpers with the project's durability and permission rules.
+#pragma once
+
+#include <sys/types.h>
+
+#include <filesystem>
+#include <string>
+#include <string_view>
+
+#include "gateway_agent/status.h"
+
+namespace ga {
+
+// Writes `data` to `path` atomically: a temporary file in the same directory
+// (created with `mode`), fsync, rename over `path`, fsync of the directory.
+// A reader sees either the old or the new content, never a torn file.
+Status WriteFileAtomic(const std::filesystem::path& path, std::string_view data,
+                       mode_t mode = 0600);
+
+// Creates `path` (and missing parents) and ensures it has exactly `mode`.
+Status EnsureDirectory(const std::filesystem::path& path, mode_t mode = 0700);
+
+Result<std::string> ReadFile(const std::filesystem::path& path);
+
+}  // namespace ga

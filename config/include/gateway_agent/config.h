@@ -1,0 +1,149 @@
+// The agent's configuration: one TOML file parsed into plain per-section
+// structs. Key names, defaults and allowed ranges live in config.cc, in one
+// place (the Visit* functions), shared by the parser and the printer.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "gateway_agent/log.h"
+#include "gateway_agent/status.h"
+
+namespace ga {
+
+using Duration = std::chrono::milliseconds;
+
+inline constexpr std::string_view kDefaultConfigPath = "/etc/gateway-agent/agent.toml";
+
+enum class KeyType { kEccP256, kRsa2048 };
+enum class CaBackend { kFile, kTpm, kCommand };
+enum class OnFull { kDropOldest, kRejectNew };
+
+struct AgentConfig {
+  std::string thing_name;  // the gateway's AWS thing name (required)
+  std::filesystem::path state_dir = "/var/lib/gateway-agent";
+  std::filesystem::path runtime_dir = "/run/gateway-agent";
+  log::Level log_level = log::Level::kInfo;
+};
+
+struct TpmConfig {
+  std::string tcti = "device:/dev/tpmrm0";
+  uint32_t srk_handle = 0x81000001;
+  KeyType key_type = KeyType::kEccP256;
+};
+
+struct CaConfig {
+  CaBackend backend = CaBackend::kFile;
+  std::filesystem::path cert = "/etc/gateway-agent/ca/ca.pem";
+  std::filesystem::path key = "/etc/gateway-agent/ca/ca.key";  // file: PEM key; tpm: TSS2 key blob
+  std::vector<std::string> command;  // command: argv, CSR on stdin, certificate on stdout
+  Duration command_timeout = std::chrono::seconds(30);
+  int validity_days = 365;
+};
+
+struct AwsConfig {
+  std::string endpoint;  // e.g. abc123-ats.iot.eu-west-1.amazonaws.com (required)
+  int port = 8883;       // 8883, or 443 with ALPN x-amzn-mqtt-ca
+  std::filesystem::path root_ca = "/etc/gateway-agent/AmazonRootCA1.pem";
+  bool alpn = false;         // forced on for port 443
+  double connect_rate = 10;  // account-wide CONNECTs per second (AWS allows 500)
+  Duration keepalive = std::chrono::seconds(60);
+};
+
+struct EnrollmentConfig {
+  Duration backoff_initial = std::chrono::seconds(1);
+  Duration backoff_max = std::chrono::minutes(5);
+  double backoff_multiplier = 2.0;
+  int concurrency = 8;
+  Duration pending_report_after = std::chrono::hours(1);
+};
+
+struct LocalConfig {
+  std::string host = "127.0.0.1";
+  int port = 1883;
+  std::filesystem::path unix_socket;  // when set, used instead of host/port
+  std::string username;
+  std::filesystem::path password_file;  // the password never sits in this file
+  std::string client_id = "gateway-agent";
+  std::string ingest_filter = "sensors/+/#";
+};
+
+struct BridgeConfig {
+  std::string cloud_topic_template = "dt/{thing}/{rest}";
+  std::string command_filter = "cmd/{thing}/#";
+  uint64_t outbox_max_bytes = 256ull << 20;
+  Duration outbox_max_age = std::chrono::hours(24 * 7);
+  OnFull on_full = OnFull::kDropOldest;
+  int publish_rate = 100;             // per connection per second (AWS: 100)
+  uint64_t byte_rate = 512ull << 10;  // per connection per second (AWS: 512 KiB)
+  int inflight_window = 100;          // unacknowledged QoS 1 per connection (AWS: 100)
+  bool fsync_every_commit = false;    // power-loss durability at a throughput cost
+};
+
+struct SensorConfig {
+  std::string id;                  // local id: topic sensors/<id>/...
+  std::string thing_name;          // empty: "<gateway thing>-<id>"
+  bool shared_connection = false;  // travel over the gateway's connection
+  int line = 0;                    // where it was declared, for messages
+};
+
+struct Config {
+  std::filesystem::path source;
+  AgentConfig agent;
+  TpmConfig tpm;
+  CaConfig ca;
+  AwsConfig aws;
+  EnrollmentConfig enrollment;
+  LocalConfig local;
+  BridgeConfig bridge;
+  std::vector<SensorConfig> sensors;
+
+  // The thing name a sensor enrolls as.
+  std::string SensorThingName(const SensorConfig& sensor) const;
+};
+
+// One thing wrong with a config file, with where it is.
+struct ConfigProblem {
+  std::string file;
+  int line = 0;  // 0 when not tied to a place in the file
+  int column = 0;
+  std::string key;  // dotted: "bridge.publish_rate", "sensor[2].id"
+  std::string message;
+  // "agent.toml:12:1: bridge.publish_rate: must be at most 100 (AWS allows 100 publishes/s per
+  // connection)"
+  std::string ToString() const;
+};
+
+struct ParsedConfig {
+  Config config;
+  std::vector<ConfigProblem> problems;  // empty when valid
+  bool ok() const { return problems.empty(); }
+};
+
+// Parses and validates `text`; every problem is reported, not just the first.
+ParsedConfig ParseConfig(std::string_view text, std::string_view file_name);
+
+// Reads and parses `path`. A Status error only when the file cannot be read.
+Result<ParsedConfig> LoadConfig(const std::filesystem::path& path);
+
+// The effective configuration (defaults filled in) as TOML.
+std::string FormatConfig(const Config& config);
+
+// AWS thing-name rules: 1-128 characters of [a-zA-Z0-9:_-].
+bool IsValidThingName(std::string_view name);
+// A sensor id is one MQTT topic level: 1-64 characters of [a-zA-Z0-9_-].
+bool IsValidSensorId(std::string_view id);
+
+// "30s", "5m", "1h", "250ms", "7d".
+std::optional<Duration> ParseDuration(std::string_view text);
+// "256MiB", "512KiB", "1GiB", "100KB", "4096" (bytes).
+std::optional<uint64_t> ParseSize(std::string_view text);
+std::string FormatDuration(Duration d);
+std::string FormatSize(uint64_t bytes);
+
+}  // namespace ga

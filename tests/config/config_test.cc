@@ -1,0 +1,200 @@
+#include "gateway_agent/config.h"
+
+#include <gtest/gtest.h>
+
+#include <regex>
+#include <sstream>
+
+#include "gateway_agent/files.h"
+
+namespace ga {
+namespace {
+
+const char* kMinimal = R"(
+[agent]
+thing_name = "gw-1"
+[aws]
+endpoint = "example-ats.iot.eu-west-1.amazonaws.com"
+)";
+
+std::string Joined(const ParsedConfig& p) {
+  std::string s;
+  for (auto& pr : p.problems) s += pr.ToString() + "\n";
+  return s;
+}
+
+TEST(Config, SampleFileIsValid) {
+  auto loaded = LoadConfig(std::string(GA_SOURCE_DIR) + "/config/gateway-agent.toml");
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  ASSERT_TRUE(loaded->ok()) << Joined(*loaded);
+  const Config& c = loaded->config;
+  EXPECT_EQ(c.agent.thing_name, "gateway-0001");
+  EXPECT_EQ(c.tpm.srk_handle, 0x81000001u);
+  ASSERT_EQ(c.sensors.size(), 2u);
+  EXPECT_EQ(c.SensorThingName(c.sensors[0]), "gateway-0001-temp-1");
+  EXPECT_EQ(c.SensorThingName(c.sensors[1]), "site7-door-1");
+}
+
+TEST(Config, SampleDocumentsEveryKeyWithItsDefault) {
+  // The sample's values (apart from the examples it must fill in) are the
+  // defaults, and every key the agent knows appears in it.
+  auto loaded = LoadConfig(std::string(GA_SOURCE_DIR) + "/config/gateway-agent.toml");
+  ASSERT_TRUE(loaded.ok() && loaded->ok());
+  Config sample = loaded->config;
+  Config defaults;
+  defaults.agent.thing_name = sample.agent.thing_name;
+  defaults.aws.endpoint = sample.aws.endpoint;
+  defaults.sensors = sample.sensors;
+  defaults.source = sample.source;
+  EXPECT_EQ(FormatConfig(sample), FormatConfig(defaults));
+
+  std::string text = *ReadFile(std::string(GA_SOURCE_DIR) + "/config/gateway-agent.toml");
+  std::istringstream printed(FormatConfig(defaults));
+  std::string line;
+  std::regex key_line(R"(^([a-z_]+) = )");
+  while (std::getline(printed, line)) {
+    std::smatch m;
+    if (std::regex_search(line, m, key_line)) {
+      EXPECT_NE(text.find("\n" + m[1].str() + " = "), std::string::npos)
+          << "the sample does not document " << m[1];
+    }
+  }
+}
+
+TEST(Config, MinimalFileGetsDefaults) {
+  ParsedConfig p = ParseConfig(kMinimal, "agent.toml");
+  ASSERT_TRUE(p.ok()) << Joined(p);
+  EXPECT_EQ(p.config.tpm.tcti, "device:/dev/tpmrm0");
+  EXPECT_EQ(p.config.aws.port, 8883);
+  EXPECT_EQ(p.config.bridge.outbox_max_bytes, 256ull << 20);
+  EXPECT_EQ(p.config.enrollment.backoff_max, std::chrono::minutes(5));
+  EXPECT_EQ(p.config.bridge.on_full, OnFull::kDropOldest);
+}
+
+TEST(Config, TypoTypeAndRangeAreAllReportedWithLinesAndAHint) {
+  std::string text = std::string(kMinimal) + R"(
+[bridge]
+publsh_rate = 50
+inflight_window = "many"
+publish_rate = 150
+)";
+  ParsedConfig p = ParseConfig(text, "/etc/gateway-agent/agent.toml");
+  ASSERT_EQ(p.problems.size(), 3u) << Joined(p);
+  std::string all = Joined(p);
+  EXPECT_NE(
+      all.find("agent.toml:8:1: bridge.publsh_rate: unknown key; did you mean \"publish_rate\"?"),
+      std::string::npos)
+      << all;
+  EXPECT_NE(all.find("agent.toml:9:"), std::string::npos) << all;
+  EXPECT_NE(all.find("bridge.inflight_window: expected an integer, found a string"),
+            std::string::npos)
+      << all;
+  EXPECT_NE(all.find("agent.toml:10:"), std::string::npos) << all;
+  EXPECT_NE(all.find("bridge.publish_rate: must be between 1 and 100 (AWS IoT allows 100 "
+                     "publishes per second per connection)"),
+            std::string::npos)
+      << all;
+}
+
+TEST(Config, SyntaxErrorNamesLineAndColumn) {
+  ParsedConfig p = ParseConfig("[agent]\nthing_name = \"gw\nx", "bad.toml");
+  ASSERT_EQ(p.problems.size(), 1u);
+  EXPECT_EQ(p.problems[0].line, 2);
+  EXPECT_NE(p.problems[0].ToString().find("bad.toml:2:"), std::string::npos);
+}
+
+TEST(Config, UnknownSectionSuggestsTheNearestOne) {
+  ParsedConfig p = ParseConfig(std::string(kMinimal) + "[bridg]\nx = 1\n", "a.toml");
+  ASSERT_EQ(p.problems.size(), 1u) << Joined(p);
+  EXPECT_NE(p.problems[0].message.find("did you mean [bridge]"), std::string::npos);
+}
+
+TEST(Config, RequiredKeysAndThingNameRules) {
+  ParsedConfig p = ParseConfig("[agent]\nthing_name = \"bad name!\"\n", "a.toml");
+  std::string all = Joined(p);
+  EXPECT_NE(all.find("agent.thing_name: \"bad name!\" is not a valid AWS thing name"),
+            std::string::npos)
+      << all;
+  EXPECT_NE(all.find("aws.endpoint: is required"), std::string::npos) << all;
+}
+
+TEST(Config, SensorsAreValidated) {
+  std::string text = std::string(kMinimal) + R"(
+[[sensor]]
+id = "a"
+[[sensor]]
+id = "a"
+[[sensor]]
+id = "b/c"
+[[sensor]]
+id = "d"
+thing_name = "gw-1"
+[[sensor]]
+thing_name = "x"
+)";
+  ParsedConfig p = ParseConfig(text, "a.toml");
+  std::string all = Joined(p);
+  EXPECT_NE(all.find("sensor[1].id: \"a\" is declared twice"), std::string::npos) << all;
+  EXPECT_NE(all.find("sensor[2].id: \"b/c\" is not a valid sensor id"), std::string::npos) << all;
+  EXPECT_NE(all.find("sensor[3].thing_name: thing name \"gw-1\" is already used"),
+            std::string::npos)
+      << all;
+  EXPECT_NE(all.find("sensor[4].id: is required"), std::string::npos) << all;
+  EXPECT_EQ(p.problems.size(), 4u) << all;
+}
+
+TEST(Config, Port443TurnsOnAlpn) {
+  ParsedConfig p = ParseConfig(std::string(kMinimal) + "port = 443\n", "a.toml");
+  ASSERT_TRUE(p.ok()) << Joined(p);
+  EXPECT_TRUE(p.config.aws.alpn);
+}
+
+TEST(Config, EffectiveConfigRoundTrips) {
+  std::string text = std::string(kMinimal) + R"(
+[enrollment]
+backoff_initial = "250ms"
+[bridge]
+outbox_max_bytes = 3000000
+on_full = "reject-new"
+[[sensor]]
+id = "s1"
+shared_connection = true
+)";
+  ParsedConfig first = ParseConfig(text, "a.toml");
+  ASSERT_TRUE(first.ok()) << Joined(first);
+  std::string printed = FormatConfig(first.config);
+  ParsedConfig second = ParseConfig(printed, "printed.toml");
+  ASSERT_TRUE(second.ok()) << Joined(second) << printed;
+  EXPECT_EQ(FormatConfig(second.config), printed);
+  EXPECT_EQ(second.config.enrollment.backoff_initial, std::chrono::milliseconds(250));
+  EXPECT_EQ(second.config.bridge.outbox_max_bytes, 3000000u);
+  EXPECT_TRUE(second.config.sensors.at(0).shared_connection);
+}
+
+TEST(Config, DurationsAndSizes) {
+  EXPECT_EQ(ParseDuration("30s"), std::chrono::seconds(30));
+  EXPECT_EQ(ParseDuration("5m"), std::chrono::minutes(5));
+  EXPECT_EQ(ParseDuration("250ms"), std::chrono::milliseconds(250));
+  EXPECT_EQ(ParseDuration("7d"), std::chrono::hours(168));
+  EXPECT_FALSE(ParseDuration("30"));
+  EXPECT_FALSE(ParseDuration("s"));
+  EXPECT_FALSE(ParseDuration("-1s"));
+  EXPECT_FALSE(ParseDuration("99999999999999999999s"));
+  EXPECT_EQ(ParseSize("256MiB"), 256ull << 20);
+  EXPECT_EQ(ParseSize("512KiB"), 512ull << 10);
+  EXPECT_EQ(ParseSize("100KB"), 100000u);
+  EXPECT_EQ(ParseSize("4096"), 4096u);
+  EXPECT_FALSE(ParseSize("12 parsecs"));
+  EXPECT_EQ(FormatDuration(std::chrono::minutes(90)), "90m");
+  EXPECT_EQ(FormatSize(3ull << 30), "3GiB");
+}
+
+TEST(Config, DurationMustBeAString) {
+  ParsedConfig p =
+      ParseConfig(std::string(kMinimal) + "[enrollment]\nbackoff_max = 30\n", "a.toml");
+  ASSERT_EQ(p.problems.size(), 1u);
+  EXPECT_NE(p.problems[0].message.find("expected a duration string"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace ga

@@ -31,9 +31,9 @@ int RunCli(int argc, char** argv) {
 
   int exit_code = 0;
   RegisterConfigCommands(app, global, exit_code);
-#ifdef GATEWAY_AGENT_HAVE_TPM_CLI
+  RegisterRunCommands(app, global, exit_code);
   RegisterTpmCommands(app, exit_code);
-#endif
+  RegisterCaCommands(app, global, exit_code);
 
   try {
     app.parse(argc, argv);

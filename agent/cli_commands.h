@@ -15,5 +15,7 @@ struct GlobalOptions {
 
 void RegisterConfigCommands(CLI::App& app, const GlobalOptions& global, int& exit_code);
 void RegisterTpmCommands(CLI::App& app, int& exit_code);
+void RegisterCaCommands(CLI::App& app, const GlobalOptions& global, int& exit_code);
+void RegisterRunCommands(CLI::App& app, const GlobalOptions& global, int& exit_code);
 
 }  // namespace ga

@@ -1,0 +1,319 @@
+#include "gateway_agent/identity_store.h"
+
+#include <sys/stat.h>
+
+#include <chrono>
+
+namespace ga {
+
+namespace {
+
+struct StmtDeleter {
+  void operator()(sqlite3_stmt* s) const { sqlite3_finalize(s); }
+};
+using Stmt = std::unique_ptr<sqlite3_stmt, StmtDeleter>;
+
+Status SqliteError(sqlite3* db, std::string_view what) {
+  return {Code::kIo, std::string(what) + ": " + sqlite3_errmsg(db)};
+}
+
+// Schema migrations, in order; migration i takes the schema from version i to
+// i+1. Never edit one that has shipped: append.
+const char* const kMigrations[] = {
+    R"sql(
+    CREATE TABLE identities (
+      name TEXT PRIMARY KEY,
+      kind TEXT NOT NULL,
+      thing TEXT NOT NULL,
+      shared_connection INTEGER NOT NULL DEFAULT 0,
+      state TEXT NOT NULL,
+      key_file TEXT NOT NULL DEFAULT '',
+      cert_file TEXT NOT NULL DEFAULT '',
+      chain_file TEXT NOT NULL DEFAULT '',
+      cert_id TEXT NOT NULL DEFAULT '',
+      cert_not_after INTEGER NOT NULL DEFAULT 0,
+      attempts INTEGER NOT NULL DEFAULT 0,
+      next_attempt INTEGER NOT NULL DEFAULT 0,
+      last_error TEXT NOT NULL DEFAULT '',
+      park_reason TEXT NOT NULL DEFAULT '',
+      long_pending_reported INTEGER NOT NULL DEFAULT 0,
+      created INTEGER NOT NULL,
+      updated INTEGER NOT NULL,
+      registering_since INTEGER NOT NULL DEFAULT 0,
+      active_since INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX identities_thing ON identities(thing);
+    )sql",
+};
+
+constexpr const char* kColumns =
+    "name, kind, thing, shared_connection, state, key_file, cert_file, chain_file, cert_id, "
+    "cert_not_after, attempts, next_attempt, last_error, park_reason, long_pending_reported, "
+    "created, updated, registering_since, active_since";
+
+std::string Text(sqlite3_stmt* s, int col) {
+  const unsigned char* t = sqlite3_column_text(s, col);
+  return t ? reinterpret_cast<const char*>(t) : "";
+}
+
+Identity Row(sqlite3_stmt* s) {
+  Identity id;
+  id.name = Text(s, 0);
+  id.kind = Text(s, 1) == "gateway" ? IdentityKind::kGateway : IdentityKind::kSensor;
+  id.thing = Text(s, 2);
+  id.shared_connection = sqlite3_column_int(s, 3) != 0;
+  id.state = ParseState(Text(s, 4)).value_or(EnrollmentState::kNew);
+  id.key_file = Text(s, 5);
+  id.cert_file = Text(s, 6);
+  id.chain_file = Text(s, 7);
+  id.cert_id = Text(s, 8);
+  id.cert_not_after = sqlite3_column_int64(s, 9);
+  id.attempts = sqlite3_column_int(s, 10);
+  id.next_attempt = sqlite3_column_int64(s, 11);
+  id.last_error = Text(s, 12);
+  id.park_reason = Text(s, 13);
+  id.long_pending_reported = sqlite3_column_int(s, 14) != 0;
+  id.created = sqlite3_column_int64(s, 15);
+  id.updated = sqlite3_column_int64(s, 16);
+  id.registering_since = sqlite3_column_int64(s, 17);
+  id.active_since = sqlite3_column_int64(s, 18);
+  return id;
+}
+
+void BindText(sqlite3_stmt* s, int i, std::string_view v) {
+  sqlite3_bind_text(s, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+}
+
+void BindAll(sqlite3_stmt* s, const Identity& id) {
+  BindText(s, 1, id.name);
+  BindText(s, 2, KindName(id.kind));
+  BindText(s, 3, id.thing);
+  sqlite3_bind_int(s, 4, id.shared_connection);
+  BindText(s, 5, StateName(id.state));
+  BindText(s, 6, id.key_file);
+  BindText(s, 7, id.cert_file);
+  BindText(s, 8, id.chain_file);
+  BindText(s, 9, id.cert_id);
+  sqlite3_bind_int64(s, 10, id.cert_not_after);
+  sqlite3_bind_int(s, 11, id.attempts);
+  sqlite3_bind_int64(s, 12, id.next_attempt);
+  BindText(s, 13, id.last_error);
+  BindText(s, 14, id.park_reason);
+  sqlite3_bind_int(s, 15, id.long_pending_reported);
+  sqlite3_bind_int64(s, 16, id.created);
+  sqlite3_bind_int64(s, 17, id.updated);
+  sqlite3_bind_int64(s, 18, id.registering_since);
+  sqlite3_bind_int64(s, 19, id.active_since);
+}
+
+}  // namespace
+
+std::string_view StateName(EnrollmentState state) {
+  switch (state) {
+    case EnrollmentState::kNew: return "NEW";
+    case EnrollmentState::kKeyed: return "KEYED";
+    case EnrollmentState::kCertified: return "CERTIFIED";
+    case EnrollmentState::kRegistering: return "REGISTERING";
+    case EnrollmentState::kActive: return "ACTIVE";
+    case EnrollmentState::kParked: return "PARKED";
+    case EnrollmentState::kRemoved: return "REMOVED";
+  }
+  return "NEW";
+}
+
+std::optional<EnrollmentState> ParseState(std::string_view name) {
+  for (auto s : {EnrollmentState::kNew, EnrollmentState::kKeyed, EnrollmentState::kCertified,
+                 EnrollmentState::kRegistering, EnrollmentState::kActive, EnrollmentState::kParked,
+                 EnrollmentState::kRemoved}) {
+    if (StateName(s) == name) return s;
+  }
+  return std::nullopt;
+}
+
+std::string_view KindName(IdentityKind kind) {
+  return kind == IdentityKind::kGateway ? "gateway" : "sensor";
+}
+
+Millis NowMillis() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+IdentityStore::IdentityStore(sqlite3* db, std::filesystem::path path)
+    : db_(db), path_(std::move(path)) {}
+
+IdentityStore::~IdentityStore() {
+  sqlite3_close_v2(db_);
+}
+
+Result<std::unique_ptr<IdentityStore>> IdentityStore::Open(const std::filesystem::path& path) {
+  sqlite3* raw = nullptr;
+  mode_t old = umask(077);  // the database and its -wal/-shm files: 0600
+  int rc =
+      sqlite3_open_v2(path.c_str(), &raw,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
+  umask(old);
+  std::unique_ptr<IdentityStore> store(new IdentityStore(raw, path));
+  if (rc != SQLITE_OK) return SqliteError(raw, "open state database " + path.string());
+  sqlite3_busy_timeout(raw, 5000);
+  GA_RETURN_IF_ERROR(store->Exec("PRAGMA journal_mode=WAL").With(path.string()));
+  GA_RETURN_IF_ERROR(store->Exec("PRAGMA synchronous=NORMAL").With(path.string()));
+  GA_RETURN_IF_ERROR(store->Migrate().With("migrating " + path.string()));
+  return store;
+}
+
+Result<std::unique_ptr<IdentityStore>> IdentityStore::OpenReadOnly(
+    const std::filesystem::path& path) {
+  sqlite3* raw = nullptr;
+  int rc =
+      sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READONLY | SQLITE_OPEN_FULLMUTEX, nullptr);
+  std::unique_ptr<IdentityStore> store(new IdentityStore(raw, path));
+  if (rc != SQLITE_OK) {
+    return Status(Code::kNotFound, "open state database " + path.string() + ": " +
+                                       sqlite3_errmsg(raw) +
+                                       " (has the agent run with this state_dir?)");
+  }
+  sqlite3_busy_timeout(raw, 5000);
+  int version = store->schema_version();
+  if (version > kSchemaVersion) {
+    return FailedPrecondition(path.string() + " has schema version " + std::to_string(version) +
+                              ", newer than this gateway-agent understands (" +
+                              std::to_string(kSchemaVersion) + ")");
+  }
+  return store;
+}
+
+Status IdentityStore::Exec(const char* sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string m = err ? err : sqlite3_errmsg(db_);
+    sqlite3_free(err);
+    return {Code::kIo, m};
+  }
+  return Status::Ok();
+}
+
+int IdentityStore::schema_version() {
+  sqlite3_stmt* raw = nullptr;
+  if (sqlite3_prepare_v2(db_, "PRAGMA user_version", -1, &raw, nullptr) != SQLITE_OK) return -1;
+  Stmt s(raw);
+  return sqlite3_step(s.get()) == SQLITE_ROW ? sqlite3_column_int(s.get(), 0) : -1;
+}
+
+Status IdentityStore::Migrate() {
+  std::lock_guard lock(mu_);
+  int version = schema_version();
+  constexpr int kCount = static_cast<int>(std::size(kMigrations));
+  static_assert(kCount == kSchemaVersion);
+  if (version > kCount) {
+    return FailedPrecondition("schema version " + std::to_string(version) +
+                              " is newer than this gateway-agent understands (" +
+                              std::to_string(kCount) + "); install the newer version again");
+  }
+  for (int v = version; v < kCount; ++v) {
+    GA_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+    Status s = Exec(kMigrations[v]);
+    if (s.ok()) s = Exec(("PRAGMA user_version=" + std::to_string(v + 1)).c_str());
+    if (!s.ok()) {
+      Exec("ROLLBACK").IgnoreError();
+      return std::move(s).With("migration to schema version " + std::to_string(v + 1));
+    }
+    GA_RETURN_IF_ERROR(Exec("COMMIT"));
+  }
+  return Status::Ok();
+}
+
+Status IdentityStore::SetFullSync(bool full) {
+  std::lock_guard lock(mu_);
+  return Exec(full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+}
+
+Status IdentityStore::Add(const Identity& identity) {
+  std::lock_guard lock(mu_);
+  {
+    sqlite3_stmt* raw = nullptr;
+    sqlite3_prepare_v2(db_,
+                       "SELECT name FROM identities WHERE (name = ?1 OR thing = ?2) AND state != "
+                       "'REMOVED'",
+                       -1, &raw, nullptr);
+    Stmt s(raw);
+    BindText(s.get(), 1, identity.name);
+    BindText(s.get(), 2, identity.thing);
+    if (sqlite3_step(s.get()) == SQLITE_ROW) {
+      return {Code::kAlreadyExists, "identity \"" + Text(s.get(), 0) +
+                                        "\" already uses the name or thing name \"" +
+                                        identity.thing + "\""};
+    }
+  }
+  std::string sql = std::string("INSERT OR REPLACE INTO identities (") + kColumns +
+                    ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19)";
+  sqlite3_stmt* raw = nullptr;
+  if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &raw, nullptr) != SQLITE_OK) {
+    return SqliteError(db_, "prepare insert");
+  }
+  Stmt s(raw);
+  Identity row = identity;
+  row.created = row.updated = NowMillis();
+  BindAll(s.get(), row);
+  if (sqlite3_step(s.get()) != SQLITE_DONE) {
+    return SqliteError(db_, "add identity " + identity.name);
+  }
+  return Status::Ok();
+}
+
+Status IdentityStore::Update(const Identity& identity) {
+  std::lock_guard lock(mu_);
+  const char* sql =
+      "UPDATE identities SET kind=?2, thing=?3, shared_connection=?4, state=?5, key_file=?6, "
+      "cert_file=?7, chain_file=?8, cert_id=?9, cert_not_after=?10, attempts=?11, "
+      "next_attempt=?12, last_error=?13, park_reason=?14, long_pending_reported=?15, "
+      "created=?16, updated=?17, registering_since=?18, active_since=?19 WHERE name=?1";
+  sqlite3_stmt* raw = nullptr;
+  if (sqlite3_prepare_v2(db_, sql, -1, &raw, nullptr) != SQLITE_OK) {
+    return SqliteError(db_, "prepare update");
+  }
+  Stmt s(raw);
+  Identity row = identity;
+  row.updated = NowMillis();
+  BindAll(s.get(), row);
+  if (sqlite3_step(s.get()) != SQLITE_DONE) {
+    return SqliteError(db_, "update identity " + identity.name);
+  }
+  if (sqlite3_changes(db_) != 1) return NotFound("identity \"" + identity.name + "\"");
+  return Status::Ok();
+}
+
+Result<Identity> IdentityStore::Get(std::string_view name) {
+  std::lock_guard lock(mu_);
+  std::string sql = std::string("SELECT ") + kColumns + " FROM identities WHERE name = ?1";
+  sqlite3_stmt* raw = nullptr;
+  if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &raw, nullptr) != SQLITE_OK) {
+    return SqliteError(db_, "prepare select");
+  }
+  Stmt s(raw);
+  BindText(s.get(), 1, name);
+  int rc = sqlite3_step(s.get());
+  if (rc == SQLITE_ROW) return Row(s.get());
+  if (rc == SQLITE_DONE) return NotFound("no identity named \"" + std::string(name) + "\"");
+  return SqliteError(db_, "read identity " + std::string(name));
+}
+
+Result<std::vector<Identity>> IdentityStore::List(bool include_removed) {
+  std::lock_guard lock(mu_);
+  std::string sql = std::string("SELECT ") + kColumns + " FROM identities" +
+                    (include_removed ? "" : " WHERE state != 'REMOVED'") +
+                    " ORDER BY kind = 'sensor', name";
+  sqlite3_stmt* raw = nullptr;
+  if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &raw, nullptr) != SQLITE_OK) {
+    return SqliteError(db_, "list identities in " + path_.string());
+  }
+  Stmt s(raw);
+  std::vector<Identity> out;
+  int rc;
+  while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) out.push_back(Row(s.get()));
+  if (rc != SQLITE_DONE) return SqliteError(db_, "list identities in " + path_.string());
+  return out;
+}
+
+}  // namespace ga

@@ -1,0 +1,107 @@
+// The persistent record of every identity (the gateway and each sensor) and
+// its enrollment state: a SQLite database in WAL mode in the state directory.
+//
+// Every state change is committed (durably) before the caller takes the next
+// step, so a restart resumes exactly where the process stopped.
+//
+// Thread safety: one IdentityStore may be used from several threads; calls
+// serialize on an internal lock. Other processes (`gateway-agent status`) may
+// open the same database read-only at the same time.
+#pragma once
+
+#include <sqlite3.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "gateway_agent/status.h"
+
+namespace ga {
+
+enum class IdentityKind { kGateway, kSensor };
+
+// NEW -> KEYED -> CERTIFIED -> REGISTERING -> ACTIVE, plus states that retrying
+// cannot leave on its own (parked: the operator must act; see `reason`).
+enum class EnrollmentState {
+  kNew,          // known, nothing made yet
+  kKeyed,        // TPM key created and saved
+  kCertified,    // certificate issued by the local CA and saved with its chain
+  kRegistering,  // connecting until AWS IoT accepts the certificate (JITR)
+  kActive,       // AWS IoT accepted a connection with this certificate
+  kParked,       // stopped: retrying cannot fix it (reason says what to do)
+  kRemoved,      // removed by the operator
+};
+
+std::string_view StateName(EnrollmentState state);
+std::optional<EnrollmentState> ParseState(std::string_view name);
+std::string_view KindName(IdentityKind kind);
+
+using Millis = int64_t;  // milliseconds since the Unix epoch
+
+struct Identity {
+  std::string name;  // "gateway" or the sensor id
+  IdentityKind kind = IdentityKind::kSensor;
+  std::string thing;  // AWS thing name = certificate CN = MQTT client id
+  bool shared_connection = false;
+  EnrollmentState state = EnrollmentState::kNew;
+  std::string key_file;    // TSS2 PRIVATE KEY PEM (usable only in this TPM)
+  std::string cert_file;   // the device certificate
+  std::string chain_file;  // device certificate, then the CA certificate
+  std::string cert_id;     // AWS certificate id (SHA-256 of DER, hex)
+  Millis cert_not_after = 0;
+  int attempts = 0;         // JITR connect attempts (network failures not counted)
+  Millis next_attempt = 0;  // not before this time
+  std::string last_error;   // the last classified outcome, for operators
+  std::string park_reason;  // kParked: what happened and what to do
+  bool long_pending_reported = false;
+  Millis created = 0;
+  Millis updated = 0;
+  Millis registering_since = 0;
+  Millis active_since = 0;
+};
+
+class IdentityStore {
+ public:
+  // Opens (creating if needed, mode 0600) and migrates the database.
+  static Result<std::unique_ptr<IdentityStore>> Open(const std::filesystem::path& path);
+  // Opens an existing database read-only (for status from another process).
+  static Result<std::unique_ptr<IdentityStore>> OpenReadOnly(const std::filesystem::path& path);
+
+  ~IdentityStore();
+  IdentityStore(const IdentityStore&) = delete;
+  IdentityStore& operator=(const IdentityStore&) = delete;
+
+  static constexpr int kSchemaVersion = 1;
+  int schema_version();
+
+  // Inserts a new identity (state NEW). AlreadyExists when the name or thing
+  // is taken by an identity that is not removed; a removed one is replaced.
+  Status Add(const Identity& identity);
+  // Writes every field of `identity` (by name) in one transaction.
+  Status Update(const Identity& identity);
+  Result<Identity> Get(std::string_view name);
+  // All identities, the gateway first, then sensors by name.
+  Result<std::vector<Identity>> List(bool include_removed = false);
+
+  // fsync on every commit (synchronous=FULL) instead of at checkpoints.
+  Status SetFullSync(bool full);
+
+ private:
+  IdentityStore(sqlite3* db, std::filesystem::path path);
+  Status Exec(const char* sql);
+  Status Migrate();
+
+  std::mutex mu_;
+  sqlite3* db_;
+  std::filesystem::path path_;
+};
+
+Millis NowMillis();
+
+}  // namespace ga

@@ -1,0 +1,307 @@
+#include "gateway_agent/jitr_connect.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+#include "gateway_agent/tpm/openssl_error.h"
+#include "gateway_agent/tpm/tls_client.h"
+
+namespace ga {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+class Socket {
+ public:
+  explicit Socket(int fd) : fd_(fd) {}
+  ~Socket() {
+    if (fd_ >= 0) close(fd_);
+  }
+  Socket(const Socket&) = delete;
+  Socket& operator=(const Socket&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+ConnectAttempt Network(std::string detail, bool name_not_found = false) {
+  ConnectAttempt a;
+  a.outcome = ConnectOutcome::kNetworkError;
+  a.name_not_found = name_not_found;
+  a.detail = std::move(detail);
+  return a;
+}
+
+// Waits until `fd` is readable/writable or the deadline passes.
+bool WaitFd(int fd, short events, Clock::time_point deadline) {
+  while (true) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    if (left.count() <= 0) return false;
+    pollfd p{fd, events, 0};
+    int rc = poll(&p, 1, static_cast<int>(left.count()));
+    if (rc > 0) return true;
+    if (rc < 0 && errno != EINTR) return false;
+  }
+}
+
+std::string DrainErrors() {
+  std::string out;
+  unsigned long e;
+  char buf[256];
+  while ((e = ERR_get_error()) != 0) {
+    ERR_error_string_n(e, buf, sizeof buf);
+    if (!out.empty()) out += "; ";
+    out += buf;
+  }
+  return out;
+}
+
+// OpenSSL records a received alert as reason SSL_AD_REASON_OFFSET + alert.
+int ReceivedAlert() {
+  unsigned long e = ERR_peek_error();
+  if (e == 0 || ERR_GET_LIB(e) != ERR_LIB_SSL) return -1;
+  int reason = ERR_GET_REASON(e);
+  if (reason >= SSL_AD_REASON_OFFSET && reason < SSL_AD_REASON_OFFSET + 256) {
+    return reason - SSL_AD_REASON_OFFSET;
+  }
+  return -1;
+}
+
+void PutLength(std::string& out, size_t len) {
+  do {
+    unsigned char b = len % 128;
+    len /= 128;
+    if (len > 0) b |= 0x80;
+    out += static_cast<char>(b);
+  } while (len > 0);
+}
+
+void PutString(std::string& out, std::string_view s) {
+  out += static_cast<char>((s.size() >> 8) & 0xff);
+  out += static_cast<char>(s.size() & 0xff);
+  out += s;
+}
+
+// MQTT 3.1.1 CONNECT with a clean session: a probe leaves no session behind.
+std::string ConnectPacket(std::string_view client_id, int keepalive) {
+  std::string body;
+  PutString(body, "MQTT");
+  body += static_cast<char>(4);     // protocol level 3.1.1
+  body += static_cast<char>(0x02);  // clean session
+  body += static_cast<char>((keepalive >> 8) & 0xff);
+  body += static_cast<char>(keepalive & 0xff);
+  PutString(body, client_id);
+  std::string packet(1, static_cast<char>(0x10));
+  PutLength(packet, body.size());
+  return packet + body;
+}
+
+// Drives an SSL operation on a non-blocking socket until it completes, fails
+// or the deadline passes. Returns the SSL_get_error code (SSL_ERROR_NONE on success).
+template <typename Op>
+int Drive(SSL* ssl, int fd, Clock::time_point deadline, Op op, int* result) {
+  while (true) {
+    ERR_clear_error();
+    int rc = op();
+    if (rc > 0) {
+      *result = rc;
+      return SSL_ERROR_NONE;
+    }
+    int err = SSL_get_error(ssl, rc);
+    if (err == SSL_ERROR_WANT_READ) {
+      if (!WaitFd(fd, POLLIN, deadline)) return -1;
+    } else if (err == SSL_ERROR_WANT_WRITE) {
+      if (!WaitFd(fd, POLLOUT, deadline)) return -1;
+    } else {
+      *result = rc;
+      return err;
+    }
+  }
+}
+
+ConnectAttempt FromTlsFailure(SSL* ssl, int err, std::string_view stage) {
+  ConnectAttempt a;
+  long verify = SSL_get_verify_result(ssl);
+  int alert = ReceivedAlert();
+  std::string errors = DrainErrors();
+  if (verify != X509_V_OK) {
+    a.outcome = ConnectOutcome::kServerUntrusted;
+    a.detail = std::string("the server certificate is not trusted: ") +
+               X509_verify_cert_error_string(verify);
+    return a;
+  }
+  if (alert >= 0) {
+    a.outcome = ConnectOutcome::kTlsAlert;
+    a.tls_alert = alert;
+    a.detail = std::string(stage) + ": the server sent TLS alert " + std::to_string(alert) + " (" +
+               SSL_alert_desc_string_long(alert) + ")";
+    return a;
+  }
+  if (err == -1) {
+    a.outcome = ConnectOutcome::kClosed;
+    a.detail = std::string(stage) + ": no answer from the server in time";
+    return a;
+  }
+  a.outcome = ConnectOutcome::kClosed;
+  a.detail = std::string(stage) + ": the server closed the connection" +
+             (errors.empty() ? std::string() : " (" + errors + ")");
+  return a;
+}
+
+}  // namespace
+
+std::string_view OutcomeName(ConnectOutcome outcome) {
+  switch (outcome) {
+    case ConnectOutcome::kAccepted: return "accepted";
+    case ConnectOutcome::kRefused: return "refused";
+    case ConnectOutcome::kClosed: return "closed-without-connack";
+    case ConnectOutcome::kTlsAlert: return "tls-alert";
+    case ConnectOutcome::kServerUntrusted: return "server-untrusted";
+    case ConnectOutcome::kNetworkError: return "network-error";
+  }
+  return "unknown";
+}
+
+ConnectAttempt AttemptConnect(const ConnectOptions& options) {
+  const std::string where = options.host + ":" + std::to_string(options.port);
+
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  int gai = getaddrinfo(options.host.c_str(), std::to_string(options.port).c_str(), &hints, &res);
+  if (gai != 0) {
+    return Network("resolve " + options.host + ": " + gai_strerror(gai),
+                   gai == EAI_NONAME || gai == EAI_NODATA);
+  }
+  std::unique_ptr<addrinfo, void (*)(addrinfo*)> addrs(res, freeaddrinfo);
+
+  std::string last_error;
+  int fd = -1;
+  for (addrinfo* ai = res; ai != nullptr && fd < 0; ai = ai->ai_next) {
+    int s = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
+    if (s < 0) continue;
+    int rc = connect(s, ai->ai_addr, ai->ai_addrlen);
+    if (rc != 0 && errno == EINPROGRESS) {
+      if (WaitFd(s, POLLOUT, Clock::now() + options.timeout)) {
+        int soerr = 0;
+        socklen_t len = sizeof soerr;
+        getsockopt(s, SOL_SOCKET, SO_ERROR, &soerr, &len);
+        rc = soerr == 0 ? 0 : -1;
+        errno = soerr;
+      } else {
+        errno = ETIMEDOUT;
+      }
+    }
+    if (rc == 0) {
+      fd = s;
+    } else {
+      last_error = std::strerror(errno);
+      close(s);
+    }
+  }
+  if (fd < 0) return Network("connect to " + where + ": " + last_error);
+  Socket sock(fd);
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+
+  tpm::TlsClientOptions tls;
+  tls.key = options.key;
+  tls.chain_file = options.chain_file;
+  tls.ca_file = options.root_ca;
+  tls.verify_host = options.host;
+  if (options.alpn) tls.alpn = {"x-amzn-mqtt-ca"};
+  auto ctx = tpm::MakeClientTlsContext(tls);
+  if (!ctx.ok()) {
+    // A local problem (unreadable chain, key mismatch): not the server's doing.
+    ConnectAttempt a;
+    a.outcome = ConnectOutcome::kNetworkError;
+    a.detail = "TLS setup: " + ctx.status().message();
+    return a;
+  }
+  SslPtr ssl(SSL_new(ctx->get()));
+  if (!ssl) return Network("SSL_new: " + DrainErrors());
+  SSL_set_fd(ssl.get(), fd);
+  unsigned char ip[16];
+  bool is_ip = inet_pton(AF_INET, options.host.c_str(), ip) == 1 ||
+               inet_pton(AF_INET6, options.host.c_str(), ip) == 1;
+  if (!is_ip) SSL_set_tlsext_host_name(ssl.get(), options.host.c_str());
+
+  const auto deadline = Clock::now() + options.timeout;
+  int result = 0;
+  int err = Drive(
+      ssl.get(), fd, deadline, [&] { return SSL_connect(ssl.get()); }, &result);
+  if (err != SSL_ERROR_NONE) return FromTlsFailure(ssl.get(), err, "TLS handshake");
+
+  std::string connect = ConnectPacket(options.client_id, options.keepalive_seconds);
+  err = Drive(
+      ssl.get(), fd, deadline,
+      [&] { return SSL_write(ssl.get(), connect.data(), static_cast<int>(connect.size())); },
+      &result);
+  if (err != SSL_ERROR_NONE) return FromTlsFailure(ssl.get(), err, "sending CONNECT");
+
+  // CONNACK: 0x20 0x02 <session present> <return code>. With TLS 1.3 the
+  // server judges the client certificate after the handshake, so a refusal
+  // may arrive here as an alert.
+  unsigned char connack[4];
+  size_t got = 0;
+  while (got < sizeof connack) {
+    err = Drive(
+        ssl.get(), fd, deadline,
+        [&] { return SSL_read(ssl.get(), connack + got, static_cast<int>(sizeof connack - got)); },
+        &result);
+    if (err != SSL_ERROR_NONE) {
+      ConnectAttempt a = FromTlsFailure(ssl.get(), err, "waiting for CONNACK");
+      if (a.outcome == ConnectOutcome::kClosed && err != -1) {
+        a.detail = "closed after CONNECT without CONNACK";
+      }
+      return a;
+    }
+    got += static_cast<size_t>(result);
+  }
+  ConnectAttempt a;
+  if (connack[0] != 0x20 || connack[1] != 0x02) {
+    a.outcome = ConnectOutcome::kClosed;
+    a.detail = "the server answered CONNECT with something other than CONNACK";
+    return a;
+  }
+  a.connack_code = connack[3];
+  if (connack[3] != 0) {
+    static const char* const kReasons[] = {"",
+                                           "unacceptable protocol version",
+                                           "identifier rejected",
+                                           "server unavailable",
+                                           "bad user name or password",
+                                           "not authorized"};
+    a.outcome = ConnectOutcome::kRefused;
+    a.detail = "CONNACK refused: " + std::to_string(connack[3]) +
+               (connack[3] < 6 ? std::string(" (") + kReasons[connack[3]] + ")" : "");
+    return a;
+  }
+  a.outcome = ConnectOutcome::kAccepted;
+  a.detail = "CONNACK accepted";
+  const char disconnect[2] = {static_cast<char>(0xE0), 0};
+  Drive(
+      ssl.get(), fd, Clock::now() + std::chrono::seconds(1),
+      [&] { return SSL_write(ssl.get(), disconnect, 2); }, &result);
+  SSL_shutdown(ssl.get());
+  ERR_clear_error();
+  return a;
+}
+
+}  // namespace ga

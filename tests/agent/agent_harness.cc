@@ -1,0 +1,104 @@
+#include "agent_harness.h"
+
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+namespace ga::testing {
+
+using namespace std::chrono_literals;
+
+Result<std::unique_ptr<AgentHarness>> AgentHarness::Start(const HarnessOptions& options) {
+  std::unique_ptr<AgentHarness> h(new AgentHarness());
+  h->options_ = options;
+  GA_ASSIGN_OR_RETURN(h->tpm_, Swtpm::Start());
+  IotSimOptions so;
+  so.lambda_delay_ms = options.lambda_delay_ms;
+  so.extra_args = options.sim_args;
+  GA_ASSIGN_OR_RETURN(h->sim_, IotSim::Start(so));
+
+  auto init = RunCommand({GA_AGENT_BINARY, "ca", "init", "--backend", "file", "--subject",
+                          "CN=Test Gateway CA,O=gateway-agent tests", "--days", "30", "--out-dir",
+                          h->ca_dir().string()});
+  if (init.exit_code != 0) return Internal("ca init: " + init.output);
+  GA_ASSIGN_OR_RETURN(h->ca_id_, h->sim_->RegisterCa(h->ca_dir()));
+  GA_RETURN_IF_ERROR(h->sim_->CreateJitrRule(h->ca_id_));
+
+  h->config_ = h->dir_ / "agent.toml";
+  std::ofstream out(h->config_);
+  out << "[agent]\n"
+      << "thing_name = \"gw-test\"\n"
+      << "state_dir = \"" << h->state_dir().string() << "\"\n"
+      << "runtime_dir = \"" << (h->dir_ / "run").string() << "\"\n"
+      << "log_level = \"debug\"\n"
+      << "[tpm]\n"
+      << "tcti = \"" << h->tpm_->tcti() << "\"\n"
+      << "[ca]\n"
+      << "backend = \"file\"\n"
+      << "cert = \"" << (h->ca_dir() / "ca.pem").string() << "\"\n"
+      << "key = \"" << (h->ca_dir() / "ca.key").string() << "\"\n"
+      << "validity_days = 30\n"
+      << "[aws]\n"
+      << "endpoint = \"" << h->sim_->endpoint() << "\"\n"
+      << "port = " << h->sim_->mqtt_port() << "\n"
+      << "root_ca = \"" << h->sim_->root_ca().string() << "\"\n"
+      << "connect_rate = 100.0\n"
+      << "[enrollment]\n"
+      << "backoff_initial = \"" << options.backoff_initial << "\"\n"
+      << "backoff_max = \"" << options.backoff_max << "\"\n"
+      << "concurrency = 8\n"
+      << options.extra_config << "\n";
+  for (int i = 1; i <= options.sensors; ++i) {
+    out << "[[sensor]]\nid = \"s" << i << "\"\n";
+  }
+  return h;
+}
+
+Status AgentHarness::StartAgent(const std::map<std::string, std::string>& env) {
+  ProcessOptions po;
+  po.env = env;
+  po.stderr_file = dir_ / "agent.log";
+  po.stdout_file = dir_ / "agent.log";
+  GA_ASSIGN_OR_RETURN(agent_,
+                      Process::Start({GA_AGENT_BINARY, "run", "--config", config_.string()}, po));
+  return Status::Ok();
+}
+
+CommandResult AgentHarness::Cli(std::vector<std::string> args) {
+  args.insert(args.begin(), GA_AGENT_BINARY);
+  args.push_back("--config");
+  args.push_back(config_.string());
+  return RunCommand(args);
+}
+
+std::string AgentHarness::StatusJson() {
+  auto r = Cli({"status", "--json"});
+  return r.exit_code == 0 ? r.output : "";
+}
+
+bool AgentHarness::WaitForState(const std::string& state, int count, std::chrono::seconds timeout,
+                                std::string* last) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::string json;
+  while (std::chrono::steady_clock::now() < deadline) {
+    json = StatusJson();
+    if (JsonCount(json, "state", state) >= count) {
+      if (last) *last = json;
+      return true;
+    }
+    std::this_thread::sleep_for(250ms);
+  }
+  if (last) *last = json;
+  return false;
+}
+
+void AgentHarness::RewriteConfig(const std::function<void(std::string&)>& edit) {
+  std::ifstream in(config_);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string text = ss.str();
+  edit(text);
+  std::ofstream(config_, std::ios::trunc) << text;
+}
+
+}  // namespace ga::testing

@@ -1,0 +1,68 @@
+// Everything an end-to-end test of the agent needs, all real: a swtpm, the
+// iot-sim with the shipped JITR Lambda, a file CA made by `gateway-agent ca
+// init` and registered with the sim through the aws CLI, a config file, and
+// the `gateway-agent run` process.
+#pragma once
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "fixtures.h"
+#include "iot_sim.h"
+
+namespace ga::testing {
+
+struct HarnessOptions {
+  int sensors = 3;
+  int lambda_delay_ms = 0;
+  std::string backoff_initial = "200ms";
+  std::string backoff_max = "2s";
+  std::string extra_config;  // appended to agent.toml
+  std::vector<std::string> sim_args;
+};
+
+class AgentHarness {
+ public:
+  static Result<std::unique_ptr<AgentHarness>> Start(const HarnessOptions& options);
+
+  // Starts `gateway-agent run`; `env` adds variables (e.g. GATEWAY_AGENT_CRASH_AT).
+  Status StartAgent(const std::map<std::string, std::string>& env = {});
+  Process& agent() { return agent_; }
+
+  // `gateway-agent <args...> --config <this config>`.
+  CommandResult Cli(std::vector<std::string> args);
+  // The agent's status JSON (from `gateway-agent status --json`).
+  std::string StatusJson();
+  // Waits until `count` identities are in `state`; returns the last status.
+  bool WaitForState(const std::string& state, int count, std::chrono::seconds timeout,
+                    std::string* last = nullptr);
+
+  // Rewrites agent.toml; `edit` may change the text.
+  void RewriteConfig(const std::function<void(std::string&)>& edit);
+
+  IotSim& sim() { return *sim_; }
+  Swtpm& tpm() { return *tpm_; }
+  const std::filesystem::path& config() const { return config_; }
+  std::filesystem::path state_dir() const { return dir_ / "state"; }
+  std::filesystem::path ca_dir() const { return dir_ / "ca"; }
+  const std::string& ca_id() const { return ca_id_; }
+  std::filesystem::path dir() const { return dir_.path(); }
+  int identities() const { return options_.sensors + 1; }
+
+ private:
+  AgentHarness() = default;
+  HarnessOptions options_;
+  TempDir dir_;
+  std::unique_ptr<Swtpm> tpm_;
+  std::unique_ptr<IotSim> sim_;
+  std::filesystem::path config_;
+  std::string ca_id_;
+  Process agent_;
+};
+
+}  // namespace ga::testing

@@ -1,6 +1,7 @@
 #include "command_ca.h"
 
 #include <fcntl.h>
+#include <openssl/x509v3.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -58,6 +59,24 @@ int KillGroupAndReap(pid_t pid) {
   return status;
 }
 
+// What the external CA chose must still work as an AWS IoT client
+// certificate: not a CA, and TLS client authentication allowed.
+Status CheckDeviceUsage(X509* cert) {
+  uint32_t flags = X509_get_extension_flags(cert);
+  if ((flags & EXFLAG_CA) != 0) {
+    return InvalidArgument(
+        "it issued a CA certificate (basicConstraints CA:TRUE), not a device "
+        "certificate");
+  }
+  if ((flags & EXFLAG_KUSAGE) != 0 && (X509_get_key_usage(cert) & KU_DIGITAL_SIGNATURE) == 0) {
+    return InvalidArgument("the certificate's keyUsage lacks digitalSignature");
+  }
+  if ((flags & EXFLAG_XKUSAGE) != 0 && (X509_get_extended_key_usage(cert) & XKU_SSL_CLIENT) == 0) {
+    return InvalidArgument("the certificate's extendedKeyUsage lacks clientAuth");
+  }
+  return Status::Ok();
+}
+
 class CommandCa final : public LocalCa {
  public:
   CommandCa(const CaConfig& config, X509Ptr cert)
@@ -97,6 +116,9 @@ class CommandCa final : public LocalCa {
     if (!cn.ok() || *cn != request.common_name) {
       return InvalidArgument(what + ": the certificate's CN \"" + (cn.ok() ? *cn : "?") +
                              "\" is not \"" + request.common_name + "\"");
+    }
+    if (request.profile == CertificateProfile::kDevice) {
+      GA_RETURN_IF_ERROR(CheckDeviceUsage(leaf).With(what));
     }
     if (X509_cmp_current_time(X509_get0_notAfter(leaf)) <= 0 ||
         X509_cmp_current_time(X509_get0_notBefore(leaf)) > 0) {

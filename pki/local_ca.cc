@@ -196,9 +196,10 @@ std::string TomlString(std::string_view s) {
 class WrittenFiles {
  public:
   ~WrittenFiles() {
-    for (const fs::path& p : paths_) {
+    // Files first, then the directory (fs::remove only removes it if empty).
+    for (auto it = paths_.rbegin(); it != paths_.rend(); ++it) {
       std::error_code ec;
-      fs::remove(p, ec);
+      fs::remove(*it, ec);
     }
   }
   void Add(fs::path p) { paths_.push_back(std::move(p)); }
@@ -320,12 +321,13 @@ Result<CaInitResult> InitLocalCa(const CaInitOptions& options) {
           .With(kWhat);
     }
   }
+  WrittenFiles written;
   std::error_code ec;
   if (!fs::exists(options.out_dir, ec)) {
     GA_RETURN_IF_ERROR(EnsureDirectory(options.out_dir, 0700).With(kWhat));
+    written.Add(options.out_dir);
   }
 
-  WrittenFiles written;
   EvpPkeyPtr key;
   GA_ASSIGN_OR_RETURN(OSSL_LIB_CTX * libctx, tpm::LibCtx());
   if (options.backend == CaBackend::kFile) {

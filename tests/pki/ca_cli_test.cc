@@ -7,7 +7,6 @@
 #include <sys/stat.h>
 
 #include <cstdlib>
-#include <regex>
 
 #include "fixtures.h"
 #include "pki_test_support.h"

@@ -143,6 +143,21 @@ TEST_F(CommandCaTest, CertificateFromAnotherCaIsRefused) {
               Code::kInvalidArgument, "CN \"someone-else\" is not \"gw-1\"");
 }
 
+TEST_F(CommandCaTest, CertificateUnfitForAClientIsRefused) {
+  testing::WriteText(dir_ / "ca.ext", "basicConstraints=critical,CA:TRUE\n");
+  testing::WriteText(dir_ / "server.ext", "extendedKeyUsage=serverAuth\n");
+  testing::WriteText(dir_ / "ku.ext", "keyUsage=critical,keyAgreement\n");
+  ExpectError(
+      Config({"sh", "-c", SignCommand() + " -extfile '" + (dir_ / "ca.ext").string() + "'"}),
+      Code::kInvalidArgument, "issued a CA certificate");
+  ExpectError(
+      Config({"sh", "-c", SignCommand() + " -extfile '" + (dir_ / "server.ext").string() + "'"}),
+      Code::kInvalidArgument, "extendedKeyUsage lacks clientAuth");
+  ExpectError(
+      Config({"sh", "-c", SignCommand() + " -extfile '" + (dir_ / "ku.ext").string() + "'"}),
+      Code::kInvalidArgument, "keyUsage lacks digitalSignature");
+}
+
 TEST_F(CommandCaTest, BadCsrNeverReachesTheCommand) {
   std::string marker = (dir_ / "ran").string();
   auto ca = OpenLocalCa(Config({"sh", "-c", "touch '" + marker + "'; " + SignCommand()}));

@@ -7,6 +7,8 @@
 #include "fixtures.h"
 #include "gateway_agent/pki/certificate.h"
 #include "gateway_agent/pki/local_ca.h"
+#include "gateway_agent/tpm/csr.h"
+#include "gateway_agent/tpm/openssl_provider.h"
 #include "gateway_agent/tpm/tpm_context.h"
 #include "pki_test_support.h"
 
@@ -25,6 +27,7 @@ using testing::WriteCert;
 class TpmCaTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    setenv("TSS2_LOG", "all+none", 0);  // the TSS logs expected misses (no SRK yet)
     auto swtpm = Swtpm::Start();
     ASSERT_TRUE(swtpm.ok()) << swtpm.status().ToString();
     swtpm_ = std::move(*swtpm);
@@ -118,6 +121,53 @@ TEST_F(TpmCaTest, CaKeyLivesInTheTpmOnly) {
   auto handles = tpm_->TransientHandles();
   ASSERT_TRUE(handles.ok());
   EXPECT_TRUE(handles->empty());
+}
+
+TEST_F(TpmCaTest, IssuesForACsrMadeInTheTpm) {
+  // The enrollment engine's path: the identity's key is in the TPM and its
+  // CSR (tpm::MakeCsr) is handed over in memory, for a TPM CA and a file CA.
+  InitCa();
+  auto tpm_ca = OpenLocalCa(Config(), tpm_);
+  ASSERT_TRUE(tpm_ca.ok()) << tpm_ca.status().ToString();
+  CaInitOptions init;
+  init.subject = "CN=File CA";
+  init.out_dir = dir_ / "fileca";
+  ASSERT_TRUE(InitLocalCa(init).ok());
+  auto file_dir = ReadCaDirectory(dir_ / "fileca");
+  ASSERT_TRUE(file_dir.ok());
+  auto file_ca = OpenLocalCa(file_dir->ca);
+  ASSERT_TRUE(file_ca.ok()) << file_ca.status().ToString();
+
+  auto blob = tpm_->CreateKey();
+  ASSERT_TRUE(blob.ok()) << blob.status().ToString();
+  auto key = tpm::MakeEvpPkey(tpm_, *blob);
+  ASSERT_TRUE(key.ok()) << key.status().ToString();
+  auto csr = tpm::MakeCsr(key->get(), "CN=gw-0001-sensor-3");
+  ASSERT_TRUE(csr.ok()) << csr.status().ToString();
+  for (LocalCa* ca : {tpm_ca->get(), file_ca->get()}) {
+    auto issued = ca->Issue(csr->get(), "gw-0001-sensor-3");
+    ASSERT_TRUE(issued.ok()) << ca->backend() << ": " << issued.status().ToString();
+    EXPECT_EQ(EVP_PKEY_eq(X509_get0_pubkey(issued->cert.get()), key->get()), 1);
+    std::string name = std::string(ca->backend()) + "-dev.pem";
+    auto pem = WriteCert(dir_ / name, issued->cert.get());
+    auto ca_pem = WriteCert(dir_ / (name + ".ca"), ca->certificate());
+    std::string out = MustRun({"openssl", "verify", "-CAfile", ca_pem.string(), pem.string()});
+    EXPECT_NE(out.find(": OK"), std::string::npos) << out;
+  }
+}
+
+TEST_F(TpmCaTest, FailedInitLeavesNothingBehind) {
+  swtpm_->process().Stop();  // the TPM goes away after the context was opened
+  CaInitOptions init;
+  init.backend = CaBackend::kTpm;
+  init.subject = "CN=TPM CA";
+  init.out_dir = dir_ / "newca";
+  init.tpm = tpm_;
+  auto result = InitLocalCa(init);
+  ASSERT_FALSE(result.ok());
+  EXPECT_NE(result.status().message().find("creating the CA"), std::string::npos)
+      << result.status().ToString();
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "newca"));
 }
 
 TEST_F(TpmCaTest, IssuingWorksAcrossRestarts) {

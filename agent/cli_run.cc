@@ -7,6 +7,8 @@
 #include <memory>
 
 #include "cli_commands.h"
+#include "gateway_agent/bridge/bridge.h"
+#include "gateway_agent/bridge/outbox.h"
 #include "gateway_agent/config.h"
 #include "gateway_agent/control.h"
 #include "gateway_agent/daemon.h"
@@ -78,7 +80,11 @@ void RegisterRunCommands(CLI::App& app, const GlobalOptions& global, int& exit_c
       exit_code = 1;
       return;
     }
-    std::cout << (*json ? StatusJson(*list) : StatusTable(*list, NowMillis()));
+    auto traffic =
+        bridge::ReadOutboxStats(config->agent.state_dir / bridge::kOutboxDb, NowMillis());
+    BridgeStats stats = traffic.ok() ? *traffic : BridgeStats{};
+    std::cout << (*json ? StatusJson(*list, NowMillis(), stats)
+                        : StatusTable(*list, NowMillis(), stats));
     exit_code = 0;
   });
 

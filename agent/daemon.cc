@@ -5,8 +5,14 @@
 #include <signal.h>
 #include <systemd/sd-daemon.h>
 
+#include <chrono>
+#include <map>
 #include <mutex>
+#include <set>
+#include <sstream>
+#include <string>
 
+#include "gateway_agent/bridge/bridge.h"
 #include "gateway_agent/control.h"
 #include "gateway_agent/enrollment.h"
 #include "gateway_agent/files.h"
@@ -64,6 +70,204 @@ ControlReply HandleControl(Enrollment& enrollment, const std::vector<std::string
   return {false, "unknown request \"" + verb + "\""};
 }
 
+// The service side of the sd_notify protocol: readiness, status, reloading,
+// stopping and the watchdog. Without NOTIFY_SOCKET every message is dropped
+// by libsystemd, so the same code runs in a terminal.
+class ServiceNotifier {
+ public:
+  ServiceNotifier() {
+    uint64_t usec = 0;
+    if (sd_watchdog_enabled(0, &usec) > 0 && usec > 0) {
+      watchdog_interval_ = std::chrono::microseconds(usec / 2);
+      next_watchdog_ = SteadyClock::now();
+    }
+  }
+
+  // READY=1 with the current status; also ends a reload.
+  void Ready(const std::string& status) {
+    status_ = status;
+    sd_notifyf(0, "READY=1\nSTATUS=%s", status_.c_str());
+  }
+
+  // RELOADING=1 with the monotonic time, as systemd (253+ notify-reload) wants it.
+  void Reloading() {
+    timespec now{};
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    uint64_t usec =
+        static_cast<uint64_t>(now.tv_sec) * 1000000u + static_cast<uint64_t>(now.tv_nsec) / 1000u;
+    sd_notifyf(0, "RELOADING=1\nSTATUS=reloading the configuration\nMONOTONIC_USEC=%llu",
+               static_cast<unsigned long long>(usec));
+  }
+
+  void Stopping() { sd_notify(0, "STOPPING=1\nSTATUS=stopping"); }
+
+  // STATUS= when it differs from the last one sent; logged too.
+  void UpdateStatus(const std::string& status) {
+    if (status == status_) return;
+    status_ = status;
+    sd_notifyf(0, "STATUS=%s", status_.c_str());
+    log::Info("enrollment: " + status_);
+  }
+
+  // Waits for one of `signals` for at most a status poll interval, and sends
+  // WATCHDOG=1 whenever half of WATCHDOG_USEC has passed since the last one.
+  // Returns the signal, or 0 when the wait timed out. The watchdog is fed only
+  // from here: a main loop that stops coming back here gets restarted.
+  int WaitForSignal(const sigset_t& signals,
+                    std::chrono::milliseconds max_wait = std::chrono::milliseconds(1000)) {
+    auto now = SteadyClock::now();
+    auto wake = now + max_wait;
+    if (watchdog_interval_.count() > 0) wake = std::min(wake, next_watchdog_);
+    auto wait = std::chrono::duration_cast<std::chrono::nanoseconds>(wake - now);
+    if (wait.count() < 0) wait = std::chrono::nanoseconds(0);
+    timespec ts{static_cast<time_t>(wait.count() / 1000000000),
+                static_cast<long>(wait.count() % 1000000000)};
+    int sig = sigtimedwait(&signals, nullptr, &ts);
+    if (watchdog_interval_.count() > 0 && SteadyClock::now() >= next_watchdog_) {
+      sd_notify(0, "WATCHDOG=1");
+      next_watchdog_ = SteadyClock::now() + watchdog_interval_;
+    }
+    return sig > 0 ? sig : 0;
+  }
+
+ private:
+  std::string status_;
+  std::chrono::microseconds watchdog_interval_{0};
+  SteadyClock::time_point next_watchdog_;
+};
+
+// The sections of FormatConfig's output, by header ("[aws]"), for telling
+// which sections a reload changed.
+std::map<std::string, std::string> ConfigSections(const Config& config) {
+  std::map<std::string, std::string> sections;
+  std::string current;
+  std::istringstream in(FormatConfig(config));
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty() && line.front() == '[') current = line;
+    sections[current] += line + "\n";
+  }
+  return sections;
+}
+
+// Adds the sensors new in `next` and removes those that `running` had from
+// the file and `next` no longer has. Sensors added at run time (`gateway-agent
+// sensor add`) are not in the file and are left alone.
+void ApplySensorChanges(const Config& running, const Config& next, Enrollment& enrollment) {
+  std::map<std::string, const SensorConfig*> before, after;
+  for (const auto& s : running.sensors) before[s.id] = &s;
+  for (const auto& s : next.sensors) after[s.id] = &s;
+  std::set<std::string> known;
+  for (const auto& id : enrollment.Snapshot()) known.insert(id.name);
+
+  for (const auto& [id, sensor] : before) {
+    if (after.count(id)) continue;
+    auto removed = enrollment.RemoveSensor(id);
+    if (!removed.ok()) {
+      log::Warning("reload: sensor " + id + " left the configuration but could not be removed: " +
+                       removed.status().message(),
+                   {{"IDENTITY", id}});
+    }
+  }
+  for (const auto& [id, sensor] : after) {
+    std::string thing = next.SensorThingName(*sensor);
+    if (before.count(id)) {
+      if (running.SensorThingName(*before[id]) != thing) {
+        log::Warning("reload: sensor " + id + " keeps its enrolled thing name " +
+                         running.SensorThingName(*before[id]) +
+                         " (remove and add the sensor to change it)",
+                     {{"IDENTITY", id}});
+      }
+      continue;
+    }
+    if (known.count(id)) {
+      log::Info("reload: sensor " + id + " is already enrolled (added at run time)",
+                {{"IDENTITY", id}});
+      continue;
+    }
+    auto added = enrollment.AddSensor(id, thing);
+    if (!added.ok()) {
+      log::Error("reload: adding sensor " + id + " failed: " + added.status().message(),
+                 {{"IDENTITY", id}});
+    }
+  }
+}
+
+// SIGHUP: re-reads and validates the file the running configuration came
+// from. An unreadable or invalid file is refused with every problem logged,
+// and the running configuration stays. Otherwise sensor additions, removals
+// and the log level take effect now; other changes need a restart, which is
+// logged. Returns the configuration in effect afterwards.
+Config ReloadConfig(const Config& running, Enrollment& enrollment) {
+  log::Info("reloading the configuration from " + running.source.string());
+  auto loaded = LoadConfig(running.source);
+  if (!loaded.ok()) {
+    log::Error("reload refused, the running configuration stays: " + loaded.status().message());
+    return running;
+  }
+  if (!loaded->ok()) {
+    for (const auto& p : loaded->problems) log::Error("reload: " + p.ToString());
+    log::Error("reload refused: " + running.source.string() + " has " +
+               std::to_string(loaded->problems.size()) +
+               " problem(s); the running configuration stays");
+    return running;
+  }
+  const Config& next = loaded->config;
+
+  Config effective = running;
+  effective.sensors = next.sensors;
+  effective.agent.log_level = next.agent.log_level;
+  log::SetLevel(next.agent.log_level);
+  ApplySensorChanges(running, next, enrollment);
+
+  // Everything else (endpoint, TPM, CA, directories, enrollment pacing,
+  // bridge) is wired into running parts: it takes a restart.
+  Config unapplied = next;
+  unapplied.sensors = effective.sensors;
+  unapplied.agent.log_level = effective.agent.log_level;
+  auto now = ConfigSections(effective), wanted = ConfigSections(unapplied);
+  std::string changed;
+  for (const auto& [header, text] : wanted) {
+    if (now[header] != text) changed += (changed.empty() ? "" : ", ") + header;
+  }
+  if (!changed.empty()) {
+    log::Warning("reload: changes to " + changed +
+                 " take effect only after a restart (systemctl restart gateway-agent)");
+  }
+  log::Info("configuration reloaded: " + std::to_string(next.sensors.size()) +
+            " sensor(s) in the file, log level " +
+            std::string(log::LevelName(next.agent.log_level)));
+  return effective;
+}
+// Keeps the bridge's view of an identity current: connect it once ACTIVE,
+// keep its messages while it is not, forget it when removed.
+void TellBridge(bridge::Bridge& bridge, const Identity& id) {
+  if (id.state == EnrollmentState::kRemoved) return bridge.Remove(id.name);
+  bridge.Upsert(
+      {id.name, id.thing, id.key_file, id.chain_file, id.state == EnrollmentState::kActive});
+}
+
+// Waits (feeding the watchdog) until the bridge is connected to the local
+// broker; false when asked to stop meanwhile.
+bool WaitForLocalBroker(bridge::Bridge& bridge, const Config& config, ServiceNotifier& notifier,
+                        const sigset_t& signals) {
+  const std::string where = config.local.unix_socket.empty()
+                                ? config.local.host + ":" + std::to_string(config.local.port)
+                                : config.local.unix_socket.string();
+  bool logged = false;
+  auto started = SteadyClock::now();
+  while (!bridge.local_connected()) {
+    notifier.UpdateStatus("waiting for the local broker at " + where);
+    if (!logged && SteadyClock::now() - started > std::chrono::seconds(5)) {
+      log::Warning("still waiting for the local MQTT broker at " + where +
+                   " (is mosquitto running? [local] in the config)");
+      logged = true;
+    }
+    int sig = notifier.WaitForSignal(signals, std::chrono::milliseconds(50));
+    if (sig == SIGTERM || sig == SIGINT) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 int RunAgent(const Config& config) {
@@ -98,13 +302,18 @@ int RunAgent(const Config& config) {
   auto ca = pki::OpenLocalCa(config.ca, *tpm);
   if (!ca.ok()) return fail(std::move(ca).take_status().With("opening the local CA"));
 
+  auto bridge = bridge::Bridge::Create({config, *tpm});
+  if (!bridge.ok()) return fail(bridge.status());
+
   Enrollment::Options options;
   options.config = config;
   options.tpm = *tpm;
   options.store = store->get();
   options.issue = MakeIssuer(std::shared_ptr<pki::LocalCa>(std::move(*ca)));
+  options.on_change = [b = bridge->get()](const Identity& id) { TellBridge(*b, id); };
   Enrollment enrollment(std::move(options));
   if (Status l = enrollment.Load(); !l.ok()) return fail(l);
+  for (const Identity& id : enrollment.Snapshot()) TellBridge(**bridge, id);
 
   auto control = ControlServer::Start(config.agent.runtime_dir / kControlSocket,
                                       [&enrollment](const std::vector<std::string>& words) {
@@ -112,41 +321,44 @@ int RunAgent(const Config& config) {
                                       });
   if (!control.ok()) return fail(control.status());
 
+  if (Status b = (*bridge)->Start(); !b.ok()) return fail(b);
   enrollment.Start();
-  std::string status = enrollment.Counts().ToString();
-  sd_notifyf(0, "READY=1\nSTATUS=%s", status.c_str());
-  log::Info("gateway-agent running: " + status, {{"THING", config.agent.thing_name}});
 
-  uint64_t watchdog_usec = 0;
-  bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0;
-  auto tick = std::chrono::milliseconds(1000);
-  if (watchdog) {
-    tick = std::min(tick, std::chrono::milliseconds(watchdog_usec / 2000));
+  // READY=1 means: configuration, state, TPM, CA and control socket are up,
+  // and the bridge is connected to the local broker.
+  ServiceNotifier notifier;
+  if (!WaitForLocalBroker(**bridge, config, notifier, signals)) {
+    notifier.Stopping();
+    control->reset();
+    (*bridge)->Stop();
+    enrollment.Stop();
+    return 0;
   }
-  int exit_code = 0;
-  while (true) {
-    timespec ts{static_cast<time_t>(tick.count() / 1000),
-                static_cast<long>((tick.count() % 1000) * 1000000)};
-    int sig = sigtimedwait(&signals, nullptr, &ts);
-    if (watchdog) sd_notify(0, "WATCHDOG=1");
-    if (sig == SIGTERM || sig == SIGINT) {
-      sd_notify(0, "STOPPING=1");
-      log::Info(std::string("stopping on ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT"));
-      break;
-    }
+  notifier.Ready(enrollment.Counts().ToString());
+  log::Info("gateway-agent running: " + enrollment.Counts().ToString(),
+            {{"THING", config.agent.thing_name}});
+
+  Config running = config;
+  int sig = 0;
+  while ((sig = notifier.WaitForSignal(signals)) != SIGTERM && sig != SIGINT) {
     if (sig == SIGHUP) {
-      log::Info("SIGHUP: configuration reload is not supported yet; restart to apply changes");
-    }
-    std::string now = enrollment.Counts().ToString();
-    if (now != status) {
-      status = now;
-      sd_notifyf(0, "STATUS=%s", status.c_str());
-      log::Info("enrollment: " + status);
+      notifier.Reloading();
+      running = ReloadConfig(running, enrollment);
+      notifier.Ready(enrollment.Counts().ToString());
+    } else {
+      notifier.UpdateStatus(enrollment.Counts().ToString());
     }
   }
+
+  notifier.Stopping();
+  log::Info(std::string("stopping on ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") +
+            ": finishing the enrollment steps in progress");
   control->reset();
+  (*bridge)->Stop();
   enrollment.Stop();
-  return exit_code;
+  log::Info("gateway-agent stopped: " + enrollment.Counts().ToString(),
+            {{"THING", config.agent.thing_name}});
+  return 0;
 }
 
 }  // namespace ga

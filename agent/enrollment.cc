@@ -169,7 +169,9 @@ void Enrollment::Worker() {
   while (!stop_) {
     const Identity* next = nullptr;
     for (const auto& [name, id] : identities_) {
-      if (!Actionable(id) || in_flight_.count(name)) continue;
+      // A sensor being removed is never picked again: its entry is not updated
+      // any more, so it would look due forever and starve RemoveSensor's wait.
+      if (!Actionable(id) || in_flight_.count(name) || removed_.count(name)) continue;
       if (next == nullptr || id.next_attempt < next->next_attempt) next = &id;
     }
     if (next == nullptr) {
@@ -289,7 +291,8 @@ Status Enrollment::MakeKey(Identity& identity) {
     CrashPoint("key-created", identity.name);
     GA_RETURN_IF_ERROR(key.WriteFile(key_path, /*overwrite=*/true));
     CrashPoint("key-saved", identity.name);
-    log::Info("created TPM key " + key_path.string(), {{"IDENTITY", identity.name}});
+    log::Info("created TPM key " + key_path.string(),
+              {{"IDENTITY", identity.name}, {"THING", identity.thing}, {"STATE", "KEYED"}});
   }
   identity.key_file = key_path.string();
   identity.state = EnrollmentState::kKeyed;
@@ -330,7 +333,7 @@ Status Enrollment::MakeCertificate(Identity& identity) {
     identity.cert_id = facts.id;
     identity.cert_not_after = facts.not_after;
     log::Info("certificate " + facts.id + " issued for thing " + identity.thing,
-              {{"IDENTITY", identity.name}, {"THING", identity.thing}});
+              {{"IDENTITY", identity.name}, {"THING", identity.thing}, {"STATE", "CERTIFIED"}});
   }
   identity.cert_file = cert_path.string();
   identity.chain_file = chain_path.string();
@@ -398,7 +401,8 @@ void Enrollment::Register(Identity& identity) {
                              " is not trusted (" + a.detail + "): check [aws] endpoint and " +
                              "root_ca (" + c.aws.root_ca.string() +
                              "), then restart the agent or run gateway-agent probe";
-      log::Error("identity " + identity.name + " parked: " + identity.park_reason, fields);
+      log::Error("identity " + identity.name + " parked: " + identity.park_reason,
+                 {{"IDENTITY", identity.name}, {"THING", identity.thing}, {"STATE", "PARKED"}});
       Commit(identity);
       return;
     case ConnectOutcome::kTlsAlert:
@@ -407,7 +411,8 @@ void Enrollment::Register(Identity& identity) {
         identity.last_error = a.detail;
         identity.park_reason = "AWS IoT refuses certificate " + identity.cert_id +
                                " as revoked: remove and add the sensor to enroll a new one";
-        log::Error("identity " + identity.name + " parked: " + identity.park_reason, fields);
+        log::Error("identity " + identity.name + " parked: " + identity.park_reason,
+                   {{"IDENTITY", identity.name}, {"THING", identity.thing}, {"STATE", "PARKED"}});
         Commit(identity);
         return;
       }
@@ -459,6 +464,7 @@ Result<Identity> Enrollment::AddSensor(const std::string& id, const std::string&
     identities_[id] = stored;
   }
   cv_.notify_all();
+  if (options_.on_change) options_.on_change(stored);
   log::Info("sensor " + id + " added as thing " + identity.thing,
             {{"IDENTITY", id}, {"THING", identity.thing}, {"STATE", "NEW"}});
   return stored;
@@ -483,6 +489,7 @@ Result<Identity> Enrollment::RemoveSensor(const std::string& id) {
   removed.state = EnrollmentState::kRemoved;
   removed.key_file.clear();
   GA_RETURN_IF_ERROR(options_.store->Update(removed));
+  if (options_.on_change) options_.on_change(removed);
   std::error_code ec;
   std::filesystem::remove_all(IdentityDir(id), ec);
   if (ec) {

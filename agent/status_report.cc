@@ -32,6 +32,31 @@ std::string Cut(std::string s, size_t width) {
   return s;
 }
 
+struct Traffic {
+  bool connected = false;
+  int64_t messages = 0, bytes = 0, oldest_age_s = 0, sent = 0, rejected = 0, dropped = 0;
+};
+
+Traffic TrafficOf(const BridgeStats& bridge, const std::string& name, Millis now) {
+  Traffic t;
+  auto it = bridge.find(name);
+  if (it == bridge.end()) return t;
+  const auto& s = it->second;
+  auto counter = [&](const char* n) {
+    auto c = s.counters.find(n);
+    return c == s.counters.end() ? int64_t{0} : c->second;
+  };
+  t.connected = s.connected;
+  t.messages = s.messages;
+  t.bytes = s.bytes;
+  t.oldest_age_s = s.oldest_ms > 0 ? std::max<int64_t>(0, (now - s.oldest_ms) / 1000) : 0;
+  t.sent = counter(bridge::kSent);
+  t.rejected = counter(bridge::kRejectedLimit) + counter(bridge::kRejectedFull);
+  t.dropped = counter(bridge::kDroppedFull) + counter(bridge::kDroppedAge) +
+              counter(bridge::kDroppedUnknown);
+  return t;
+}
+
 }  // namespace
 
 std::string JsonString(std::string_view s) {
@@ -57,11 +82,14 @@ std::string JsonString(std::string_view s) {
   return out + "\"";
 }
 
-std::string StatusTable(const std::vector<Identity>& identities, Millis now) {
+std::string StatusTable(const std::vector<Identity>& identities, Millis now,
+                        const BridgeStats& bridge) {
   std::string out;
   char line[512];
-  std::snprintf(line, sizeof line, "%-16s %-7s %-28s %-11s %8s %-10s %-20s %s\n", "NAME", "KIND",
-                "THING", "STATE", "ATTEMPTS", "NEXT", "CERT EXPIRES", "LAST ERROR / REASON");
+  std::snprintf(line, sizeof line,
+                "%-16s %-7s %-28s %-11s %8s %-10s %-20s %-4s %7s %9s %7s %5s %5s %s\n", "NAME",
+                "KIND", "THING", "STATE", "ATTEMPTS", "NEXT", "CERT EXPIRES", "CONN", "OUTBOX",
+                "BYTES", "SENT", "REJ", "DROP", "LAST ERROR / REASON");
   out += line;
   int active = 0;
   for (const auto& id : identities) {
@@ -84,7 +112,8 @@ std::string StatusTable(const std::vector<Identity>& identities, Millis now) {
   return out;
 }
 
-std::string StatusJson(const std::vector<Identity>& identities) {
+std::string StatusJson(const std::vector<Identity>& identities, Millis now,
+                       const BridgeStats& bridge) {
   std::string out = "{\"identities\":[";
   int counts[7] = {0};
   for (size_t i = 0; i < identities.size(); ++i) {
@@ -106,6 +135,14 @@ std::string StatusJson(const std::vector<Identity>& identities) {
     out += ",\"chainFile\":" + JsonString(id.chain_file);
     out += ",\"registeringSince\":" + JsonString(Iso8601(id.registering_since));
     out += ",\"activeSince\":" + JsonString(Iso8601(id.active_since));
+    Traffic t = TrafficOf(bridge, id.name, now);
+    out += ",\"connected\":" + std::string(t.connected ? "true" : "false");
+    out += ",\"outbox\":{\"messages\":" + std::to_string(t.messages) +
+           ",\"bytes\":" + std::to_string(t.bytes) +
+           ",\"oldestAgeSeconds\":" + std::to_string(t.oldest_age_s) + "}";
+    out += ",\"sent\":" + std::to_string(t.sent);
+    out += ",\"rejected\":" + std::to_string(t.rejected);
+    out += ",\"dropped\":" + std::to_string(t.dropped);
     out += "}";
   }
   out += "],\"counts\":{";

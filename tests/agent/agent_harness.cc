@@ -15,7 +15,12 @@ Result<std::unique_ptr<AgentHarness>> AgentHarness::Start(const HarnessOptions& 
   IotSimOptions so;
   so.lambda_delay_ms = options.lambda_delay_ms;
   so.extra_args = options.sim_args;
+  // Keep every routed message, so tests can count duplicates.
+  so.extra_args.insert(so.extra_args.end(), {"--publish-log-size", "200000"});
   GA_ASSIGN_OR_RETURN(h->sim_, IotSim::Start(so));
+  if (options.local_broker) {
+    GA_ASSIGN_OR_RETURN(h->broker_, Mosquitto::Start());
+  }
 
   auto init = RunCommand({GA_AGENT_BINARY, "ca", "init", "--backend", "file", "--subject",
                           "CN=Test Gateway CA,O=gateway-agent tests", "--days", "30", "--out-dir",
@@ -48,6 +53,11 @@ Result<std::unique_ptr<AgentHarness>> AgentHarness::Start(const HarnessOptions& 
       << "backoff_max = \"" << options.backoff_max << "\"\n"
       << "concurrency = 8\n"
       << options.extra_config << "\n";
+  if (h->broker_) {
+    out << "[local]\nhost = \"127.0.0.1\"\nport = " << h->broker_->port() << "\n";
+  } else {
+    out << "[local]\nhost = \"127.0.0.1\"\nport = " << FreePort() << "\n";
+  }
   for (int i = 1; i <= options.sensors; ++i) {
     out << "[[sensor]]\nid = \"s" << i << "\"\n";
   }

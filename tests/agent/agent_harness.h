@@ -24,6 +24,7 @@ struct HarnessOptions {
   std::string backoff_max = "2s";
   std::string extra_config;  // appended to agent.toml
   std::vector<std::string> sim_args;
+  bool local_broker = true;  // a real mosquitto as the gateway's local broker
 };
 
 class AgentHarness {
@@ -46,6 +47,7 @@ class AgentHarness {
   void RewriteConfig(const std::function<void(std::string&)>& edit);
 
   IotSim& sim() { return *sim_; }
+  Mosquitto& broker() { return *broker_; }
   Swtpm& tpm() { return *tpm_; }
   const std::filesystem::path& config() const { return config_; }
   std::filesystem::path state_dir() const { return dir_ / "state"; }
@@ -60,6 +62,7 @@ class AgentHarness {
   TempDir dir_;
   std::unique_ptr<Swtpm> tpm_;
   std::unique_ptr<IotSim> sim_;
+  std::unique_ptr<Mosquitto> broker_;
   std::filesystem::path config_;
   std::string ca_id_;
   Process agent_;

@@ -2,17 +2,24 @@
 // for programs.
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
+#include "gateway_agent/bridge/outbox.h"
 #include "gateway_agent/identity_store.h"
 
 namespace ga {
 
-std::string StatusTable(const std::vector<Identity>& identities, Millis now);
+// The bridge's figures per identity name (from the outbox database).
+using BridgeStats = std::map<std::string, bridge::IdentityOutboxStats>;
+
+std::string StatusTable(const std::vector<Identity>& identities, Millis now,
+                        const BridgeStats& bridge = {});
 
 // {"identities":[{"name":…,"kind":…,"thing":…,"state":…,…}],"counts":{…}}
-std::string StatusJson(const std::vector<Identity>& identities);
+std::string StatusJson(const std::vector<Identity>& identities, Millis now,
+                       const BridgeStats& bridge = {});
 
 // A JSON string literal for `s`.
 std::string JsonString(std::string_view s);

@@ -1,0 +1,753 @@
+#include "gateway_agent/bridge/bridge.h"
+
+#include <mosquitto.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <deque>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "gateway_agent/bridge/outbox.h"
+#include "gateway_agent/files.h"
+#include "gateway_agent/log.h"
+#include "gateway_agent/rate.h"
+#include "gateway_agent/tpm/openssl_provider.h"
+#include "gateway_agent/tpm/tls_client.h"
+#include "gateway_agent/tpm/tpm_key.h"
+
+namespace ga::bridge {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+struct MosqDeleter {
+  void operator()(mosquitto* m) const { mosquitto_destroy(m); }
+};
+using MosqPtr = std::unique_ptr<mosquitto, MosqDeleter>;
+
+std::vector<std::string> Levels(std::string_view topic) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (true) {
+    size_t slash = topic.find('/', start);
+    out.emplace_back(topic.substr(start, slash - start));
+    if (slash == std::string_view::npos) break;
+    start = slash + 1;
+  }
+  return out;
+}
+
+// Raises the soft limit on open files to the hard limit: each cloud
+// connection holds a socket, and 1,000 of them exceed the usual 1,024.
+void RaiseFileLimit() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+constexpr milliseconds kTick{100};
+constexpr milliseconds kReconnectMin{1000};
+constexpr milliseconds kReconnectMax{60000};
+constexpr int kRefill = 200;  // outbox rows read per refill
+
+}  // namespace
+
+std::string CloudTopic(std::string_view topic_template, std::string_view thing,
+                       std::string_view rest) {
+  std::string out;
+  for (size_t i = 0; i < topic_template.size();) {
+    if (topic_template.compare(i, 7, "{thing}") == 0) {
+      out += thing;
+      i += 7;
+    } else if (topic_template.compare(i, 6, "{rest}") == 0) {
+      out += rest;
+      i += 6;
+    } else {
+      out += topic_template[i++];
+    }
+  }
+  return out;
+}
+
+std::string CheckAwsPublishLimits(std::string_view topic, size_t payload_bytes) {
+  if (payload_bytes > kMaxPayloadBytes) {
+    return "payload of " + std::to_string(payload_bytes) + " bytes exceeds AWS IoT's 128 KB";
+  }
+  if (topic.size() > kMaxTopicBytes) {
+    return "topic of " + std::to_string(topic.size()) + " bytes exceeds AWS IoT's 256";
+  }
+  int levels = static_cast<int>(std::count(topic.begin(), topic.end(), '/')) + 1;
+  if (levels > kMaxTopicLevels) {
+    return "topic has " + std::to_string(levels) + " levels; AWS IoT allows 8";
+  }
+  if (!topic.empty() && topic[0] == '$') return "topics starting with $ are reserved";
+  return "";
+}
+
+// One libmosquitto client on the loop.
+struct Connection {
+  std::string name;  // identity name, or "local"
+  MosqPtr mosq;
+  int fd = -1;              // registered in epoll
+  bool want_write = false;  // EPOLLOUT registered
+  bool connected = false;
+  bool connecting = false;
+  Clock::time_point next_connect{};
+  int failures = 0;
+};
+
+struct CloudConnection : Connection {
+  BridgeIdentity identity;
+  SslCtxPtr ssl_ctx;
+  EvpPkeyPtr key;
+  std::map<int, int64_t> inflight;  // mid -> outbox seq
+  std::deque<OutboxMessage> pending;
+  int64_t last_queued = 0;  // highest seq handed to libmosquitto
+  bool drained = false;     // the outbox had nothing more after last_queued
+  std::unique_ptr<TokenBucket> publishes;
+  std::unique_ptr<TokenBucket> bytes;
+  std::vector<int64_t> acked;
+  bool subscribed = false;
+};
+
+class Bridge::Loop {
+ public:
+  Loop(Bridge::Options options, std::unique_ptr<Outbox> outbox)
+      : options_(std::move(options)), outbox_(std::move(outbox)), rng_(std::random_device{}()) {
+    const auto& filter = options_.config.local.ingest_filter;
+    auto levels = Levels(filter);
+    for (size_t i = 0; i < levels.size(); ++i) {
+      if (levels[i] == "+") {
+        id_level_ = static_cast<int>(i);
+        break;
+      }
+      prefix_ += levels[i] + "/";
+    }
+  }
+
+  ~Loop() {
+    for (int fd : {epoll_, wake_}) {
+      if (fd >= 0) close(fd);
+    }
+  }
+
+  Status Init(std::atomic<bool>* local_connected) {
+    local_connected_ = local_connected;
+    if (id_level_ < 0) {
+      return InvalidArgument("local.ingest_filter \"" + options_.config.local.ingest_filter +
+                             "\" has no + level for the sensor id (e.g. \"sensors/+/#\")");
+    }
+    epoll_ = epoll_create1(EPOLL_CLOEXEC);
+    if (epoll_ < 0) return ErrnoStatus("epoll_create1", errno);
+    wake_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (wake_ < 0) return ErrnoStatus("eventfd", errno);
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.ptr = nullptr;
+    if (epoll_ctl(epoll_, EPOLL_CTL_ADD, wake_, &ev) != 0) return ErrnoStatus("epoll_ctl", errno);
+    RaiseFileLimit();
+    return Status::Ok();
+  }
+
+  void Post(std::function<void()> fn) {
+    {
+      std::lock_guard lock(mu_);
+      posted_.push_back(std::move(fn));
+    }
+    uint64_t one = 1;
+    (void)!write(wake_, &one, sizeof one);
+  }
+
+  void RequestStop() {
+    Post([this] { stopping_ = true; });
+  }
+
+  void Run() {
+    local_ = std::make_unique<Connection>();
+    local_->name = "local";
+    Status s = CreateLocal();
+    if (!s.ok()) log::Error("local broker: " + s.message());
+    std::vector<epoll_event> events(256);
+    auto last_expire = Clock::now();
+    while (!stopping_) {
+      int n = epoll_wait(epoll_, events.data(), static_cast<int>(events.size()),
+                         static_cast<int>(kTick.count()));
+      if (n < 0 && errno != EINTR) {
+        log::Error(std::string("epoll_wait: ") + std::strerror(errno));
+        break;
+      }
+      for (int i = 0; i < n; ++i) {
+        auto* c = static_cast<Connection*>(events[i].data.ptr);
+        if (c == nullptr) {
+          uint64_t v;
+          (void)!read(wake_, &v, sizeof v);
+          RunPosted();
+          continue;
+        }
+        if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) Read(*c);
+      }
+      // Everything read in this iteration is committed in one transaction
+      // before any PUBACK goes back to the local broker.
+      CommitStaged();
+      Tick();
+      FlushAcks();
+      WriteAll();
+      if (Clock::now() - last_expire > std::chrono::seconds(60)) {
+        last_expire = Clock::now();
+        auto expired = outbox_->Expire(NowMs());
+        if (expired.ok() && *expired > 0) {
+          log::Warning("outbox: dropped " + std::to_string(*expired) +
+                       " message(s) older than bridge.outbox_max_age");
+        }
+      }
+    }
+    Shutdown();
+  }
+
+  void Upsert(const BridgeIdentity& identity) {
+    identities_[identity.name] = identity;
+    auto it = clouds_.find(identity.name);
+    if (identity.active && it == clouds_.end()) {
+      auto c = std::make_unique<CloudConnection>();
+      c->name = identity.name;
+      c->identity = identity;
+      double rate = options_.config.bridge.publish_rate;
+      double byte_rate = static_cast<double>(options_.config.bridge.byte_rate);
+      // A small burst keeps any one-second window under AWS's limit.
+      c->publishes = std::make_unique<TokenBucket>(rate, std::max(1.0, rate / 10));
+      c->bytes = std::make_unique<TokenBucket>(
+          byte_rate, std::max(byte_rate / 10, static_cast<double>(kMaxPayloadBytes)));
+      // AWS allows one CONNECT per second per client id; enrollment just used one.
+      c->next_connect = Clock::now() + std::chrono::milliseconds(1100);
+      clouds_[identity.name] = std::move(c);
+    } else if (!identity.active && it != clouds_.end()) {
+      DropCloud(identity.name);
+    }
+  }
+
+  void Remove(const std::string& name) {
+    identities_.erase(name);
+    DropCloud(name);
+    Status s = outbox_->Forget(name);
+    if (!s.ok()) log::Error(s.message(), {{"IDENTITY", name}});
+  }
+
+  Outbox& outbox() { return *outbox_; }
+
+ private:
+  // --- connections and the epoll set ---
+
+  void Watch(Connection& c) {
+    int fd = mosquitto_socket(c.mosq.get());
+    bool want = mosquitto_want_write(c.mosq.get());
+    if (fd == c.fd && want == c.want_write) return;
+    if (c.fd >= 0 && c.fd != fd) {
+      epoll_ctl(epoll_, EPOLL_CTL_DEL, c.fd, nullptr);
+      c.fd = -1;
+    }
+    if (fd < 0) return;
+    epoll_event ev{};
+    ev.events = want ? (EPOLLIN | EPOLLOUT) : EPOLLIN;
+    ev.data.ptr = &c;
+    if (epoll_ctl(epoll_, c.fd == fd ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev) == 0) {
+      c.fd = fd;
+      c.want_write = want;
+    }
+  }
+
+  void Unwatch(Connection& c) {
+    if (c.fd >= 0) epoll_ctl(epoll_, EPOLL_CTL_DEL, c.fd, nullptr);
+    c.fd = -1;
+    c.want_write = false;
+  }
+
+  void Read(Connection& c) {
+    if (!c.mosq) return;
+    int rc = mosquitto_loop_read(c.mosq.get(), 1);
+    if (rc != MOSQ_ERR_SUCCESS) ConnectionLost(c, rc);
+  }
+
+  void Write(Connection& c) {
+    if (!c.mosq || mosquitto_socket(c.mosq.get()) < 0) return;
+    if (mosquitto_want_write(c.mosq.get())) {
+      int rc = mosquitto_loop_write(c.mosq.get(), 1);
+      if (rc != MOSQ_ERR_SUCCESS) return ConnectionLost(c, rc);
+    }
+    Watch(c);
+  }
+
+  void WriteAll() {
+    if (local_) Write(*local_);
+    for (auto& [name, c] : clouds_) Write(*c);
+  }
+
+  void ConnectionLost(Connection& c, int rc) {
+    Unwatch(c);
+    if (c.connected || c.connecting) {
+      std::string why = rc == MOSQ_ERR_CONN_LOST ? "connection lost" : mosquitto_strerror(rc);
+      log::Warning("MQTT connection " + c.name + " down: " + why, {{"IDENTITY", c.name}});
+    }
+    SetConnected(c, false);
+    c.connecting = false;
+    ++c.failures;
+    BackoffPolicy policy{kReconnectMin, kReconnectMax, 2.0};
+    c.next_connect =
+        Clock::now() + std::max(kReconnectMin, FullJitterDelay(policy, c.failures, rng_));
+  }
+
+  void SetConnected(Connection& c, bool up) {
+    if (c.connected == up) return;
+    c.connected = up;
+    if (&c == local_.get()) {
+      local_connected_->store(up);
+    } else {
+      Status s = outbox_->SetConnected(c.name, up);
+      if (!s.ok()) log::Error(s.message());
+    }
+  }
+
+  // --- the local broker ---
+
+  Status CreateLocal() {
+    const LocalConfig& lc = options_.config.local;
+    local_->mosq.reset(mosquitto_new(lc.client_id.c_str(), /*clean_session=*/false, this));
+    if (!local_->mosq) return Internal("mosquitto_new failed");
+    mosquitto* m = local_->mosq.get();
+    mosquitto_threaded_set(m, true);  // PUBACKs wait in the queue for our loop_write
+    mosquitto_int_option(m, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
+    if (!lc.username.empty()) {
+      std::string password;
+      if (!lc.password_file.empty()) {
+        auto pw = ReadFile(lc.password_file);
+        if (!pw.ok()) return std::move(pw).take_status().With("local.password_file");
+        password = *pw;
+        while (!password.empty() && (password.back() == '\n' || password.back() == '\r')) {
+          password.pop_back();
+        }
+      }
+      mosquitto_username_pw_set(m, lc.username.c_str(),
+                                password.empty() ? nullptr : password.c_str());
+    }
+    mosquitto_connect_callback_set(
+        m, [](mosquitto*, void* self, int rc) { static_cast<Loop*>(self)->OnLocalConnect(rc); });
+    mosquitto_message_callback_set(m, [](mosquitto*, void* self, const mosquitto_message* msg) {
+      static_cast<Loop*>(self)->OnLocalMessage(msg);
+    });
+    local_->next_connect = Clock::now();
+    return Status::Ok();
+  }
+
+  void ConnectLocal() {
+    const LocalConfig& lc = options_.config.local;
+    local_->connecting = true;
+    local_->next_connect = Clock::now() + std::chrono::seconds(10);
+    int rc;
+    if (!lc.unix_socket.empty()) {
+      rc = mosquitto_connect_bind_async(local_->mosq.get(), lc.unix_socket.c_str(), 0, 60, nullptr);
+    } else {
+      rc = mosquitto_connect_async(local_->mosq.get(), lc.host.c_str(), lc.port, 60);
+    }
+    if (rc != MOSQ_ERR_SUCCESS) {
+      log::Warning("local broker " + lc.host + ":" + std::to_string(lc.port) + ": " +
+                   mosquitto_strerror(rc));
+      return ConnectionLost(*local_, rc);
+    }
+    Watch(*local_);
+  }
+
+  void OnLocalConnect(int rc) {
+    local_->connecting = false;
+    if (rc != 0) {
+      log::Error(std::string("local broker refused the connection: ") +
+                 mosquitto_connack_string(rc));
+      mosquitto_disconnect(local_->mosq.get());
+      return;
+    }
+    local_->failures = 0;
+    SetConnected(*local_, true);
+    log::Info("connected to the local broker; subscribing to " +
+              options_.config.local.ingest_filter);
+    mosquitto_subscribe(local_->mosq.get(), nullptr, options_.config.local.ingest_filter.c_str(),
+                        1);
+  }
+
+  void OnLocalMessage(const mosquitto_message* msg) {
+    std::string_view topic = msg->topic;
+    auto levels = Levels(topic);
+    if (static_cast<int>(levels.size()) <= id_level_ + 1) return;
+    const std::string& sensor = levels[static_cast<size_t>(id_level_)];
+    std::string rest;
+    for (size_t i = static_cast<size_t>(id_level_) + 1; i < levels.size(); ++i) {
+      rest += (rest.empty() ? "" : "/") + levels[i];
+    }
+    if (rest == "cmd" || rest.rfind("cmd/", 0) == 0) return;  // our own command deliveries
+    auto it = identities_.find(sensor);
+    if (it == identities_.end() || it->second.name == "gateway") {
+      ++staged_counts_[{sensor, kDroppedUnknown}];
+      log::Warning("dropped a message from unknown sensor \"" + sensor + "\" on " +
+                   std::string(topic) + " (add it with gateway-agent sensor add)");
+      return;
+    }
+    std::string cloud_topic =
+        CloudTopic(options_.config.bridge.cloud_topic_template, it->second.thing, rest);
+    std::string why = CheckAwsPublishLimits(cloud_topic, static_cast<size_t>(msg->payloadlen));
+    if (!why.empty()) {
+      ++staged_counts_[{sensor, kRejectedLimit}];
+      log::Warning("not sent: sensor " + sensor + ", topic " + std::string(topic) + " -> " +
+                       cloud_topic + ": " + why,
+                   {{"IDENTITY", sensor}});
+      return;
+    }
+    OutboxMessage m;
+    m.identity = sensor;
+    m.topic = std::move(cloud_topic);
+    m.payload.assign(static_cast<const char*>(msg->payload), static_cast<size_t>(msg->payloadlen));
+    m.created_ms = NowMs();
+    staged_.push_back(std::move(m));
+  }
+
+  void CommitStaged() {
+    if (staged_.empty() && staged_counts_.empty()) return;
+    Status s = outbox_->Commit(staged_, staged_counts_);
+    if (!s.ok()) {
+      // The PUBACKs of these messages are still queued in libmosquitto: drop
+      // the connection without writing them, so the broker redelivers.
+      log::Error("outbox commit failed, reconnecting to the local broker so it redelivers: " +
+                 s.message());
+      Unwatch(*local_);
+      SetConnected(*local_, false);
+      local_->mosq.reset();
+      staged_.clear();
+      staged_counts_.clear();
+      Status c = CreateLocal();
+      if (!c.ok()) log::Error(c.message());
+      local_->next_connect = Clock::now() + kReconnectMin;
+      return;
+    }
+    for (const auto& m : staged_) {
+      auto it = clouds_.find(m.identity);
+      if (it != clouds_.end()) it->second->drained = false;
+    }
+    staged_.clear();
+    staged_counts_.clear();
+  }
+
+  // --- the cloud ---
+
+  Status CreateCloud(CloudConnection& c) {
+    const Config& cfg = options_.config;
+    GA_ASSIGN_OR_RETURN(tpm::TpmKeyBlob blob, tpm::TpmKeyBlob::ReadFile(c.identity.key_file));
+    GA_ASSIGN_OR_RETURN(c.key, tpm::MakeEvpPkey(options_.tpm, blob));
+    tpm::TlsClientOptions tls;
+    tls.key = c.key.get();
+    tls.chain_file = c.identity.chain_file;
+    tls.ca_file = cfg.aws.root_ca;
+    tls.verify_host = cfg.aws.endpoint;
+    if (cfg.aws.alpn) tls.alpn = {"x-amzn-mqtt-ca"};
+    GA_ASSIGN_OR_RETURN(c.ssl_ctx, tpm::MakeClientTlsContext(tls));
+    c.mosq.reset(mosquitto_new(c.identity.thing.c_str(), /*clean_session=*/false, &c));
+    if (!c.mosq) return Internal("mosquitto_new failed");
+    mosquitto* m = c.mosq.get();
+    mosquitto_threaded_set(m, true);
+    mosquitto_int_option(m, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
+    mosquitto_int_option(m, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0);
+    mosquitto_void_option(m, MOSQ_OPT_SSL_CTX, c.ssl_ctx.get());
+    mosquitto_max_inflight_messages_set(m, static_cast<unsigned>(cfg.bridge.inflight_window));
+    mosquitto_user_data_set(m, this);
+    cloud_by_mosq_[m] = &c;
+    mosquitto_connect_callback_set(m, [](mosquitto* mq, void* self, int rc) {
+      static_cast<Loop*>(self)->OnCloudConnect(mq, rc);
+    });
+    mosquitto_publish_callback_set(m, [](mosquitto* mq, void* self, int mid) {
+      static_cast<Loop*>(self)->OnCloudPuback(mq, mid);
+    });
+    mosquitto_message_callback_set(m, [](mosquitto* mq, void* self, const mosquitto_message* msg) {
+      static_cast<Loop*>(self)->OnCloudMessage(mq, msg);
+    });
+    return Status::Ok();
+  }
+
+  void ConnectCloud(CloudConnection& c) {
+    if (!c.mosq) {
+      Status s = CreateCloud(c);
+      if (!s.ok()) {
+        log::Error("cloud connection " + c.name + ": " + s.message(), {{"IDENTITY", c.name}});
+        return ConnectionLost(c, MOSQ_ERR_TLS);
+      }
+    }
+    const AwsConfig& aws = options_.config.aws;
+    int keepalive =
+        static_cast<int>(std::chrono::duration_cast<std::chrono::seconds>(aws.keepalive).count());
+    c.connecting = true;
+    c.next_connect = Clock::now() + std::chrono::seconds(30);
+    int rc = mosquitto_connect_async(c.mosq.get(), aws.endpoint.c_str(), aws.port, keepalive);
+    if (rc != MOSQ_ERR_SUCCESS) return ConnectionLost(c, rc);
+    Watch(c);
+  }
+
+  CloudConnection* CloudOf(mosquitto* m) {
+    auto it = cloud_by_mosq_.find(m);
+    return it == cloud_by_mosq_.end() ? nullptr : it->second;
+  }
+
+  void OnCloudConnect(mosquitto* m, int rc) {
+    CloudConnection* c = CloudOf(m);
+    if (c == nullptr) return;
+    c->connecting = false;
+    if (rc != 0) {
+      log::Warning(
+          "AWS IoT refused the connection of " + c->name + ": " + mosquitto_connack_string(rc),
+          {{"IDENTITY", c->name}, {"THING", c->identity.thing}});
+      mosquitto_disconnect(m);
+      return;
+    }
+    c->failures = 0;
+    SetConnected(*c, true);
+    log::Info("cloud connection " + c->name + " up as " + c->identity.thing,
+              {{"IDENTITY", c->name}, {"THING", c->identity.thing}});
+    std::string filter = CloudTopic(options_.config.bridge.command_filter, c->identity.thing, "");
+    mosquitto_subscribe(m, nullptr, filter.c_str(), 1);
+    c->drained = false;
+  }
+
+  void OnCloudPuback(mosquitto* m, int mid) {
+    CloudConnection* c = CloudOf(m);
+    if (c == nullptr) return;
+    auto it = c->inflight.find(mid);
+    if (it == c->inflight.end()) return;
+    c->acked.push_back(it->second);
+    c->inflight.erase(it);
+  }
+
+  void OnCloudMessage(mosquitto* m, const mosquitto_message* msg) {
+    CloudConnection* c = CloudOf(m);
+    if (c == nullptr || !local_ || !local_->connected) return;
+    // cmd/<thing>/<rest> -> <prefix><sensor>/cmd/<rest>
+    std::string filter = CloudTopic(options_.config.bridge.command_filter, c->identity.thing, "");
+    std::string base = filter.substr(0, filter.find('#'));
+    std::string topic = msg->topic;
+    if (topic.rfind(base, 0) != 0) return;
+    std::string local_topic = prefix_ + c->name + "/cmd/" + topic.substr(base.size());
+    int rc = mosquitto_publish(local_->mosq.get(), nullptr, local_topic.c_str(), msg->payloadlen,
+                               msg->payload, 1, false);
+    if (rc != MOSQ_ERR_SUCCESS) {
+      log::Warning("command for " + c->name + " not delivered locally: " + mosquitto_strerror(rc));
+    }
+  }
+
+  void SendFromOutbox(CloudConnection& c) {
+    if (!c.connected) return;
+    const int window = options_.config.bridge.inflight_window;
+    auto now = Clock::now();
+    while (static_cast<int>(c.inflight.size()) < window) {
+      if (c.pending.empty()) {
+        if (c.drained) return;
+        auto next = outbox_->Next(c.name, c.last_queued, kRefill);
+        if (!next.ok()) {
+          log::Error(next.status().message());
+          return;
+        }
+        if (next->empty()) {
+          c.drained = true;
+          return;
+        }
+        for (auto& m : *next) c.pending.push_back(std::move(m));
+      }
+      OutboxMessage& m = c.pending.front();
+      if (!c.publishes->TryTake(1, now)) return;
+      if (!c.bytes->TryTake(static_cast<double>(m.payload.size()), now)) return;
+      int mid = 0;
+      int rc = mosquitto_publish(c.mosq.get(), &mid, m.topic.c_str(),
+                                 static_cast<int>(m.payload.size()), m.payload.data(), 1, false);
+      if (rc != MOSQ_ERR_SUCCESS) {
+        log::Warning("publish for " + c.name + " failed: " + mosquitto_strerror(rc));
+        return;
+      }
+      c.inflight[mid] = m.seq;
+      c.last_queued = m.seq;
+      c.pending.pop_front();
+    }
+  }
+
+  void FlushAcks() {
+    for (auto& [name, c] : clouds_) {
+      if (c->acked.empty()) continue;
+      Status s = outbox_->Acknowledge(name, c->acked);
+      if (!s.ok()) log::Error(s.message(), {{"IDENTITY", name}});
+      c->acked.clear();
+    }
+  }
+
+  void DropCloud(const std::string& name) {
+    auto it = clouds_.find(name);
+    if (it == clouds_.end()) return;
+    CloudConnection& c = *it->second;
+    Unwatch(c);
+    if (c.mosq) {
+      if (c.connected) {
+        mosquitto_disconnect(c.mosq.get());
+        mosquitto_loop_write(c.mosq.get(), 1);
+      }
+      cloud_by_mosq_.erase(c.mosq.get());
+    }
+    Status s = outbox_->SetConnected(name, false);
+    (void)s;
+    clouds_.erase(it);
+  }
+
+  // --- time ---
+
+  void Tick() {
+    auto now = Clock::now();
+    if (local_ && local_->mosq) {
+      if (!local_->connected && !local_->connecting && now >= local_->next_connect) ConnectLocal();
+      if (local_->connecting && now >= local_->next_connect)
+        ConnectionLost(*local_, MOSQ_ERR_CONN_LOST);
+      if (local_->fd >= 0) {
+        int rc = mosquitto_loop_misc(local_->mosq.get());
+        if (rc != MOSQ_ERR_SUCCESS) ConnectionLost(*local_, rc);
+      }
+    } else if (local_ && !local_->mosq && now >= local_->next_connect) {
+      Status s = CreateLocal();
+      if (!s.ok()) log::Error(s.message());
+    }
+    int connects_this_tick = 0;
+    // The account-wide connect rate, per tick.
+    int max_connects =
+        std::max(1, static_cast<int>(options_.config.aws.connect_rate * kTick.count() / 1000.0));
+    for (auto& [name, c] : clouds_) {
+      if (!c->connected && !c->connecting && now >= c->next_connect &&
+          connects_this_tick < max_connects) {
+        ++connects_this_tick;
+        ConnectCloud(*c);
+      } else if (c->connecting && now >= c->next_connect) {
+        ConnectionLost(*c, MOSQ_ERR_CONN_LOST);
+      }
+      if (c->mosq && c->fd >= 0) {
+        int rc = mosquitto_loop_misc(c->mosq.get());
+        if (rc != MOSQ_ERR_SUCCESS) {
+          ConnectionLost(*c, rc);
+          continue;
+        }
+      }
+      SendFromOutbox(*c);
+    }
+  }
+
+  void RunPosted() {
+    std::vector<std::function<void()>> work;
+    {
+      std::lock_guard lock(mu_);
+      work.swap(posted_);
+    }
+    for (auto& fn : work) fn();
+  }
+
+  void Shutdown() {
+    CommitStaged();
+    FlushAcks();
+    // Let queued PUBACKs to the local broker and DISCONNECTs go out.
+    for (auto& [name, c] : clouds_) {
+      if (c->mosq && c->connected) mosquitto_disconnect(c->mosq.get());
+    }
+    if (local_ && local_->mosq && local_->connected) mosquitto_disconnect(local_->mosq.get());
+    WriteAll();
+    for (auto& [name, c] : clouds_) {
+      Status s = outbox_->SetConnected(name, false);
+      (void)s;
+    }
+    clouds_.clear();
+    cloud_by_mosq_.clear();
+    if (local_) local_connected_->store(false);
+    local_.reset();
+  }
+
+  Bridge::Options options_;
+  std::unique_ptr<Outbox> outbox_;
+  std::mt19937_64 rng_;
+  std::string prefix_;
+  int id_level_ = -1;
+  int epoll_ = -1;
+  int wake_ = -1;
+  std::atomic<bool>* local_connected_ = nullptr;
+  bool stopping_ = false;
+
+  std::mutex mu_;
+  std::vector<std::function<void()>> posted_;  // guarded by mu_
+
+  std::unique_ptr<Connection> local_;
+  std::map<std::string, std::unique_ptr<CloudConnection>> clouds_;
+  std::map<mosquitto*, CloudConnection*> cloud_by_mosq_;
+  std::map<std::string, BridgeIdentity> identities_;
+  std::vector<OutboxMessage> staged_;
+  std::map<std::pair<std::string, std::string>, int64_t> staged_counts_;
+};
+
+namespace {
+std::once_flag mosquitto_init;
+}
+
+Bridge::Bridge(std::unique_ptr<Loop> loop) : loop_(std::move(loop)) {}
+
+Result<std::unique_ptr<Bridge>> Bridge::Create(Options options) {
+  std::call_once(mosquitto_init, [] { mosquitto_lib_init(); });
+  OutboxLimits limits;
+  limits.max_bytes = options.config.bridge.outbox_max_bytes;
+  limits.max_age = options.config.bridge.outbox_max_age;
+  limits.on_full = options.config.bridge.on_full;
+  limits.fsync_every_commit = options.config.bridge.fsync_every_commit;
+  GA_ASSIGN_OR_RETURN(auto outbox,
+                      Outbox::Open(options.config.agent.state_dir / kOutboxDb, limits));
+  auto loop = std::make_unique<Loop>(std::move(options), std::move(outbox));
+  std::unique_ptr<Bridge> bridge(new Bridge(std::move(loop)));
+  GA_RETURN_IF_ERROR(bridge->loop_->Init(&bridge->local_connected_));
+  return bridge;
+}
+
+Bridge::~Bridge() {
+  Stop();
+}
+
+Status Bridge::Start() {
+  if (thread_.joinable()) return FailedPrecondition("the bridge is already running");
+  Loop* loop = loop_.get();
+  thread_ = std::thread([loop] { loop->Run(); });
+  return Status::Ok();
+}
+
+void Bridge::Stop() {
+  if (!thread_.joinable()) return;
+  loop_->RequestStop();
+  thread_.join();
+}
+
+void Bridge::Upsert(const BridgeIdentity& identity) {
+  loop_->Post([loop = loop_.get(), identity] { loop->Upsert(identity); });
+}
+
+void Bridge::Remove(const std::string& name) {
+  loop_->Post([loop = loop_.get(), name] { loop->Remove(name); });
+}
+
+}  // namespace ga::bridge

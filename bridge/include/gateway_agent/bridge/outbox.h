@@ -1,0 +1,108 @@
+// The durable outbox: sensor messages accepted from the local broker, kept in
+// SQLite (WAL) until the cloud acknowledges them.
+//
+// A message is acknowledged to the local broker only after the transaction
+// that holds it has committed (group commit: one transaction per batch of
+// messages read in one loop iteration). Messages leave in order per identity
+// and are deleted on the cloud's PUBACK, so a crash at any point loses nothing
+// acknowledged; it may send a message twice (at least once).
+//
+// Bounded by total bytes and by age; when full, the configured policy drops
+// the oldest messages or rejects new ones. Every drop is counted with its
+// reason, per identity.
+//
+// Not thread-safe: owned by the bridge's event loop. Other processes may read
+// it (`gateway-agent status`) through OutboxStats.
+#pragma once
+
+#include <sqlite3.h>
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gateway_agent/config.h"
+#include "gateway_agent/status.h"
+
+namespace ga::bridge {
+
+struct OutboxMessage {
+  int64_t seq = 0;  // order of acceptance, unique
+  std::string identity;
+  std::string topic;  // the cloud topic
+  std::string payload;
+  int64_t created_ms = 0;
+};
+
+// Counter names, per identity.
+inline constexpr const char* kSent = "sent";                     // acknowledged by the cloud
+inline constexpr const char* kDroppedFull = "dropped_full";      // on_full = drop-oldest
+inline constexpr const char* kDroppedAge = "dropped_age";        // older than outbox_max_age
+inline constexpr const char* kRejectedFull = "rejected_full";    // on_full = reject-new
+inline constexpr const char* kRejectedLimit = "rejected_limit";  // payload/topic over AWS limits
+inline constexpr const char* kDroppedUnknown = "dropped_unknown_sensor";
+
+struct IdentityOutboxStats {
+  int64_t messages = 0;
+  int64_t bytes = 0;
+  int64_t oldest_ms = 0;  // created_ms of the oldest, 0 when empty
+  std::map<std::string, int64_t> counters;
+  bool connected = false;
+};
+
+struct OutboxLimits {
+  uint64_t max_bytes = 256ull << 20;
+  std::chrono::milliseconds max_age = std::chrono::hours(24 * 7);
+  OnFull on_full = OnFull::kDropOldest;
+  bool fsync_every_commit = false;
+};
+
+class Outbox {
+ public:
+  static Result<std::unique_ptr<Outbox>> Open(const std::filesystem::path& path,
+                                              const OutboxLimits& limits);
+  ~Outbox();
+  Outbox(const Outbox&) = delete;
+  Outbox& operator=(const Outbox&) = delete;
+
+  // Appends `messages` (seq is assigned) and counts under `counts` in one
+  // committed transaction. Applies the size bound first.
+  Status Commit(std::vector<OutboxMessage>& messages,
+                const std::map<std::pair<std::string, std::string>, int64_t>& counts);
+
+  // Up to `limit` messages of `identity` with seq > after, in order.
+  Result<std::vector<OutboxMessage>> Next(const std::string& identity, int64_t after, int limit);
+
+  // Deletes acknowledged messages and counts them as sent.
+  Status Acknowledge(const std::string& identity, const std::vector<int64_t>& seqs);
+
+  // Drops messages older than the age bound; returns how many.
+  Result<int64_t> Expire(int64_t now_ms);
+
+  // Deletes everything of an identity (a removed sensor).
+  Status Forget(const std::string& identity);
+
+  Status SetConnected(const std::string& identity, bool connected);
+
+  int64_t total_bytes() const { return total_bytes_; }
+
+ private:
+  Outbox(sqlite3* db, OutboxLimits limits) : db_(db), limits_(limits) {}
+  Status Exec(const char* sql);
+  Status Count(const std::string& identity, const char* name, int64_t n);
+  Status DropOldestUntil(uint64_t bytes_needed);
+
+  sqlite3* db_;
+  OutboxLimits limits_;
+  int64_t total_bytes_ = 0;
+};
+
+// For `gateway-agent status`, from another process: per identity.
+Result<std::map<std::string, IdentityOutboxStats>> ReadOutboxStats(
+    const std::filesystem::path& path, int64_t now_ms);
+
+}  // namespace ga::bridge

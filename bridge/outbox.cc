@@ -1,0 +1,358 @@
+#include "gateway_agent/bridge/outbox.h"
+
+#include <sys/stat.h>
+
+namespace ga::bridge {
+
+namespace {
+
+struct StmtDeleter {
+  void operator()(sqlite3_stmt* s) const { sqlite3_finalize(s); }
+};
+using Stmt = std::unique_ptr<sqlite3_stmt, StmtDeleter>;
+
+Status SqliteError(sqlite3* db, std::string_view what) {
+  return {Code::kIo, "outbox: " + std::string(what) + ": " + sqlite3_errmsg(db)};
+}
+
+Result<Stmt> Prepare(sqlite3* db, const char* sql) {
+  sqlite3_stmt* raw = nullptr;
+  if (sqlite3_prepare_v2(db, sql, -1, &raw, nullptr) != SQLITE_OK) {
+    return SqliteError(db, std::string("prepare ") + sql);
+  }
+  return Stmt(raw);
+}
+
+void BindText(sqlite3_stmt* s, int i, std::string_view v) {
+  sqlite3_bind_text(s, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+}
+
+std::string Text(sqlite3_stmt* s, int col) {
+  const unsigned char* t = sqlite3_column_text(s, col);
+  return t ? reinterpret_cast<const char*>(t) : "";
+}
+
+constexpr const char* kSchema = R"sql(
+  CREATE TABLE IF NOT EXISTS messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    identity TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    created_ms INTEGER NOT NULL
+  );
+  CREATE INDEX IF NOT EXISTS messages_identity ON messages(identity, seq);
+  CREATE TABLE IF NOT EXISTS counters (
+    identity TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value INTEGER NOT NULL,
+    PRIMARY KEY (identity, name)
+  );
+  CREATE TABLE IF NOT EXISTS connections (
+    identity TEXT PRIMARY KEY,
+    connected INTEGER NOT NULL
+  );
+)sql";
+
+// A transaction rolled back unless committed.
+class Transaction {
+ public:
+  explicit Transaction(sqlite3* db) : db_(db) {
+    ok_ = sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK;
+  }
+  ~Transaction() {
+    if (ok_ && !done_) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  }
+  bool begun() const { return ok_; }
+  Status Commit() {
+    done_ = true;
+    if (sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) {
+      return SqliteError(db_, "commit");
+    }
+    return Status::Ok();
+  }
+
+ private:
+  sqlite3* db_;
+  bool ok_ = false;
+  bool done_ = false;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Outbox>> Outbox::Open(const std::filesystem::path& path,
+                                             const OutboxLimits& limits) {
+  sqlite3* raw = nullptr;
+  mode_t old = umask(077);
+  int rc = sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr);
+  umask(old);
+  std::unique_ptr<Outbox> box(new Outbox(raw, limits));
+  if (rc != SQLITE_OK) return SqliteError(raw, "open " + path.string());
+  sqlite3_busy_timeout(raw, 5000);
+  GA_RETURN_IF_ERROR(box->Exec("PRAGMA journal_mode=WAL"));
+  // NORMAL: a commit survives the process being killed; FULL: also a power cut.
+  GA_RETURN_IF_ERROR(box->Exec(limits.fsync_every_commit ? "PRAGMA synchronous=FULL"
+                                                         : "PRAGMA synchronous=NORMAL"));
+  GA_RETURN_IF_ERROR(box->Exec(kSchema));
+  GA_RETURN_IF_ERROR(box->Exec("DELETE FROM connections"));
+  GA_ASSIGN_OR_RETURN(Stmt s,
+                      Prepare(raw, "SELECT COALESCE(SUM(LENGTH(payload)),0) FROM messages"));
+  if (sqlite3_step(s.get()) == SQLITE_ROW) box->total_bytes_ = sqlite3_column_int64(s.get(), 0);
+  return box;
+}
+
+Outbox::~Outbox() {
+  sqlite3_close_v2(db_);
+}
+
+Status Outbox::Exec(const char* sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string m = err ? err : sqlite3_errmsg(db_);
+    sqlite3_free(err);
+    return {Code::kIo, "outbox: " + m};
+  }
+  return Status::Ok();
+}
+
+Status Outbox::Count(const std::string& identity, const char* name, int64_t n) {
+  if (n == 0) return Status::Ok();
+  GA_ASSIGN_OR_RETURN(Stmt s, Prepare(db_,
+                                      "INSERT INTO counters (identity, name, value) VALUES "
+                                      "(?1, ?2, ?3) ON CONFLICT(identity, name) DO UPDATE SET "
+                                      "value = value + excluded.value"));
+  BindText(s.get(), 1, identity);
+  BindText(s.get(), 2, name);
+  sqlite3_bind_int64(s.get(), 3, n);
+  if (sqlite3_step(s.get()) != SQLITE_DONE) return SqliteError(db_, "count");
+  return Status::Ok();
+}
+
+Status Outbox::DropOldestUntil(uint64_t bytes_needed) {
+  GA_ASSIGN_OR_RETURN(Stmt s, Prepare(db_,
+                                      "SELECT seq, identity, LENGTH(payload) FROM messages "
+                                      "ORDER BY seq LIMIT 256"));
+  std::map<std::string, int64_t> dropped;
+  int64_t last_seq = -1;
+  while (static_cast<uint64_t>(total_bytes_) + bytes_needed > limits_.max_bytes &&
+         sqlite3_step(s.get()) == SQLITE_ROW) {
+    last_seq = sqlite3_column_int64(s.get(), 0);
+    ++dropped[Text(s.get(), 1)];
+    total_bytes_ -= sqlite3_column_int64(s.get(), 2);
+  }
+  s.reset();
+  if (last_seq < 0) return Status::Ok();
+  GA_ASSIGN_OR_RETURN(Stmt d, Prepare(db_, "DELETE FROM messages WHERE seq <= ?1"));
+  sqlite3_bind_int64(d.get(), 1, last_seq);
+  if (sqlite3_step(d.get()) != SQLITE_DONE) return SqliteError(db_, "drop oldest");
+  for (const auto& [identity, n] : dropped) GA_RETURN_IF_ERROR(Count(identity, kDroppedFull, n));
+  if (static_cast<uint64_t>(total_bytes_) + bytes_needed > limits_.max_bytes) {
+    return DropOldestUntil(bytes_needed);
+  }
+  return Status::Ok();
+}
+
+Status Outbox::Commit(std::vector<OutboxMessage>& messages,
+                      const std::map<std::pair<std::string, std::string>, int64_t>& counts) {
+  if (messages.empty() && counts.empty()) return Status::Ok();
+  const int64_t saved_total = total_bytes_;
+  Transaction tx(db_);
+  if (!tx.begun()) return SqliteError(db_, "begin");
+  uint64_t incoming = 0;
+  for (const auto& m : messages) incoming += m.payload.size();
+  std::map<std::string, int64_t> rejected;
+  if (static_cast<uint64_t>(total_bytes_) + incoming > limits_.max_bytes) {
+    if (limits_.on_full == OnFull::kDropOldest) {
+      Status s = DropOldestUntil(incoming);
+      if (!s.ok()) {
+        total_bytes_ = saved_total;
+        return s;
+      }
+    } else {
+      // reject-new: keep what fits, in order; count the rest.
+      std::vector<OutboxMessage> kept;
+      uint64_t room = limits_.max_bytes - std::min<uint64_t>(limits_.max_bytes, total_bytes_);
+      for (auto& m : messages) {
+        if (m.payload.size() <= room) {
+          room -= m.payload.size();
+          kept.push_back(std::move(m));
+        } else {
+          ++rejected[m.identity];
+        }
+      }
+      messages = std::move(kept);
+    }
+  }
+  auto insert = Prepare(db_,
+                        "INSERT INTO messages (identity, topic, payload, created_ms) VALUES "
+                        "(?1, ?2, ?3, ?4)");
+  if (!insert.ok()) return insert.status();
+  for (auto& m : messages) {
+    sqlite3_stmt* s = insert->get();
+    sqlite3_reset(s);
+    BindText(s, 1, m.identity);
+    BindText(s, 2, m.topic);
+    sqlite3_bind_blob(s, 3, m.payload.data(), static_cast<int>(m.payload.size()), SQLITE_STATIC);
+    sqlite3_bind_int64(s, 4, m.created_ms);
+    if (sqlite3_step(s) != SQLITE_DONE) {
+      total_bytes_ = saved_total;
+      return SqliteError(db_, "append");
+    }
+    m.seq = sqlite3_last_insert_rowid(db_);
+    total_bytes_ += static_cast<int64_t>(m.payload.size());
+  }
+  insert->reset();
+  for (const auto& [identity, n] : rejected) {
+    if (Status s = Count(identity, kRejectedFull, n); !s.ok()) {
+      total_bytes_ = saved_total;
+      return s;
+    }
+  }
+  for (const auto& [key, n] : counts) {
+    if (Status s = Count(key.first, key.second.c_str(), n); !s.ok()) {
+      total_bytes_ = saved_total;
+      return s;
+    }
+  }
+  Status s = tx.Commit();
+  if (!s.ok()) total_bytes_ = saved_total;
+  return s;
+}
+
+Result<std::vector<OutboxMessage>> Outbox::Next(const std::string& identity, int64_t after,
+                                                int limit) {
+  GA_ASSIGN_OR_RETURN(Stmt s, Prepare(db_,
+                                      "SELECT seq, topic, payload, created_ms FROM messages "
+                                      "WHERE identity = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"));
+  BindText(s.get(), 1, identity);
+  sqlite3_bind_int64(s.get(), 2, after);
+  sqlite3_bind_int(s.get(), 3, limit);
+  std::vector<OutboxMessage> out;
+  int rc;
+  while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) {
+    OutboxMessage m;
+    m.seq = sqlite3_column_int64(s.get(), 0);
+    m.identity = identity;
+    m.topic = Text(s.get(), 1);
+    const void* blob = sqlite3_column_blob(s.get(), 2);
+    int len = sqlite3_column_bytes(s.get(), 2);
+    if (blob && len > 0) m.payload.assign(static_cast<const char*>(blob), static_cast<size_t>(len));
+    m.created_ms = sqlite3_column_int64(s.get(), 3);
+    out.push_back(std::move(m));
+  }
+  if (rc != SQLITE_DONE) return SqliteError(db_, "read next messages of " + identity);
+  return out;
+}
+
+Status Outbox::Acknowledge(const std::string& identity, const std::vector<int64_t>& seqs) {
+  if (seqs.empty()) return Status::Ok();
+  Transaction tx(db_);
+  if (!tx.begun()) return SqliteError(db_, "begin");
+  GA_ASSIGN_OR_RETURN(Stmt s, Prepare(db_,
+                                      "DELETE FROM messages WHERE seq = ?1 RETURNING "
+                                      "LENGTH(payload)"));
+  int64_t removed = 0, bytes = 0;
+  for (int64_t seq : seqs) {
+    sqlite3_reset(s.get());
+    sqlite3_bind_int64(s.get(), 1, seq);
+    int rc = sqlite3_step(s.get());
+    if (rc == SQLITE_ROW) {
+      ++removed;
+      bytes += sqlite3_column_int64(s.get(), 0);
+      rc = sqlite3_step(s.get());
+    }
+    if (rc != SQLITE_DONE) return SqliteError(db_, "acknowledge");
+  }
+  s.reset();
+  GA_RETURN_IF_ERROR(Count(identity, kSent, removed));
+  GA_RETURN_IF_ERROR(tx.Commit());
+  total_bytes_ -= bytes;
+  return Status::Ok();
+}
+
+Result<int64_t> Outbox::Expire(int64_t now_ms) {
+  int64_t cutoff = now_ms - limits_.max_age.count();
+  GA_ASSIGN_OR_RETURN(Stmt s, Prepare(db_,
+                                      "SELECT identity, COUNT(*), SUM(LENGTH(payload)) FROM "
+                                      "messages WHERE created_ms < ?1 GROUP BY identity"));
+  sqlite3_bind_int64(s.get(), 1, cutoff);
+  std::map<std::string, std::pair<int64_t, int64_t>> expired;
+  while (sqlite3_step(s.get()) == SQLITE_ROW) {
+    expired[Text(s.get(), 0)] = {sqlite3_column_int64(s.get(), 1),
+                                 sqlite3_column_int64(s.get(), 2)};
+  }
+  s.reset();
+  if (expired.empty()) return int64_t{0};
+  Transaction tx(db_);
+  if (!tx.begun()) return SqliteError(db_, "begin");
+  GA_ASSIGN_OR_RETURN(Stmt d, Prepare(db_, "DELETE FROM messages WHERE created_ms < ?1"));
+  sqlite3_bind_int64(d.get(), 1, cutoff);
+  if (sqlite3_step(d.get()) != SQLITE_DONE) return SqliteError(db_, "expire");
+  int64_t total = 0, bytes = 0;
+  for (const auto& [identity, nb] : expired) {
+    GA_RETURN_IF_ERROR(Count(identity, kDroppedAge, nb.first));
+    total += nb.first;
+    bytes += nb.second;
+  }
+  GA_RETURN_IF_ERROR(tx.Commit());
+  total_bytes_ -= bytes;
+  return total;
+}
+
+Status Outbox::Forget(const std::string& identity) {
+  GA_ASSIGN_OR_RETURN(Stmt s, Prepare(db_, "DELETE FROM messages WHERE identity = ?1"));
+  BindText(s.get(), 1, identity);
+  if (sqlite3_step(s.get()) != SQLITE_DONE) return SqliteError(db_, "forget " + identity);
+  GA_ASSIGN_OR_RETURN(Stmt t,
+                      Prepare(db_, "SELECT COALESCE(SUM(LENGTH(payload)),0) FROM messages"));
+  if (sqlite3_step(t.get()) == SQLITE_ROW) total_bytes_ = sqlite3_column_int64(t.get(), 0);
+  return Status::Ok();
+}
+
+Status Outbox::SetConnected(const std::string& identity, bool connected) {
+  GA_ASSIGN_OR_RETURN(Stmt s, Prepare(db_,
+                                      "INSERT INTO connections (identity, connected) VALUES "
+                                      "(?1, ?2) ON CONFLICT(identity) DO UPDATE SET connected = "
+                                      "excluded.connected"));
+  BindText(s.get(), 1, identity);
+  sqlite3_bind_int(s.get(), 2, connected ? 1 : 0);
+  if (sqlite3_step(s.get()) != SQLITE_DONE) return SqliteError(db_, "connection state");
+  return Status::Ok();
+}
+
+Result<std::map<std::string, IdentityOutboxStats>> ReadOutboxStats(
+    const std::filesystem::path& path, int64_t now_ms) {
+  (void)now_ms;
+  std::map<std::string, IdentityOutboxStats> out;
+  sqlite3* raw = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READONLY, nullptr);
+  std::unique_ptr<sqlite3, int (*)(sqlite3*)> db(raw, sqlite3_close_v2);
+  if (rc != SQLITE_OK) return out;  // no outbox yet: nothing bridged
+  sqlite3_busy_timeout(raw, 5000);
+  {
+    auto s = Prepare(raw,
+                     "SELECT identity, COUNT(*), SUM(LENGTH(payload)), MIN(created_ms) FROM "
+                     "messages GROUP BY identity");
+    if (!s.ok()) return out;
+    while (sqlite3_step(s->get()) == SQLITE_ROW) {
+      auto& st = out[Text(s->get(), 0)];
+      st.messages = sqlite3_column_int64(s->get(), 1);
+      st.bytes = sqlite3_column_int64(s->get(), 2);
+      st.oldest_ms = sqlite3_column_int64(s->get(), 3);
+    }
+  }
+  {
+    GA_ASSIGN_OR_RETURN(Stmt s, Prepare(raw, "SELECT identity, name, value FROM counters"));
+    while (sqlite3_step(s.get()) == SQLITE_ROW) {
+      out[Text(s.get(), 0)].counters[Text(s.get(), 1)] = sqlite3_column_int64(s.get(), 2);
+    }
+  }
+  {
+    GA_ASSIGN_OR_RETURN(Stmt s, Prepare(raw, "SELECT identity, connected FROM connections"));
+    while (sqlite3_step(s.get()) == SQLITE_ROW) {
+      out[Text(s.get(), 0)].connected = sqlite3_column_int(s.get(), 1) != 0;
+    }
+  }
+  return out;
+}
+
+}  // namespace ga::bridge

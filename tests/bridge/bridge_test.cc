@@ -1,0 +1,386 @@
+// End to end: sensors publish on a real local mosquitto, `gateway-agent run`
+// bridges to iot-sim over per-sensor TLS connections with TPM keys (swtpm),
+// and commands come back.
+#include <gtest/gtest.h>
+#include <mosquitto.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <regex>
+#include <set>
+#include <thread>
+
+#include "agent_harness.h"
+
+namespace ga::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string Base64(std::string_view in) {
+  static const char* k = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  size_t i = 0;
+  for (; i + 2 < in.size(); i += 3) {
+    uint32_t v = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8) | uint8_t(in[i + 2]);
+    for (int s = 18; s >= 0; s -= 6) out += k[(v >> s) & 63];
+  }
+  if (i + 1 == in.size()) {
+    uint32_t v = uint8_t(in[i]) << 16;
+    out += k[(v >> 18) & 63];
+    out += k[(v >> 12) & 63];
+    out += "==";
+  } else if (i + 2 == in.size()) {
+    uint32_t v = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8);
+    out += k[(v >> 18) & 63];
+    out += k[(v >> 12) & 63];
+    out += k[(v >> 6) & 63];
+    out += '=';
+  }
+  return out;
+}
+
+struct CloudMessage {
+  std::string topic;
+  std::string client_id;
+  std::string payload_b64;
+};
+
+// Every device publish the sim has routed, in order.
+std::vector<CloudMessage> CloudPublishes(IotSim& sim) {
+  std::vector<CloudMessage> out;
+  auto r = sim.Http("GET", "/_sim/publishes?limit=100000");
+  std::regex entry(R"re("topic":"([^"]*)","clientId":"([^"]*)"[^}]*?"payload":"([^"]*)")re");
+  for (auto it = std::sregex_iterator(r.body.begin(), r.body.end(), entry);
+       it != std::sregex_iterator(); ++it) {
+    out.push_back({(*it)[1], (*it)[2], (*it)[3]});
+  }
+  return out;
+}
+
+// A sensor-side MQTT client on the local broker (libmosquitto's own thread).
+class LocalClient {
+ public:
+  LocalClient(int port, const std::string& id) {
+    mosquitto_lib_init();
+    m_ = mosquitto_new(id.c_str(), true, this);
+    mosquitto_message_callback_set(m_, [](mosquitto*, void* self, const mosquitto_message* msg) {
+      auto* c = static_cast<LocalClient*>(self);
+      std::lock_guard lock(c->mu_);
+      c->received_.emplace_back(msg->topic, std::string(static_cast<const char*>(msg->payload),
+                                                        static_cast<size_t>(msg->payloadlen)));
+    });
+    mosquitto_publish_callback_set(
+        m_, [](mosquitto*, void* self, int) { static_cast<LocalClient*>(self)->acked_++; });
+    mosquitto_max_inflight_messages_set(m_, 1000);
+    connected_ = mosquitto_connect(m_, "127.0.0.1", port, 30) == MOSQ_ERR_SUCCESS;
+    mosquitto_loop_start(m_);
+  }
+  ~LocalClient() {
+    mosquitto_disconnect(m_);
+    mosquitto_loop_stop(m_, true);
+    mosquitto_destroy(m_);
+  }
+  bool connected() const { return connected_; }
+  void Subscribe(const std::string& filter) { mosquitto_subscribe(m_, nullptr, filter.c_str(), 1); }
+  bool Publish(const std::string& topic, const std::string& payload, int qos = 1) {
+    return mosquitto_publish(m_, nullptr, topic.c_str(), static_cast<int>(payload.size()),
+                             payload.data(), qos, false) == MOSQ_ERR_SUCCESS;
+  }
+  bool WaitAcked(int n, std::chrono::seconds timeout) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (acked_ < n && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(10ms);
+    return acked_ >= n;
+  }
+  std::vector<std::pair<std::string, std::string>> received() {
+    std::lock_guard lock(mu_);
+    return received_;
+  }
+
+ private:
+  mosquitto* m_;
+  bool connected_ = false;
+  std::atomic<int> acked_{0};
+  std::mutex mu_;
+  std::vector<std::pair<std::string, std::string>> received_;
+};
+
+void ExpectNoViolations(AgentHarness& h) {
+  auto v = h.sim().Http("GET", "/_sim/violations");
+  EXPECT_FALSE(std::regex_search(v.body, std::regex("\"total\"\\s*:\\s*[1-9]"))) << v.body;
+}
+
+bool WaitForCloudCount(IotSim& sim, size_t n, std::chrono::seconds timeout,
+                       std::vector<CloudMessage>* out) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::vector<CloudMessage> got;
+  while (std::chrono::steady_clock::now() < deadline) {
+    got.clear();
+    for (auto& m : CloudPublishes(sim)) {
+      if (m.topic.rfind("dt/", 0) == 0) got.push_back(m);
+    }
+    if (got.size() >= n) break;
+    std::this_thread::sleep_for(200ms);
+  }
+  if (out) *out = got;
+  return got.size() >= n;
+}
+
+std::string Log(AgentHarness& h) {
+  return RunCommand({"tail", "-n", "40", (h.dir() / "agent.log").string()}).output;
+}
+
+TEST(Bridge, FiftySensorsPublishAndEachMessageArrivesOnItsOwnIdentity) {
+  HarnessOptions o;
+  o.sensors = 50;
+  auto h = AgentHarness::Start(o);
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  ASSERT_TRUE((*h)->StartAgent().ok());
+  ASSERT_TRUE((*h)->WaitForState("ACTIVE", 51, 180s)) << Log(**h);
+
+  LocalClient sensors((*h)->broker().port(), "sensors");
+  ASSERT_TRUE(sensors.connected());
+  constexpr int kPerSensor = 4;
+  for (int n = 0; n < kPerSensor; ++n) {
+    for (int s = 1; s <= 50; ++s) {
+      ASSERT_TRUE(sensors.Publish("sensors/s" + std::to_string(s) + "/temp",
+                                  "s" + std::to_string(s) + "-" + std::to_string(n)));
+    }
+  }
+  ASSERT_TRUE(sensors.WaitAcked(50 * kPerSensor, 30s));
+
+  std::vector<CloudMessage> got;
+  ASSERT_TRUE(WaitForCloudCount((*h)->sim(), 50 * kPerSensor, 120s, &got))
+      << got.size() << " arrived\n"
+      << Log(**h);
+  std::map<std::string, std::vector<std::string>> by_thing;
+  for (const auto& m : got) {
+    // Each message travels on its own sensor's identity, under its own topic.
+    EXPECT_EQ(m.topic, "dt/" + m.client_id + "/temp");
+    by_thing[m.client_id].push_back(m.payload_b64);
+  }
+  ASSERT_EQ(by_thing.size(), 50u);
+  for (int s = 1; s <= 50; ++s) {
+    auto& list = by_thing["gw-test-s" + std::to_string(s)];
+    ASSERT_EQ(list.size(), static_cast<size_t>(kPerSensor));
+    for (int n = 0; n < kPerSensor; ++n) {
+      EXPECT_EQ(list[n], Base64("s" + std::to_string(s) + "-" + std::to_string(n)));
+    }
+  }
+
+  // A cloud command reaches the sensor's local topic.
+  LocalClient device((*h)->broker().port(), "device-s7");
+  device.Subscribe("sensors/s7/cmd/#");
+  std::this_thread::sleep_for(300ms);
+  auto sent = (*h)->sim().Http("POST", "/_sim/publish",
+                               R"({"topic":"cmd/gw-test-s7/led","payload":"on","qos":1})");
+  ASSERT_EQ(sent.status, 200) << sent.body;
+  auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (device.received().empty() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(50ms);
+  }
+  auto received = device.received();
+  ASSERT_EQ(received.size(), 1u) << Log(**h);
+  EXPECT_EQ(received[0].first, "sensors/s7/cmd/led");
+  EXPECT_EQ(received[0].second, "on");
+
+  auto status = (*h)->Cli({"status", "--json"});
+  EXPECT_NE(status.output.find("\"connected\":true"), std::string::npos) << status.output;
+  ASSERT_TRUE((*h)->agent().Signal(SIGTERM, 20s).has_value());
+  ExpectNoViolations(**h);
+}
+
+TEST(Bridge, LimitsUnknownSensorsAndQos2AreHandledWithoutTrippingAws) {
+  HarnessOptions o;
+  o.sensors = 1;
+  auto h = AgentHarness::Start(o);
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  ASSERT_TRUE((*h)->StartAgent().ok());
+  ASSERT_TRUE((*h)->WaitForState("ACTIVE", 2, 90s)) << Log(**h);
+  LocalClient sensors((*h)->broker().port(), "sensors");
+  ASSERT_TRUE(sensors.Publish("sensors/s1/big", std::string(128 * 1024 + 1, 'x')));
+  ASSERT_TRUE(sensors.Publish("sensors/s1/a/b/c/d/e/f/g", "too deep"));
+  ASSERT_TRUE(sensors.Publish("sensors/nobody/temp", "unknown"));
+  ASSERT_TRUE(sensors.Publish("sensors/s1/q2", "qos2", 2));
+  ASSERT_TRUE(sensors.Publish("sensors/s1/ok", "fine"));
+  std::vector<CloudMessage> got;
+  ASSERT_TRUE(WaitForCloudCount((*h)->sim(), 2, 60s, &got)) << Log(**h);
+  std::this_thread::sleep_for(1s);
+  WaitForCloudCount((*h)->sim(), 2, 1s, &got);
+  ASSERT_EQ(got.size(), 2u);
+  // QoS 2 completes its handshake with the local broker later than the QoS 1
+  // publish after it, so the two may arrive in either order; QoS 2 goes on as QoS 1.
+  std::set<std::string> topics = {got[0].topic, got[1].topic};
+  EXPECT_EQ(topics, (std::set<std::string>{"dt/gw-test-s1/q2", "dt/gw-test-s1/ok"}));
+  ASSERT_TRUE((*h)->agent().Signal(SIGTERM, 20s).has_value());
+  auto status = (*h)->Cli({"status", "--json"});
+  EXPECT_TRUE(std::regex_search(status.output, std::regex("\"rejected\":2"))) << status.output;
+  auto log = Log(**h);
+  EXPECT_NE(log.find("not sent: sensor s1, topic sensors/s1/big"), std::string::npos) << log;
+  EXPECT_NE(log.find("unknown sensor \"nobody\""), std::string::npos) << log;
+  ExpectNoViolations(**h);
+}
+
+TEST(Bridge, ACloudOutageLosesNothingAndKeepsOrder) {
+  HarnessOptions o;
+  o.sensors = 3;
+  auto h = AgentHarness::Start(o);
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  ASSERT_TRUE((*h)->StartAgent().ok());
+  ASSERT_TRUE((*h)->WaitForState("ACTIVE", 4, 90s)) << Log(**h);
+  LocalClient sensors((*h)->broker().port(), "sensors");
+  auto publish_round = [&](int from, int to) {
+    for (int n = from; n < to; ++n) {
+      for (int s = 1; s <= 3; ++s) {
+        sensors.Publish("sensors/s" + std::to_string(s) + "/seq", std::to_string(n));
+      }
+    }
+  };
+  publish_round(0, 20);
+  (*h)->sim().process().Stop();  // the cloud goes away
+  publish_round(20, 120);
+  ASSERT_TRUE(sensors.WaitAcked(360, 30s));
+  std::this_thread::sleep_for(10s);
+  ASSERT_TRUE((*h)->sim().Restart().ok());
+  // The sim kept its registry but not its publish log: what arrives now is
+  // everything not acknowledged before the outage, in order per sensor.
+  std::map<std::string, int> number_of;
+  for (int n = 0; n < 120; ++n) number_of[Base64(std::to_string(n))] = n;
+  std::map<std::string, std::vector<int>> firsts;  // per thing, first arrivals in order
+  std::map<std::string, std::set<int>> seen;
+  auto complete = [&] {
+    for (int s = 1; s <= 3; ++s) {
+      auto& got = seen["gw-test-s" + std::to_string(s)];
+      for (int n = 20; n < 120; ++n) {
+        if (!got.count(n)) return false;
+      }
+    }
+    return true;
+  };
+  auto deadline = std::chrono::steady_clock::now() + 120s;
+  do {
+    std::this_thread::sleep_for(500ms);
+    firsts.clear();
+    seen.clear();
+    for (const auto& m : CloudPublishes((*h)->sim())) {
+      if (m.topic.rfind("dt/", 0) != 0) continue;
+      int n = number_of.at(m.payload_b64);
+      if (seen[m.client_id].insert(n).second) firsts[m.client_id].push_back(n);
+    }
+  } while (!complete() && std::chrono::steady_clock::now() < deadline);
+  if (!complete()) ADD_FAILURE() << Log(**h);
+  for (int s = 1; s <= 3; ++s) {
+    std::string thing = "gw-test-s" + std::to_string(s);
+    for (int n = 20; n < 120; ++n) {
+      EXPECT_TRUE(seen[thing].count(n)) << thing << " lost message " << n;
+    }
+    EXPECT_TRUE(std::is_sorted(firsts[thing].begin(), firsts[thing].end())) << thing;
+  }
+  ASSERT_TRUE((*h)->agent().Signal(SIGTERM, 20s).has_value());
+  ExpectNoViolations(**h);
+}
+
+// Messages acknowledged to the local broker survive the agent being killed:
+// every one reaches the cloud at least once.
+TEST(Bridge, SigkillTenTimesDuringTenThousandMessagesLosesNothing) {
+  HarnessOptions o;
+  o.sensors = 10;
+  auto h = AgentHarness::Start(o);
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  ASSERT_TRUE((*h)->StartAgent().ok());
+  ASSERT_TRUE((*h)->WaitForState("ACTIVE", 11, 120s)) << Log(**h);
+
+  constexpr int kPerSensor = 1000;
+  std::atomic<bool> done{false};
+  std::thread publisher([&] {
+    LocalClient sensors((*h)->broker().port(), "stream");
+    for (int n = 0; n < kPerSensor; ++n) {
+      for (int s = 1; s <= 10; ++s) {
+        sensors.Publish("sensors/s" + std::to_string(s) + "/seq", std::to_string(n));
+      }
+      if (n % 50 == 49) std::this_thread::sleep_for(100ms);
+    }
+    sensors.WaitAcked(10 * kPerSensor, 60s);
+    done = true;
+  });
+  for (int kill = 0; kill < 10; ++kill) {
+    std::this_thread::sleep_for(1500ms);
+    auto status = (*h)->agent().Signal(SIGKILL, 10s);
+    ASSERT_TRUE(status.has_value());
+    ASSERT_TRUE((*h)->StartAgent().ok());
+  }
+  publisher.join();
+  ASSERT_TRUE(done);
+
+  std::map<std::string, int> number_of;
+  for (int n = 0; n < kPerSensor; ++n) number_of[Base64(std::to_string(n))] = n;
+  std::map<std::string, std::set<int>> seen;
+  size_t total = 0;
+  auto complete = [&] {
+    for (int s = 1; s <= 10; ++s) {
+      if (seen["gw-test-s" + std::to_string(s)].size() != kPerSensor) return false;
+    }
+    return true;
+  };
+  auto deadline = std::chrono::steady_clock::now() + 180s;
+  do {
+    std::this_thread::sleep_for(1s);
+    seen.clear();
+    total = 0;
+    for (const auto& m : CloudPublishes((*h)->sim())) {
+      if (m.topic.rfind("dt/", 0) != 0) continue;
+      ++total;
+      seen[m.client_id].insert(number_of.at(m.payload_b64));
+    }
+  } while (!complete() && std::chrono::steady_clock::now() < deadline);
+  for (int s = 1; s <= 10; ++s) {
+    EXPECT_EQ(seen["gw-test-s" + std::to_string(s)].size(), static_cast<size_t>(kPerSensor))
+        << "sensor s" << s << "\n"
+        << Log(**h);
+  }
+  std::printf("[ figures  ] 10 SIGKILLs, %d messages: %zu arrivals, %zu duplicates\n",
+              10 * kPerSensor, total, total - 10 * static_cast<size_t>(kPerSensor));
+  ASSERT_TRUE((*h)->agent().Signal(SIGTERM, 20s).has_value());
+  ExpectNoViolations(**h);
+}
+
+TEST(Bridge, ALocalBrokerRestartLosesNothing) {
+  HarnessOptions o;
+  o.sensors = 2;
+  auto h = AgentHarness::Start(o);
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  ASSERT_TRUE((*h)->StartAgent().ok());
+  ASSERT_TRUE((*h)->WaitForState("ACTIVE", 3, 90s)) << Log(**h);
+  {
+    LocalClient sensors((*h)->broker().port(), "before");
+    for (int n = 0; n < 50; ++n) sensors.Publish("sensors/s1/seq", std::to_string(n));
+    ASSERT_TRUE(sensors.WaitAcked(50, 20s));
+  }
+  ASSERT_TRUE((*h)->broker().Restart().ok());
+  {
+    LocalClient sensors((*h)->broker().port(), "after");
+    ASSERT_TRUE(sensors.connected());
+    for (int n = 50; n < 100; ++n) sensors.Publish("sensors/s1/seq", std::to_string(n));
+    ASSERT_TRUE(sensors.WaitAcked(50, 20s));
+  }
+  std::map<std::string, int> number_of;
+  for (int n = 0; n < 100; ++n) number_of[Base64(std::to_string(n))] = n;
+  std::set<int> seen;
+  auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (seen.size() < 100 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(300ms);
+    for (const auto& m : CloudPublishes((*h)->sim())) {
+      if (m.topic == "dt/gw-test-s1/seq") seen.insert(number_of.at(m.payload_b64));
+    }
+  }
+  EXPECT_EQ(seen.size(), 100u) << Log(**h);
+  ASSERT_TRUE((*h)->agent().Signal(SIGTERM, 20s).has_value());
+  ExpectNoViolations(**h);
+}
+
+}  // namespace
+}  // namespace ga::testing

@@ -1,0 +1,116 @@
+#include "gateway_agent/bridge/outbox.h"
+
+#include <gtest/gtest.h>
+
+#include "fixtures.h"
+#include "gateway_agent/bridge/bridge.h"
+
+namespace ga::bridge {
+namespace {
+
+OutboxMessage Msg(const std::string& identity, const std::string& payload, int64_t created = 1000) {
+  OutboxMessage m;
+  m.identity = identity;
+  m.topic = "dt/" + identity + "/t";
+  m.payload = payload;
+  m.created_ms = created;
+  return m;
+}
+
+TEST(Outbox, KeepsOrderPerIdentityAndDeletesOnAcknowledge) {
+  testing::TempDir dir;
+  auto box = Outbox::Open(dir / "outbox.db", {});
+  ASSERT_TRUE(box.ok()) << box.status().ToString();
+  std::vector<OutboxMessage> batch = {Msg("a", "1"), Msg("b", "x"), Msg("a", "2"), Msg("a", "3")};
+  ASSERT_TRUE((*box)->Commit(batch, {}).ok());
+  EXPECT_LT(batch[0].seq, batch[2].seq);
+  auto a = (*box)->Next("a", 0, 10);
+  ASSERT_TRUE(a.ok());
+  ASSERT_EQ(a->size(), 3u);
+  EXPECT_EQ((*a)[0].payload, "1");
+  EXPECT_EQ((*a)[2].payload, "3");
+  auto after = (*box)->Next("a", (*a)[0].seq, 10);
+  ASSERT_EQ(after->size(), 2u);
+  ASSERT_TRUE((*box)->Acknowledge("a", {(*a)[0].seq, (*a)[1].seq}).ok());
+  EXPECT_EQ((*box)->Next("a", 0, 10)->size(), 1u);
+  EXPECT_EQ((*box)->total_bytes(), 2);  // "3" and "x"
+
+  auto stats = ReadOutboxStats(dir / "outbox.db", 0);
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ((*stats)["a"].messages, 1);
+  EXPECT_EQ((*stats)["a"].counters[kSent], 2);
+  EXPECT_EQ((*stats)["b"].bytes, 1);
+}
+
+TEST(Outbox, SurvivesReopen) {
+  testing::TempDir dir;
+  {
+    auto box = Outbox::Open(dir / "outbox.db", {});
+    std::vector<OutboxMessage> batch = {Msg("a", "kept")};
+    ASSERT_TRUE((*box)->Commit(batch, {}).ok());
+  }
+  auto box = Outbox::Open(dir / "outbox.db", {});
+  auto a = (*box)->Next("a", 0, 10);
+  ASSERT_EQ(a->size(), 1u);
+  EXPECT_EQ((*a)[0].payload, "kept");
+  EXPECT_EQ((*box)->total_bytes(), 4);
+}
+
+TEST(Outbox, WhenFullDropOldestCountsEveryDrop) {
+  testing::TempDir dir;
+  OutboxLimits limits;
+  limits.max_bytes = 10;
+  auto box = Outbox::Open(dir / "outbox.db", limits);
+  std::vector<OutboxMessage> batch = {Msg("a", "12345"), Msg("b", "12345")};
+  ASSERT_TRUE((*box)->Commit(batch, {}).ok());
+  std::vector<OutboxMessage> more = {Msg("a", "abc")};
+  ASSERT_TRUE((*box)->Commit(more, {}).ok());
+  auto a = (*box)->Next("a", 0, 10);
+  ASSERT_EQ(a->size(), 1u);
+  EXPECT_EQ((*a)[0].payload, "abc");
+  auto stats = ReadOutboxStats(dir / "outbox.db", 0);
+  EXPECT_EQ((*stats)["a"].counters[kDroppedFull], 1);
+  EXPECT_LE((*box)->total_bytes(), 10);
+}
+
+TEST(Outbox, WhenFullRejectNewKeepsWhatIsThere) {
+  testing::TempDir dir;
+  OutboxLimits limits;
+  limits.max_bytes = 10;
+  limits.on_full = OnFull::kRejectNew;
+  auto box = Outbox::Open(dir / "outbox.db", limits);
+  std::vector<OutboxMessage> batch = {Msg("a", "12345"), Msg("a", "12345"), Msg("a", "x")};
+  ASSERT_TRUE((*box)->Commit(batch, {}).ok());
+  auto a = (*box)->Next("a", 0, 10);
+  ASSERT_EQ(a->size(), 2u);
+  auto stats = ReadOutboxStats(dir / "outbox.db", 0);
+  EXPECT_EQ((*stats)["a"].counters[kRejectedFull], 1);
+}
+
+TEST(Outbox, ExpiresByAgeAndCounts) {
+  testing::TempDir dir;
+  OutboxLimits limits;
+  limits.max_age = std::chrono::minutes(1);
+  auto box = Outbox::Open(dir / "outbox.db", limits);
+  std::vector<OutboxMessage> batch = {Msg("a", "old", 1000), Msg("a", "new", 100000)};
+  ASSERT_TRUE((*box)->Commit(batch, {{{"a", kRejectedLimit}, 2}}).ok());
+  auto expired = (*box)->Expire(100000);
+  ASSERT_TRUE(expired.ok());
+  EXPECT_EQ(*expired, 1);
+  auto stats = ReadOutboxStats(dir / "outbox.db", 0);
+  EXPECT_EQ((*stats)["a"].counters[kDroppedAge], 1);
+  EXPECT_EQ((*stats)["a"].counters[kRejectedLimit], 2);
+  EXPECT_EQ((*stats)["a"].messages, 1);
+}
+
+TEST(AwsLimits, TopicAndPayloadChecks) {
+  EXPECT_EQ(CloudTopic("dt/{thing}/{rest}", "gw-1-s1", "temp/c"), "dt/gw-1-s1/temp/c");
+  EXPECT_EQ(CheckAwsPublishLimits("dt/x/y", 128 * 1024), "");
+  EXPECT_NE(CheckAwsPublishLimits("dt/x/y", 128 * 1024 + 1).find("128 KB"), std::string::npos);
+  EXPECT_NE(CheckAwsPublishLimits(std::string(257, 'a'), 1).find("256"), std::string::npos);
+  EXPECT_NE(CheckAwsPublishLimits("a/b/c/d/e/f/g/h/i", 1).find("8"), std::string::npos);
+  EXPECT_EQ(CheckAwsPublishLimits("a/b/c/d/e/f/g/h", 1), "");
+}
+
+}  // namespace
+}  // namespace ga::bridge

@@ -1,0 +1,350 @@
+// The agent under systemd, for real: the test plays the service manager. It
+// owns the NOTIFY_SOCKET datagram socket, sets WATCHDOG_USEC, runs
+// `gateway-agent run` against a real swtpm, mosquitto and iot-sim (the agent
+// harness), and checks every notification the agent sends: READY=1 only once
+// the agent is usable, STATUS= following enrollment, WATCHDOG=1 at half of
+// WATCHDOG_USEC, RELOADING=1/READY=1 on SIGHUP, STOPPING=1 and exit 0 on
+// SIGTERM.
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "agent_harness.h"
+
+namespace ga::testing {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+// What systemd would receive: one datagram, who sent it and when.
+struct Notification {
+  std::string text;  // "READY=1\nSTATUS=..."
+  pid_t sender = 0;
+  Clock::time_point at;
+
+  // The value of `key` ("STATUS"), or nullopt when the datagram lacks it.
+  std::optional<std::string> Get(std::string_view key) const {
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) {
+      if (line.size() > key.size() && line.compare(0, key.size(), key) == 0 &&
+          line[key.size()] == '=') {
+        return line.substr(key.size() + 1);
+      }
+    }
+    return std::nullopt;
+  }
+  bool Has(std::string_view assignment) const {
+    auto eq = assignment.find('=');
+    auto value = Get(assignment.substr(0, eq));
+    return value && *value == assignment.substr(eq + 1);
+  }
+};
+
+// The service manager's end of the sd_notify protocol: an AF_UNIX datagram
+// socket with SO_PASSCRED, so the sender's pid is known (NotifyAccess=main).
+class NotifySocket {
+ public:
+  explicit NotifySocket(std::filesystem::path path) : path_(std::move(path)) {
+    fd_ = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path_.c_str());
+    bound_ = fd_ >= 0 && bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+    int one = 1;
+    bound_ = bound_ && setsockopt(fd_, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)) == 0;
+  }
+  ~NotifySocket() {
+    if (fd_ >= 0) close(fd_);
+  }
+  NotifySocket(const NotifySocket&) = delete;
+  NotifySocket& operator=(const NotifySocket&) = delete;
+
+  bool bound() const { return bound_; }
+  const std::filesystem::path& path() const { return path_; }
+
+  // The next datagram, or nullopt after `timeout`. Every datagram received is
+  // also kept in history().
+  std::optional<Notification> Receive(std::chrono::milliseconds timeout) {
+    pollfd p{fd_, POLLIN, 0};
+    if (poll(&p, 1, static_cast<int>(timeout.count())) != 1) return std::nullopt;
+    char buf[4096];
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(ucred))];
+    iovec iov{buf, sizeof(buf)};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof(control);
+    ssize_t n = recvmsg(fd_, &msg, 0);
+    if (n < 0) return std::nullopt;
+    Notification note;
+    note.text.assign(buf, static_cast<size_t>(n));
+    note.at = Clock::now();
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS) {
+        ucred cred;
+        std::memcpy(&cred, CMSG_DATA(c), sizeof(cred));
+        note.sender = cred.pid;
+      }
+    }
+    history_.push_back(note);
+    return note;
+  }
+
+  // Receives until a datagram has `assignment` ("READY=1"); nullopt after `timeout`.
+  std::optional<Notification> WaitFor(std::string_view assignment,
+                                      std::chrono::milliseconds timeout) {
+    auto deadline = Clock::now() + timeout;
+    while (Clock::now() < deadline) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      auto note = Receive(std::max(left, 1ms));
+      if (note && note->Has(assignment)) return note;
+    }
+    return std::nullopt;
+  }
+
+  const std::vector<Notification>& history() const { return history_; }
+
+ private:
+  std::filesystem::path path_;
+  int fd_ = -1;
+  bool bound_ = false;
+  std::vector<Notification> history_;
+};
+
+// WATCHDOG_USEC the tests give the agent: pings are expected every 200 ms.
+constexpr std::chrono::milliseconds kWatchdog{400};
+
+class SdNotifyTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    HarnessOptions options;
+    options.sensors = 2;
+    auto harness = AgentHarness::Start(options);
+    ASSERT_TRUE(harness.ok()) << harness.status().message();
+    harness_ = std::move(*harness);
+    notify_ = std::make_unique<NotifySocket>(harness_->dir() / "notify.sock");
+    ASSERT_TRUE(notify_->bound()) << "cannot bind " << notify_->path();
+  }
+
+  Status StartAgent() {
+    return harness_->StartAgent(
+        {{"NOTIFY_SOCKET", notify_->path().string()},
+         {"WATCHDOG_USEC", std::to_string(std::chrono::microseconds(kWatchdog).count())}});
+  }
+
+  // Starts the agent and waits for READY=1.
+  void StartAndWaitReady() {
+    ASSERT_TRUE(StartAgent().ok());
+    auto ready = notify_->WaitFor("READY=1", 60s);
+    ASSERT_TRUE(ready) << "no READY=1; agent log:\n" << AgentLog();
+  }
+
+  std::string AgentLog() const {
+    std::ifstream in(harness_->dir() / "agent.log");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  }
+
+  // The identity names `gateway-agent status --json` lists (removed ones are not listed).
+  std::vector<std::string> ListedIdentities() {
+    std::string json = harness_->StatusJson();
+    std::vector<std::string> names;
+    const std::string key = "{\"name\":\"";
+    for (size_t at = json.find(key); at != std::string::npos; at = json.find(key, at + 1)) {
+      size_t begin = at + key.size();
+      names.push_back(json.substr(begin, json.find('"', begin) - begin));
+    }
+    return names;
+  }
+
+  static bool Contains(const std::vector<std::string>& v, const std::string& s) {
+    return std::find(v.begin(), v.end(), s) != v.end();
+  }
+
+  std::unique_ptr<AgentHarness> harness_;
+  std::unique_ptr<NotifySocket> notify_;
+};
+
+TEST_F(SdNotifyTest, ReadyOnlyOnceStateTpmControlSocketAndBrokerAreUp) {
+  auto started = Clock::now();
+  ASSERT_TRUE(StartAgent().ok());
+  auto ready = notify_->WaitFor("READY=1", 60s);
+  ASSERT_TRUE(ready) << AgentLog();
+
+  // At READY=1 everything a client needs exists: the state database, the
+  // control socket answering, the SRK in the TPM.
+  EXPECT_TRUE(std::filesystem::exists(harness_->state_dir() / "state.db"));
+  EXPECT_TRUE(std::filesystem::exists(harness_->dir() / "run" / "control.sock"));
+  auto list = harness_->Cli({"sensor", "list"});
+  EXPECT_EQ(list.exit_code, 0) << list.output;
+  EXPECT_TRUE(ready->Get("STATUS").has_value()) << ready->text;
+  EXPECT_LT(ready->at - started, 30s);
+
+  // Every datagram came from the main process (NotifyAccess=main), and
+  // READY=1 was sent exactly once.
+  int readies = 0;
+  for (const auto& n : notify_->history()) {
+    EXPECT_EQ(n.sender, harness_->agent().pid()) << n.text;
+    if (n.Has("READY=1")) ++readies;
+  }
+  EXPECT_EQ(readies, 1);
+}
+
+TEST_F(SdNotifyTest, NoReadyWhenTheTpmCannotBeOpened) {
+  harness_->tpm().process().Stop();
+  ASSERT_TRUE(StartAgent().ok());
+  auto status = harness_->agent().Wait(30s);
+  ASSERT_TRUE(status) << "the agent kept running without its TPM";
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 1) << *status;
+  bool failed_status = false;
+  while (notify_->Receive(200ms)) {
+  }
+  for (const auto& n : notify_->history()) {
+    EXPECT_FALSE(n.Has("READY=1")) << n.text;
+    if (auto s = n.Get("STATUS"); s && s->rfind("failed: ", 0) == 0) failed_status = true;
+  }
+  EXPECT_TRUE(failed_status) << "no STATUS=failed: ... before exiting";
+}
+
+TEST_F(SdNotifyTest, StatusFollowsEnrollmentUntilEveryIdentityIsActive) {
+  StartAndWaitReady();
+  ASSERT_FALSE(HasFatalFailure());
+  const std::string first = *notify_->history().back().Get("STATUS");
+  // The gateway and two sensors end ACTIVE; STATUS= says so without a restart.
+  auto done = notify_->WaitFor("STATUS=3/3 active", 90s);
+  ASSERT_TRUE(done) << "last status: "
+                    << (notify_->history().empty() ? "" : notify_->history().back().text)
+                    << "\nagent log:\n"
+                    << AgentLog();
+  EXPECT_NE(first, "3/3 active");
+  // STATUS= is sent on change only, not on every poll.
+  int sent = 0;
+  for (const auto& n : notify_->history()) {
+    if (n.Get("STATUS")) ++sent;
+  }
+  EXPECT_LT(sent, 30);
+}
+
+TEST_F(SdNotifyTest, WatchdogPingsAtHalfOfWatchdogUsec) {
+  StartAndWaitReady();
+  ASSERT_FALSE(HasFatalFailure());
+  std::vector<Clock::time_point> pings;
+  auto until = Clock::now() + 3s;
+  while (Clock::now() < until) {
+    auto n = notify_->Receive(500ms);
+    if (n && n->Has("WATCHDOG=1")) pings.push_back(n->at);
+  }
+  ASSERT_GE(pings.size(), 10u) << "expected a ping every " << (kWatchdog / 2).count() << " ms";
+  EXPECT_LE(pings.size(), 17u) << "pinging much faster than half of WATCHDOG_USEC";
+  for (size_t i = 1; i < pings.size(); ++i) {
+    auto gap = std::chrono::duration_cast<std::chrono::milliseconds>(pings[i] - pings[i - 1]);
+    // Never late enough for systemd to kill the service.
+    EXPECT_LT(gap, kWatchdog) << "ping " << i;
+  }
+}
+
+TEST_F(SdNotifyTest, ReloadAppliesSensorChangesAndKeepsRunTimeSensors) {
+  StartAndWaitReady();
+  ASSERT_FALSE(HasFatalFailure());
+  auto added = harness_->Cli({"sensor", "add", "walkin"});
+  ASSERT_EQ(added.exit_code, 0) << added.output;
+
+  // s2 leaves the file, s3 joins it; the [aws] pacing changes, which needs a restart.
+  harness_->RewriteConfig([](std::string& text) {
+    text.replace(text.find("[[sensor]]\nid = \"s2\"\n"), 21, "[[sensor]]\nid = \"s3\"\n");
+    text.replace(text.find("connect_rate = 100.0"), 20, "connect_rate = 50.0");
+  });
+  ASSERT_EQ(kill(harness_->agent().pid(), SIGHUP), 0);
+  auto reloading = notify_->WaitFor("RELOADING=1", 10s);
+  ASSERT_TRUE(reloading) << AgentLog();
+  EXPECT_TRUE(reloading->Get("MONOTONIC_USEC").has_value()) << reloading->text;
+  auto ready = notify_->WaitFor("READY=1", 30s);
+  ASSERT_TRUE(ready) << AgentLog();
+
+  auto names = ListedIdentities();
+  EXPECT_TRUE(Contains(names, "gateway"));
+  EXPECT_TRUE(Contains(names, "s1"));
+  EXPECT_FALSE(Contains(names, "s2")) << harness_->StatusJson();
+  EXPECT_TRUE(Contains(names, "s3")) << harness_->StatusJson();
+  EXPECT_TRUE(Contains(names, "walkin")) << "a sensor added at run time must survive a reload";
+  std::string log = AgentLog();
+  EXPECT_NE(log.find("[aws] take effect only after a restart"), std::string::npos) << log;
+  EXPECT_TRUE(harness_->agent().running());
+}
+
+TEST_F(SdNotifyTest, ReloadRefusesAnInvalidConfigAndKeepsTheRunningOne) {
+  StartAndWaitReady();
+  ASSERT_FALSE(HasFatalFailure());
+  std::string valid;
+  harness_->RewriteConfig([&](std::string& text) {
+    valid = text;
+    // Two problems, and s1 dropped: none of it may take effect.
+    text.replace(text.find("[[sensor]]\nid = \"s1\"\n"), 21, "");
+    text += "[bridge]\npublish_rate = 1000\nbogus_key = 1\n";
+  });
+  ASSERT_EQ(kill(harness_->agent().pid(), SIGHUP), 0);
+  ASSERT_TRUE(notify_->WaitFor("RELOADING=1", 10s)) << AgentLog();
+  ASSERT_TRUE(notify_->WaitFor("READY=1", 30s)) << AgentLog();
+
+  std::string log = AgentLog();
+  EXPECT_NE(log.find("reload refused"), std::string::npos) << log;
+  EXPECT_NE(log.find("bridge.publish_rate"), std::string::npos) << log;
+  EXPECT_NE(log.find("bridge.bogus_key"), std::string::npos) << log;
+  EXPECT_TRUE(harness_->agent().running());
+  // The CLI refuses the invalid file too: read the state through a valid copy.
+  std::filesystem::path copy = harness_->dir() / "valid.toml";
+  std::ofstream(copy) << valid;
+  auto status = RunCommand({GA_AGENT_BINARY, "status", "--json", "--config", copy.string()});
+  ASSERT_EQ(status.exit_code, 0) << status.output;
+  EXPECT_NE(status.output.find("{\"name\":\"s1\""), std::string::npos)
+      << "s1 was removed by a refused reload: " << status.output;
+
+  // Fixed, the same file reloads and applies.
+  harness_->RewriteConfig([&](std::string& text) {
+    text = valid;
+    text.replace(text.find("[[sensor]]\nid = \"s1\"\n"), 21, "");
+  });
+  ASSERT_EQ(kill(harness_->agent().pid(), SIGHUP), 0);
+  ASSERT_TRUE(notify_->WaitFor("RELOADING=1", 10s)) << AgentLog();
+  ASSERT_TRUE(notify_->WaitFor("READY=1", 30s)) << AgentLog();
+  EXPECT_FALSE(Contains(ListedIdentities(), "s1")) << harness_->StatusJson();
+}
+
+TEST_F(SdNotifyTest, SigtermSendsStoppingAndExitsZero) {
+  StartAndWaitReady();
+  ASSERT_FALSE(HasFatalFailure());
+  // Stop while enrollment is under way: the steps in progress finish first.
+  auto sent = Clock::now();
+  auto status = harness_->agent().Signal(SIGTERM, 20s);
+  ASSERT_TRUE(status) << "no exit within 20 s of SIGTERM";
+  EXPECT_TRUE(WIFEXITED(*status)) << *status;
+  EXPECT_EQ(WEXITSTATUS(*status), 0);
+  auto stopping = notify_->WaitFor("STOPPING=1", 2s);
+  ASSERT_TRUE(stopping) << AgentLog();
+  EXPECT_LT(stopping->at - sent, 20s);
+  // What was committed is readable, and a restart resumes from it.
+  EXPECT_FALSE(harness_->StatusJson().empty());
+  ASSERT_TRUE(StartAgent().ok());
+  EXPECT_TRUE(notify_->WaitFor("READY=1", 60s)) << AgentLog();
+}
+
+}  // namespace
+}  // namespace ga::testing

@@ -100,11 +100,16 @@ std::string StatusTable(const std::vector<Identity>& identities, Millis now,
     if (id.long_pending_reported && id.state == EnrollmentState::kRegistering) {
       note = "LONG PENDING: " + note;
     }
-    std::snprintf(line, sizeof line, "%-16s %-7s %-28s %-11s %8d %-10s %-20s %s\n",
+    Traffic t = TrafficOf(bridge, id.name, now);
+    std::snprintf(line, sizeof line,
+                  "%-16s %-7s %-28s %-11s %8d %-10s %-20s %-4s %7lld %9lld %7lld %5lld %5lld %s\n",
                   Cut(id.name, 16).c_str(), std::string(KindName(id.kind)).c_str(),
                   Cut(id.thing, 28).c_str(), std::string(StateName(id.state)).c_str(), id.attempts,
                   waiting ? Relative(id.next_attempt, now).c_str() : "-",
                   id.cert_not_after ? Iso8601(id.cert_not_after).c_str() : "-",
+                  t.connected ? "yes" : "no", static_cast<long long>(t.messages),
+                  static_cast<long long>(t.bytes), static_cast<long long>(t.sent),
+                  static_cast<long long>(t.rejected), static_cast<long long>(t.dropped),
                   Cut(note, 160).c_str());
     out += line;
   }

@@ -51,7 +51,7 @@ struct AwsConfig {
   int port = 8883;       // 8883, or 443 with ALPN x-amzn-mqtt-ca
   std::filesystem::path root_ca = "/etc/gateway-agent/AmazonRootCA1.pem";
   bool alpn = false;         // forced on for port 443
-  double connect_rate = 10;  // account-wide CONNECTs per second (AWS allows 500)
+  double connect_rate = 50;  // account-wide CONNECTs per second (AWS allows 500)
   Duration keepalive = std::chrono::seconds(60);
 };
 

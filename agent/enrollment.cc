@@ -112,7 +112,6 @@ Status Enrollment::Load() {
     id.name = s.id;
     id.kind = IdentityKind::kSensor;
     id.thing = c.SensorThingName(s);
-    id.shared_connection = s.shared_connection;
     wanted.push_back(id);
   }
   for (const auto& w : wanted) {

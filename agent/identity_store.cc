@@ -25,7 +25,6 @@ const char* const kMigrations[] = {
       name TEXT PRIMARY KEY,
       kind TEXT NOT NULL,
       thing TEXT NOT NULL,
-      shared_connection INTEGER NOT NULL DEFAULT 0,
       state TEXT NOT NULL,
       key_file TEXT NOT NULL DEFAULT '',
       cert_file TEXT NOT NULL DEFAULT '',
@@ -47,7 +46,7 @@ const char* const kMigrations[] = {
 };
 
 constexpr const char* kColumns =
-    "name, kind, thing, shared_connection, state, key_file, cert_file, chain_file, cert_id, "
+    "name, kind, thing, state, key_file, cert_file, chain_file, cert_id, "
     "cert_not_after, attempts, next_attempt, last_error, park_reason, long_pending_reported, "
     "created, updated, registering_since, active_since";
 
@@ -61,22 +60,21 @@ Identity Row(sqlite3_stmt* s) {
   id.name = Text(s, 0);
   id.kind = Text(s, 1) == "gateway" ? IdentityKind::kGateway : IdentityKind::kSensor;
   id.thing = Text(s, 2);
-  id.shared_connection = sqlite3_column_int(s, 3) != 0;
-  id.state = ParseState(Text(s, 4)).value_or(EnrollmentState::kNew);
-  id.key_file = Text(s, 5);
-  id.cert_file = Text(s, 6);
-  id.chain_file = Text(s, 7);
-  id.cert_id = Text(s, 8);
-  id.cert_not_after = sqlite3_column_int64(s, 9);
-  id.attempts = sqlite3_column_int(s, 10);
-  id.next_attempt = sqlite3_column_int64(s, 11);
-  id.last_error = Text(s, 12);
-  id.park_reason = Text(s, 13);
-  id.long_pending_reported = sqlite3_column_int(s, 14) != 0;
-  id.created = sqlite3_column_int64(s, 15);
-  id.updated = sqlite3_column_int64(s, 16);
-  id.registering_since = sqlite3_column_int64(s, 17);
-  id.active_since = sqlite3_column_int64(s, 18);
+  id.state = ParseState(Text(s, 3)).value_or(EnrollmentState::kNew);
+  id.key_file = Text(s, 4);
+  id.cert_file = Text(s, 5);
+  id.chain_file = Text(s, 6);
+  id.cert_id = Text(s, 7);
+  id.cert_not_after = sqlite3_column_int64(s, 8);
+  id.attempts = sqlite3_column_int(s, 9);
+  id.next_attempt = sqlite3_column_int64(s, 10);
+  id.last_error = Text(s, 11);
+  id.park_reason = Text(s, 12);
+  id.long_pending_reported = sqlite3_column_int(s, 13) != 0;
+  id.created = sqlite3_column_int64(s, 14);
+  id.updated = sqlite3_column_int64(s, 15);
+  id.registering_since = sqlite3_column_int64(s, 16);
+  id.active_since = sqlite3_column_int64(s, 17);
   return id;
 }
 
@@ -88,22 +86,21 @@ void BindAll(sqlite3_stmt* s, const Identity& id) {
   BindText(s, 1, id.name);
   BindText(s, 2, KindName(id.kind));
   BindText(s, 3, id.thing);
-  sqlite3_bind_int(s, 4, id.shared_connection);
-  BindText(s, 5, StateName(id.state));
-  BindText(s, 6, id.key_file);
-  BindText(s, 7, id.cert_file);
-  BindText(s, 8, id.chain_file);
-  BindText(s, 9, id.cert_id);
-  sqlite3_bind_int64(s, 10, id.cert_not_after);
-  sqlite3_bind_int(s, 11, id.attempts);
-  sqlite3_bind_int64(s, 12, id.next_attempt);
-  BindText(s, 13, id.last_error);
-  BindText(s, 14, id.park_reason);
-  sqlite3_bind_int(s, 15, id.long_pending_reported);
-  sqlite3_bind_int64(s, 16, id.created);
-  sqlite3_bind_int64(s, 17, id.updated);
-  sqlite3_bind_int64(s, 18, id.registering_since);
-  sqlite3_bind_int64(s, 19, id.active_since);
+  BindText(s, 4, StateName(id.state));
+  BindText(s, 5, id.key_file);
+  BindText(s, 6, id.cert_file);
+  BindText(s, 7, id.chain_file);
+  BindText(s, 8, id.cert_id);
+  sqlite3_bind_int64(s, 9, id.cert_not_after);
+  sqlite3_bind_int(s, 10, id.attempts);
+  sqlite3_bind_int64(s, 11, id.next_attempt);
+  BindText(s, 12, id.last_error);
+  BindText(s, 13, id.park_reason);
+  sqlite3_bind_int(s, 14, id.long_pending_reported);
+  sqlite3_bind_int64(s, 15, id.created);
+  sqlite3_bind_int64(s, 16, id.updated);
+  sqlite3_bind_int64(s, 17, id.registering_since);
+  sqlite3_bind_int64(s, 18, id.active_since);
 }
 
 }  // namespace
@@ -247,7 +244,7 @@ Status IdentityStore::Add(const Identity& identity) {
     }
   }
   std::string sql = std::string("INSERT OR REPLACE INTO identities (") + kColumns +
-                    ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19)";
+                    ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)";
   sqlite3_stmt* raw = nullptr;
   if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &raw, nullptr) != SQLITE_OK) {
     return SqliteError(db_, "prepare insert");
@@ -265,10 +262,10 @@ Status IdentityStore::Add(const Identity& identity) {
 Status IdentityStore::Update(const Identity& identity) {
   std::lock_guard lock(mu_);
   const char* sql =
-      "UPDATE identities SET kind=?2, thing=?3, shared_connection=?4, state=?5, key_file=?6, "
-      "cert_file=?7, chain_file=?8, cert_id=?9, cert_not_after=?10, attempts=?11, "
-      "next_attempt=?12, last_error=?13, park_reason=?14, long_pending_reported=?15, "
-      "created=?16, updated=?17, registering_since=?18, active_since=?19 WHERE name=?1";
+      "UPDATE identities SET kind=?2, thing=?3, state=?4, key_file=?5, "
+      "cert_file=?6, chain_file=?7, cert_id=?8, cert_not_after=?9, attempts=?10, "
+      "next_attempt=?11, last_error=?12, park_reason=?13, long_pending_reported=?14, "
+      "created=?15, updated=?16, registering_since=?17, active_since=?18 WHERE name=?1";
   sqlite3_stmt* raw = nullptr;
   if (sqlite3_prepare_v2(db_, sql, -1, &raw, nullptr) != SQLITE_OK) {
     return SqliteError(db_, "prepare update");

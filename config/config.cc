@@ -112,7 +112,6 @@ template <typename V>
 void VisitSensor(V& v, SensorConfig& c) {
   v.Str("id", c.id);
   v.Str("thing_name", c.thing_name);
-  v.Bool("shared_connection", c.shared_connection);
 }
 
 template <typename V>

@@ -158,7 +158,6 @@ outbox_max_bytes = 3000000
 on_full = "reject-new"
 [[sensor]]
 id = "s1"
-shared_connection = true
 )";
   ParsedConfig first = ParseConfig(text, "a.toml");
   ASSERT_TRUE(first.ok()) << Joined(first);
@@ -168,7 +167,7 @@ shared_connection = true
   EXPECT_EQ(FormatConfig(second.config), printed);
   EXPECT_EQ(second.config.enrollment.backoff_initial, std::chrono::milliseconds(250));
   EXPECT_EQ(second.config.bridge.outbox_max_bytes, 3000000u);
-  EXPECT_TRUE(second.config.sensors.at(0).shared_connection);
+  EXPECT_EQ(second.config.sensors.at(0).id, "s1");
 }
 
 TEST(Config, DurationsAndSizes) {

@@ -48,7 +48,6 @@ struct Identity {
   std::string name;  // "gateway" or the sensor id
   IdentityKind kind = IdentityKind::kSensor;
   std::string thing;  // AWS thing name = certificate CN = MQTT client id
-  bool shared_connection = false;
   EnrollmentState state = EnrollmentState::kNew;
   std::string key_file;    // TSS2 PRIVATE KEY PEM (usable only in this TPM)
   std::string cert_file;   // the device certificate

@@ -88,7 +88,6 @@ struct BridgeConfig {
 struct SensorConfig {
   std::string id;                  // local id: topic sensors/<id>/...
   std::string thing_name;          // empty: "<gateway thing>-<id>"
-  bool shared_connection = false;  // travel over the gateway's connection
   int line = 0;                    // where it was declared, for messages
 };
 

@@ -444,10 +444,10 @@ Result<Identity> Enrollment::AddSensor(const std::string& id, const std::string&
   identity.name = id;
   identity.kind = IdentityKind::kSensor;
   identity.thing = thing_name.empty() ? options_.config.agent.thing_name + "-" + id : thing_name;
-  if (!IsValidThingName(identity.thing)) {
+  if (!IsEnrollableThingName(identity.thing)) {
     return InvalidArgument("\"" + identity.thing +
-                           "\" is not a valid AWS thing name (1-128 characters of a-z A-Z 0-9 : "
-                           "_ -)");
+                           "\" is not a valid thing name: 1-64 characters of a-z A-Z 0-9 : _ - "
+                           "(it becomes the certificate's CN)");
   }
   {
     std::lock_guard lock(mu_);

@@ -481,10 +481,11 @@ void Validate(Config& c, const std::string& file, std::vector<ConfigProblem>& pr
   };
   if (c.agent.thing_name.empty()) {
     problem(0, "agent.thing_name", "is required: the gateway's AWS IoT thing name");
-  } else if (!IsValidThingName(c.agent.thing_name)) {
+  } else if (!IsEnrollableThingName(c.agent.thing_name)) {
     problem(0, "agent.thing_name",
             "\"" + c.agent.thing_name +
-                "\" is not a valid AWS thing name (1-128 characters of a-z A-Z 0-9 : _ -)");
+                "\" is not a valid thing name: 1-64 characters of a-z A-Z 0-9 : _ - (AWS allows "
+                "128, but it becomes the certificate's CN, limited to 64)");
   }
   if (c.aws.endpoint.empty()) {
     problem(0, "aws.endpoint",
@@ -528,8 +529,9 @@ void Validate(Config& c, const std::string& file, std::vector<ConfigProblem>& pr
       continue;
     }
     std::string thing = c.SensorThingName(s);
-    if (!IsValidThingName(thing)) {
-      problem(s.line, key + ".thing_name", "\"" + thing + "\" is not a valid AWS thing name");
+    if (!IsEnrollableThingName(thing)) {
+      problem(s.line, key + ".thing_name",
+              "\"" + thing + "\" is not a valid thing name: 1-64 characters of a-z A-Z 0-9 : _ -");
     } else if (!things.insert(thing).second) {
       problem(s.line, key + ".thing_name", "thing name \"" + thing + "\" is already used");
     }
@@ -594,6 +596,10 @@ bool IsValidThingName(std::string_view name) {
   return std::all_of(name.begin(), name.end(), [](char c) {
     return std::isalnum(static_cast<unsigned char>(c)) || c == ':' || c == '_' || c == '-';
   });
+}
+
+bool IsEnrollableThingName(std::string_view name) {
+  return IsValidThingName(name) && name.size() <= kMaxEnrollableThingName;
 }
 
 bool IsValidSensorId(std::string_view id) {

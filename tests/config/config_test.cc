@@ -112,10 +112,19 @@ TEST(Config, UnknownSectionSuggestsTheNearestOne) {
 TEST(Config, RequiredKeysAndThingNameRules) {
   ParsedConfig p = ParseConfig("[agent]\nthing_name = \"bad name!\"\n", "a.toml");
   std::string all = Joined(p);
-  EXPECT_NE(all.find("agent.thing_name: \"bad name!\" is not a valid AWS thing name"),
+  EXPECT_NE(all.find("agent.thing_name: \"bad name!\" is not a valid thing name"),
             std::string::npos)
       << all;
   EXPECT_NE(all.find("aws.endpoint: is required"), std::string::npos) << all;
+}
+
+TEST(Config, ThingNamesMustFitACertificateCn) {
+  std::string text =
+      "[agent]\nthing_name = \"" + std::string(65, 'g') + "\"\n[aws]\nendpoint = \"e\"\n";
+  ParsedConfig p = ParseConfig(text, "a.toml");
+  ASSERT_EQ(p.problems.size(), 1u);
+  EXPECT_NE(p.problems[0].message.find("1-64 characters"), std::string::npos);
+  EXPECT_TRUE(IsEnrollableThingName(std::string(64, 'g')));
 }
 
 TEST(Config, SensorsAreValidated) {

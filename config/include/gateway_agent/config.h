@@ -86,9 +86,9 @@ struct BridgeConfig {
 };
 
 struct SensorConfig {
-  std::string id;                  // local id: topic sensors/<id>/...
-  std::string thing_name;          // empty: "<gateway thing>-<id>"
-  int line = 0;                    // where it was declared, for messages
+  std::string id;          // local id: topic sensors/<id>/...
+  std::string thing_name;  // empty: "<gateway thing>-<id>"
+  int line = 0;            // where it was declared, for messages
 };
 
 struct Config {
@@ -135,6 +135,10 @@ std::string FormatConfig(const Config& config);
 
 // AWS thing-name rules: 1-128 characters of [a-zA-Z0-9:_-].
 bool IsValidThingName(std::string_view name);
+// A thing name the agent can enroll: it becomes the certificate's subject CN,
+// which X.509 limits to 64 characters.
+inline constexpr size_t kMaxEnrollableThingName = 64;
+bool IsEnrollableThingName(std::string_view name);
 // A sensor id is one MQTT topic level: 1-64 characters of [a-zA-Z0-9_-].
 bool IsValidSensorId(std::string_view id);
 

@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "agent_harness.h"
+#include "gateway_agent/config.h"
 
 namespace {
 
@@ -408,8 +409,9 @@ int main(int argc, char** argv) {
   double identity_time = af.keygen_sum + af.csr_issue_sum + af.jitr_sum;
   auto pct = [&](double v) { return 100.0 * v / identity_time; };
   char rate_text[64];
+  const double effective_rate = connect_rate > 0 ? connect_rate : ga::AwsConfig{}.connect_rate;
   std::snprintf(rate_text, sizeof rate_text,
-                connect_rate > 0 ? "%g/s (--connect-rate)" : "10/s (default)", connect_rate);
+                connect_rate > 0 ? "%g/s (--connect-rate)" : "%g/s (default)", effective_rate);
   std::printf(
       "config: [enrollment] concurrency 8, backoff 1s..5m; [aws] connect_rate %s; "
       "TPM keys ECC P-256 on swtpm; iot-sim defaults (1 CONNECT/s per client id), "
@@ -451,7 +453,7 @@ int main(int argc, char** argv) {
     std::printf("seed loop: %d devices extrapolated linearly from the %d measured: %.1f s\n",
                 sensors, sf.devices, seed_full);
   }
-  double rate = connect_rate > 0 ? connect_rate : 10.0;
+  double rate = effective_rate;
   std::printf("agent: %d connects at [aws] connect_rate %g/s take at least %.1f s\n", af.connects,
               rate, af.connects / rate);
   std::printf("ratio: seed %.1f s / agent %.2f s = %.1fx (target >= 20x) %s\n", seed_full, af.total,

@@ -493,6 +493,12 @@ void Validate(Config& c, const std::string& file, std::vector<ConfigProblem>& pr
             "iot:Data-ATS)");
   }
   if (c.aws.port == 443) c.aws.alpn = true;
+  if (c.tpm.key_type == KeyType::kRsa2048) {
+    // The TPM makes RSA keys (gateway-agent tpm create-key --algorithm rsa), but
+    // the agent's OpenSSL provider signs TLS handshakes with ECC keys only.
+    problem(0, "tpm.key_type",
+            "\"rsa-2048\" is not supported for enrolled identities yet; use \"ecc-p256\"");
+  }
   if (c.enrollment.backoff_max < c.enrollment.backoff_initial) {
     problem(0, "enrollment.backoff_max", "must not be shorter than enrollment.backoff_initial");
   }

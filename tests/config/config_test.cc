@@ -152,6 +152,13 @@ thing_name = "x"
   EXPECT_EQ(p.problems.size(), 4u) << all;
 }
 
+TEST(Config, RsaDeviceKeysAreRefusedForNow) {
+  ParsedConfig p =
+      ParseConfig(std::string(kMinimal) + "[tpm]\nkey_type = \"rsa-2048\"\n", "a.toml");
+  ASSERT_EQ(p.problems.size(), 1u);
+  EXPECT_EQ(p.problems[0].key, "tpm.key_type");
+}
+
 TEST(Config, Port443TurnsOnAlpn) {
   ParsedConfig p = ParseConfig(std::string(kMinimal) + "port = 443\n", "a.toml");
   ASSERT_TRUE(p.ok()) << Joined(p);

@@ -1,6 +1,8 @@
 #include "gateway_agent/bridge/bridge.h"
 
 #include <mosquitto.h>
+#include <openssl/ssl.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
@@ -8,6 +10,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <fstream>
@@ -119,6 +122,8 @@ struct Connection {
 
 struct CloudConnection : Connection {
   BridgeIdentity identity;
+  // A handshake thread owns `mosq` while this is set: the loop leaves it alone.
+  bool handshaking = false;
   SslCtxPtr ssl_ctx;
   EvpPkeyPtr key;
   std::map<int, int64_t> inflight;  // mid -> outbox seq
@@ -129,6 +134,82 @@ struct CloudConnection : Connection {
   std::unique_ptr<TokenBucket> bytes;
   std::vector<int64_t> acked;
   bool subscribed = false;
+};
+
+// Drives the TLS handshake that mosquitto_connect started on its (by then
+// non-blocking) socket to the end. While the handshake runs, libmosquitto's
+// loop_read/loop_write only step SSL_connect: no packet is read and no
+// callback runs, so this is safe on a thread other than the loop's.
+int FinishTlsHandshake(mosquitto* m) {
+  auto* ssl = static_cast<SSL*>(mosquitto_ssl_get(m));
+  if (ssl == nullptr) return MOSQ_ERR_SUCCESS;  // not TLS
+  auto deadline = Clock::now() + std::chrono::seconds(30);
+  while (!SSL_is_init_finished(ssl)) {
+    int fd = mosquitto_socket(m);
+    if (fd < 0) return MOSQ_ERR_CONN_LOST;
+    auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count();
+    if (left <= 0) return MOSQ_ERR_TIMEOUT;
+    pollfd p{fd, static_cast<short>(POLLIN | (mosquitto_want_write(m) ? POLLOUT : 0)), 0};
+    int n = poll(&p, 1, static_cast<int>(std::min<int64_t>(left, 1000)));
+    if (n < 0 && errno != EINTR) return MOSQ_ERR_ERRNO;
+    if (n <= 0) continue;
+    int rc = (p.revents & POLLOUT) ? mosquitto_loop_write(m, 1) : mosquitto_loop_read(m, 1);
+    if (rc != MOSQ_ERR_SUCCESS) return rc;
+  }
+  return MOSQ_ERR_SUCCESS;
+}
+
+// A few threads for the blocking part of connecting (TCP, TLS with a TPM
+// signature). Jobs run in submission order.
+class HandshakePool {
+ public:
+  explicit HandshakePool(int threads = 4) : threads_(threads) {}
+  ~HandshakePool() { Stop(); }
+
+  void Submit(std::function<void()> job) {
+    {
+      std::lock_guard lock(mu_);
+      if (stopped_) return;
+      jobs_.push_back(std::move(job));
+      if (workers_.size() < static_cast<size_t>(threads_)) {
+        workers_.emplace_back([this] { Work(); });
+      }
+    }
+    cv_.notify_one();
+  }
+
+  // Drops the jobs not started yet and waits for the running ones.
+  void Stop() {
+    {
+      std::lock_guard lock(mu_);
+      stopped_ = true;
+      jobs_.clear();
+    }
+    cv_.notify_all();
+    for (auto& t : workers_) t.join();
+    workers_.clear();
+  }
+
+ private:
+  void Work() {
+    std::unique_lock lock(mu_);
+    while (true) {
+      cv_.wait(lock, [&] { return stopped_ || !jobs_.empty(); });
+      if (jobs_.empty()) return;  // stopped and drained
+      auto job = std::move(jobs_.front());
+      jobs_.pop_front();
+      lock.unlock();
+      job();
+      lock.lock();
+    }
+  }
+
+  int threads_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> jobs_;  // guarded by mu_
+  std::vector<std::thread> workers_;        // guarded by mu_ (joined by Stop)
+  bool stopped_ = false;                    // guarded by mu_
 };
 
 class Bridge::Loop {
@@ -299,7 +380,9 @@ class Bridge::Loop {
 
   void WriteAll() {
     if (local_) Write(*local_);
-    for (auto& [name, c] : clouds_) Write(*c);
+    for (auto& [name, c] : clouds_) {
+      if (!c->handshaking) Write(*c);
+    }
   }
 
   void ConnectionLost(Connection& c, int rc) {
@@ -500,9 +583,40 @@ class Bridge::Loop {
     int keepalive =
         static_cast<int>(std::chrono::duration_cast<std::chrono::seconds>(aws.keepalive).count());
     c.connecting = true;
+    c.handshaking = true;
+    c.next_connect = Clock::now() + std::chrono::seconds(60);
+    Unwatch(c);
+    // TCP connect and the TLS handshake, whose signature is made in the TPM
+    // (40-200 ms on a real chip), run on a handshake thread, so that they
+    // never hold up the traffic of the connections this loop already carries.
+    mosquitto* m = c.mosq.get();
+    std::string host = aws.endpoint;
+    int port = aws.port;
+    CloudConnection* conn = &c;
+    handshakes_.Submit([this, m, host, port, keepalive, conn] {
+      int rc = mosquitto_connect(m, host.c_str(), port, keepalive);
+      if (rc == MOSQ_ERR_SUCCESS) rc = FinishTlsHandshake(m);
+      Post([this, conn, rc] { HandshakeDone(*conn, rc); });
+    });
+  }
+
+  void HandshakeDone(CloudConnection& c, int rc) {
+    c.handshaking = false;
+    for (auto it = retired_.begin(); it != retired_.end(); ++it) {
+      if (it->get() == &c) {  // dropped meanwhile: now it can go
+        cloud_by_mosq_.erase(c.mosq.get());
+        retired_.erase(it);
+        return;
+      }
+    }
+    if (rc != MOSQ_ERR_SUCCESS) {
+      log::Warning("cloud connection " + c.name + ": " + mosquitto_strerror(rc),
+                   {{"IDENTITY", c.name}});
+      c.connecting = true;  // so ConnectionLost logs and backs off
+      return ConnectionLost(c, rc);
+    }
+    // CONNECT is queued; the CONNACK arrives through loop_read.
     c.next_connect = Clock::now() + std::chrono::seconds(30);
-    int rc = mosquitto_connect_async(c.mosq.get(), aws.endpoint.c_str(), aws.port, keepalive);
-    if (rc != MOSQ_ERR_SUCCESS) return ConnectionLost(c, rc);
     Watch(c);
   }
 
@@ -604,6 +718,11 @@ class Bridge::Loop {
     if (it == clouds_.end()) return;
     CloudConnection& c = *it->second;
     Unwatch(c);
+    if (c.handshaking) {
+      retired_.push_back(std::move(it->second));
+      clouds_.erase(it);
+      return;
+    }
     if (c.mosq) {
       if (c.connected) {
         mosquitto_disconnect(c.mosq.get());
@@ -637,6 +756,7 @@ class Bridge::Loop {
     int max_connects =
         std::max(1, static_cast<int>(options_.config.aws.connect_rate * kTick.count() / 1000.0));
     for (auto& [name, c] : clouds_) {
+      if (c->handshaking) continue;
       if (!c->connected && !c->connecting && now >= c->next_connect &&
           connects_this_tick < max_connects) {
         ++connects_this_tick;
@@ -665,6 +785,7 @@ class Bridge::Loop {
   }
 
   void Shutdown() {
+    handshakes_.Stop();  // joins: no thread uses a connection after this
     CommitStaged();
     FlushAcks();
     // Let queued PUBACKs to the local broker and DISCONNECTs go out.
@@ -698,6 +819,9 @@ class Bridge::Loop {
 
   std::unique_ptr<Connection> local_;
   std::map<std::string, std::unique_ptr<CloudConnection>> clouds_;
+  // Connections dropped while a handshake thread still used them.
+  std::vector<std::unique_ptr<CloudConnection>> retired_;
+  HandshakePool handshakes_;
   std::map<mosquitto*, CloudConnection*> cloud_by_mosq_;
   std::map<std::string, BridgeIdentity> identities_;
   std::vector<OutboxMessage> staged_;

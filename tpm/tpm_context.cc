@@ -7,8 +7,11 @@
 #include <tss2/tss2_rc.h>
 #include <tss2/tss2_tctildr.h>
 
+#include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <thread>
 
 #include "gateway_agent/tpm/openssl_error.h"
 #include "tss_error.h"
@@ -250,6 +253,13 @@ Result<TpmKeyBlob> TpmContext::CreateKey(KeyAlgorithm algorithm) {
 }
 
 Result<std::string> TpmContext::SignDigest(const TpmKeyBlob& key, std::string_view digest) {
+  // Fault injection for tests: a real TPM chip takes 40-200 ms per signature,
+  // swtpm under 1 ms. GATEWAY_AGENT_TEST_SIGN_DELAY_MS makes every signature slow.
+  static const long test_delay_ms = [] {
+    const char* v = std::getenv("GATEWAY_AGENT_TEST_SIGN_DELAY_MS");
+    return v ? std::strtol(v, nullptr, 10) : 0L;
+  }();
+  if (test_delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(test_delay_ms));
   TPMI_ALG_HASH hash = TPM2_ALG_NULL;
   switch (digest.size()) {
     case 32: hash = TPM2_ALG_SHA256; break;

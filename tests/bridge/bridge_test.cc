@@ -382,5 +382,67 @@ TEST(Bridge, ALocalBrokerRestartLosesNothing) {
   ExpectNoViolations(**h);
 }
 
+// A slow TPM (real chips take 40-200 ms per signature) must not hold up the
+// traffic of connections that are up while another one does its handshake.
+TEST(Bridge, ASlowTpmHandshakeDoesNotStallOtherConnections) {
+  HarnessOptions o;
+  o.sensors = 2;
+  auto h = AgentHarness::Start(o);
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  ASSERT_TRUE((*h)->StartAgent({{"GATEWAY_AGENT_TEST_SIGN_DELAY_MS", "1500"}}).ok());
+  ASSERT_TRUE((*h)->WaitForState("ACTIVE", 3, 120s)) << Log(**h);
+  // Wait until both sensors' cloud connections are up.
+  auto up = [&](const std::string& thing) {
+    auto r = (*h)->sim().Http("GET", "/_sim/clients");
+    return r.body.find("\"clientId\":\"" + thing + "\"") != std::string::npos;
+  };
+  auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (!(up("gw-test-s1") && up("gw-test-s2")) && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(200ms);
+  }
+  ASSERT_TRUE(up("gw-test-s1") && up("gw-test-s2")) << Log(**h);
+
+  // s2 is thrown off; while it reconnects (a 1.5 s signature), s1 streams.
+  LocalClient sensors((*h)->broker().port(), "sensors");
+  ASSERT_EQ((*h)->sim().Http("DELETE", "/_sim/clients/gw-test-s2").status, 200);
+  auto start = std::chrono::steady_clock::now();
+  for (int n = 0; n < 60; ++n) {
+    sensors.Publish("sensors/s1/tick", std::to_string(n));
+    std::this_thread::sleep_for(50ms);
+  }
+  ASSERT_TRUE(sensors.WaitAcked(60, 20s));
+  // Arrival times of s1's messages at the cloud: no gap as long as a handshake.
+  std::vector<int64_t> times;
+  deadline = std::chrono::steady_clock::now() + 30s;
+  while (times.size() < 60 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(200ms);
+    auto r = (*h)->sim().Http("GET", "/_sim/publishes?topic=dt/gw-test-s1/tick&limit=1000");
+    times.clear();
+    std::regex t(R"re("time":([0-9]+))re");
+    for (auto it = std::sregex_iterator(r.body.begin(), r.body.end(), t);
+         it != std::sregex_iterator(); ++it) {
+      times.push_back(std::stoll((*it)[1]));
+    }
+  }
+  ASSERT_EQ(times.size(), 60u) << Log(**h);
+  int64_t max_gap = 0;
+  for (size_t i = 1; i < times.size(); ++i) max_gap = std::max(max_gap, times[i] - times[i - 1]);
+  std::printf(
+      "[ figures  ] s1 streamed 60 messages over %lld ms while s2 reconnected with a "
+      "1500 ms TPM signature; largest gap between arrivals %lld ms\n",
+      static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 std::chrono::steady_clock::now() - start)
+                                 .count()),
+      static_cast<long long>(max_gap));
+  EXPECT_LT(max_gap, 1000);
+  // And s2 came back.
+  deadline = std::chrono::steady_clock::now() + 60s;
+  while (!up("gw-test-s2") && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(200ms);
+  }
+  EXPECT_TRUE(up("gw-test-s2")) << Log(**h);
+  ASSERT_TRUE((*h)->agent().Signal(SIGTERM, 30s).has_value());
+}
+
 }  // namespace
 }  // namespace ga::testing

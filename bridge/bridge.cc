@@ -71,7 +71,9 @@ void RaiseFileLimit() {
 
 constexpr milliseconds kTick{100};
 constexpr milliseconds kReconnectMin{1000};
-constexpr milliseconds kReconnectMax{60000};
+// Short enough that a fleet is back soon after an outage; aws.connect_rate
+// still paces the reconnects.
+constexpr milliseconds kReconnectMax{15000};
 constexpr int kRefill = 200;  // outbox rows read per refill
 
 }  // namespace
@@ -528,9 +530,15 @@ class Bridge::Loop {
       local_->next_connect = Clock::now() + kReconnectMin;
       return;
     }
-    for (const auto& m : staged_) {
+    // A connection that has sent everything older takes the new messages
+    // straight from memory, in order, without reading them back.
+    for (auto& m : staged_) {
       auto it = clouds_.find(m.identity);
-      if (it != clouds_.end()) it->second->drained = false;
+      if (it == clouds_.end()) continue;
+      CloudConnection& c = *it->second;
+      if (c.drained) {
+        c.pending.push_back(std::move(m));
+      }
     }
     staged_.clear();
     staged_counts_.clear();
@@ -596,11 +604,13 @@ class Bridge::Loop {
     handshakes_.Submit([this, m, host, port, keepalive, conn] {
       int rc = mosquitto_connect(m, host.c_str(), port, keepalive);
       if (rc == MOSQ_ERR_SUCCESS) rc = FinishTlsHandshake(m);
-      Post([this, conn, rc] { HandshakeDone(*conn, rc); });
+      // errno belongs to this thread: turn it into text here.
+      std::string why = rc == MOSQ_ERR_ERRNO ? std::strerror(errno) : mosquitto_strerror(rc);
+      Post([this, conn, rc, why] { HandshakeDone(*conn, rc, why); });
     });
   }
 
-  void HandshakeDone(CloudConnection& c, int rc) {
+  void HandshakeDone(CloudConnection& c, int rc, const std::string& why) {
     c.handshaking = false;
     for (auto it = retired_.begin(); it != retired_.end(); ++it) {
       if (it->get() == &c) {  // dropped meanwhile: now it can go
@@ -610,9 +620,10 @@ class Bridge::Loop {
       }
     }
     if (rc != MOSQ_ERR_SUCCESS) {
-      log::Warning("cloud connection " + c.name + ": " + mosquitto_strerror(rc),
-                   {{"IDENTITY", c.name}});
-      c.connecting = true;  // so ConnectionLost logs and backs off
+      log::Warning(
+          "cloud connection " + c.name + " to " + options_.config.aws.endpoint + ": " + why,
+          {{"IDENTITY", c.name}});
+      c.connecting = false;  // logged here; ConnectionLost only backs off
       return ConnectionLost(c, rc);
     }
     // CONNECT is queued; the CONNACK arrives through loop_read.
@@ -704,13 +715,14 @@ class Bridge::Loop {
     }
   }
 
+  // One transaction for every PUBACK received in this loop iteration.
   void FlushAcks() {
+    std::map<std::string, std::vector<int64_t>> acked;
     for (auto& [name, c] : clouds_) {
-      if (c->acked.empty()) continue;
-      Status s = outbox_->Acknowledge(name, c->acked);
-      if (!s.ok()) log::Error(s.message(), {{"IDENTITY", name}});
-      c->acked.clear();
+      if (!c->acked.empty()) acked[name].swap(c->acked);
     }
+    Status s = outbox_->Acknowledge(acked);
+    if (!s.ok()) log::Error(s.message());
   }
 
   void DropCloud(const std::string& name) {

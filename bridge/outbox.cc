@@ -114,16 +114,34 @@ Status Outbox::Exec(const char* sql) {
   return Status::Ok();
 }
 
+Result<sqlite3_stmt*> Outbox::Cached(const char* sql) {
+  auto it = cache_.find(sql);
+  if (it == cache_.end()) {
+    GA_ASSIGN_OR_RETURN(Stmt s, Prepare(db_, sql));
+    it = cache_.emplace(sql, std::unique_ptr<sqlite3_stmt, StmtDeleter>(s.release())).first;
+  }
+  sqlite3_reset(it->second.get());
+  sqlite3_clear_bindings(it->second.get());
+  return it->second.get();
+}
+
+constexpr const char* kCountSql =
+    "INSERT INTO counters (identity, name, value) VALUES (?1, ?2, ?3) ON CONFLICT(identity, "
+    "name) DO UPDATE SET value = value + excluded.value";
+constexpr const char* kInsertSql =
+    "INSERT INTO messages (identity, topic, payload, created_ms) VALUES (?1, ?2, ?3, ?4)";
+constexpr const char* kNextSql =
+    "SELECT seq, topic, payload, created_ms FROM messages WHERE identity = ?1 AND seq > ?2 "
+    "ORDER BY seq LIMIT ?3";
+constexpr const char* kDeleteSql = "DELETE FROM messages WHERE seq = ?1 RETURNING LENGTH(payload)";
+
 Status Outbox::Count(const std::string& identity, const char* name, int64_t n) {
   if (n == 0) return Status::Ok();
-  GA_ASSIGN_OR_RETURN(Stmt s, Prepare(db_,
-                                      "INSERT INTO counters (identity, name, value) VALUES "
-                                      "(?1, ?2, ?3) ON CONFLICT(identity, name) DO UPDATE SET "
-                                      "value = value + excluded.value"));
-  BindText(s.get(), 1, identity);
-  BindText(s.get(), 2, name);
-  sqlite3_bind_int64(s.get(), 3, n);
-  if (sqlite3_step(s.get()) != SQLITE_DONE) return SqliteError(db_, "count");
+  GA_ASSIGN_OR_RETURN(sqlite3_stmt * s, Cached(kCountSql));
+  BindText(s, 1, identity);
+  BindText(s, 2, name);
+  sqlite3_bind_int64(s, 3, n);
+  if (sqlite3_step(s) != SQLITE_DONE) return SqliteError(db_, "count");
   return Status::Ok();
 }
 
@@ -182,12 +200,10 @@ Status Outbox::Commit(std::vector<OutboxMessage>& messages,
       messages = std::move(kept);
     }
   }
-  auto insert = Prepare(db_,
-                        "INSERT INTO messages (identity, topic, payload, created_ms) VALUES "
-                        "(?1, ?2, ?3, ?4)");
+  auto insert = Cached(kInsertSql);
   if (!insert.ok()) return insert.status();
   for (auto& m : messages) {
-    sqlite3_stmt* s = insert->get();
+    sqlite3_stmt* s = *insert;
     sqlite3_reset(s);
     BindText(s, 1, m.identity);
     BindText(s, 2, m.topic);
@@ -200,7 +216,6 @@ Status Outbox::Commit(std::vector<OutboxMessage>& messages,
     m.seq = sqlite3_last_insert_rowid(db_);
     total_bytes_ += static_cast<int64_t>(m.payload.size());
   }
-  insert->reset();
   for (const auto& [identity, n] : rejected) {
     if (Status s = Count(identity, kRejectedFull, n); !s.ok()) {
       total_bytes_ = saved_total;
@@ -220,50 +235,49 @@ Status Outbox::Commit(std::vector<OutboxMessage>& messages,
 
 Result<std::vector<OutboxMessage>> Outbox::Next(const std::string& identity, int64_t after,
                                                 int limit) {
-  GA_ASSIGN_OR_RETURN(Stmt s, Prepare(db_,
-                                      "SELECT seq, topic, payload, created_ms FROM messages "
-                                      "WHERE identity = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"));
-  BindText(s.get(), 1, identity);
-  sqlite3_bind_int64(s.get(), 2, after);
-  sqlite3_bind_int(s.get(), 3, limit);
+  GA_ASSIGN_OR_RETURN(sqlite3_stmt * s, Cached(kNextSql));
+  BindText(s, 1, identity);
+  sqlite3_bind_int64(s, 2, after);
+  sqlite3_bind_int(s, 3, limit);
   std::vector<OutboxMessage> out;
   int rc;
-  while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) {
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
     OutboxMessage m;
-    m.seq = sqlite3_column_int64(s.get(), 0);
+    m.seq = sqlite3_column_int64(s, 0);
     m.identity = identity;
-    m.topic = Text(s.get(), 1);
-    const void* blob = sqlite3_column_blob(s.get(), 2);
-    int len = sqlite3_column_bytes(s.get(), 2);
+    m.topic = Text(s, 1);
+    const void* blob = sqlite3_column_blob(s, 2);
+    int len = sqlite3_column_bytes(s, 2);
     if (blob && len > 0) m.payload.assign(static_cast<const char*>(blob), static_cast<size_t>(len));
-    m.created_ms = sqlite3_column_int64(s.get(), 3);
+    m.created_ms = sqlite3_column_int64(s, 3);
     out.push_back(std::move(m));
   }
+  sqlite3_reset(s);
   if (rc != SQLITE_DONE) return SqliteError(db_, "read next messages of " + identity);
   return out;
 }
 
-Status Outbox::Acknowledge(const std::string& identity, const std::vector<int64_t>& seqs) {
-  if (seqs.empty()) return Status::Ok();
+Status Outbox::Acknowledge(const std::map<std::string, std::vector<int64_t>>& seqs_by_identity) {
+  if (seqs_by_identity.empty()) return Status::Ok();
   Transaction tx(db_);
   if (!tx.begun()) return SqliteError(db_, "begin");
-  GA_ASSIGN_OR_RETURN(Stmt s, Prepare(db_,
-                                      "DELETE FROM messages WHERE seq = ?1 RETURNING "
-                                      "LENGTH(payload)"));
-  int64_t removed = 0, bytes = 0;
-  for (int64_t seq : seqs) {
-    sqlite3_reset(s.get());
-    sqlite3_bind_int64(s.get(), 1, seq);
-    int rc = sqlite3_step(s.get());
-    if (rc == SQLITE_ROW) {
-      ++removed;
-      bytes += sqlite3_column_int64(s.get(), 0);
-      rc = sqlite3_step(s.get());
+  int64_t bytes = 0;
+  for (const auto& [identity, seqs] : seqs_by_identity) {
+    int64_t removed = 0;
+    for (int64_t seq : seqs) {
+      GA_ASSIGN_OR_RETURN(sqlite3_stmt * s, Cached(kDeleteSql));
+      sqlite3_bind_int64(s, 1, seq);
+      int rc = sqlite3_step(s);
+      if (rc == SQLITE_ROW) {
+        ++removed;
+        bytes += sqlite3_column_int64(s, 0);
+        rc = sqlite3_step(s);
+      }
+      sqlite3_reset(s);
+      if (rc != SQLITE_DONE) return SqliteError(db_, "acknowledge");
     }
-    if (rc != SQLITE_DONE) return SqliteError(db_, "acknowledge");
+    GA_RETURN_IF_ERROR(Count(identity, kSent, removed));
   }
-  s.reset();
-  GA_RETURN_IF_ERROR(Count(identity, kSent, removed));
   GA_RETURN_IF_ERROR(tx.Commit());
   total_bytes_ -= bytes;
   return Status::Ok();

@@ -122,6 +122,8 @@ Result<SslCtxPtr> MakeClientTlsContext(const TlsClientOptions& options) {
   } else {
     GA_RETURN_IF_ERROR(LoadTrustPem(ctx.get(), libctx, options.ca_pem));
   }
+  // Idle connections (most of a gateway's) give their read/write buffers back.
+  SSL_CTX_set_mode(ctx.get(), SSL_MODE_RELEASE_BUFFERS);
   SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
   X509_VERIFY_PARAM* param = SSL_CTX_get0_param(ctx.get());
   if (IsIpAddress(options.verify_host)) {

@@ -77,8 +77,11 @@ class Outbox {
   // Up to `limit` messages of `identity` with seq > after, in order.
   Result<std::vector<OutboxMessage>> Next(const std::string& identity, int64_t after, int limit);
 
-  // Deletes acknowledged messages and counts them as sent.
-  Status Acknowledge(const std::string& identity, const std::vector<int64_t>& seqs);
+  // Deletes acknowledged messages and counts them as sent, in one transaction.
+  Status Acknowledge(const std::map<std::string, std::vector<int64_t>>& seqs_by_identity);
+  Status Acknowledge(const std::string& identity, const std::vector<int64_t>& seqs) {
+    return Acknowledge({{identity, seqs}});
+  }
 
   // Drops messages older than the age bound; returns how many.
   Result<int64_t> Expire(int64_t now_ms);
@@ -93,10 +96,17 @@ class Outbox {
  private:
   Outbox(sqlite3* db, OutboxLimits limits) : db_(db), limits_(limits) {}
   Status Exec(const char* sql);
+  // A statement prepared once and kept (reset, bindings cleared) for the
+  // statements on the per-message path.
+  Result<sqlite3_stmt*> Cached(const char* sql);
   Status Count(const std::string& identity, const char* name, int64_t n);
   Status DropOldestUntil(uint64_t bytes_needed);
 
+  struct StmtDeleter {
+    void operator()(sqlite3_stmt* s) const { sqlite3_finalize(s); }
+  };
   sqlite3* db_;
+  std::map<const char*, std::unique_ptr<sqlite3_stmt, StmtDeleter>> cache_;
   OutboxLimits limits_;
   int64_t total_bytes_ = 0;
 };

@@ -1,0 +1,707 @@
+// Bridge benchmarks (issue 7), one program run:
+//
+//   1. throughput and CPU time per message, sensor -> cloud at QoS 1, 100
+//      sensors, durable outbox: the agent against mosquitto's own bridge over
+//      the same path (local mosquitto -> bridge -> a TLS mosquitto as "cloud").
+//      The agent is measured twice: against iot-sim (the AWS stand-in, rate
+//      limits lifted with --max-publish-rate 0 --max-throughput 0) and against
+//      the same TLS mosquitto "cloud" the mosquitto bridge uses (like for like).
+//   2. latency p50/p99 from local publish to cloud arrival at 1,000 msg/s
+//      (iot-sim's routing time, 1 ms resolution; and the TLS mosquitto cloud,
+//      measured by a subscriber, microseconds).
+//   3. resident memory of the agent with 1,000 sensor cloud connections (+ gateway).
+//   4. reconnect storm: the cloud (iot-sim) goes down for --outage seconds;
+//      time from its restart until all 1,001 identities are connected again.
+//
+//   bench_bridge [--only 1,2,3,4] [--messages N] [--sensors N] [--big-sensors N]
+//                [--latency-seconds S] [--outage S] [--storms N] [--keep-log FILE]
+//
+// Exits non-zero when a run cannot complete (messages missing, identities not
+// connected); targets not met are reported, not treated as failures.
+#include <mosquitto.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "agent_harness.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+using ga::testing::AgentHarness;
+using ga::testing::HarnessOptions;
+using ga::testing::IotSim;
+using ga::testing::JsonField;
+using ga::testing::Mosquitto;
+using ga::testing::MosquittoOptions;
+using ga::testing::RunCommand;
+
+double Seconds(Clock::duration d) {
+  return std::chrono::duration<double>(d).count();
+}
+
+int64_t NowUs() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+struct Failure {
+  std::string what;
+};
+[[noreturn]] void Fail(const std::string& what) {
+  throw Failure{what};
+}
+
+// utime + stime of a process (all threads), in seconds.
+double CpuSeconds(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string s((std::istreambuf_iterator<char>(in)), {});
+  auto close = s.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream rest(s.substr(close + 2));
+  std::string field;
+  unsigned long long utime = 0, stime = 0;
+  // Fields after the command: 3 state ... 14 utime, 15 stime.
+  for (int i = 3; i <= 15 && rest >> field; ++i) {
+    if (i == 14) utime = std::stoull(field);
+    if (i == 15) stime = std::stoull(field);
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// A line of /proc/<pid>/status in KiB (VmRSS, VmHWM).
+long StatusKiB(pid_t pid, const std::string& key) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(key + ":", 0) == 0) return std::atol(line.c_str() + key.size() + 1);
+  }
+  return -1;
+}
+
+std::string Base64Decode(std::string_view in) {
+  auto val = [](char c) -> int {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+    return -1;
+  };
+  std::string out;
+  uint32_t buf = 0;
+  int bits = 0;
+  for (char c : in) {
+    int v = val(c);
+    if (v < 0) continue;
+    buf = (buf << 6) | static_cast<uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out += static_cast<char>((buf >> bits) & 0xff);
+    }
+  }
+  return out;
+}
+
+// A payload of `size` bytes starting with the publish time in microseconds.
+std::string Payload(size_t size) {
+  std::string p = std::to_string(NowUs()) + " ";
+  if (p.size() < size) p.append(size - p.size(), 'x');
+  return p;
+}
+
+// An MQTT client with libmosquitto's own thread (publisher or subscriber).
+class Client {
+ public:
+  Client(int port, const std::string& id) {
+    m_ = mosquitto_new(id.c_str(), true, this);
+    mosquitto_publish_callback_set(
+        m_, [](mosquitto*, void* self, int) { ++static_cast<Client*>(self)->acked_; });
+    mosquitto_message_callback_set(m_, [](mosquitto*, void* self, const mosquitto_message* msg) {
+      static_cast<Client*>(self)->OnMessage(msg);
+    });
+    mosquitto_subscribe_callback_set(m_, [](mosquitto*, void* self, int, int, const int*) {
+      ++static_cast<Client*>(self)->subacks_;
+    });
+    mosquitto_max_inflight_messages_set(m_, 1000);
+    if (mosquitto_connect(m_, "127.0.0.1", port, 60) != MOSQ_ERR_SUCCESS) {
+      Fail("client " + id + " cannot connect to port " + std::to_string(port));
+    }
+    mosquitto_loop_start(m_);
+  }
+  ~Client() {
+    mosquitto_disconnect(m_);
+    mosquitto_loop_stop(m_, true);
+    mosquitto_destroy(m_);
+  }
+  void Subscribe(const std::vector<std::string>& filters, int qos) {
+    int before = subacks_;
+    for (const auto& f : filters) mosquitto_subscribe(m_, nullptr, f.c_str(), qos);
+    auto deadline = Clock::now() + 10s;
+    while (subacks_ < before + static_cast<int>(filters.size()) && Clock::now() < deadline) {
+      std::this_thread::sleep_for(5ms);
+    }
+  }
+  void Publish(const std::string& topic, const std::string& payload) {
+    int rc = mosquitto_publish(m_, nullptr, topic.c_str(), static_cast<int>(payload.size()),
+                               payload.data(), 1, false);
+    if (rc != MOSQ_ERR_SUCCESS) Fail(std::string("publish: ") + mosquitto_strerror(rc));
+  }
+  int64_t acked() const { return acked_; }
+  int64_t received() const { return received_; }
+  void RecordLatency(bool on) {
+    std::lock_guard lock(mu_);
+    record_ = on;
+    latencies_us_.clear();
+  }
+  std::vector<int64_t> latencies_us() {
+    std::lock_guard lock(mu_);
+    return latencies_us_;
+  }
+
+ private:
+  void OnMessage(const mosquitto_message* msg) {
+    int64_t now = NowUs();
+    ++received_;
+    std::lock_guard lock(mu_);
+    if (record_ && msg->payloadlen > 0) {
+      std::string p(static_cast<const char*>(msg->payload), static_cast<size_t>(msg->payloadlen));
+      latencies_us_.push_back(now - std::atoll(p.c_str()));
+    }
+  }
+  mosquitto* m_;
+  std::atomic<int64_t> acked_{0};
+  std::atomic<int64_t> received_{0};
+  std::atomic<int> subacks_{0};
+  std::mutex mu_;
+  bool record_ = false;
+  std::vector<int64_t> latencies_us_;
+};
+
+bool WaitFor(const std::function<bool()>& done, std::chrono::milliseconds timeout,
+             std::chrono::milliseconds poll = 20ms) {
+  auto deadline = Clock::now() + timeout;
+  while (Clock::now() < deadline) {
+    if (done()) return true;
+    std::this_thread::sleep_for(poll);
+  }
+  return done();
+}
+
+// The sim's publish log: the sequence number of the last routed message.
+int64_t SimLastSeq(IotSim& sim) {
+  auto r = sim.Http("GET", "/_sim/publishes?since=999999999999&limit=1");
+  return std::atoll(JsonField(r.body, "lastSeq").c_str());
+}
+
+int SimClients(IotSim& sim) {
+  auto r = sim.Http("GET", "/_sim/clients");
+  int n = 0;
+  for (size_t p = 0; (p = r.body.find("\"clientId\"", p)) != std::string::npos; ++p) ++n;
+  return n;
+}
+
+int CountConnected(const std::string& status_json) {
+  int n = 0;
+  for (size_t p = 0; (p = status_json.find("\"connected\":true", p)) != std::string::npos; ++p) ++n;
+  return n;
+}
+
+std::string Tail(const std::filesystem::path& file, int lines = 30) {
+  return RunCommand({"tail", "-n", std::to_string(lines), file.string()}).output;
+}
+
+struct RunResult {
+  double seconds = 0;
+  double rate = 0;        // msg/s end to end
+  double cpu_bridge = 0;  // s: the bridging process (agent, or the bridging broker)
+  double cpu_local = 0;   // s: the agent's local broker (0 for the mosquitto bridge)
+  double cpu_cloud = 0;   // s: the cloud process
+};
+
+// Publishes `n` QoS 1 messages round robin over `sensors` sensors as fast as
+// libmosquitto takes them; done when `arrived()` reaches n.
+RunResult Throughput(Client& pub, int n, int sensors, size_t payload_size,
+                     const std::function<int64_t()>& arrived, pid_t bridge, pid_t local,
+                     pid_t cloud) {
+  RunResult r;
+  std::vector<std::string> topics;
+  for (int s = 1; s <= sensors; ++s) topics.push_back("sensors/s" + std::to_string(s) + "/temp");
+  double b0 = CpuSeconds(bridge), l0 = local > 0 ? CpuSeconds(local) : 0, c0 = CpuSeconds(cloud);
+  auto t0 = Clock::now();
+  for (int i = 0; i < n; ++i)
+    pub.Publish(topics[static_cast<size_t>(i % sensors)], Payload(payload_size));
+  if (!WaitFor([&] { return arrived() >= n; }, 180s, 10ms)) {
+    Fail("throughput run: only " + std::to_string(arrived()) + " of " + std::to_string(n) +
+         " messages arrived in the cloud within 180 s");
+  }
+  r.seconds = Seconds(Clock::now() - t0);
+  r.rate = n / r.seconds;
+  r.cpu_bridge = CpuSeconds(bridge) - b0;
+  r.cpu_local = local > 0 ? CpuSeconds(local) - l0 : 0;
+  r.cpu_cloud = CpuSeconds(cloud) - c0;
+  return r;
+}
+
+struct Percentiles {
+  double p50 = 0, p99 = 0, max = 0;
+  size_t count = 0;
+};
+Percentiles Pct(std::vector<int64_t> v_us) {
+  Percentiles p;
+  p.count = v_us.size();
+  if (v_us.empty()) return p;
+  std::sort(v_us.begin(), v_us.end());
+  auto at = [&](double q) {
+    size_t i = static_cast<size_t>(q * static_cast<double>(v_us.size() - 1) + 0.5);
+    return static_cast<double>(v_us[i]) / 1000.0;
+  };
+  p.p50 = at(0.50);
+  p.p99 = at(0.99);
+  p.max = static_cast<double>(v_us.back()) / 1000.0;
+  return p;
+}
+
+// Publishes at `rate` msg/s for `seconds`, round robin over sensors.
+int PacedPublish(Client& pub, int rate, int seconds, int sensors) {
+  int n = rate * seconds;
+  auto t0 = Clock::now();
+  for (int i = 0; i < n; ++i) {
+    std::this_thread::sleep_until(t0 + std::chrono::microseconds(int64_t(i) * 1000000 / rate));
+    pub.Publish("sensors/s" + std::to_string(i % sensors + 1) + "/lat", Payload(64));
+  }
+  return n;
+}
+
+// Latencies from the sim's publish log: routing time (ms) - payload time (us).
+std::vector<int64_t> SimLatencies(IotSim& sim, int64_t since) {
+  auto r = sim.Http("GET", "/_sim/publishes?limit=1000000&since=" + std::to_string(since));
+  std::vector<int64_t> out;
+  size_t p = 0;
+  while ((p = r.body.find("\"time\":", p)) != std::string::npos) {
+    p += 7;
+    int64_t time_ms = std::atoll(r.body.c_str() + p);
+    size_t q = r.body.find("\"topic\":\"", p);
+    size_t pl = r.body.find("\"payload\":\"", p);
+    if (pl == std::string::npos || q == std::string::npos) break;
+    std::string topic = r.body.substr(q + 9, r.body.find('"', q + 9) - q - 9);
+    pl += 11;
+    size_t end = r.body.find('"', pl);
+    if (topic.find("/lat") == std::string::npos) continue;
+    std::string payload = Base64Decode(std::string_view(r.body).substr(pl, end - pl));
+    // Date.now() truncates to the ms: take the middle of that millisecond.
+    out.push_back(time_ms * 1000 + 500 - std::atoll(payload.c_str()));
+    p = end;
+  }
+  return out;
+}
+
+// A software key and certificate from the harness's file CA (for mosquitto's
+// bridge, which cannot use the TPM key).
+void IssueSoftwareCert(AgentHarness& h, const std::filesystem::path& dir, const std::string& cn) {
+  auto key = (dir / (cn + ".key")).string(), csr = (dir / (cn + ".csr")).string(),
+       crt = (dir / (cn + ".pem")).string();
+  for (auto argv : std::vector<std::vector<std::string>>{
+           {"openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", key},
+           {"openssl", "req", "-new", "-key", key, "-subj", "/CN=" + cn, "-out", csr},
+           {"openssl", "x509", "-req", "-in", csr, "-CA", (h.ca_dir() / "ca.pem").string(),
+            "-CAkey", (h.ca_dir() / "ca.key").string(), "-CAcreateserial", "-CAserial",
+            (dir / "ca.srl").string(), "-days", "2", "-sha256", "-out", crt}}) {
+    auto r = RunCommand(argv);
+    if (r.exit_code != 0) Fail("openssl: " + r.output);
+  }
+}
+
+struct Args {
+  std::set<int> only = {1, 2, 3, 4};
+  int messages = 50000;
+  int sensors = 100;
+  int big_sensors = 1000;
+  int latency_seconds = 10;
+  int outage = 10;
+  size_t payload = 100;
+  std::string keep_log;  // copy agent.log of the 1,000-identity run here
+  int storms = 1;        // outages in a row (RSS after each)
+};
+
+std::string ReplaceOnce(std::string text, const std::string& from, const std::string& to) {
+  auto p = text.find(from);
+  if (p == std::string::npos) Fail("config has no \"" + from + "\"");
+  return text.replace(p, from.size(), to);
+}
+
+void WaitAgentCloud(AgentHarness& h, int identities, std::chrono::seconds timeout, bool sim) {
+  bool ok = WaitFor(
+      [&] {
+        return sim ? SimClients(h.sim()) >= identities
+                   : CountConnected(h.StatusJson()) >= identities;
+      },
+      timeout, 250ms);
+  if (!ok)
+    Fail("the agent's cloud connections did not all come up\n" + Tail(h.dir() / "agent.log"));
+}
+
+// ---- 1 and 2 ----
+
+void ThroughputAndLatency(const Args& a) {
+  std::printf("== 1/2: %d sensors, %d messages of %zu bytes at QoS 1 ==\n", a.sensors, a.messages,
+              a.payload);
+  HarnessOptions o;
+  o.sensors = a.sensors;
+  o.sim_args = {"--max-publish-rate", "0", "--max-throughput", "0"};
+  // publish_rate 100 is the most config validation allows (AWS's per-connection limit).
+  o.extra_config =
+      "\n[bridge]\npublish_rate = 100\ninflight_window = 100\nfsync_every_commit = false\n";
+  auto hr = AgentHarness::Start(o);
+  if (!hr.ok()) Fail("harness: " + hr.status().ToString());
+  AgentHarness& h = **hr;
+  if (!h.StartAgent().ok()) Fail("cannot start the agent");
+  if (!h.WaitForState("ACTIVE", h.identities(), 180s))
+    Fail("enrollment did not finish\n" + Tail(h.dir() / "agent.log"));
+  WaitAgentCloud(h, h.identities(), 60s, /*sim=*/true);
+  pid_t agent = h.agent().pid();
+
+  // The TLS mosquitto "cloud": the sim's server certificate (for localhost,
+  // signed by the root the agent trusts), client certificates from our CA,
+  // and a plain listener for the measuring subscriber.
+  auto tls_dir = h.sim().root_ca().parent_path();
+  int sub_port = ga::testing::FreePort();
+  MosquittoOptions co;
+  co.tls_cert = tls_dir / "server.pem";
+  co.tls_key = tls_dir / "server.key";
+  co.tls_client_ca = h.ca_dir() / "ca.pem";
+  co.extra_config = "listener " + std::to_string(sub_port) + " 127.0.0.1\n";
+  auto cloud = Mosquitto::Start(co);
+  if (!cloud.ok()) Fail("cloud mosquitto: " + cloud.status().ToString());
+
+  // 1a. agent -> iot-sim
+  RunResult sim_run;
+  {
+    Client pub(h.broker().port(), "bench-pub");
+    int64_t base = SimLastSeq(h.sim());
+    pub.Publish("sensors/s1/temp", "warm-up");
+    if (!WaitFor([&] { return SimLastSeq(h.sim()) > base; }, 20s)) {
+      Fail("warm-up did not arrive\n" + Tail(h.dir() / "agent.log"));
+    }
+    std::this_thread::sleep_for(200ms);
+    base = SimLastSeq(h.sim());
+    std::printf("(agent pid %d: throughput run into iot-sim starts)\n", static_cast<int>(agent));
+    std::fflush(stdout);
+    sim_run = Throughput(
+        pub, a.messages, a.sensors, a.payload, [&] { return SimLastSeq(h.sim()) - base; }, agent,
+        h.broker().process().pid(), h.sim().process().pid());
+    std::printf(
+        "agent -> iot-sim:            %8.0f msg/s (%.2f s), agent CPU %.2f s, local broker %.2f s, "
+        "iot-sim %.2f s\n",
+        sim_run.rate, sim_run.seconds, sim_run.cpu_bridge, sim_run.cpu_local, sim_run.cpu_cloud);
+    std::fflush(stdout);
+
+    // 2a. latency at 1,000 msg/s into iot-sim
+    if (a.only.count(2)) {
+      int64_t lbase = SimLastSeq(h.sim());
+      int n = PacedPublish(pub, 1000, a.latency_seconds, a.sensors);
+      if (!WaitFor([&] { return SimLastSeq(h.sim()) - lbase >= n; }, 60s))
+        Fail("latency messages missing");
+      auto p = Pct(SimLatencies(h.sim(), lbase));
+      std::printf(
+          "latency at 1000 msg/s (agent -> iot-sim, %zu msgs, arrival +-0.5 ms): p50 %.1f ms, p99 "
+          "%.1f ms, max %.1f ms\n",
+          p.count, p.p50, p.p99, p.max);
+      std::fflush(stdout);
+    }
+  }
+
+  // 1b. agent -> TLS mosquitto cloud (same identities, same TPM keys).
+  if (!h.agent().Signal(SIGTERM, 20s).has_value()) Fail("agent did not stop");
+  int sim_port = h.sim().mqtt_port();
+  h.RewriteConfig([&](std::string& t) {
+    t = ReplaceOnce(t, "port = " + std::to_string(sim_port) + "\n",
+                    "port = " + std::to_string((*cloud)->port()) + "\n");
+  });
+  if (!h.StartAgent().ok()) Fail("cannot restart the agent");
+  agent = h.agent().pid();
+  WaitAgentCloud(h, h.identities(), 60s, /*sim=*/false);
+  RunResult agent_mq;
+  {
+    Client sub(sub_port, "bench-sub");
+    sub.Subscribe({"dt/#", "sensors/#"}, 0);
+    Client pub(h.broker().port(), "bench-pub2");
+    pub.Publish("sensors/s1/temp", "warm-up");
+    if (!WaitFor([&] { return sub.received() > 0; }, 20s))
+      Fail("warm-up via the agent to mosquitto did not arrive\n" + Tail(h.dir() / "agent.log"));
+    std::this_thread::sleep_for(200ms);
+    int64_t base = sub.received();
+    agent_mq = Throughput(
+        pub, a.messages, a.sensors, a.payload, [&] { return sub.received() - base; }, agent,
+        h.broker().process().pid(), (*cloud)->process().pid());
+    std::printf(
+        "agent -> TLS mosquitto:      %8.0f msg/s (%.2f s), agent CPU %.2f s, local broker %.2f s, "
+        "cloud %.2f s\n",
+        agent_mq.rate, agent_mq.seconds, agent_mq.cpu_bridge, agent_mq.cpu_local,
+        agent_mq.cpu_cloud);
+    std::fflush(stdout);
+    if (a.only.count(2)) {
+      sub.RecordLatency(true);
+      int n = PacedPublish(pub, 1000, a.latency_seconds, a.sensors);
+      WaitFor([&] { return static_cast<int>(sub.latencies_us().size()) >= n; }, 60s);
+      auto p = Pct(sub.latencies_us());
+      std::printf(
+          "latency at 1000 msg/s (agent -> TLS mosquitto, %zu msgs): p50 %.2f ms, p99 %.2f ms, max "
+          "%.2f ms\n",
+          p.count, p.p50, p.p99, p.max);
+      sub.RecordLatency(false);
+    }
+  }
+  h.agent().Signal(SIGTERM, 20s);
+
+  // 1c. mosquitto's own bridge: local mosquitto (same fixture settings as the
+  // agent's local broker: persistence on) with a connection section.
+  IssueSoftwareCert(h, h.dir(), "bench-bridge");
+  MosquittoOptions lo;
+  lo.extra_config =
+      "connection cloud\naddress 127.0.0.1:" + std::to_string((*cloud)->port()) +
+      "\ntopic sensors/# out 1\nbridge_cafile " + h.sim().root_ca().string() +
+      "\nbridge_certfile " + (h.dir() / "bench-bridge.pem").string() + "\nbridge_keyfile " +
+      (h.dir() / "bench-bridge.key").string() +
+      "\ncleansession false\nclientid bench-bridge\nbridge_protocol_version mqttv311\n";
+  auto local = Mosquitto::Start(lo);
+  if (!local.ok()) Fail("bridging mosquitto: " + local.status().ToString());
+  RunResult bridge_run;
+  {
+    Client sub(sub_port, "bench-sub-b");
+    sub.Subscribe({"dt/#", "sensors/#"}, 0);
+    Client pub((*local)->port(), "bench-pub3");
+    if (!WaitFor(
+            [&] {
+              pub.Publish("sensors/s1/temp", "warm-up");
+              return sub.received() > 0;
+            },
+            20s, 500ms)) {
+      Fail("mosquitto's bridge did not deliver\n" + Tail((*local)->dir() / "mosquitto.log"));
+    }
+    std::this_thread::sleep_for(1s);
+    int64_t base = sub.received();
+    bridge_run = Throughput(
+        pub, a.messages, a.sensors, a.payload, [&] { return sub.received() - base; },
+        (*local)->process().pid(), 0, (*cloud)->process().pid());
+    std::printf(
+        "mosquitto bridge -> TLS mosquitto: %8.0f msg/s (%.2f s), bridging broker CPU %.2f s, "
+        "cloud %.2f s\n",
+        bridge_run.rate, bridge_run.seconds, bridge_run.cpu_bridge, bridge_run.cpu_cloud);
+    if (a.only.count(2)) {
+      sub.RecordLatency(true);
+      int n = PacedPublish(pub, 1000, a.latency_seconds, a.sensors);
+      WaitFor([&] { return static_cast<int>(sub.latencies_us().size()) >= n; }, 60s);
+      auto p = Pct(sub.latencies_us());
+      std::printf(
+          "latency at 1000 msg/s (mosquitto bridge -> TLS mosquitto, %zu msgs): p50 %.2f ms, p99 "
+          "%.2f ms, max %.2f ms\n",
+          p.count, p.p50, p.p99, p.max);
+      sub.RecordLatency(false);
+    }
+  }
+
+  const double n = a.messages;
+  auto us = [&](double cpu) { return cpu * 1e6 / n; };
+  std::printf("\n");
+  std::printf(
+      "throughput: agent %.0f msg/s (durable, fsync_every_commit=false), mosquitto bridge %.0f "
+      "msg/s, ratio X/Y = %.2f  [agent -> TLS mosquitto, like for like]\n",
+      agent_mq.rate, bridge_run.rate, agent_mq.rate / bridge_run.rate);
+  std::printf("throughput: agent %.0f msg/s -> iot-sim, ratio to the mosquitto bridge = %.2f\n",
+              sim_run.rate, sim_run.rate / bridge_run.rate);
+  std::printf(
+      "  ceiling: publish_rate is capped at 100/s per connection by config validation -> %d "
+      "sensors x 100 = %d msg/s\n",
+      a.sensors, a.sensors * 100);
+  std::printf(
+      "cpu per message: agent %.1f us, mosquitto bridge %.1f us, ratio %.2f  [agent process vs. "
+      "the bridging broker, agent -> TLS mosquitto]\n",
+      us(agent_mq.cpu_bridge), us(bridge_run.cpu_bridge),
+      agent_mq.cpu_bridge / bridge_run.cpu_bridge);
+  std::printf(
+      "cpu per message incl. the agent's local broker: %.1f us (agent %.1f + broker %.1f), ratio "
+      "%.2f\n",
+      us(agent_mq.cpu_bridge + agent_mq.cpu_local), us(agent_mq.cpu_bridge), us(agent_mq.cpu_local),
+      (agent_mq.cpu_bridge + agent_mq.cpu_local) / bridge_run.cpu_bridge);
+  std::printf("cpu per message (agent -> iot-sim): agent %.1f us, local broker %.1f us\n",
+              us(sim_run.cpu_bridge), us(sim_run.cpu_local));
+  std::printf("target (agent >= bridge throughput, durable): %s\n\n",
+              agent_mq.rate >= bridge_run.rate ? "met" : "NOT met");
+  std::fflush(stdout);
+}
+
+// ---- 3 and 4 ----
+
+void ScaleAndStorm(const Args& a) {
+  std::printf("== 3/4: %d sensors + gateway, connect_rate 500/s ==\n", a.big_sensors);
+  std::fflush(stdout);
+  HarnessOptions o;
+  o.sensors = a.big_sensors;
+  auto hr = AgentHarness::Start(o);
+  if (!hr.ok()) Fail("harness: " + hr.status().ToString());
+  AgentHarness& h = **hr;
+  h.RewriteConfig([](std::string& t) {
+    t = ReplaceOnce(t, "connect_rate = 100.0", "connect_rate = 500.0");
+    t = ReplaceOnce(t, "log_level = \"debug\"", "log_level = \"info\"");
+  });
+  const int ids = h.identities();
+  auto t0 = Clock::now();
+  if (!h.StartAgent().ok()) Fail("cannot start the agent");
+  if (!h.WaitForState("ACTIVE", ids, 300s))
+    Fail("enrollment of " + std::to_string(ids) + " did not finish\n" +
+         Tail(h.dir() / "agent.log"));
+  double enrolled = Seconds(Clock::now() - t0);
+  if (!WaitFor([&] { return SimClients(h.sim()) >= ids; }, 120s, 250ms)) {
+    Fail("only " + std::to_string(SimClients(h.sim())) + " of " + std::to_string(ids) +
+         " cloud connections\n" + Tail(h.dir() / "agent.log"));
+  }
+  double all_connected = Seconds(Clock::now() - t0);
+  std::printf("enrolled %d identities in %.1f s; all %d cloud connections up after %.1f s\n", ids,
+              enrolled, ids, all_connected);
+  pid_t agent = h.agent().pid();
+  if (a.only.count(3)) {
+    std::this_thread::sleep_for(3s);  // settle
+    double rss = StatusKiB(agent, "VmRSS") / 1024.0, hwm = StatusKiB(agent, "VmHWM") / 1024.0;
+    std::printf(
+        "rss with %d cloud connections: %.1f MiB (target <= 64: %s), peak (VmHWM) %.1f MiB\n", ids,
+        rss, rss <= 64 ? "met" : "NOT met", hwm);
+    std::fflush(stdout);
+  }
+  for (int storm_no = 1; a.only.count(4) && storm_no <= a.storms; ++storm_no) {
+    auto down = Clock::now();
+    h.sim().process().Stop();
+    std::this_thread::sleep_for(std::chrono::seconds(a.outage));
+    ga::Status s = h.sim().Restart();
+    if (!s.ok()) Fail("sim restart: " + s.ToString());
+    auto up = Clock::now();
+    int last = 0;
+    std::vector<std::pair<double, int>> marks;
+    bool ok = WaitFor(
+        [&] {
+          last = SimClients(h.sim());
+          if (marks.empty() || marks.back().second != last)
+            marks.emplace_back(Seconds(Clock::now() - up), last);
+          return last >= ids;
+        },
+        180s, 100ms);
+    double storm = Seconds(Clock::now() - up);
+    std::string curve;
+    for (double q : {0.5, 0.9, 0.99}) {
+      for (auto& [t, c] : marks) {
+        if (c >= q * ids) {
+          char b[64];
+          std::snprintf(b, sizeof b, " %.0f%% at %.1f s;", q * 100, t);
+          curve += b;
+          break;
+        }
+      }
+    }
+    std::string timeline;
+    double next_mark = 0;
+    for (auto& [t, c] : marks) {
+      if (t >= next_mark) {
+        char b[48];
+        std::snprintf(b, sizeof b, " %.1fs:%d", t, c);
+        timeline += b;
+        next_mark = t + 2.0;
+      }
+    }
+    std::printf("  connected over time since the restart:%s\n", timeline.c_str());
+    if (!a.keep_log.empty()) {
+      std::filesystem::copy_file(h.dir() / "agent.log", a.keep_log,
+                                 std::filesystem::copy_options::overwrite_existing);
+    }
+    if (!ok)
+      Fail("reconnect storm: only " + std::to_string(last) + " of " + std::to_string(ids) +
+           " back after 180 s");
+    std::printf(
+        "reconnect storm: %d identities connected again after %.1f s (after a %d s outage; %.1f s "
+        "from the outage's start);%s\n",
+        ids, storm, a.outage, Seconds(Clock::now() - down), curve.c_str());
+    auto v = h.sim().Http("GET", "/_sim/violations");
+    std::printf("  sim violations after the storm: %s\n", v.body.substr(0, 300).c_str());
+    double rss = StatusKiB(agent, "VmRSS") / 1024.0;
+    std::printf("  rss after storm %d: %.1f MiB\n", storm_no, rss);
+    std::fflush(stdout);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    std::string k = argv[i];
+    auto next = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "%s needs a value\n", k.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (k == "--only") {
+      a.only.clear();
+      std::stringstream ss(next());
+      std::string part;
+      while (std::getline(ss, part, ',')) a.only.insert(std::atoi(part.c_str()));
+    } else if (k == "--messages") {
+      a.messages = std::atoi(next().c_str());
+    } else if (k == "--sensors") {
+      a.sensors = std::atoi(next().c_str());
+    } else if (k == "--big-sensors") {
+      a.big_sensors = std::atoi(next().c_str());
+    } else if (k == "--latency-seconds") {
+      a.latency_seconds = std::atoi(next().c_str());
+    } else if (k == "--storms") {
+      a.storms = std::atoi(next().c_str());
+    } else if (k == "--keep-log") {
+      a.keep_log = next();
+    } else if (k == "--outage") {
+      a.outage = std::atoi(next().c_str());
+    } else {
+      std::fprintf(
+          stderr,
+          "usage: bench_bridge [--only 1,2,3,4] [--messages N] [--sensors N] "
+          "[--big-sensors N] [--latency-seconds S] [--outage S] [--storms N] [--keep-log FILE]\n");
+      return 2;
+    }
+  }
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  signal(SIGPIPE, SIG_IGN);
+  mosquitto_lib_init();
+  auto t0 = Clock::now();
+  try {
+    if (a.only.count(1) || a.only.count(2)) ThroughputAndLatency(a);
+    if (a.only.count(3) || a.only.count(4)) ScaleAndStorm(a);
+  } catch (const Failure& f) {
+    std::fprintf(stderr, "bench_bridge: %s\n", f.what.c_str());
+    return 1;
+  }
+  std::printf("total %.0f s\n", Seconds(Clock::now() - t0));
+  return 0;
+}

@@ -126,9 +126,8 @@ struct CloudConnection : Connection {
   BridgeIdentity identity;
   // A handshake thread owns `mosq` while this is set: the loop leaves it alone.
   bool handshaking = false;
-  SslCtxPtr ssl_ctx;
-  EvpPkeyPtr key;
-  std::map<int, int64_t> inflight;  // mid -> outbox seq
+  tpm::ClientIdentity tls_identity;  // installed on each handshake's SSL
+  std::map<int, int64_t> inflight;   // mid -> outbox seq
   std::deque<OutboxMessage> pending;
   int64_t last_queued = 0;  // highest seq handed to libmosquitto
   bool drained = false;     // the outbox had nothing more after last_queued
@@ -137,6 +136,9 @@ struct CloudConnection : Connection {
   std::vector<int64_t> acked;
   bool subscribed = false;
 };
+
+// The identity whose handshake runs on this thread (see SharedTlsContext).
+thread_local const tpm::ClientIdentity* handshake_identity = nullptr;
 
 // Drives the TLS handshake that mosquitto_connect started on its (by then
 // non-blocking) socket to the end. While the handshake runs, libmosquitto's
@@ -546,24 +548,43 @@ class Bridge::Loop {
 
   // --- the cloud ---
 
+  // One TLS context for every cloud connection (trust anchor, host name,
+  // ALPN); each connection's key and chain are installed per handshake.
+  Result<SSL_CTX*> SharedTlsContext() {
+    if (!shared_tls_) {
+      const Config& cfg = options_.config;
+      tpm::TlsClientOptions tls;
+      tls.ca_file = cfg.aws.root_ca;
+      tls.verify_host = cfg.aws.endpoint;
+      if (cfg.aws.alpn) tls.alpn = {"x-amzn-mqtt-ca"};
+      GA_ASSIGN_OR_RETURN(shared_tls_, tpm::MakeClientTlsContext(tls));
+      SSL_CTX_set_cert_cb(
+          shared_tls_.get(),
+          [](SSL* ssl, void*) -> int {
+            if (handshake_identity == nullptr) return 1;  // no certificate to offer
+            Status s = tpm::UseClientIdentity(ssl, *handshake_identity);
+            if (!s.ok()) log::Error("TLS client certificate: " + s.message());
+            return s.ok() ? 1 : 0;
+          },
+          nullptr);
+    }
+    return shared_tls_.get();
+  }
+
   Status CreateCloud(CloudConnection& c) {
     const Config& cfg = options_.config;
     GA_ASSIGN_OR_RETURN(tpm::TpmKeyBlob blob, tpm::TpmKeyBlob::ReadFile(c.identity.key_file));
-    GA_ASSIGN_OR_RETURN(c.key, tpm::MakeEvpPkey(options_.tpm, blob));
-    tpm::TlsClientOptions tls;
-    tls.key = c.key.get();
-    tls.chain_file = c.identity.chain_file;
-    tls.ca_file = cfg.aws.root_ca;
-    tls.verify_host = cfg.aws.endpoint;
-    if (cfg.aws.alpn) tls.alpn = {"x-amzn-mqtt-ca"};
-    GA_ASSIGN_OR_RETURN(c.ssl_ctx, tpm::MakeClientTlsContext(tls));
+    GA_ASSIGN_OR_RETURN(EvpPkeyPtr key, tpm::MakeEvpPkey(options_.tpm, blob));
+    GA_ASSIGN_OR_RETURN(c.tls_identity,
+                        tpm::LoadClientIdentity(std::move(key), c.identity.chain_file));
+    GA_ASSIGN_OR_RETURN(SSL_CTX * ctx, SharedTlsContext());
     c.mosq.reset(mosquitto_new(c.identity.thing.c_str(), /*clean_session=*/false, &c));
     if (!c.mosq) return Internal("mosquitto_new failed");
     mosquitto* m = c.mosq.get();
     mosquitto_threaded_set(m, true);
     mosquitto_int_option(m, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
     mosquitto_int_option(m, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 0);
-    mosquitto_void_option(m, MOSQ_OPT_SSL_CTX, c.ssl_ctx.get());
+    mosquitto_void_option(m, MOSQ_OPT_SSL_CTX, ctx);  // libmosquitto takes a reference
     mosquitto_max_inflight_messages_set(m, static_cast<unsigned>(cfg.bridge.inflight_window));
     mosquitto_user_data_set(m, this);
     cloud_by_mosq_[m] = &c;
@@ -602,8 +623,12 @@ class Bridge::Loop {
     int port = aws.port;
     CloudConnection* conn = &c;
     handshakes_.Submit([this, m, host, port, keepalive, conn] {
+      // The shared context's certificate callback runs on this thread, inside
+      // SSL_connect, and presents this connection's identity.
+      handshake_identity = &conn->tls_identity;
       int rc = mosquitto_connect(m, host.c_str(), port, keepalive);
       if (rc == MOSQ_ERR_SUCCESS) rc = FinishTlsHandshake(m);
+      handshake_identity = nullptr;
       // errno belongs to this thread: turn it into text here.
       std::string why = rc == MOSQ_ERR_ERRNO ? std::strerror(errno) : mosquitto_strerror(rc);
       Post([this, conn, rc, why] { HandshakeDone(*conn, rc, why); });
@@ -818,6 +843,7 @@ class Bridge::Loop {
 
   Bridge::Options options_;
   std::unique_ptr<Outbox> outbox_;
+  SslCtxPtr shared_tls_;
   std::mt19937_64 rng_;
   std::string prefix_;
   int id_level_ = -1;

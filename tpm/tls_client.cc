@@ -7,6 +7,7 @@
 
 #include <string>
 
+#include "gateway_agent/files.h"
 #include "gateway_agent/tpm/openssl_provider.h"
 
 namespace ga::tpm {
@@ -75,9 +76,12 @@ Status LoadTrustPem(SSL_CTX* ctx, OSSL_LIB_CTX* libctx, const std::string& pem) 
 }  // namespace
 
 Result<SslCtxPtr> MakeClientTlsContext(const TlsClientOptions& options) {
-  if (options.key == nullptr) return InvalidArgument("TLS client context: no key");
-  if (options.chain_file.empty() == options.chain_pem.empty()) {
+  const bool with_identity = options.key != nullptr;
+  if (with_identity && options.chain_file.empty() == options.chain_pem.empty()) {
     return InvalidArgument("TLS client context: give exactly one of chain_file and chain_pem");
+  }
+  if (!with_identity && (!options.chain_file.empty() || !options.chain_pem.empty())) {
+    return InvalidArgument("TLS client context: a chain without a key");
   }
   if (options.ca_file.empty() == options.ca_pem.empty()) {
     return InvalidArgument("TLS client context: give exactly one of ca_file and ca_pem");
@@ -96,7 +100,9 @@ Result<SslCtxPtr> MakeClientTlsContext(const TlsClientOptions& options) {
     return OpenSslError("setting the TLS protocol versions", Code::kInvalidArgument);
   }
 
-  if (!options.chain_file.empty()) {
+  if (!with_identity) {
+    // A context shared by several identities: each SSL gets its own (UseClientIdentity).
+  } else if (!options.chain_file.empty()) {
     if (SSL_CTX_use_certificate_chain_file(ctx.get(), options.chain_file.c_str()) != 1) {
       return OpenSslError("loading certificate chain " + options.chain_file.string(),
                           Code::kInvalidArgument);
@@ -104,14 +110,16 @@ Result<SslCtxPtr> MakeClientTlsContext(const TlsClientOptions& options) {
   } else {
     GA_RETURN_IF_ERROR(UseChainPem(ctx.get(), libctx, options.chain_pem));
   }
-  std::string chain_name =
-      options.chain_file.empty() ? "the chain PEM" : options.chain_file.string();
-  if (X509_check_private_key(SSL_CTX_get0_certificate(ctx.get()), options.key) != 1) {
-    return OpenSslError("the key does not match the leaf certificate of " + chain_name,
-                        Code::kInvalidArgument);
-  }
-  if (SSL_CTX_use_PrivateKey(ctx.get(), options.key) != 1) {
-    return OpenSslError("SSL_CTX_use_PrivateKey", Code::kInvalidArgument);
+  if (with_identity) {
+    std::string chain_name =
+        options.chain_file.empty() ? "the chain PEM" : options.chain_file.string();
+    if (X509_check_private_key(SSL_CTX_get0_certificate(ctx.get()), options.key) != 1) {
+      return OpenSslError("the key does not match the leaf certificate of " + chain_name,
+                          Code::kInvalidArgument);
+    }
+    if (SSL_CTX_use_PrivateKey(ctx.get(), options.key) != 1) {
+      return OpenSslError("SSL_CTX_use_PrivateKey", Code::kInvalidArgument);
+    }
   }
 
   if (!options.ca_file.empty()) {
@@ -153,6 +161,50 @@ Result<SslCtxPtr> MakeClientTlsContext(const TlsClientOptions& options) {
     }
   }
   return ctx;
+}
+
+Result<ClientIdentity> LoadClientIdentity(EvpPkeyPtr key, const std::filesystem::path& chain_file) {
+  GA_ASSIGN_OR_RETURN(OSSL_LIB_CTX * libctx, LibCtx());
+  auto pem = ReadFile(chain_file);
+  if (!pem.ok()) return std::move(pem).take_status().With("certificate chain");
+  BioPtr bio(BIO_new_mem_buf(pem->data(), static_cast<int>(pem->size())));
+  if (!bio) return OpenSslError("BIO_new_mem_buf");
+  ClientIdentity id;
+  while (true) {
+    X509Ptr cert(X509_new_ex(libctx, nullptr));
+    X509* raw = cert.get();
+    if (!cert || PEM_read_bio_X509(bio.get(), &raw, nullptr, nullptr) == nullptr) {
+      unsigned long err = ERR_peek_last_error();
+      if (id.leaf && ERR_GET_LIB(err) == ERR_LIB_PEM &&
+          ERR_GET_REASON(err) == PEM_R_NO_START_LINE) {
+        ERR_clear_error();
+        break;
+      }
+      return OpenSslError("reading certificate chain " + chain_file.string(),
+                          Code::kInvalidArgument);
+    }
+    if (!id.leaf) {
+      id.leaf = std::move(cert);
+    } else {
+      id.chain.push_back(std::move(cert));
+    }
+  }
+  if (X509_check_private_key(id.leaf.get(), key.get()) != 1) {
+    return OpenSslError("the key does not match the leaf certificate of " + chain_file.string(),
+                        Code::kInvalidArgument);
+  }
+  id.key = std::move(key);
+  return id;
+}
+
+Status UseClientIdentity(SSL* ssl, const ClientIdentity& id) {
+  if (SSL_use_certificate(ssl, id.leaf.get()) != 1) return OpenSslError("SSL_use_certificate");
+  if (SSL_clear_chain_certs(ssl) != 1) return OpenSslError("SSL_clear_chain_certs");
+  for (const auto& ca : id.chain) {
+    if (SSL_add1_chain_cert(ssl, ca.get()) != 1) return OpenSslError("SSL_add1_chain_cert");
+  }
+  if (SSL_use_PrivateKey(ssl, id.key.get()) != 1) return OpenSslError("SSL_use_PrivateKey");
+  return Status::Ok();
 }
 
 }  // namespace ga::tpm

@@ -15,7 +15,9 @@
 namespace ga::tpm {
 
 struct TlsClientOptions {
-  // The client key; the SSL_CTX takes its own reference.
+  // The client key; the SSL_CTX takes its own reference. Null (and no chain)
+  // makes a context shared by several identities, each installed on its SSL
+  // with UseClientIdentity.
   EVP_PKEY* key = nullptr;
   // The certificate chain sent to the server: leaf first, then the CA
   // certificates. Exactly one of chain_file / chain_pem.
@@ -37,5 +39,21 @@ struct TlsClientOptions {
 // An SSL_CTX in LibCtx() with the chain and key loaded and checked against
 // each other, SSL_VERIFY_PEER, host name verification and ALPN set.
 Result<SslCtxPtr> MakeClientTlsContext(const TlsClientOptions& options);
+
+// A client identity held once and installed per connection: one SSL_CTX can
+// then serve many identities (an SSL_CTX costs tens of KiB; a gateway holds a
+// thousand connections).
+struct ClientIdentity {
+  EvpPkeyPtr key;
+  X509Ptr leaf;
+  std::vector<X509Ptr> chain;  // sent after the leaf: the CA certificate(s)
+};
+
+// Reads the chain file (leaf first) and checks that `key` matches the leaf.
+Result<ClientIdentity> LoadClientIdentity(EvpPkeyPtr key, const std::filesystem::path& chain_file);
+
+// Makes `ssl` present `identity`: call before the server asks for a
+// certificate (e.g. from SSL_CTX_set_cert_cb).
+Status UseClientIdentity(SSL* ssl, const ClientIdentity& identity);
 
 }  // namespace ga::tpm

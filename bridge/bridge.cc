@@ -6,6 +6,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -141,10 +142,11 @@ struct CloudConnection : Connection {
 thread_local const tpm::ClientIdentity* handshake_identity = nullptr;
 
 // Drives the TLS handshake that mosquitto_connect started on its (by then
-// non-blocking) socket to the end. While the handshake runs, libmosquitto's
-// loop_read/loop_write only step SSL_connect: no packet is read and no
-// callback runs, so this is safe on a thread other than the loop's.
-int FinishTlsHandshake(mosquitto* m) {
+// non-blocking) socket to the end, within 30 s or until `stop`. While the handshake
+// runs, libmosquitto's loop_read/loop_write only step SSL_connect: no packet
+// is read and no callback runs, so this is safe on a thread other than the
+// loop's.
+int FinishTlsHandshake(mosquitto* m, const std::atomic<bool>& stop) {
   auto* ssl = static_cast<SSL*>(mosquitto_ssl_get(m));
   if (ssl == nullptr) return MOSQ_ERR_SUCCESS;  // not TLS
   auto deadline = Clock::now() + std::chrono::seconds(30);
@@ -153,10 +155,21 @@ int FinishTlsHandshake(mosquitto* m) {
     if (fd < 0) return MOSQ_ERR_CONN_LOST;
     auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count();
     if (left <= 0) return MOSQ_ERR_TIMEOUT;
-    pollfd p{fd, static_cast<short>(POLLIN | (mosquitto_want_write(m) ? POLLOUT : 0)), 0};
-    int n = poll(&p, 1, static_cast<int>(std::min<int64_t>(left, 1000)));
+    if (stop) return MOSQ_ERR_CONN_LOST;
+    pollfd p{fd, static_cast<short>(POLLIN | POLLRDHUP | (mosquitto_want_write(m) ? POLLOUT : 0)),
+             0};
+    int n = poll(&p, 1, static_cast<int>(std::min<int64_t>(left, 500)));
     if (n < 0 && errno != EINTR) return MOSQ_ERR_ERRNO;
     if (n <= 0) continue;
+    if (p.revents & (POLLERR | POLLHUP | POLLRDHUP)) {
+      // Refused, reset or closed: say why instead of stepping SSL_connect on a dead socket.
+      int err = 0;
+      socklen_t len = sizeof err;
+      getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+      if (err == 0) return MOSQ_ERR_CONN_LOST;
+      errno = err;
+      return MOSQ_ERR_ERRNO;
+    }
     int rc = (p.revents & POLLOUT) ? mosquitto_loop_write(m, 1) : mosquitto_loop_read(m, 1);
     if (rc != MOSQ_ERR_SUCCESS) return rc;
   }
@@ -182,8 +195,12 @@ class HandshakePool {
     cv_.notify_one();
   }
 
+  // Set once Stop() begins: running jobs should give up.
+  const std::atomic<bool>& stopping() const { return stopping_; }
+
   // Drops the jobs not started yet and waits for the running ones.
   void Stop() {
+    stopping_ = true;
     {
       std::lock_guard lock(mu_);
       stopped_ = true;
@@ -214,6 +231,7 @@ class HandshakePool {
   std::deque<std::function<void()>> jobs_;  // guarded by mu_
   std::vector<std::thread> workers_;        // guarded by mu_ (joined by Stop)
   bool stopped_ = false;                    // guarded by mu_
+  std::atomic<bool> stopping_{false};
 };
 
 class Bridge::Loop {
@@ -615,7 +633,7 @@ class Bridge::Loop {
     c.handshaking = true;
     c.next_connect = Clock::now() + std::chrono::seconds(60);
     Unwatch(c);
-    // TCP connect and the TLS handshake, whose signature is made in the TPM
+    // The TCP connect and the TLS handshake, whose signature is made in the TPM
     // (40-200 ms on a real chip), run on a handshake thread, so that they
     // never hold up the traffic of the connections this loop already carries.
     mosquitto* m = c.mosq.get();
@@ -626,8 +644,10 @@ class Bridge::Loop {
       // The shared context's certificate callback runs on this thread, inside
       // SSL_connect, and presents this connection's identity.
       handshake_identity = &conn->tls_identity;
+      // Blocking TCP connect: libmosquitto then tries every address of the
+      // endpoint in turn (its asynchronous connect stops at the first).
       int rc = mosquitto_connect(m, host.c_str(), port, keepalive);
-      if (rc == MOSQ_ERR_SUCCESS) rc = FinishTlsHandshake(m);
+      if (rc == MOSQ_ERR_SUCCESS) rc = FinishTlsHandshake(m, handshakes_.stopping());
       handshake_identity = nullptr;
       // errno belongs to this thread: turn it into text here.
       std::string why = rc == MOSQ_ERR_ERRNO ? std::strerror(errno) : mosquitto_strerror(rc);

@@ -4,18 +4,16 @@
 
 #include <chrono>
 
+#include "gateway_agent/sqlite.h"
+
 namespace ga {
 
 namespace {
 
-struct StmtDeleter {
-  void operator()(sqlite3_stmt* s) const { sqlite3_finalize(s); }
-};
-using Stmt = std::unique_ptr<sqlite3_stmt, StmtDeleter>;
-
-Status SqliteError(sqlite3* db, std::string_view what) {
-  return {Code::kIo, std::string(what) + ": " + sqlite3_errmsg(db)};
-}
+using sqlite::BindText;
+using sqlite::Stmt;
+using sqlite::Text;
+constexpr auto SqliteError = sqlite::Error;
 
 // Schema migrations, in order; migration i takes the schema from version i to
 // i+1. Never edit one that has shipped: append.
@@ -50,11 +48,6 @@ constexpr const char* kColumns =
     "cert_not_after, attempts, next_attempt, last_error, park_reason, long_pending_reported, "
     "created, updated, registering_since, active_since";
 
-std::string Text(sqlite3_stmt* s, int col) {
-  const unsigned char* t = sqlite3_column_text(s, col);
-  return t ? reinterpret_cast<const char*>(t) : "";
-}
-
 Identity Row(sqlite3_stmt* s) {
   Identity id;
   id.name = Text(s, 0);
@@ -76,10 +69,6 @@ Identity Row(sqlite3_stmt* s) {
   id.registering_since = sqlite3_column_int64(s, 16);
   id.active_since = sqlite3_column_int64(s, 17);
   return id;
-}
-
-void BindText(sqlite3_stmt* s, int i, std::string_view v) {
-  sqlite3_bind_text(s, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
 }
 
 void BindAll(sqlite3_stmt* s, const Identity& id) {

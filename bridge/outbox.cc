@@ -2,34 +2,19 @@
 
 #include <sys/stat.h>
 
+#include "gateway_agent/sqlite.h"
+
 namespace ga::bridge {
 
 namespace {
 
-struct StmtDeleter {
-  void operator()(sqlite3_stmt* s) const { sqlite3_finalize(s); }
-};
-using Stmt = std::unique_ptr<sqlite3_stmt, StmtDeleter>;
+using sqlite::BindText;
+using sqlite::Prepare;
+using sqlite::Stmt;
+using sqlite::Text;
 
 Status SqliteError(sqlite3* db, std::string_view what) {
-  return {Code::kIo, "outbox: " + std::string(what) + ": " + sqlite3_errmsg(db)};
-}
-
-Result<Stmt> Prepare(sqlite3* db, const char* sql) {
-  sqlite3_stmt* raw = nullptr;
-  if (sqlite3_prepare_v2(db, sql, -1, &raw, nullptr) != SQLITE_OK) {
-    return SqliteError(db, std::string("prepare ") + sql);
-  }
-  return Stmt(raw);
-}
-
-void BindText(sqlite3_stmt* s, int i, std::string_view v) {
-  sqlite3_bind_text(s, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
-}
-
-std::string Text(sqlite3_stmt* s, int col) {
-  const unsigned char* t = sqlite3_column_text(s, col);
-  return t ? reinterpret_cast<const char*>(t) : "";
+  return sqlite::Error(db, "outbox: " + std::string(what));
 }
 
 constexpr const char* kSchema = R"sql(
@@ -118,7 +103,7 @@ Result<sqlite3_stmt*> Outbox::Cached(const char* sql) {
   auto it = cache_.find(sql);
   if (it == cache_.end()) {
     GA_ASSIGN_OR_RETURN(Stmt s, Prepare(db_, sql));
-    it = cache_.emplace(sql, std::unique_ptr<sqlite3_stmt, StmtDeleter>(s.release())).first;
+    it = cache_.emplace(sql, std::move(s)).first;
   }
   sqlite3_reset(it->second.get());
   sqlite3_clear_bindings(it->second.get());

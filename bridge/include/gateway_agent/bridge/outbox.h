@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "gateway_agent/config.h"
+#include "gateway_agent/sqlite.h"
 #include "gateway_agent/status.h"
 
 namespace ga::bridge {
@@ -102,11 +103,8 @@ class Outbox {
   Status Count(const std::string& identity, const char* name, int64_t n);
   Status DropOldestUntil(uint64_t bytes_needed);
 
-  struct StmtDeleter {
-    void operator()(sqlite3_stmt* s) const { sqlite3_finalize(s); }
-  };
   sqlite3* db_;
-  std::map<const char*, std::unique_ptr<sqlite3_stmt, StmtDeleter>> cache_;
+  std::map<const char*, sqlite::Stmt> cache_;
   OutboxLimits limits_;
   int64_t total_bytes_ = 0;
 };

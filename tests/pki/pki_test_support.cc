@@ -12,18 +12,6 @@
 
 namespace ga::pki::testing {
 
-std::string ReadText(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void WriteText(const std::filesystem::path& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << text;
-}
-
 std::string MustRun(const std::vector<std::string>& argv) {
   ga::testing::CommandResult r = ga::testing::RunCommand(argv);
   if (r.exit_code != 0) {

@@ -13,8 +13,8 @@
 
 namespace ga::pki::testing {
 
-std::string ReadText(const std::filesystem::path& path);
-void WriteText(const std::filesystem::path& path, const std::string& text);
+using ::ga::testing::ReadText;
+using ::ga::testing::WriteText;
 
 // Runs a command; fails the current test (ADD_FAILURE) with its output unless
 // it exits 0. Returns its output (stdout + stderr).

@@ -17,8 +17,8 @@
 
 namespace ga::tpm::testing {
 
-std::string ReadText(const std::filesystem::path& path);
-void WriteText(const std::filesystem::path& path, const std::string& text);
+using ::ga::testing::ReadText;
+using ::ga::testing::WriteText;
 
 // The public half of a TPM key as a software EVP_PKEY (default library context).
 EvpPkeyPtr SoftwarePublicKey(const TpmKeyBlob& key);

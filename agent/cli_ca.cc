@@ -71,12 +71,16 @@ struct OpenedCa {
   std::unique_ptr<pki::LocalCa> ca;
 };
 
+// The TPM of a tpm-backed CA; null for the other backends.
+Result<std::shared_ptr<tpm::TpmContext>> OpenCaTpm(const ResolvedCa& where) {
+  if (where.ca.backend != CaBackend::kTpm) return std::shared_ptr<tpm::TpmContext>();
+  return tpm::TpmContext::Open(where.tpm);
+}
+
 Result<OpenedCa> OpenCa(const GlobalOptions& global, const CaSourceOptions& source) {
   OpenedCa out;
   GA_ASSIGN_OR_RETURN(out.where, ResolveCa(global, source));
-  if (out.where.ca.backend == CaBackend::kTpm) {
-    GA_ASSIGN_OR_RETURN(out.tpm, tpm::TpmContext::Open(out.where.tpm));
-  }
+  GA_ASSIGN_OR_RETURN(out.tpm, OpenCaTpm(out.where));
   GA_ASSIGN_OR_RETURN(out.ca, pki::OpenLocalCa(out.where.ca, out.tpm));
   return out;
 }
@@ -289,13 +293,9 @@ int RunCsr(const GlobalOptions& global, const CaSourceOptions& source, const std
            const std::string& subject) {
   auto where = ResolveCa(global, source);
   if (!where.ok()) return Fail(where.status());
-  std::shared_ptr<tpm::TpmContext> tpm;
-  if (where->ca.backend == CaBackend::kTpm) {
-    auto opened = tpm::TpmContext::Open(where->tpm);
-    if (!opened.ok()) return Fail(opened.status());
-    tpm = *opened;
-  }
-  auto csr = pki::MakeCaCsr(where->ca, tpm, subject);
+  auto tpm = OpenCaTpm(*where);
+  if (!tpm.ok()) return Fail(tpm.status());
+  auto csr = pki::MakeCaCsr(where->ca, *tpm, subject);
   if (!csr.ok()) return Fail(csr.status());
   auto pem = pki::CsrToPem(csr->get());
   if (!pem.ok()) return Fail(pem.status());
@@ -308,15 +308,11 @@ int RunImport(const GlobalOptions& global, const CaSourceOptions& source,
               const std::string& cert_file) {
   auto where = ResolveCa(global, source);
   if (!where.ok()) return Fail(where.status());
-  std::shared_ptr<tpm::TpmContext> tpm;
-  if (where->ca.backend == CaBackend::kTpm) {
-    auto opened = tpm::TpmContext::Open(where->tpm);
-    if (!opened.ok()) return Fail(opened.status());
-    tpm = *opened;
-  }
+  auto tpm = OpenCaTpm(*where);
+  if (!tpm.ok()) return Fail(tpm.status());
   auto text = ReadFile(cert_file);
   if (!text.ok()) return Fail(text.status());
-  if (Status s = pki::ImportCaCertificate(where->ca, tpm, *text); !s.ok()) return Fail(s);
+  if (Status s = pki::ImportCaCertificate(where->ca, *tpm, *text); !s.ok()) return Fail(s);
   std::printf("Installed the CA certificate as %s\n", where->ca.cert.c_str());
   return 0;
 }

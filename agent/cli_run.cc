@@ -80,8 +80,7 @@ void RegisterRunCommands(CLI::App& app, const GlobalOptions& global, int& exit_c
       exit_code = 1;
       return;
     }
-    auto traffic =
-        bridge::ReadOutboxStats(config->agent.state_dir / bridge::kOutboxDb, NowMillis());
+    auto traffic = bridge::ReadOutboxStats(config->agent.state_dir / bridge::kOutboxDb);
     BridgeStats stats = traffic.ok() ? *traffic : BridgeStats{};
     std::cout << (*json ? StatusJson(*list, NowMillis(), stats)
                         : StatusTable(*list, NowMillis(), stats));
@@ -111,14 +110,7 @@ void RegisterRunCommands(CLI::App& app, const GlobalOptions& global, int& exit_c
     if (!blob.ok()) return PrintError(blob.status());
     auto key = tpm::MakeEvpPkey(*tpm, *blob);
     if (!key.ok()) return PrintError(key.status());
-    ConnectOptions co;
-    co.host = config->aws.endpoint;
-    co.port = config->aws.port;
-    co.client_id = id->thing;
-    co.key = key->get();
-    co.chain_file = id->chain_file;
-    co.root_ca = config->aws.root_ca;
-    co.alpn = config->aws.alpn;
+    ConnectOptions co = CloudConnectOptions(config->aws, id->thing, key->get(), id->chain_file);
     ConnectAttempt a = AttemptConnect(co);
     std::printf("identity:  %s (thing %s, certificate %s)\n", id->name.c_str(), id->thing.c_str(),
                 id->cert_id.c_str());

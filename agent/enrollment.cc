@@ -2,7 +2,6 @@
 
 #include <openssl/evp.h>
 #include <openssl/pem.h>
-#include <openssl/sha.h>
 #include <openssl/x509.h>
 #include <signal.h>
 
@@ -10,6 +9,7 @@
 
 #include "gateway_agent/files.h"
 #include "gateway_agent/log.h"
+#include "gateway_agent/pki/certificate.h"
 #include "gateway_agent/tpm/csr.h"
 #include "gateway_agent/tpm/openssl_error.h"
 #include "gateway_agent/tpm/openssl_provider.h"
@@ -31,25 +31,13 @@ struct CertFacts {
 };
 
 Result<CertFacts> ReadCertificate(const std::string& pem, std::string_view what) {
-  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  GA_ASSIGN_OR_RETURN(std::vector<X509Ptr> certs, pki::ParseCertificatesPem(pem, what));
   CertFacts f;
-  f.cert.reset(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
-  if (!f.cert) return OpenSslError(std::string("parse ") + std::string(what));
-  unsigned char* der = nullptr;
-  int len = i2d_X509(f.cert.get(), &der);
-  if (len <= 0) return OpenSslError("DER-encode the certificate");
-  unsigned char digest[SHA256_DIGEST_LENGTH];
-  SHA256(der, static_cast<size_t>(len), digest);
-  OPENSSL_free(der);
-  static const char* hex = "0123456789abcdef";
-  for (unsigned char b : digest) {
-    f.id += hex[b >> 4];
-    f.id += hex[b & 15];
-  }
-  std::tm tm{};
-  if (ASN1_TIME_to_tm(X509_get0_notAfter(f.cert.get()), &tm) == 1) {
-    f.not_after = static_cast<Millis>(timegm(&tm)) * 1000;
-  }
+  f.cert = std::move(certs.front());
+  f.id = pki::AwsCertificateId(f.cert.get());
+  f.not_after = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    pki::ToTimePoint(X509_get0_notAfter(f.cert.get())).time_since_epoch())
+                    .count();
   return f;
 }
 
@@ -366,17 +354,8 @@ void Enrollment::Register(Identity& identity) {
       blob.ok() ? tpm::MakeEvpPkey(options_.tpm, *blob) : Result<EvpPkeyPtr>(blob.status());
   if (!key.ok()) return Retry(identity, "key: " + key.status().message(), false);
 
-  ConnectOptions co;
-  co.host = c.aws.endpoint;
-  co.port = c.aws.port;
-  co.client_id = identity.thing;
-  co.key = key->get();
-  co.chain_file = identity.chain_file;
-  co.root_ca = c.aws.root_ca;
-  co.alpn = c.aws.alpn;
-  co.keepalive_seconds =
-      static_cast<int>(std::chrono::duration_cast<std::chrono::seconds>(c.aws.keepalive).count());
-  ConnectAttempt a = AttemptConnect(co);
+  ConnectAttempt a =
+      AttemptConnect(CloudConnectOptions(c.aws, identity.thing, key->get(), identity.chain_file));
   std::initializer_list<log::Field> fields = {
       {"IDENTITY", identity.name}, {"THING", identity.thing}, {"STATE", "REGISTERING"}};
 
@@ -443,7 +422,7 @@ Result<Identity> Enrollment::AddSensor(const std::string& id, const std::string&
   Identity identity;
   identity.name = id;
   identity.kind = IdentityKind::kSensor;
-  identity.thing = thing_name.empty() ? options_.config.agent.thing_name + "-" + id : thing_name;
+  identity.thing = options_.config.SensorThingName({.id = id, .thing_name = thing_name});
   if (!IsEnrollableThingName(identity.thing)) {
     return InvalidArgument("\"" + identity.thing +
                            "\" is not a valid thing name: 1-64 characters of a-z A-Z 0-9 : _ - "

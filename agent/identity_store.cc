@@ -210,11 +210,6 @@ Status IdentityStore::Migrate() {
   return Status::Ok();
 }
 
-Status IdentityStore::SetFullSync(bool full) {
-  std::lock_guard lock(mu_);
-  return Exec(full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
-}
-
 Status IdentityStore::Add(const Identity& identity) {
   std::lock_guard lock(mu_);
   {

@@ -177,6 +177,21 @@ std::string_view OutcomeName(ConnectOutcome outcome) {
   return "unknown";
 }
 
+ConnectOptions CloudConnectOptions(const AwsConfig& aws, const std::string& client_id,
+                                   EVP_PKEY* key, const std::filesystem::path& chain_file) {
+  ConnectOptions co;
+  co.host = aws.endpoint;
+  co.port = aws.port;
+  co.client_id = client_id;
+  co.key = key;
+  co.chain_file = chain_file;
+  co.root_ca = aws.root_ca;
+  co.alpn = aws.alpn;
+  co.keepalive_seconds =
+      static_cast<int>(std::chrono::duration_cast<std::chrono::seconds>(aws.keepalive).count());
+  return co;
+}
+
 ConnectAttempt AttemptConnect(const ConnectOptions& options) {
   const std::string where = options.host + ":" + std::to_string(options.port);
 

@@ -319,8 +319,7 @@ Status Outbox::SetConnected(const std::string& identity, bool connected) {
 }
 
 Result<std::map<std::string, IdentityOutboxStats>> ReadOutboxStats(
-    const std::filesystem::path& path, int64_t now_ms) {
-  (void)now_ms;
+    const std::filesystem::path& path) {
   std::map<std::string, IdentityOutboxStats> out;
   sqlite3* raw = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READONLY, nullptr);

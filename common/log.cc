@@ -185,7 +185,9 @@ void Write(Level level, std::string_view message, std::initializer_list<Field> f
     lg.writer(level, line, fields);
     return;
   }
-  bool journal = lg.sink == Sink::kJournal || (lg.sink == Sink::kAuto && StderrIsJournal());
+  // JOURNAL_STREAM is set once by systemd when it starts us: look once.
+  static const bool stderr_is_journal = StderrIsJournal();
+  bool journal = lg.sink == Sink::kJournal || (lg.sink == Sink::kAuto && stderr_is_journal);
   if (journal)
     WriteJournal(level, line, fields);
   else

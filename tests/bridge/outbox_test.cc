@@ -35,7 +35,7 @@ TEST(Outbox, KeepsOrderPerIdentityAndDeletesOnAcknowledge) {
   EXPECT_EQ((*box)->Next("a", 0, 10)->size(), 1u);
   EXPECT_EQ((*box)->total_bytes(), 2);  // "3" and "x"
 
-  auto stats = ReadOutboxStats(dir / "outbox.db", 0);
+  auto stats = ReadOutboxStats(dir / "outbox.db");
   ASSERT_TRUE(stats.ok());
   EXPECT_EQ((*stats)["a"].messages, 1);
   EXPECT_EQ((*stats)["a"].counters[kSent], 2);
@@ -68,7 +68,7 @@ TEST(Outbox, WhenFullDropOldestCountsEveryDrop) {
   auto a = (*box)->Next("a", 0, 10);
   ASSERT_EQ(a->size(), 1u);
   EXPECT_EQ((*a)[0].payload, "abc");
-  auto stats = ReadOutboxStats(dir / "outbox.db", 0);
+  auto stats = ReadOutboxStats(dir / "outbox.db");
   EXPECT_EQ((*stats)["a"].counters[kDroppedFull], 1);
   EXPECT_LE((*box)->total_bytes(), 10);
 }
@@ -83,7 +83,7 @@ TEST(Outbox, WhenFullRejectNewKeepsWhatIsThere) {
   ASSERT_TRUE((*box)->Commit(batch, {}).ok());
   auto a = (*box)->Next("a", 0, 10);
   ASSERT_EQ(a->size(), 2u);
-  auto stats = ReadOutboxStats(dir / "outbox.db", 0);
+  auto stats = ReadOutboxStats(dir / "outbox.db");
   EXPECT_EQ((*stats)["a"].counters[kRejectedFull], 1);
 }
 
@@ -97,7 +97,7 @@ TEST(Outbox, ExpiresByAgeAndCounts) {
   auto expired = (*box)->Expire(100000);
   ASSERT_TRUE(expired.ok());
   EXPECT_EQ(*expired, 1);
-  auto stats = ReadOutboxStats(dir / "outbox.db", 0);
+  auto stats = ReadOutboxStats(dir / "outbox.db");
   EXPECT_EQ((*stats)["a"].counters[kDroppedAge], 1);
   EXPECT_EQ((*stats)["a"].counters[kRejectedLimit], 2);
   EXPECT_EQ((*stats)["a"].messages, 1);

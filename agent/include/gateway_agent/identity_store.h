@@ -88,9 +88,6 @@ class IdentityStore {
   // All identities, the gateway first, then sensors by name.
   Result<std::vector<Identity>> List(bool include_removed = false);
 
-  // fsync on every commit (synchronous=FULL) instead of at checkpoints.
-  Status SetFullSync(bool full);
-
  private:
   IdentityStore(sqlite3* db, std::filesystem::path path);
   Status Exec(const char* sql);

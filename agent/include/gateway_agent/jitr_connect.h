@@ -13,6 +13,8 @@
 #include <filesystem>
 #include <string>
 
+#include "gateway_agent/config.h"
+
 namespace ga {
 
 enum class ConnectOutcome {
@@ -45,6 +47,10 @@ struct ConnectOptions {
   int keepalive_seconds = 60;
   std::chrono::milliseconds timeout{10000};  // for each of connect, handshake, CONNACK
 };
+
+// The options for a connect to the configured endpoint as `client_id`.
+ConnectOptions CloudConnectOptions(const AwsConfig& aws, const std::string& client_id,
+                                   EVP_PKEY* key, const std::filesystem::path& chain_file);
 
 ConnectAttempt AttemptConnect(const ConnectOptions& options);
 

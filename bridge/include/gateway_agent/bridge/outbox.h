@@ -111,6 +111,6 @@ class Outbox {
 
 // For `gateway-agent status`, from another process: per identity.
 Result<std::map<std::string, IdentityOutboxStats>> ReadOutboxStats(
-    const std::filesystem::path& path, int64_t now_ms);
+    const std::filesystem::path& path);
 
 }  // namespace ga::bridge

@@ -47,9 +47,14 @@ Status SetRandomSerial(X509* cert, OSSL_LIB_CTX* libctx) {
   return Status::Ok();
 }
 
-Result<X509NamePtr> CommonNameSubject(const std::string& cn) {
+Result<X509NamePtr> DeviceSubject(const std::string& cn, const std::string& ou) {
   X509NamePtr name(X509_NAME_new());
   if (!name) return OpenSslError("X509_NAME_new");
+  if (!ou.empty() && X509_NAME_add_entry_by_NID(
+                         name.get(), NID_organizationalUnitName, MBSTRING_UTF8,
+                         reinterpret_cast<const unsigned char*>(ou.c_str()), -1, -1, 0) != 1) {
+    return OpenSslError("OU \"" + ou + "\"", Code::kInvalidArgument);
+  }
   if (X509_NAME_add_entry_by_NID(name.get(), NID_commonName, MBSTRING_UTF8,
                                  reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1,
                                  0) != 1) {
@@ -101,7 +106,8 @@ Result<X509Ptr> BuildCertificate(const CertificateRequest& request, const X509* 
   GA_ASSIGN_OR_RETURN(OSSL_LIB_CTX * libctx, tpm::LibCtx());
   EVP_PKEY* subject_key = X509_REQ_get0_pubkey(request.csr);
   if (subject_key == nullptr) return InvalidArgument("the CSR has no public key");
-  GA_ASSIGN_OR_RETURN(X509NamePtr subject, CommonNameSubject(request.common_name));
+  GA_ASSIGN_OR_RETURN(X509NamePtr subject,
+                      DeviceSubject(request.common_name, request.organizational_unit));
 
   X509Ptr cert(X509_new_ex(libctx, nullptr));
   if (!cert) return OpenSslError("X509_new_ex");

@@ -225,7 +225,8 @@ Status WriteChainFile(const fs::path& path, const IssuedCertificate& issued) {
   return WriteChainFile(path, issued.cert.get(), issued.chain);
 }
 
-Result<IssuedCertificate> LocalCa::Issue(X509_REQ* csr, const std::string& thing_name) {
+Result<IssuedCertificate> LocalCa::Issue(X509_REQ* csr, const std::string& thing_name,
+                                         const std::string& organizational_unit) {
   std::string what = "issuing a certificate for thing \"" + thing_name + "\"";
   if (!IsValidThingName(thing_name)) {
     return InvalidArgument("\"" + thing_name +
@@ -246,7 +247,8 @@ Result<IssuedCertificate> LocalCa::Issue(X509_REQ* csr, const std::string& thing
   if (!cn->empty() && *cn != thing_name) {
     return InvalidArgument("the CSR's CN \"" + *cn + "\" is not the thing name").With(what);
   }
-  return Sign({csr, thing_name, CertificateProfile::kDevice, validity_days_}).With(what);
+  return Sign({csr, thing_name, organizational_unit, CertificateProfile::kDevice, validity_days_})
+      .With(what);
 }
 
 Result<IssuedCertificate> LocalCa::IssueVerificationCertificate(X509_REQ* csr,
@@ -260,7 +262,7 @@ Result<IssuedCertificate> LocalCa::IssueVerificationCertificate(X509_REQ* csr,
   }
   auto key = internal::CheckCsr(csr);
   if (!key.ok()) return std::move(key).take_status().With(kWhat);
-  return Sign({csr, std::string(code), CertificateProfile::kVerification, validity_days_})
+  return Sign({csr, std::string(code), "", CertificateProfile::kVerification, validity_days_})
       .With(kWhat);
 }
 

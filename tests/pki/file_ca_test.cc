@@ -191,6 +191,20 @@ TEST_F(FileCaTest, AcceptsEveryKeyAwsAccepts) {
   EXPECT_EQ(NameToString(X509_get_subject_name(issued->cert.get())), "CN = sensor_7:a");
 }
 
+TEST_F(FileCaTest, TheGatewaysCertificateCarriesItsOrganizationalUnit) {
+  auto ca = Open(InitCa());
+  ASSERT_TRUE(ca);
+  auto files = MakeCsrFiles(dir_.path(), "gw", "P-256", "/OU=gateway/CN=gw-1");
+  X509ReqPtr csr = LoadCsr(files.csr);
+  auto issued = ca->Issue(csr.get(), "gw-1", "gateway");
+  ASSERT_TRUE(issued.ok()) << issued.status().ToString();
+  EXPECT_EQ(NameToString(X509_get_subject_name(issued->cert.get())), "OU = gateway, CN = gw-1");
+  // The OU comes from the caller, never from the CSR.
+  auto plain = ca->Issue(csr.get(), "gw-1");
+  ASSERT_TRUE(plain.ok()) << plain.status().ToString();
+  EXPECT_EQ(NameToString(X509_get_subject_name(plain->cert.get())), "CN = gw-1");
+}
+
 TEST_F(FileCaTest, RefusesBadCsrsAndThingNames) {
   auto ca = Open(InitCa());
   ASSERT_TRUE(ca);

@@ -54,8 +54,9 @@ enum class CertificateProfile {
 };
 
 struct CertificateRequest {
-  X509_REQ* csr = nullptr;  // checked: signature, key type, CN
-  std::string common_name;  // the certificate's whole subject is CN=common_name
+  X509_REQ* csr = nullptr;          // checked: signature, key type, CN
+  std::string common_name;          // the certificate's subject: CN=common_name, after
+  std::string organizational_unit;  // OU=organizational_unit when not empty
   CertificateProfile profile = CertificateProfile::kDevice;
   int validity_days = 365;
 };
@@ -83,8 +84,11 @@ class LocalCa {
   //
   // The certificate: X.509 v3, random 128-bit serial, notBefore 5 minutes in
   // the past (clock skew), notAfter = now + validity_days (from [ca]) capped at
-  // the CA's own notAfter, subject CN = thing_name.
-  virtual Result<IssuedCertificate> Issue(X509_REQ* csr, const std::string& thing_name);
+  // the CA's own notAfter, subject CN = thing_name, preceded by
+  // OU = organizational_unit when one is given ("gateway" marks the gateway's
+  // own certificate: the JITR Lambda gives it the gateway policy).
+  Result<IssuedCertificate> Issue(X509_REQ* csr, const std::string& thing_name,
+                                  const std::string& organizational_unit = "");
 
   // The verification certificate of `aws iot register-ca-certificate`:
   // CN = `registration_code` (1-64 letters and digits).

@@ -111,10 +111,13 @@ export async function makeCa (dir, name = 'ca') {
   return { name, key: path.join(dir, `${name}.key`), cert: path.join(dir, `${name}.pem`), pem: fs.readFileSync(path.join(dir, `${name}.pem`), 'utf8') };
 }
 
-/** A leaf certificate with subject CN=`cn`, signed by `ca`; files <name>.key/.pem/-chain.pem. */
-export async function makeLeaf (dir, ca, cn, name = cn, { days = 30, extraArgs = [] } = {}) {
+/**
+ * A leaf certificate with subject CN=`cn` (or `subject`, an openssl -subj string such as
+ * '/OU=gateway/CN=gw1'), signed by `ca`; files <name>.key/.pem/-chain.pem.
+ */
+export async function makeLeaf (dir, ca, cn, name = cn, { days = 30, extraArgs = [], subject = `/CN=${cn}` } = {}) {
   await openssl(dir, ['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', `${name}.key`]);
-  await openssl(dir, ['req', '-new', '-key', `${name}.key`, '-subj', `/CN=${cn}`, '-out', `${name}.csr`]);
+  await openssl(dir, ['req', '-new', '-key', `${name}.key`, '-subj', subject, '-out', `${name}.csr`]);
   // a random serial, not -CAcreateserial: parallel signings would race on the serial file
   await openssl(dir, ['x509', '-req', '-in', `${name}.csr`, '-CA', ca.cert, '-CAkey', ca.key, '-set_serial', '0x' + crypto.randomBytes(12).toString('hex'),
     '-days', String(days), '-sha256', '-out', `${name}.pem`, ...extraArgs]);

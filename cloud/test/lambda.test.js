@@ -10,6 +10,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
+import { renderPolicy } from '../jitr-lambda/index.mjs';
 import { startSim, tmpDir, makeCa, makeLeaf, registerCa, connect, certIdOf, createJitrRule, waitFor, CLOUD_DIR } from './helpers.js';
 
 let sim;
@@ -52,8 +53,8 @@ after(async () => {
 const ctx = { invokedFunctionArn: 'arn:aws:lambda:us-east-1:123456789012:function:jitr', awsRequestId: 'r' };
 
 /** JITR-register a device (no rule in the sim yet) and return the event AWS would send. */
-async function pendingDevice (cn) {
-  const dev = await makeLeaf(dir, ca, cn, cn.replace(/[^\w-]/g, '_'));
+async function pendingDevice (cn, { subject } = {}) {
+  const dev = await makeLeaf(dir, ca, cn, cn.replace(/[^\w-]/g, '_'), { subject });
   assert.equal((await connect(sim, dev, 'x-' + cn.replace(/[^\w-]/g, '_'))).ok, false);
   const id = certIdOf(dev.pem);
   const pubs = (await sim.api('GET', `/_sim/publishes?topic=${encodeURIComponent(`$aws/events/certificates/registered/${caId}`)}`)).body.publishes;
@@ -67,7 +68,7 @@ test('provisions thing, policy and attachments, and activates the certificate la
   const { id, event, arn, dev } = await pendingDevice('lambda-gw-1');
   calls.length = 0;
   const out = await handler(event, ctx);
-  assert.deepEqual(out, { certificateId: id, thingName: 'lambda-gw-1', policyName: 'gateway-agent-device', activated: true });
+  assert.deepEqual(out, { certificateId: id, thingName: 'lambda-gw-1', role: 'device', policyName: 'gateway-agent-device', activated: true });
   assert.deepEqual(calls.map((c) => c.split('?')[0].replace(id, 'ID')), [
     'GET /certificates/ID',
     'POST /things/lambda-gw-1',
@@ -91,6 +92,40 @@ test('provisions thing, policy and attachments, and activates the certificate la
   assert.equal(await status(id), 'ACTIVE');
   assert.deepEqual((await sim.api('POST', `/attached-policies/${encodeURIComponent(arn)}`)).body.policies.map((p) => p.policyName), ['gateway-agent-device']);
   assert.deepEqual((await sim.api('GET', '/things/lambda-gw-1/principals')).body.principals, [arn]);
+});
+
+test('a gateway certificate (subject OU=gateway) gets the gateway policy, with the same steps and idempotence', async () => {
+  const { id, event, arn } = await pendingDevice('lambda-gw-4', { subject: '/O=Example/OU=gateway/CN=lambda-gw-4' });
+  calls.length = 0;
+  const out = await handler(event, ctx);
+  assert.deepEqual(out, { certificateId: id, thingName: 'lambda-gw-4', role: 'gateway', policyName: 'gateway-agent-gateway', activated: true });
+  assert.deepEqual(calls.map((c) => c.split('?')[0].replace(id, 'ID')), [
+    'GET /certificates/ID',
+    'POST /things/lambda-gw-4',
+    'POST /policies/gateway-agent-gateway',
+    'PUT /target-policies/gateway-agent-gateway',
+    'PUT /things/lambda-gw-4/principals',
+    'PUT /certificates/ID'
+  ]);
+  const pol = (await sim.api('GET', '/policies/gateway-agent-gateway')).body.policyDocument;
+  assert.equal(pol, renderPolicy('us-east-1', '123456789012', 'gateway'));
+  const again = await handler(event, ctx);
+  assert.deepEqual([again.role, again.policyName, again.activated], ['gateway', 'gateway-agent-gateway', false]);
+  assert.deepEqual((await sim.api('POST', `/attached-policies/${encodeURIComponent(arn)}`)).body.policies.map((p) => p.policyName), ['gateway-agent-gateway']);
+  assert.equal(await status(id), 'ACTIVE');
+
+  // GATEWAY_POLICY_NAME names it; equal to POLICY_NAME is a configuration error that changes nothing
+  process.env.GATEWAY_POLICY_NAME = 'my-gateways';
+  try {
+    const gw = await pendingDevice('lambda-gw-5', { subject: '/OU=gateway/CN=lambda-gw-5' });
+    assert.equal((await handler(gw.event, ctx)).policyName, 'my-gateways');
+    const other = await pendingDevice('lambda-gw-6', { subject: '/OU=gateway/CN=lambda-gw-6' });
+    process.env.POLICY_NAME = 'my-gateways';
+    calls.length = 0;
+    await assert.rejects(handler(other.event, ctx), /must differ/);
+    assert.deepEqual(calls, []);
+    assert.equal(await status(other.id), 'PENDING_ACTIVATION');
+  } finally { delete process.env.GATEWAY_POLICY_NAME; delete process.env.POLICY_NAME; }
 });
 
 test('an invalid CN is not activated', async () => {
@@ -129,7 +164,8 @@ test('through the sim\'s rule: a burst of 20 devices is provisioned concurrently
   assert.ok(first.every((r) => !r.ok));
   await waitFor(async () => {
     const certs = (await sim.api('GET', `/certificates-by-ca/${caId}?pageSize=250`)).body.certificates;
-    return certs.filter((c) => c.status === 'ACTIVE').length >= 20 + 2;
+    const ids = new Set(devs.map((d) => certIdOf(d.pem)));
+    return certs.filter((c) => ids.has(c.certificateId) && c.status === 'ACTIVE').length === 20;
   }, { timeoutMs: 15000, what: 'all burst devices active' });
   const inv = (await sim.api('GET', '/_sim/lambda')).body.invocations.filter((i) => i.event && i.event.certificateId);
   assert.ok(inv.length >= 20);
@@ -141,18 +177,25 @@ test('through the sim\'s rule: a burst of 20 devices is provisioned concurrently
 
 test('deploy.sh --dry-run renders valid documents for the given account and region', async () => {
   const { stdout } = await promisify(execFile)(path.join(CLOUD_DIR, 'jitr-lambda', 'deploy.sh'),
-    ['--dry-run', '--region', 'eu-west-1', '--policy-name', 'my-devices'], { env: { ...process.env, ACCOUNT_ID: '210987654321' } });
+    ['--dry-run', '--region', 'eu-west-1', '--policy-name', 'my-devices', '--gateway-policy-name', 'my-gateways'], { env: { ...process.env, ACCOUNT_ID: '210987654321' } });
   const work = /rendered documents in (\S+)/.exec(stdout)[1];
   try {
     const role = JSON.parse(fs.readFileSync(path.join(work, 'role-policy.json'), 'utf8'));
     const rule = JSON.parse(fs.readFileSync(path.join(work, 'topic-rule.json'), 'utf8'));
     assert.ok(JSON.stringify(role).includes('arn:aws:iot:eu-west-1:210987654321:policy/my-devices'));
+    assert.ok(JSON.stringify(role).includes('arn:aws:iot:eu-west-1:210987654321:policy/my-gateways'));
+    const policyStatement = role.Statement.find((st) => [st.Action].flat().includes('iot:CreatePolicy'));
+    assert.deepEqual([policyStatement.Action].flat().sort(), ['iot:AttachPolicy', 'iot:CreatePolicy']);
+    assert.ok(policyStatement.Resource.includes('arn:aws:iot:eu-west-1:210987654321:policy/my-gateways'));
     assert.ok(!JSON.stringify(role).includes('{{'));
     assert.equal(rule.actions[0].lambda.functionArn, 'arn:aws:lambda:eu-west-1:210987654321:function:gateway-agent-jitr');
     assert.equal(rule.sql, "SELECT * FROM '$aws/events/certificates/registered/#' WHERE certificateStatus = \"PENDING_ACTIVATION\"");
     assert.match(stdout, /lambda create-function .*--runtime nodejs20\.x/);
+    assert.match(stdout, /lambda create-function .*POLICY_NAME=my-devices.*GATEWAY_POLICY_NAME=my-gateways/);
     assert.match(stdout, /lambda add-permission .*--principal iot\.amazonaws\.com/);
     assert.match(stdout, /iot create-topic-rule --rule-name gateway_agent_jitr/);
-    assert.ok(fs.statSync(path.join(work, 'function.zip')).size > 0);
+    const { stdout: listing } = await promisify(execFile)('python3', ['-m', 'zipfile', '-l', path.join(work, 'function.zip')]);
+    assert.deepEqual(listing.split('\n').slice(1).filter(Boolean).map((l) => l.split(/\s+/)[0]).sort(),
+      ['device-policy.json', 'gateway-policy.json', 'index.mjs'], 'the zip holds every file the Lambda reads');
   } finally { fs.rmSync(work, { recursive: true, force: true }); }
 });

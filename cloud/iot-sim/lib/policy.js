@@ -3,16 +3,20 @@
 // Evaluation follows IAM's rule as AWS IoT applies it: a request is allowed when at least
 // one statement of the attached policies allows it and none denies it (explicit Deny wins,
 // default is deny). Actions and resources are matched case-insensitively for actions and
-// case-sensitively for resources, with `*` (any run of characters) and `?` (one character).
-// Policy variables `${iot:Connection.Thing.ThingName}` and `${iot:ClientId}` are
-// substituted as literal text before matching; a statement resource whose variable cannot
-// be resolved (e.g. no thing attached) matches nothing. MQTT wildcards `+` and `#` in a
-// policy resource are literal characters, as in AWS. `Condition` blocks are not modelled:
-// a statement that has one is ignored (documented in README).
+// case-sensitively for resources, with `*` (any run of characters, `/` included, possibly
+// none) and `?` (one character), anywhere in the resource, also next to a variable: with thing
+// gw1, `topic/dt/${iot:Connection.Thing.ThingName}-*/*` matches `topic/dt/gw1-s1/x` but not
+// `topic/dt/gw1/x` or `topic/dt/gw10/x`. Policy variables `${iot:Connection.Thing.ThingName}`
+// and `${iot:ClientId}` are substituted as literal text before matching (a `*` in a value is
+// not a wildcard); `${*}`, `${?}` and `${$}` are the literal characters, as in IAM. A statement
+// resource with a variable that cannot be resolved (e.g. no thing attached) matches nothing.
+// MQTT wildcards `+` and `#` in a policy resource are literal characters, as in AWS.
+// `Condition` blocks are not modelled: a statement that has one is ignored (see README).
 
 import { AwsError } from './errors.js';
 
 const VAR_RE = /\$\{([^}]*)\}/g;
+const LITERALS = new Set(['*', '?', '$']); // ${*} ${?} ${$}: the character itself
 
 /** Parse and validate a policy document string; throws MalformedPolicyException. */
 export function parsePolicy (text) {
@@ -75,7 +79,7 @@ function resourceRegex (pattern, vars) {
   let unresolved = false;
   pattern.replace(VAR_RE, (m, name, offset) => {
     re += globRegex(pattern.slice(last, offset)).source.slice(1, -1);
-    const v = vars[name];
+    const v = LITERALS.has(name) ? name : vars[name];
     if (typeof v !== 'string') unresolved = true;
     else re += escapeRe(v);
     last = offset + m.length;

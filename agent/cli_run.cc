@@ -158,11 +158,17 @@ void RegisterRunCommands(CLI::App& app, const GlobalOptions& global, int& exit_c
   auto* add = sensor->add_subcommand("add", "Enroll a new sensor");
   auto add_id = std::make_shared<std::string>();
   auto add_thing = std::make_shared<std::string>();
+  auto add_connection = std::make_shared<std::string>("own");
   add->add_option("ID", *add_id, "The sensor id (its topic level sensors/<ID>/...)")->required();
   add->add_option("--thing-name", *add_thing, "AWS thing name (default <gateway thing>-<ID>)");
-  add->callback([send, add_id, add_thing] {
+  add->add_option("--connection", *add_connection,
+                  "own: its own TPM key, certificate and connection; gateway: over the "
+                  "gateway's connection")
+      ->check(CLI::IsMember({"own", "gateway"}));
+  add->callback([send, add_id, add_thing, add_connection] {
     std::vector<std::string> words = {"sensor-add", *add_id};
     if (!add_thing->empty()) words.push_back(*add_thing);
+    words.push_back("connection=" + *add_connection);
     send(words);
   });
   auto* remove = sensor->add_subcommand("remove", "Stop a sensor and delete its key");

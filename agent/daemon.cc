@@ -28,9 +28,10 @@ namespace {
 
 IssueFunction MakeIssuer(std::shared_ptr<pki::LocalCa> ca) {
   auto mu = std::make_shared<std::mutex>();
-  return [ca, mu](X509_REQ* csr, const std::string& thing) -> Result<IssuedPem> {
+  return [ca, mu](X509_REQ* csr, const std::string& thing,
+                  const std::string& ou) -> Result<IssuedPem> {
     std::lock_guard lock(*mu);
-    GA_ASSIGN_OR_RETURN(pki::IssuedCertificate issued, ca->Issue(csr, thing));
+    GA_ASSIGN_OR_RETURN(pki::IssuedCertificate issued, ca->Issue(csr, thing, ou));
     IssuedPem out;
     GA_ASSIGN_OR_RETURN(out.certificate, issued.CertPem());
     GA_ASSIGN_OR_RETURN(out.chain, issued.ChainPem());
@@ -41,9 +42,23 @@ IssueFunction MakeIssuer(std::shared_ptr<pki::LocalCa> ca) {
 ControlReply HandleControl(Enrollment& enrollment, const std::vector<std::string>& words) {
   if (words.empty()) return {false, "empty request"};
   const std::string& verb = words[0];
-  if (verb == "sensor-add" && (words.size() == 2 || words.size() == 3)) {
-    auto added = enrollment.AddSensor(words[1], words.size() == 3 ? words[2] : "");
+  // sensor-add <id> [<thing name>] [connection=own|gateway]
+  if (verb == "sensor-add" && words.size() >= 2 && words.size() <= 4) {
+    std::string thing;
+    SensorConnection connection = SensorConnection::kOwn;
+    for (size_t i = 2; i < words.size(); ++i) {
+      if (words[i] == "connection=gateway") {
+        connection = SensorConnection::kGateway;
+      } else if (words[i] != "connection=own") {
+        thing = words[i];
+      }
+    }
+    auto added = enrollment.AddSensor(words[1], thing, connection);
     if (!added.ok()) return {false, added.status().message()};
+    if (added->state == EnrollmentState::kShared) {
+      return {true, "sensor " + added->name + " added as thing " + added->thing +
+                        "; it travels over the gateway's connection\n"};
+    }
     return {true, "sensor " + added->name + " added as thing " + added->thing +
                       "; it enrolls now (gateway-agent status)\n"};
   }
@@ -177,6 +192,14 @@ void ApplySensorChanges(const Config& running, const Config& next, Enrollment& e
                          " (remove and add the sensor to change it)",
                      {{"IDENTITY", id}});
       }
+      if (before[id]->connection != sensor->connection) {
+        auto changed = enrollment.SetConnection(id, sensor->connection);
+        if (!changed.ok()) {
+          log::Warning("reload: the connection of sensor " + id +
+                           " did not change: " + changed.status().message(),
+                       {{"IDENTITY", id}});
+        }
+      }
       continue;
     }
     if (known.count(id)) {
@@ -184,7 +207,7 @@ void ApplySensorChanges(const Config& running, const Config& next, Enrollment& e
                 {{"IDENTITY", id}});
       continue;
     }
-    auto added = enrollment.AddSensor(id, thing);
+    auto added = enrollment.AddSensor(id, thing, sensor->connection);
     if (!added.ok()) {
       log::Error("reload: adding sensor " + id + " failed: " + added.status().message(),
                  {{"IDENTITY", id}});
@@ -242,8 +265,17 @@ Config ReloadConfig(const Config& running, Enrollment& enrollment) {
 // keep its messages while it is not, forget it when removed.
 void TellBridge(bridge::Bridge& bridge, const Identity& id) {
   if (id.state == EnrollmentState::kRemoved) return bridge.Remove(id.name);
-  bridge.Upsert(
-      {id.name, id.thing, id.key_file, id.chain_file, id.state == EnrollmentState::kActive});
+  bridge::BridgeIdentity b;
+  b.name = id.name;
+  b.thing = id.thing;
+  if (id.state == EnrollmentState::kShared) {
+    b.via = "gateway";  // no key of its own
+  } else {
+    b.key_file = id.key_file;
+    b.chain_file = id.chain_file;
+    b.active = id.state == EnrollmentState::kActive;
+  }
+  bridge.Upsert(b);
 }
 
 // Waits (feeding the watchdog) until the bridge is connected to the local

@@ -66,6 +66,7 @@ std::string EnrollmentCounts::ToString() const {
   if (registering) s += ", " + std::to_string(registering) + " registering";
   if (in_progress) s += ", " + std::to_string(in_progress) + " enrolling";
   if (parked) s += ", " + std::to_string(parked) + " parked";
+  if (shared) s += ", " + std::to_string(shared) + " over the gateway's connection";
   return s;
 }
 
@@ -87,6 +88,22 @@ std::filesystem::path Enrollment::IdentityDir(const std::string& name) const {
   return options_.config.agent.state_dir / "identities" / name;
 }
 
+namespace {
+
+// `identity` moved onto the gateway's connection (SHARED) or back onto its own
+// (NEW: a new key and certificate, then JITR).
+Identity Reconnected(Identity identity, EnrollmentState state) {
+  Identity out;
+  out.name = identity.name;
+  out.kind = identity.kind;
+  out.thing = identity.thing;
+  out.state = state;
+  out.created = identity.created;
+  return out;
+}
+
+}  // namespace
+
 Status Enrollment::Load() {
   const Config& c = options_.config;
   std::vector<Identity> wanted;
@@ -100,6 +117,7 @@ Status Enrollment::Load() {
     id.name = s.id;
     id.kind = IdentityKind::kSensor;
     id.thing = c.SensorThingName(s);
+    if (s.connection == SensorConnection::kGateway) id.state = EnrollmentState::kShared;
     wanted.push_back(id);
   }
   for (const auto& w : wanted) {
@@ -110,6 +128,11 @@ Status Enrollment::Load() {
                          "; the config now says " + w.thing +
                          " (remove and add the sensor to change it)",
                      {{"IDENTITY", w.name}});
+      }
+      bool shared_now = existing->state == EnrollmentState::kShared;
+      if (shared_now != (w.state == EnrollmentState::kShared)) {
+        GA_RETURN_IF_ERROR(options_.store->Update(Reconnected(*existing, w.state))
+                               .With("changing the connection of " + w.name));
       }
       continue;
     }
@@ -309,9 +332,13 @@ Status Enrollment::MakeCertificate(Identity& identity) {
     ClearOpenSslErrors();
   }
   if (!reuse) {
-    GA_ASSIGN_OR_RETURN(X509ReqPtr csr, tpm::MakeCsr(key.get(), "CN=" + identity.thing));
+    // The gateway's certificate says so (OU=gateway): the JITR Lambda gives
+    // it the policy that lets it publish for sensors over its connection.
+    std::string ou = identity.kind == IdentityKind::kGateway ? "gateway" : "";
+    std::string subject = (ou.empty() ? "" : "OU=" + ou + ",") + "CN=" + identity.thing;
+    GA_ASSIGN_OR_RETURN(X509ReqPtr csr, tpm::MakeCsr(key.get(), subject));
     GA_ASSIGN_OR_RETURN(IssuedPem issued,
-                        options_.issue(csr.get(), identity.thing).With("the local CA"));
+                        options_.issue(csr.get(), identity.thing, ou).With("the local CA"));
     CrashPoint("cert-issued", identity.name);
     GA_ASSIGN_OR_RETURN(CertFacts facts, ReadCertificate(issued.certificate, "issued certificate"));
     GA_RETURN_IF_ERROR(WriteFileAtomic(chain_path, issued.chain, 0600));
@@ -413,7 +440,8 @@ void Enrollment::Register(Identity& identity) {
   }
 }
 
-Result<Identity> Enrollment::AddSensor(const std::string& id, const std::string& thing_name) {
+Result<Identity> Enrollment::AddSensor(const std::string& id, const std::string& thing_name,
+                                       SensorConnection connection) {
   if (!IsValidSensorId(id) || id == "gateway") {
     return InvalidArgument("\"" + id +
                            "\" is not a valid sensor id (1-64 characters of a-z A-Z 0-9 _ -, "
@@ -427,6 +455,10 @@ Result<Identity> Enrollment::AddSensor(const std::string& id, const std::string&
     return InvalidArgument("\"" + identity.thing +
                            "\" is not a valid thing name: 1-64 characters of a-z A-Z 0-9 : _ - "
                            "(it becomes the certificate's CN)");
+  }
+  if (connection == SensorConnection::kGateway) {
+    GA_RETURN_IF_ERROR(CheckGatewayMayCarry(identity.thing, 1));
+    identity.state = EnrollmentState::kShared;
   }
   {
     std::lock_guard lock(mu_);
@@ -444,8 +476,58 @@ Result<Identity> Enrollment::AddSensor(const std::string& id, const std::string&
   cv_.notify_all();
   if (options_.on_change) options_.on_change(stored);
   log::Info("sensor " + id + " added as thing " + identity.thing,
-            {{"IDENTITY", id}, {"THING", identity.thing}, {"STATE", "NEW"}});
+            {{"IDENTITY", id},
+             {"THING", identity.thing},
+             {"STATE", std::string(StateName(identity.state))}});
   return stored;
+}
+
+Status Enrollment::CheckGatewayMayCarry(const std::string& thing, int more) {
+  if (!options_.config.GatewayMayCarry(thing)) {
+    return InvalidArgument("thing \"" + thing + "\" cannot travel over the gateway's connection: " +
+                           "its name must start with \"" + options_.config.agent.thing_name +
+                           "-\" (the gateway's policy allows those)");
+  }
+  std::lock_guard lock(mu_);
+  size_t shared = 0;
+  for (const auto& [name, id] : identities_) {
+    if (id.state == EnrollmentState::kShared && !removed_.count(name)) ++shared;
+  }
+  if (shared + static_cast<size_t>(more) > kMaxGatewayConnectionSensors) {
+    return FailedPrecondition("the gateway's connection already carries " + std::to_string(shared) +
+                              " sensors, the most AWS IoT's 50 " +
+                              "subscriptions per connection allow");
+  }
+  return Status::Ok();
+}
+
+Result<Identity> Enrollment::SetConnection(const std::string& id, SensorConnection connection) {
+  GA_ASSIGN_OR_RETURN(Identity identity, options_.store->Get(id));
+  if (identity.kind != IdentityKind::kSensor || identity.state == EnrollmentState::kRemoved) {
+    return NotFound("no sensor \"" + id + "\"");
+  }
+  bool to_gateway = connection == SensorConnection::kGateway;
+  if (to_gateway == (identity.state == EnrollmentState::kShared)) return identity;
+  if (to_gateway) GA_RETURN_IF_ERROR(CheckGatewayMayCarry(identity.thing, 1));
+  {
+    std::lock_guard lock(mu_);
+    if (in_flight_.count(id)) {
+      return FailedPrecondition("sensor " + id + " is enrolling right now; try again");
+    }
+    // Not picked by a worker from here on: SHARED is not actionable, and a NEW
+    // identity is only seen once identities_ holds it.
+    Identity next =
+        Reconnected(identity, to_gateway ? EnrollmentState::kShared : EnrollmentState::kNew);
+    GA_RETURN_IF_ERROR(options_.store->Update(next));
+    identities_[id] = next;
+    identity = next;
+  }
+  cv_.notify_all();
+  if (options_.on_change) options_.on_change(identity);
+  log::Info(to_gateway ? "sensor " + id + " now travels over the gateway's connection"
+                       : "sensor " + id + " now enrolls for its own connection",
+            {{"IDENTITY", id}, {"STATE", std::string(StateName(identity.state))}});
+  return identity;
 }
 
 Result<Identity> Enrollment::RemoveSensor(const std::string& id) {
@@ -494,6 +576,7 @@ EnrollmentCounts Enrollment::Counts() {
       case EnrollmentState::kActive: ++c.active; break;
       case EnrollmentState::kRegistering: ++c.registering; break;
       case EnrollmentState::kParked: ++c.parked; break;
+      case EnrollmentState::kShared: ++c.shared; break;
       default: ++c.in_progress; break;
     }
   }

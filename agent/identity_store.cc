@@ -103,6 +103,7 @@ std::string_view StateName(EnrollmentState state) {
     case EnrollmentState::kActive: return "ACTIVE";
     case EnrollmentState::kParked: return "PARKED";
     case EnrollmentState::kRemoved: return "REMOVED";
+    case EnrollmentState::kShared: return "SHARED";
   }
   return "NEW";
 }
@@ -110,7 +111,7 @@ std::string_view StateName(EnrollmentState state) {
 std::optional<EnrollmentState> ParseState(std::string_view name) {
   for (auto s : {EnrollmentState::kNew, EnrollmentState::kKeyed, EnrollmentState::kCertified,
                  EnrollmentState::kRegistering, EnrollmentState::kActive, EnrollmentState::kParked,
-                 EnrollmentState::kRemoved}) {
+                 EnrollmentState::kRemoved, EnrollmentState::kShared}) {
     if (StateName(s) == name) return s;
   }
   return std::nullopt;

@@ -91,14 +91,18 @@ std::string StatusTable(const std::vector<Identity>& identities, Millis now,
                 "KIND", "THING", "STATE", "ATTEMPTS", "NEXT", "CERT EXPIRES", "CONN", "OUTBOX",
                 "BYTES", "SENT", "REJ", "DROP", "LAST ERROR / REASON");
   out += line;
-  int active = 0;
+  int active = 0, shared = 0;
   for (const auto& id : identities) {
     if (id.state == EnrollmentState::kActive) ++active;
+    if (id.state == EnrollmentState::kShared) ++shared;
     bool waiting = id.state != EnrollmentState::kActive && id.state != EnrollmentState::kParked &&
-                   id.state != EnrollmentState::kRemoved;
+                   id.state != EnrollmentState::kRemoved && id.state != EnrollmentState::kShared;
     std::string note = id.state == EnrollmentState::kParked ? id.park_reason : id.last_error;
     if (id.long_pending_reported && id.state == EnrollmentState::kRegistering) {
       note = "LONG PENDING: " + note;
+    }
+    if (id.state == EnrollmentState::kShared) {
+      note = "travels over the gateway's connection";
     }
     Traffic t = TrafficOf(bridge, id.name, now);
     std::snprintf(line, sizeof line,
@@ -113,14 +117,16 @@ std::string StatusTable(const std::vector<Identity>& identities, Millis now,
                   Cut(note, 160).c_str());
     out += line;
   }
-  out += std::to_string(active) + "/" + std::to_string(identities.size()) + " active\n";
+  out += std::to_string(active) + "/" + std::to_string(identities.size()) + " active";
+  if (shared) out += ", " + std::to_string(shared) + " over the gateway's connection";
+  out += "\n";
   return out;
 }
 
 std::string StatusJson(const std::vector<Identity>& identities, Millis now,
                        const BridgeStats& bridge) {
   std::string out = "{\"identities\":[";
-  int counts[7] = {0};
+  int counts[kEnrollmentStateCount] = {0};
   for (size_t i = 0; i < identities.size(); ++i) {
     const Identity& id = identities[i];
     ++counts[static_cast<int>(id.state)];
@@ -152,7 +158,7 @@ std::string StatusJson(const std::vector<Identity>& identities, Millis now,
   }
   out += "],\"counts\":{";
   bool first = true;
-  for (int s = 0; s < 7; ++s) {
+  for (int s = 0; s < kEnrollmentStateCount; ++s) {
     if (!first) out += ",";
     first = false;
     out += JsonString(StateName(static_cast<EnrollmentState>(s))) + ":" + std::to_string(counts[s]);

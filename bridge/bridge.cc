@@ -136,7 +136,17 @@ struct CloudConnection : Connection {
   std::unique_ptr<TokenBucket> bytes;
   std::vector<int64_t> acked;
   bool subscribed = false;
+  // Shared mode. On a sensor: the connection that carries its messages (none
+  // while that identity is not connected to the loop). On that connection:
+  // the sensors it carries, and their messages it has in flight.
+  CloudConnection* carrier = nullptr;
+  std::vector<CloudConnection*> riders;
+  std::map<int, std::pair<CloudConnection*, int64_t>> carried;  // mid -> rider, seq
+  size_t next_turn = 0;  // round robin over itself and its riders
 };
+
+// AWS IoT takes at most 8 filters per SUBSCRIBE.
+constexpr size_t kFiltersPerSubscribe = 8;
 
 // The identity whose handshake runs on this thread (see SharedTlsContext).
 thread_local const tpm::ClientIdentity* handshake_identity = nullptr;
@@ -331,6 +341,14 @@ class Bridge::Loop {
   void Upsert(const BridgeIdentity& identity) {
     identities_[identity.name] = identity;
     auto it = clouds_.find(identity.name);
+    if (it != clouds_.end() && it->second->identity.via != identity.via) {
+      DropCloud(identity.name);  // moves between its own and a shared connection
+      it = clouds_.end();
+    }
+    if (!identity.via.empty()) {
+      if (it == clouds_.end()) AddRider(identity);
+      return;
+    }
     if (identity.active && it == clouds_.end()) {
       auto c = std::make_unique<CloudConnection>();
       c->name = identity.name;
@@ -343,7 +361,11 @@ class Bridge::Loop {
           byte_rate, std::max(byte_rate / 10, static_cast<double>(kMaxPayloadBytes)));
       // AWS allows one CONNECT per second per client id; enrollment just used one.
       c->next_connect = Clock::now() + std::chrono::milliseconds(1100);
+      CloudConnection& carrier = *c;
       clouds_[identity.name] = std::move(c);
+      for (auto& [name, rider] : clouds_) {
+        if (rider->identity.via == identity.name) Attach(carrier, *rider);
+      }
     } else if (!identity.active && it != clouds_.end()) {
       DropCloud(identity.name);
     }
@@ -359,6 +381,69 @@ class Bridge::Loop {
   Outbox& outbox() { return *outbox_; }
 
  private:
+  // --- shared mode: sensors over another identity's connection ---
+
+  void AddRider(const BridgeIdentity& identity) {
+    auto c = std::make_unique<CloudConnection>();
+    c->name = identity.name;
+    c->identity = identity;
+    CloudConnection& rider = *c;
+    clouds_[identity.name] = std::move(c);
+    auto carrier = clouds_.find(identity.via);
+    if (carrier != clouds_.end() && carrier->second->identity.via.empty()) {
+      Attach(*carrier->second, rider);
+    }
+  }
+
+  void Attach(CloudConnection& carrier, CloudConnection& rider) {
+    rider.carrier = &carrier;
+    carrier.riders.push_back(&rider);
+    if (carrier.connected) {
+      SubscribeCommands(carrier, {&rider});
+      SetConnected(rider, true);
+    }
+  }
+
+  void Detach(CloudConnection& rider) {
+    CloudConnection* carrier = rider.carrier;
+    if (carrier == nullptr) return;
+    std::erase(carrier->riders, &rider);
+    std::erase_if(carrier->carried, [&](const auto& e) { return e.second.first == &rider; });
+    if (carrier->connected && carrier->mosq) {
+      std::string filter = CommandFilter(rider);
+      mosquitto_unsubscribe(carrier->mosq.get(), nullptr, filter.c_str());
+    }
+    rider.carrier = nullptr;
+    SetConnected(rider, false);
+    // What it had in flight is sent again by the next carrier.
+    rider.pending.clear();
+    rider.last_queued = 0;
+    rider.drained = false;
+  }
+
+  std::string CommandFilter(const CloudConnection& c) const {
+    return CloudTopic(options_.config.bridge.command_filter, c.identity.thing, "");
+  }
+
+  // Subscribes `carrier` to the command filters of `who`, 8 per SUBSCRIBE.
+  void SubscribeCommands(CloudConnection& carrier, const std::vector<CloudConnection*>& who) {
+    for (size_t i = 0; i < who.size(); i += kFiltersPerSubscribe) {
+      std::vector<std::string> filters;
+      for (size_t j = i; j < std::min(who.size(), i + kFiltersPerSubscribe); ++j) {
+        filters.push_back(CommandFilter(*who[j]));
+      }
+      std::vector<char*> ptrs;
+      for (auto& f : filters) ptrs.push_back(f.data());
+      int rc = mosquitto_subscribe_multiple(
+          carrier.mosq.get(), nullptr, static_cast<int>(ptrs.size()), ptrs.data(), 1, 0, nullptr);
+      if (rc != MOSQ_ERR_SUCCESS) {
+        log::Warning(
+            "subscribing " + carrier.name + " to commands failed: " + mosquitto_strerror(rc),
+            {{"IDENTITY", carrier.name}});
+      }
+    }
+  }
+
   // --- connections and the epoll set ---
 
   void Watch(Connection& c) {
@@ -426,10 +511,13 @@ class Bridge::Loop {
     c.connected = up;
     if (&c == local_.get()) {
       local_connected_->store(up);
-    } else {
-      Status s = outbox_->SetConnected(c.name, up);
-      if (!s.ok()) log::Error(s.message());
+      return;
     }
+    Status s = outbox_->SetConnected(c.name, up);
+    if (!s.ok()) log::Error(s.message());
+    auto& cloud = static_cast<CloudConnection&>(c);
+    if (up) cloud.drained = false;
+    for (CloudConnection* rider : cloud.riders) SetConnected(*rider, up);
   }
 
   // --- the local broker ---
@@ -696,68 +784,111 @@ class Bridge::Loop {
     SetConnected(*c, true);
     log::Info("cloud connection " + c->name + " up as " + c->identity.thing,
               {{"IDENTITY", c->name}, {"THING", c->identity.thing}});
-    std::string filter = CloudTopic(options_.config.bridge.command_filter, c->identity.thing, "");
-    mosquitto_subscribe(m, nullptr, filter.c_str(), 1);
-    c->drained = false;
+    std::vector<CloudConnection*> who = {c};
+    who.insert(who.end(), c->riders.begin(), c->riders.end());
+    SubscribeCommands(*c, who);
   }
 
   void OnCloudPuback(mosquitto* m, int mid) {
     CloudConnection* c = CloudOf(m);
     if (c == nullptr) return;
     auto it = c->inflight.find(mid);
-    if (it == c->inflight.end()) return;
-    c->acked.push_back(it->second);
-    c->inflight.erase(it);
+    if (it != c->inflight.end()) {
+      c->acked.push_back(it->second);
+      c->inflight.erase(it);
+      return;
+    }
+    auto carried = c->carried.find(mid);
+    if (carried != c->carried.end()) {
+      carried->second.first->acked.push_back(carried->second.second);
+      c->carried.erase(carried);
+    }
   }
 
   void OnCloudMessage(mosquitto* m, const mosquitto_message* msg) {
     CloudConnection* c = CloudOf(m);
     if (c == nullptr || !local_ || !local_->connected) return;
-    // cmd/<thing>/<rest> -> <prefix><sensor>/cmd/<rest>
-    std::string filter = CloudTopic(options_.config.bridge.command_filter, c->identity.thing, "");
-    std::string base = filter.substr(0, filter.find('#'));
+    // cmd/<thing>/<rest> -> <prefix><sensor>/cmd/<rest>, for this connection's
+    // own thing or one of the sensors it carries.
     std::string topic = msg->topic;
-    if (topic.rfind(base, 0) != 0) return;
-    std::string local_topic = prefix_ + c->name + "/cmd/" + topic.substr(base.size());
-    int rc = mosquitto_publish(local_->mosq.get(), nullptr, local_topic.c_str(), msg->payloadlen,
-                               msg->payload, 1, false);
-    if (rc != MOSQ_ERR_SUCCESS) {
-      log::Warning("command for " + c->name + " not delivered locally: " + mosquitto_strerror(rc));
+    std::vector<CloudConnection*> who = {c};
+    who.insert(who.end(), c->riders.begin(), c->riders.end());
+    for (CloudConnection* target : who) {
+      std::string filter = CommandFilter(*target);
+      std::string base = filter.substr(0, filter.find('#'));
+      if (topic.rfind(base, 0) != 0) continue;
+      std::string local_topic = prefix_ + target->name + "/cmd/" + topic.substr(base.size());
+      int rc = mosquitto_publish(local_->mosq.get(), nullptr, local_topic.c_str(), msg->payloadlen,
+                                 msg->payload, 1, false);
+      if (rc != MOSQ_ERR_SUCCESS) {
+        log::Warning("command for " + target->name +
+                     " not delivered locally: " + mosquitto_strerror(rc));
+      }
+      return;
     }
   }
 
+  // Sends what the connection `c` may send now: its own messages and, in
+  // turns, those of the sensors it carries, within its window and rates.
   void SendFromOutbox(CloudConnection& c) {
-    if (!c.connected) return;
-    const int window = options_.config.bridge.inflight_window;
+    if (!c.connected || !c.mosq) return;  // a carried sensor is sent by its carrier
     auto now = Clock::now();
-    while (static_cast<int>(c.inflight.size()) < window) {
-      if (c.pending.empty()) {
-        if (c.drained) return;
-        auto next = outbox_->Next(c.name, c.last_queued, kRefill);
-        if (!next.ok()) {
-          log::Error(next.status().message());
-          return;
-        }
-        if (next->empty()) {
-          c.drained = true;
-          return;
-        }
-        for (auto& m : *next) c.pending.push_back(std::move(m));
+    if (c.riders.empty()) {
+      while (SendOne(c, c, now)) {
       }
-      OutboxMessage& m = c.pending.front();
-      if (!c.publishes->TryTake(1, now)) return;
-      if (!c.bytes->TryTake(static_cast<double>(m.payload.size()), now)) return;
-      int mid = 0;
-      int rc = mosquitto_publish(c.mosq.get(), &mid, m.topic.c_str(),
-                                 static_cast<int>(m.payload.size()), m.payload.data(), 1, false);
-      if (rc != MOSQ_ERR_SUCCESS) {
-        log::Warning("publish for " + c.name + " failed: " + mosquitto_strerror(rc));
-        return;
-      }
-      c.inflight[mid] = m.seq;
-      c.last_queued = m.seq;
-      c.pending.pop_front();
+      return;
     }
+    std::vector<CloudConnection*> turns = {&c};
+    turns.insert(turns.end(), c.riders.begin(), c.riders.end());
+    std::rotate(turns.begin(), turns.begin() + static_cast<long>(c.next_turn % turns.size()),
+                turns.end());
+    for (bool progress = true; progress;) {
+      progress = false;
+      for (CloudConnection* sender : turns) {
+        if (SendOne(*sender, c, now)) {
+          progress = true;
+          ++c.next_turn;
+        }
+      }
+    }
+  }
+
+  // Hands the next message of `sender` to `via`'s connection; false when
+  // there is none, or the window or a rate limit of `via` is spent.
+  bool SendOne(CloudConnection& sender, CloudConnection& via, Clock::time_point now) {
+    const size_t window = static_cast<size_t>(options_.config.bridge.inflight_window);
+    if (via.inflight.size() + via.carried.size() >= window) return false;
+    if (sender.pending.empty()) {
+      if (sender.drained) return false;
+      auto next = outbox_->Next(sender.name, sender.last_queued, kRefill);
+      if (!next.ok()) {
+        log::Error(next.status().message());
+        return false;
+      }
+      if (next->empty()) {
+        sender.drained = true;
+        return false;
+      }
+      for (auto& m : *next) sender.pending.push_back(std::move(m));
+    }
+    OutboxMessage& m = sender.pending.front();
+    if (!via.publishes->TryTake(1, now)) return false;
+    if (!via.bytes->TryTake(static_cast<double>(m.payload.size()), now)) return false;
+    int mid = 0;
+    int rc = mosquitto_publish(via.mosq.get(), &mid, m.topic.c_str(),
+                               static_cast<int>(m.payload.size()), m.payload.data(), 1, false);
+    if (rc != MOSQ_ERR_SUCCESS) {
+      log::Warning("publish for " + sender.name + " failed: " + mosquitto_strerror(rc));
+      return false;
+    }
+    if (&sender == &via) {
+      sender.inflight[mid] = m.seq;
+    } else {
+      via.carried[mid] = {&sender, m.seq};
+    }
+    sender.last_queued = m.seq;
+    sender.pending.pop_front();
+    return true;
   }
 
   // One transaction for every PUBACK received in this loop iteration.
@@ -774,6 +905,8 @@ class Bridge::Loop {
     auto it = clouds_.find(name);
     if (it == clouds_.end()) return;
     CloudConnection& c = *it->second;
+    Detach(c);
+    for (CloudConnection* rider : std::vector<CloudConnection*>(c.riders)) Detach(*rider);
     Unwatch(c);
     if (c.handshaking) {
       retired_.push_back(std::move(it->second));
@@ -813,7 +946,7 @@ class Bridge::Loop {
     int max_connects =
         std::max(1, static_cast<int>(options_.config.aws.connect_rate * kTick.count() / 1000.0));
     for (auto& [name, c] : clouds_) {
-      if (c->handshaking) continue;
+      if (c->handshaking || !c->identity.via.empty()) continue;  // carried: sent by its carrier
       if (!c->connected && !c->connecting && now >= c->next_connect &&
           connects_this_tick < max_connects) {
         ++connects_this_tick;

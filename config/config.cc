@@ -34,6 +34,8 @@ const EnumName<CaBackend> kBackends[] = {
     {"file", CaBackend::kFile}, {"tpm", CaBackend::kTpm}, {"command", CaBackend::kCommand}};
 const EnumName<OnFull> kOnFull[] = {{"drop-oldest", OnFull::kDropOldest},
                                     {"reject-new", OnFull::kRejectNew}};
+const EnumName<SensorConnection> kConnections[] = {{"own", SensorConnection::kOwn},
+                                                   {"gateway", SensorConnection::kGateway}};
 
 template <typename V>
 void VisitAgent(V& v, AgentConfig& c) {
@@ -112,6 +114,7 @@ template <typename V>
 void VisitSensor(V& v, SensorConfig& c) {
   v.Str("id", c.id);
   v.Str("thing_name", c.thing_name);
+  v.Enum("connection", c.connection, kConnections);
 }
 
 template <typename V>
@@ -518,6 +521,7 @@ void Validate(Config& c, const std::string& file, std::vector<ConfigProblem>& pr
   }
   std::set<std::string> ids, things;
   things.insert(c.agent.thing_name);
+  size_t over_gateway = 0;
   for (size_t i = 0; i < c.sensors.size(); ++i) {
     const SensorConfig& s = c.sensors[i];
     std::string key = "sensor[" + std::to_string(i) + "]";
@@ -540,6 +544,21 @@ void Validate(Config& c, const std::string& file, std::vector<ConfigProblem>& pr
               "\"" + thing + "\" is not a valid thing name: 1-64 characters of a-z A-Z 0-9 : _ -");
     } else if (!things.insert(thing).second) {
       problem(s.line, key + ".thing_name", "thing name \"" + thing + "\" is already used");
+    } else if (s.connection == SensorConnection::kGateway && !c.GatewayMayCarry(thing)) {
+      problem(s.line, key + ".connection",
+              "sensor " + s.id +
+                  " travels over the gateway's connection, so its thing name must "
+                  "start with \"" +
+                  c.agent.thing_name +
+                  "-\" (the gateway's policy allows those): "
+                  "remove thing_name or set connection = \"own\"");
+    }
+    if (s.connection == SensorConnection::kGateway &&
+        ++over_gateway == kMaxGatewayConnectionSensors + 1) {
+      problem(s.line, key + ".connection",
+              "at most " + std::to_string(kMaxGatewayConnectionSensors) +
+                  " sensors can travel over the gateway's connection (AWS IoT allows 50 "
+                  "subscriptions per connection); give the others connection = \"own\"");
     }
   }
 }
@@ -549,6 +568,11 @@ void Validate(Config& c, const std::string& file, std::vector<ConfigProblem>& pr
 std::string Config::SensorThingName(const SensorConfig& sensor) const {
   if (!sensor.thing_name.empty()) return sensor.thing_name;
   return agent.thing_name + "-" + sensor.id;
+}
+
+bool Config::GatewayMayCarry(std::string_view thing) const {
+  std::string prefix = agent.thing_name + "-";
+  return thing.size() > prefix.size() && thing.substr(0, prefix.size()) == prefix;
 }
 
 std::string ConfigProblem::ToString() const {

@@ -60,6 +60,7 @@ Result<std::unique_ptr<AgentHarness>> AgentHarness::Start(const HarnessOptions& 
   }
   for (int i = 1; i <= options.sensors; ++i) {
     out << "[[sensor]]\nid = \"s" << i << "\"\n";
+    if (options.over_gateway.count(i)) out << "connection = \"gateway\"\n";
   }
   return h;
 }

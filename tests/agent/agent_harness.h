@@ -9,6 +9,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,7 @@ namespace ga::testing {
 
 struct HarnessOptions {
   int sensors = 3;
+  std::set<int> over_gateway;  // sensors (by number) with connection = "gateway"
   int lambda_delay_ms = 0;
   std::string backoff_initial = "200ms";
   std::string backoff_max = "2s";

@@ -194,6 +194,128 @@ TEST(Bridge, FiftySensorsPublishAndEachMessageArrivesOnItsOwnIdentity) {
   ExpectNoViolations(**h);
 }
 
+// Publishes `rounds` messages "<sensor>-<n>" for each of sensors s1..s<count>.
+void PublishRounds(LocalClient& client, int count, int from, int to) {
+  for (int n = from; n < to; ++n) {
+    for (int s = 1; s <= count; ++s) {
+      std::string id = "s" + std::to_string(s);
+      ASSERT_TRUE(client.Publish("sensors/" + id + "/temp", id + "-" + std::to_string(n)));
+    }
+  }
+}
+
+// Which client id carried each sensor thing's messages, with the payloads in order.
+std::map<std::string, std::pair<std::set<std::string>, std::vector<std::string>>> ByThing(
+    const std::vector<CloudMessage>& got) {
+  std::map<std::string, std::pair<std::set<std::string>, std::vector<std::string>>> out;
+  for (const auto& m : got) {
+    std::string thing = m.topic.substr(3, m.topic.rfind('/') - 3);  // dt/<thing>/temp
+    out[thing].first.insert(m.client_id);
+    out[thing].second.push_back(m.payload_b64);
+  }
+  return out;
+}
+
+bool WaitForLocalMessage(LocalClient& client, size_t n, std::chrono::seconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (client.received().size() < n && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(50ms);
+  }
+  return client.received().size() >= n;
+}
+
+TEST(Bridge, SensorsOverTheGatewaysConnectionKeepTheirOwnTopics) {
+  HarnessOptions o;
+  o.sensors = 4;
+  o.over_gateway = {3, 4};
+  auto h = AgentHarness::Start(o);
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  ASSERT_TRUE((*h)->StartAgent().ok());
+  ASSERT_TRUE((*h)->WaitForState("ACTIVE", 3, 90s)) << Log(**h);
+  ASSERT_TRUE((*h)->WaitForState("SHARED", 2, 10s)) << (*h)->StatusJson();
+
+  LocalClient sensors((*h)->broker().port(), "sensors");
+  ASSERT_TRUE(sensors.connected());
+  PublishRounds(sensors, 4, 0, 5);
+  ASSERT_TRUE(sensors.WaitAcked(20, 30s));
+  std::vector<CloudMessage> got;
+  ASSERT_TRUE(WaitForCloudCount((*h)->sim(), 20, 60s, &got)) << got.size() << "\n" << Log(**h);
+  auto by_thing = ByThing(got);
+  ASSERT_EQ(by_thing.size(), 4u);
+  for (int s = 1; s <= 4; ++s) {
+    std::string thing = "gw-test-s" + std::to_string(s);
+    // s1 and s2 on their own identities; s3 and s4 on the gateway's, under their own topics.
+    std::string carrier = s <= 2 ? thing : "gw-test";
+    EXPECT_EQ(by_thing[thing].first, std::set<std::string>{carrier}) << thing;
+    std::vector<std::string> want;
+    for (int n = 0; n < 5; ++n)
+      want.push_back(Base64("s" + std::to_string(s) + "-" + std::to_string(n)));
+    EXPECT_EQ(by_thing[thing].second, want) << thing;
+  }
+
+  // Commands for a carried sensor come back over the gateway's connection.
+  LocalClient device((*h)->broker().port(), "device-s4");
+  device.Subscribe("sensors/s4/cmd/#");
+  std::this_thread::sleep_for(300ms);
+  auto sent = (*h)->sim().Http("POST", "/_sim/publish",
+                               R"({"topic":"cmd/gw-test-s4/led","payload":"on","qos":1})");
+  ASSERT_EQ(sent.status, 200) << sent.body;
+  ASSERT_TRUE(WaitForLocalMessage(device, 1, 20s)) << Log(**h);
+  EXPECT_EQ(device.received()[0].first, "sensors/s4/cmd/led");
+
+  auto status = (*h)->StatusJson();
+  EXPECT_TRUE(std::regex_search(
+      status,
+      std::regex(R"re("name":"s3","kind":"sensor","thing":"gw-test-s3","state":"SHARED")re")))
+      << status;
+  EXPECT_TRUE(std::regex_search(status, std::regex(R"re("name":"s3"[^}]*"connected":true)re")))
+      << status;
+
+  // Reload: s2 moves onto the gateway's connection, s3 onto its own (it enrolls).
+  (*h)->RewriteConfig([](std::string& text) {
+    auto s2 = text.find("id = \"s2\"\n");
+    text.insert(s2 + 10, "connection = \"gateway\"\n");
+    auto s3 = text.find("id = \"s3\"\nconnection = \"gateway\"\n");
+    text.erase(s3 + 10, 23);
+  });
+  ASSERT_TRUE((*h)->agent().Signal(SIGHUP, 0s) == std::nullopt);
+  ASSERT_TRUE((*h)->WaitForState("ACTIVE", 3, 60s)) << Log(**h);
+  std::string json;
+  ASSERT_TRUE((*h)->WaitForState("SHARED", 2, 10s, &json)) << json;
+  EXPECT_TRUE(std::regex_search(json, std::regex(R"re("name":"s2"[^}]*"state":"SHARED")re")))
+      << json;
+  // A sensor added at run time over the gateway's connection.
+  auto added = (*h)->Cli({"sensor", "add", "s5", "--connection", "gateway"});
+  ASSERT_EQ(added.exit_code, 0) << added.output;
+  EXPECT_NE(added.output.find("travels over the gateway's connection"), std::string::npos)
+      << added.output;
+  auto refused =
+      (*h)->Cli({"sensor", "add", "s6", "--thing-name", "elsewhere", "--connection", "gateway"});
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_NE(refused.output.find("must start with \"gw-test-\""), std::string::npos)
+      << refused.output;
+  ASSERT_TRUE((*h)->WaitForState("SHARED", 3, 10s, &json)) << json;
+  // Wait until s3 is connected on its own before publishing again.
+  auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (!std::regex_search((*h)->StatusJson(),
+                            std::regex(R"re("name":"s3"[^}]*"connected":true)re")) &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(200ms);
+  }
+  PublishRounds(sensors, 5, 5, 7);
+  ASSERT_TRUE(sensors.WaitAcked(30, 30s));
+  ASSERT_TRUE(WaitForCloudCount((*h)->sim(), 30, 60s, &got)) << got.size() << "\n" << Log(**h);
+  std::vector<CloudMessage> later(got.begin() + 20, got.end());
+  by_thing = ByThing(later);
+  EXPECT_EQ(by_thing["gw-test-s1"].first, std::set<std::string>{"gw-test-s1"});
+  EXPECT_EQ(by_thing["gw-test-s2"].first, std::set<std::string>{"gw-test"});
+  EXPECT_EQ(by_thing["gw-test-s3"].first, std::set<std::string>{"gw-test-s3"});
+  EXPECT_EQ(by_thing["gw-test-s4"].first, std::set<std::string>{"gw-test"});
+  EXPECT_EQ(by_thing["gw-test-s5"].first, std::set<std::string>{"gw-test"});
+  ASSERT_TRUE((*h)->agent().Signal(SIGTERM, 20s).has_value());
+  ExpectNoViolations(**h);
+}
+
 TEST(Bridge, LimitsUnknownSensorsAndQos2AreHandledWithoutTrippingAws) {
   HarnessOptions o;
   o.sensors = 1;
@@ -244,7 +366,7 @@ TEST(Bridge, ACloudOutageLosesNothingAndKeepsOrder) {
   (*h)->sim().process().Stop();  // the cloud goes away
   publish_round(20, 120);
   ASSERT_TRUE(sensors.WaitAcked(360, 30s));
-  std::this_thread::sleep_for(10s);
+  std::this_thread::sleep_for(30s);  // the outage
   ASSERT_TRUE((*h)->sim().Restart().ok());
   // The sim kept its registry but not its publish log: what arrives now is
   // everything not acknowledged before the outage, in order per sensor.

@@ -30,9 +30,12 @@ TEST(Config, SampleFileIsValid) {
   const Config& c = loaded->config;
   EXPECT_EQ(c.agent.thing_name, "gateway-0001");
   EXPECT_EQ(c.tpm.srk_handle, 0x81000001u);
-  ASSERT_EQ(c.sensors.size(), 2u);
+  ASSERT_EQ(c.sensors.size(), 3u);
   EXPECT_EQ(c.SensorThingName(c.sensors[0]), "gateway-0001-temp-1");
-  EXPECT_EQ(c.SensorThingName(c.sensors[1]), "site7-door-1");
+  EXPECT_EQ(c.sensors[0].connection, SensorConnection::kOwn);
+  EXPECT_EQ(c.SensorThingName(c.sensors[1]), "gateway-0001-hum-1");
+  EXPECT_EQ(c.sensors[1].connection, SensorConnection::kGateway);
+  EXPECT_EQ(c.SensorThingName(c.sensors[2]), "site7-door-1");
 }
 
 TEST(Config, SampleDocumentsEveryKeyWithItsDefault) {
@@ -150,6 +153,41 @@ thing_name = "x"
       << all;
   EXPECT_NE(all.find("sensor[4].id: is required"), std::string::npos) << all;
   EXPECT_EQ(p.problems.size(), 4u) << all;
+}
+
+TEST(Config, SensorsOverTheGatewaysConnection) {
+  std::string text = std::string(kMinimal) + R"(
+[[sensor]]
+id = "a"
+connection = "gateway"
+[[sensor]]
+id = "b"
+thing_name = "site-b"
+connection = "gateway"
+[[sensor]]
+id = "c"
+connection = "shared"
+)";
+  ParsedConfig p = ParseConfig(text, "a.toml");
+  std::string all = Joined(p);
+  EXPECT_NE(all.find("sensor[1].connection: sensor b travels over the gateway's connection, so "
+                     "its thing name must start with \"gw-1-\""),
+            std::string::npos)
+      << all;
+  EXPECT_NE(all.find("connection: \"shared\" is not one of \"own\", \"gateway\""),
+            std::string::npos)
+      << all;
+  EXPECT_EQ(p.problems.size(), 2u) << all;
+
+  // One subscription each on the gateway's connection: 49 fit beside its own.
+  std::string many = kMinimal;
+  for (int i = 0; i < 50; ++i) {
+    many += "[[sensor]]\nid = \"s" + std::to_string(i) + "\"\nconnection = \"gateway\"\n";
+  }
+  ParsedConfig q = ParseConfig(many, "a.toml");
+  all = Joined(q);
+  ASSERT_EQ(q.problems.size(), 1u) << all;
+  EXPECT_NE(all.find("sensor[49].connection: at most 49 sensors"), std::string::npos) << all;
 }
 
 TEST(Config, RsaDeviceKeysAreRefusedForNow) {

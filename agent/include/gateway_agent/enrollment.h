@@ -45,8 +45,10 @@ struct IssuedPem {
   std::string certificate;  // PEM, the device certificate
   std::string chain;        // PEM, the device certificate then its CA certificate(s)
 };
-using IssueFunction =
-    std::function<Result<IssuedPem>(X509_REQ* csr, const std::string& thing_name)>;
+// `organizational_unit` is "gateway" for the gateway's own certificate, empty
+// for sensors.
+using IssueFunction = std::function<Result<IssuedPem>(X509_REQ* csr, const std::string& thing_name,
+                                                      const std::string& organizational_unit)>;
 
 struct EnrollmentCounts {
   int total = 0;
@@ -54,6 +56,7 @@ struct EnrollmentCounts {
   int registering = 0;
   int parked = 0;
   int in_progress = 0;  // NEW, KEYED, CERTIFIED
+  int shared = 0;       // sensors over the gateway's connection
   // "3/21 active, 18 registering"
   std::string ToString() const;
 };
@@ -81,7 +84,11 @@ class Enrollment {
   void Stop();
 
   // Run-time sensor management (the control socket).
-  Result<Identity> AddSensor(const std::string& id, const std::string& thing_name);
+  Result<Identity> AddSensor(const std::string& id, const std::string& thing_name,
+                             SensorConnection connection = SensorConnection::kOwn);
+  // Moves a sensor onto the gateway's connection (SHARED: nothing to enroll)
+  // or back onto its own (NEW: it enrolls from the start).
+  Result<Identity> SetConnection(const std::string& id, SensorConnection connection);
   // Stops the identity, deletes its key blob and files, marks it REMOVED.
   // Returns the identity as it was (for its certificate id).
   Result<Identity> RemoveSensor(const std::string& id);
@@ -104,6 +111,7 @@ class Enrollment {
   void Retry(Identity& identity, const std::string& error, bool counted,
              std::chrono::milliseconds cap_override = {});
   bool Actionable(const Identity& identity) const;
+  Status CheckGatewayMayCarry(const std::string& thing, int more);
 
   Options options_;
   BackoffPolicy backoff_;

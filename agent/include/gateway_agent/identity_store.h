@@ -36,7 +36,9 @@ enum class EnrollmentState {
   kActive,       // AWS IoT accepted a connection with this certificate
   kParked,       // stopped: retrying cannot fix it (reason says what to do)
   kRemoved,      // removed by the operator
+  kShared,       // a sensor over the gateway's connection: nothing to enroll
 };
+inline constexpr int kEnrollmentStateCount = 8;
 
 std::string_view StateName(EnrollmentState state);
 std::optional<EnrollmentState> ParseState(std::string_view name);

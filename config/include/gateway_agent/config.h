@@ -23,6 +23,11 @@ inline constexpr std::string_view kDefaultConfigPath = "/etc/gateway-agent/agent
 enum class KeyType { kEccP256, kRsa2048 };
 enum class CaBackend { kFile, kTpm, kCommand };
 enum class OnFull { kDropOldest, kRejectNew };
+// How a sensor's traffic reaches AWS IoT.
+enum class SensorConnection {
+  kOwn,      // its own TPM key, certificate and MQTT connection
+  kGateway,  // over the gateway's connection (no certificate of its own)
+};
 
 struct AgentConfig {
   std::string thing_name;  // the gateway's AWS thing name (required)
@@ -88,8 +93,13 @@ struct BridgeConfig {
 struct SensorConfig {
   std::string id;          // local id: topic sensors/<id>/...
   std::string thing_name;  // empty: "<gateway thing>-<id>"
-  int line = 0;            // where it was declared, for messages
+  SensorConnection connection = SensorConnection::kOwn;
+  int line = 0;  // where it was declared, for messages
 };
+
+// Sensors over the gateway's connection cost one subscription each there, and
+// AWS IoT allows 50 per connection (one is the gateway's own).
+inline constexpr size_t kMaxGatewayConnectionSensors = 49;
 
 struct Config {
   std::filesystem::path source;
@@ -104,6 +114,9 @@ struct Config {
 
   // The thing name a sensor enrolls as.
   std::string SensorThingName(const SensorConfig& sensor) const;
+  // The gateway's policy lets it publish for things named "<gateway thing>-...":
+  // only those can travel over its connection.
+  bool GatewayMayCarry(std::string_view thing) const;
 };
 
 // One thing wrong with a config file, with where it is.

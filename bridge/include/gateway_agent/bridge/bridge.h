@@ -14,6 +14,12 @@
 // the topic from bridge.cloud_topic_template; deleted on the cloud's PUBACK.
 // A message is never published under another identity.
 //
+// Shared mode: a sensor whose BridgeIdentity names a carrier in `via` (the
+// gateway) has no connection of its own; its messages, still to its own
+// thing's topics, take turns with the carrier's own on the carrier's
+// connection, within that connection's window and rates, and the carrier
+// subscribes to the sensor's command filter. Its outbox queue stays its own.
+//
 // Cloud -> sensor: each identity subscribes to its command filter
 // (`cmd/{thing}/#`); a command `cmd/<thing>/<rest>` is published locally to
 // `<prefix>/<sensor id>/cmd/<rest>`. Local messages under `.../cmd/...` are
@@ -40,6 +46,9 @@ struct BridgeIdentity {
   std::filesystem::path key_file;
   std::filesystem::path chain_file;
   bool active = false;  // only ACTIVE identities connect to the cloud
+  // Not empty: the identity (e.g. "gateway") whose connection carries this
+  // sensor's messages, to its own thing's topics; it has no key of its own.
+  std::string via;
 };
 
 class Bridge {

@@ -11,6 +11,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <utility>
 
 #include "gateway_agent/bridge/bridge.h"
 #include "gateway_agent/control.h"
@@ -279,9 +280,10 @@ void TellBridge(bridge::Bridge& bridge, const Identity& id) {
 }
 
 // Waits (feeding the watchdog) until the bridge is connected to the local
-// broker; false when asked to stop meanwhile.
+// broker; false when asked to stop meanwhile. A SIGHUP meanwhile sets
+// `reload` (applied once the service is ready).
 bool WaitForLocalBroker(bridge::Bridge& bridge, const Config& config, ServiceNotifier& notifier,
-                        const sigset_t& signals) {
+                        const sigset_t& signals, bool* reload) {
   const std::string where = config.local.unix_socket.empty()
                                 ? config.local.host + ":" + std::to_string(config.local.port)
                                 : config.local.unix_socket.string();
@@ -296,6 +298,7 @@ bool WaitForLocalBroker(bridge::Bridge& bridge, const Config& config, ServiceNot
     }
     int sig = notifier.WaitForSignal(signals, std::chrono::milliseconds(50));
     if (sig == SIGTERM || sig == SIGINT) return false;
+    if (sig == SIGHUP) *reload = true;
   }
   return true;
 }
@@ -359,7 +362,8 @@ int RunAgent(const Config& config) {
   // READY=1 means: configuration, state, TPM, CA and control socket are up,
   // and the bridge is connected to the local broker.
   ServiceNotifier notifier;
-  if (!WaitForLocalBroker(**bridge, config, notifier, signals)) {
+  bool reload = false;
+  if (!WaitForLocalBroker(**bridge, config, notifier, signals, &reload)) {
     notifier.Stopping();
     control->reset();
     (*bridge)->Stop();
@@ -372,8 +376,8 @@ int RunAgent(const Config& config) {
 
   Config running = config;
   int sig = 0;
-  while ((sig = notifier.WaitForSignal(signals)) != SIGTERM && sig != SIGINT) {
-    if (sig == SIGHUP) {
+  while (reload || ((sig = notifier.WaitForSignal(signals)) != SIGTERM && sig != SIGINT)) {
+    if (std::exchange(reload, false) || sig == SIGHUP) {
       notifier.Reloading();
       running = ReloadConfig(running, enrollment);
       notifier.Ready(enrollment.Counts().ToString());

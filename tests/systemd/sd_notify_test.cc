@@ -290,6 +290,22 @@ TEST_F(SdNotifyTest, ReloadAppliesSensorChangesAndKeepsRunTimeSensors) {
   EXPECT_TRUE(harness_->agent().running());
 }
 
+TEST_F(SdNotifyTest, AReloadAskedForBeforeReadyIsAppliedOnceReady) {
+  harness_->broker().process().Stop();  // no local broker: the agent cannot be ready
+  ASSERT_TRUE(StartAgent().ok());
+  std::this_thread::sleep_for(1s);
+  harness_->RewriteConfig([](std::string& text) { text += "[[sensor]]\nid = \"late\"\n"; });
+  ASSERT_EQ(kill(harness_->agent().pid(), SIGHUP), 0);
+  std::this_thread::sleep_for(500ms);
+  EXPECT_FALSE(Contains(ListedIdentities(), "late"));
+  ASSERT_TRUE(harness_->broker().Restart().ok());
+  ASSERT_TRUE(notify_->WaitFor("READY=1", 60s)) << AgentLog();
+  // The reload follows READY: RELOADING=1, then READY=1 again, with the new sensor.
+  ASSERT_TRUE(notify_->WaitFor("RELOADING=1", 10s)) << AgentLog();
+  ASSERT_TRUE(notify_->WaitFor("READY=1", 30s)) << AgentLog();
+  EXPECT_TRUE(Contains(ListedIdentities(), "late")) << harness_->StatusJson();
+}
+
 TEST_F(SdNotifyTest, ReloadRefusesAnInvalidConfigAndKeepsTheRunningOne) {
   StartAndWaitReady();
   ASSERT_FALSE(HasFatalFailure());

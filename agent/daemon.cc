@@ -172,8 +172,8 @@ void ApplySensorChanges(const Config& running, const Config& next, Enrollment& e
   std::map<std::string, const SensorConfig*> before, after;
   for (const auto& s : running.sensors) before[s.id] = &s;
   for (const auto& s : next.sensors) after[s.id] = &s;
-  std::set<std::string> known;
-  for (const auto& id : enrollment.Snapshot()) known.insert(id.name);
+  std::map<std::string, EnrollmentState> known;
+  for (const auto& id : enrollment.Snapshot()) known[id.name] = id.state;
 
   for (const auto& [id, sensor] : before) {
     if (after.count(id)) continue;
@@ -184,34 +184,40 @@ void ApplySensorChanges(const Config& running, const Config& next, Enrollment& e
                    {{"IDENTITY", id}});
     }
   }
+  // A sensor whose connection differs from what the agent has (also one that
+  // an earlier reload could not move) moves; those leaving the gateway's
+  // connection first, which makes room for those joining it.
+  std::vector<std::pair<std::string, SensorConnection>> moves;
   for (const auto& [id, sensor] : after) {
     std::string thing = next.SensorThingName(*sensor);
-    if (before.count(id)) {
-      if (running.SensorThingName(*before[id]) != thing) {
+    auto state = known.find(id);
+    if (state != known.end()) {
+      if (before.count(id) && running.SensorThingName(*before[id]) != thing) {
         log::Warning("reload: sensor " + id + " keeps its enrolled thing name " +
                          running.SensorThingName(*before[id]) +
                          " (remove and add the sensor to change it)",
                      {{"IDENTITY", id}});
       }
-      if (before[id]->connection != sensor->connection) {
-        auto changed = enrollment.SetConnection(id, sensor->connection);
-        if (!changed.ok()) {
-          log::Warning("reload: the connection of sensor " + id +
-                           " did not change: " + changed.status().message(),
-                       {{"IDENTITY", id}});
-        }
+      bool shared = state->second == EnrollmentState::kShared;
+      if (shared != (sensor->connection == SensorConnection::kGateway)) {
+        moves.emplace_back(id, sensor->connection);
       }
-      continue;
-    }
-    if (known.count(id)) {
-      log::Info("reload: sensor " + id + " is already enrolled (added at run time)",
-                {{"IDENTITY", id}});
       continue;
     }
     auto added = enrollment.AddSensor(id, thing, sensor->connection);
     if (!added.ok()) {
       log::Error("reload: adding sensor " + id + " failed: " + added.status().message(),
                  {{"IDENTITY", id}});
+    }
+  }
+  std::stable_partition(moves.begin(), moves.end(),
+                        [](const auto& m) { return m.second == SensorConnection::kOwn; });
+  for (const auto& [id, connection] : moves) {
+    auto moved = enrollment.SetConnection(id, connection);
+    if (!moved.ok()) {
+      log::Warning(
+          "reload: the connection of sensor " + id + " did not change: " + moved.status().message(),
+          {{"IDENTITY", id}});
     }
   }
 }

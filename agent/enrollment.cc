@@ -142,7 +142,18 @@ Status Enrollment::Load() {
   GA_ASSIGN_OR_RETURN(std::vector<Identity> all, options_.store->List());
   std::lock_guard lock(mu_);
   identities_.clear();
-  for (auto& id : all) identities_[id.name] = std::move(id);
+  size_t shared = 0;
+  for (auto& id : all) {
+    if (id.state == EnrollmentState::kShared) ++shared;
+    identities_[id.name] = std::move(id);
+  }
+  if (shared > kMaxGatewayConnectionSensors) {
+    log::Warning(std::to_string(shared) +
+                 " sensors travel over the gateway's connection (some added with sensor add); "
+                 "AWS IoT allows 50 subscriptions per connection, so commands for the last " +
+                 std::to_string(shared - kMaxGatewayConnectionSensors) +
+                 " will be refused: give them connection = \"own\"");
+  }
   return Status::Ok();
 }
 
@@ -181,7 +192,10 @@ void Enrollment::Worker() {
     for (const auto& [name, id] : identities_) {
       // A sensor being removed is never picked again: its entry is not updated
       // any more, so it would look due forever and starve RemoveSensor's wait.
-      if (!Actionable(id) || in_flight_.count(name) || removed_.count(name)) continue;
+      if (!Actionable(id) || in_flight_.count(name) || removed_.count(name) ||
+          moving_.count(name)) {
+        continue;
+      }
       if (next == nullptr || id.next_attempt < next->next_attempt) next = &id;
     }
     if (next == nullptr) {
@@ -442,6 +456,7 @@ void Enrollment::Register(Identity& identity) {
 
 Result<Identity> Enrollment::AddSensor(const std::string& id, const std::string& thing_name,
                                        SensorConnection connection) {
+  std::lock_guard changes(changes_mu_);
   if (!IsValidSensorId(id) || id == "gateway") {
     return InvalidArgument("\"" + id +
                            "\" is not a valid sensor id (1-64 characters of a-z A-Z 0-9 _ -, "
@@ -502,6 +517,7 @@ Status Enrollment::CheckGatewayMayCarry(const std::string& thing, int more) {
 }
 
 Result<Identity> Enrollment::SetConnection(const std::string& id, SensorConnection connection) {
+  std::lock_guard changes(changes_mu_);
   GA_ASSIGN_OR_RETURN(Identity identity, options_.store->Get(id));
   if (identity.kind != IdentityKind::kSensor || identity.state == EnrollmentState::kRemoved) {
     return NotFound("no sensor \"" + id + "\"");
@@ -510,27 +526,34 @@ Result<Identity> Enrollment::SetConnection(const std::string& id, SensorConnecti
   if (to_gateway == (identity.state == EnrollmentState::kShared)) return identity;
   if (to_gateway) GA_RETURN_IF_ERROR(CheckGatewayMayCarry(identity.thing, 1));
   {
+    // A step in progress finishes first; no worker picks the sensor meanwhile.
+    std::unique_lock lock(mu_);
+    moving_.insert(id);
+    cv_.wait(lock, [&] { return in_flight_.count(id) == 0; });
+  }
+  auto current = options_.store->Get(id);  // that step may have advanced it
+  Status saved = current.status();
+  Identity next;
+  if (current.ok()) {
+    next = Reconnected(*current, to_gateway ? EnrollmentState::kShared : EnrollmentState::kNew);
+    saved = options_.store->Update(next);
+  }
+  {
     std::lock_guard lock(mu_);
-    if (in_flight_.count(id)) {
-      return FailedPrecondition("sensor " + id + " is enrolling right now; try again");
-    }
-    // Not picked by a worker from here on: SHARED is not actionable, and a NEW
-    // identity is only seen once identities_ holds it.
-    Identity next =
-        Reconnected(identity, to_gateway ? EnrollmentState::kShared : EnrollmentState::kNew);
-    GA_RETURN_IF_ERROR(options_.store->Update(next));
-    identities_[id] = next;
-    identity = next;
+    moving_.erase(id);
+    if (saved.ok()) identities_[id] = next;
   }
   cv_.notify_all();
-  if (options_.on_change) options_.on_change(identity);
+  GA_RETURN_IF_ERROR(saved.With("changing the connection of sensor " + id));
+  if (options_.on_change) options_.on_change(next);
   log::Info(to_gateway ? "sensor " + id + " now travels over the gateway's connection"
                        : "sensor " + id + " now enrolls for its own connection",
-            {{"IDENTITY", id}, {"STATE", std::string(StateName(identity.state))}});
-  return identity;
+            {{"IDENTITY", id}, {"STATE", std::string(StateName(next.state))}});
+  return next;
 }
 
 Result<Identity> Enrollment::RemoveSensor(const std::string& id) {
+  std::lock_guard changes(changes_mu_);
   GA_ASSIGN_OR_RETURN(Identity identity, options_.store->Get(id));
   if (identity.kind != IdentityKind::kSensor) {
     return InvalidArgument("\"" + id + "\" is the gateway itself, not a sensor");

@@ -1,7 +1,10 @@
 #include "gateway_agent/bridge/bridge.h"
 
 #include <mosquitto.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -143,7 +146,32 @@ struct CloudConnection : Connection {
   std::vector<CloudConnection*> riders;
   std::map<int, std::pair<CloudConnection*, int64_t>> carried;  // mid -> rider, seq
   size_t next_turn = 0;  // round robin over itself and its riders
+  // Command filters of riders that left while it was offline: its persistent
+  // session still holds them, so they are unsubscribed on the next CONNACK.
+  std::vector<std::string> stale_filters;
+  bool certificate_checked = false;
 };
+
+// True when the first certificate in `chain_file` has OU=gateway in its
+// subject (the JITR Lambda then gave it the gateway policy).
+bool HasGatewayOu(const std::filesystem::path& chain_file) {
+  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_file(chain_file.c_str(), "r"), BIO_free);
+  if (!bio) return false;
+  std::unique_ptr<X509, decltype(&X509_free)> cert(
+      PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr), X509_free);
+  bool found = false;
+  if (cert) {
+    const X509_NAME* subject = X509_get_subject_name(cert.get());
+    for (int i = -1;
+         (i = X509_NAME_get_index_by_NID(subject, NID_organizationalUnitName, i)) >= 0;) {
+      const ASN1_STRING* value = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, i));
+      found = found || (ASN1_STRING_length(value) == 7 &&
+                        std::memcmp(ASN1_STRING_get0_data(value), "gateway", 7) == 0);
+    }
+  }
+  ERR_clear_error();
+  return found;
+}
 
 // AWS IoT takes at most 8 filters per SUBSCRIBE.
 constexpr size_t kFiltersPerSubscribe = 8;
@@ -398,6 +426,18 @@ class Bridge::Loop {
   void Attach(CloudConnection& carrier, CloudConnection& rider) {
     rider.carrier = &carrier;
     carrier.riders.push_back(&rider);
+    std::erase(carrier.stale_filters, CommandFilter(rider));
+    if (!carrier.certificate_checked) {
+      carrier.certificate_checked = true;
+      if (!HasGatewayOu(carrier.identity.chain_file)) {
+        log::Warning("sensor " + rider.name + " travels over the connection of " + carrier.name +
+                         ", whose certificate (" + carrier.identity.chain_file.string() +
+                         ") has no OU=gateway: unless the gateway policy is attached to it by "
+                         "hand, AWS IoT disconnects it when it publishes for a sensor "
+                         "(cloud/README.md, shared mode)",
+                     {{"IDENTITY", carrier.name}});
+      }
+    }
     if (carrier.connected) {
       SubscribeCommands(carrier, {&rider});
       SetConnected(rider, true);
@@ -409,9 +449,11 @@ class Bridge::Loop {
     if (carrier == nullptr) return;
     std::erase(carrier->riders, &rider);
     std::erase_if(carrier->carried, [&](const auto& e) { return e.second.first == &rider; });
+    std::string filter = CommandFilter(rider);
     if (carrier->connected && carrier->mosq) {
-      std::string filter = CommandFilter(rider);
       mosquitto_unsubscribe(carrier->mosq.get(), nullptr, filter.c_str());
+    } else {
+      carrier->stale_filters.push_back(filter);
     }
     rider.carrier = nullptr;
     SetConnected(rider, false);
@@ -787,6 +829,10 @@ class Bridge::Loop {
     std::vector<CloudConnection*> who = {c};
     who.insert(who.end(), c->riders.begin(), c->riders.end());
     SubscribeCommands(*c, who);
+    for (const std::string& filter : c->stale_filters) {
+      mosquitto_unsubscribe(m, nullptr, filter.c_str());
+    }
+    c->stale_filters.clear();
   }
 
   void OnCloudPuback(mosquitto* m, int mid) {

@@ -512,8 +512,13 @@ void Validate(Config& c, const std::string& file, std::vector<ConfigProblem>& pr
     problem(0, "bridge.cloud_topic_template",
             "must contain {thing}: each sensor may only publish under its own thing's topics");
   }
-  if (c.bridge.command_filter.find("{thing}") == std::string::npos) {
-    problem(0, "bridge.command_filter", "must contain {thing}");
+  const std::string& commands = c.bridge.command_filter;
+  if (commands.find("{thing}") == std::string::npos || commands.size() < 2 ||
+      commands.compare(commands.size() - 2, 2, "/#") != 0 ||
+      commands.find('+') != std::string::npos) {
+    problem(0, "bridge.command_filter",
+            "\"" + commands +
+                "\" must contain {thing}, end with /# and have no +, such as \"cmd/{thing}/#\"");
   }
   const std::string& filter = c.local.ingest_filter;
   if (filter.empty() || filter.find('/') == std::string::npos) {

@@ -190,6 +190,25 @@ connection = "shared"
   EXPECT_NE(all.find("sensor[49].connection: at most 49 sensors"), std::string::npos) << all;
 }
 
+TEST(Config, TheCommandFilterIsOneThingsSubtree) {
+  // Commands are routed by the filter's prefix: "cmd/gw" would also match cmd/gw-s1.
+  for (const char* bad : {"cmd/{thing}", "cmd/+/{thing}/#", "cmd/all/#"}) {
+    ParsedConfig p = ParseConfig(
+        std::string(kMinimal) + "[bridge]\ncommand_filter = \"" + bad + "\"\n", "a.toml");
+    std::string all = Joined(p);
+    ASSERT_EQ(p.problems.size(), 1u) << bad << ": " << all;
+    EXPECT_NE(all.find("bridge.command_filter: \"" + std::string(bad) +
+                       "\" must contain {thing}, "
+                       "end with /# and have no +"),
+              std::string::npos)
+        << all;
+  }
+  EXPECT_TRUE(ParseConfig(std::string(kMinimal) +
+                              "[bridge]\ncommand_filter = \"devices/{thing}/commands/#\"\n",
+                          "a.toml")
+                  .ok());
+}
+
 TEST(Config, RsaDeviceKeysAreRefusedForNow) {
   ParsedConfig p =
       ParseConfig(std::string(kMinimal) + "[tpm]\nkey_type = \"rsa-2048\"\n", "a.toml");

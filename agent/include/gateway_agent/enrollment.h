@@ -117,12 +117,15 @@ class Enrollment {
   BackoffPolicy backoff_;
   SharedTokenBucket account_connects_;
 
+  // Serializes sensor additions, removals and moves (control socket, reload).
+  std::mutex changes_mu_;
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;
-  std::map<std::string, Identity> identities_;                   // guarded by mu_
-  std::set<std::string> in_flight_;                              // guarded by mu_
-  std::set<std::string> removed_;                                // guarded by mu_
+  std::map<std::string, Identity> identities_;  // guarded by mu_
+  std::set<std::string> in_flight_;             // guarded by mu_
+  std::set<std::string> removed_;               // guarded by mu_
+  std::set<std::string> moving_;  // SetConnection waits for their step; guarded by mu_
   std::map<std::string, int> network_failures_;                  // guarded by mu_
   std::map<std::string, SteadyClock::time_point> last_connect_;  // guarded by mu_
   std::mt19937_64 rng_;                                          // guarded by mu_

@@ -6,6 +6,8 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
@@ -216,10 +218,45 @@ int FinishTlsHandshake(mosquitto* m, const std::atomic<bool>& stop) {
 
 // A few threads for the blocking part of connecting (TCP, TLS with a TPM
 // signature). Jobs run in submission order.
+// A blocking TCP connect to an endpoint that drops SYNs takes about two
+// minutes to fail. Stop() interrupts the handshake threads still in one with
+// this signal, whose handler does nothing and is installed without
+// SA_RESTART, so connect() returns EINTR.
+int ConnectInterruptSignal() {
+  static const int sig = [] {
+    int s = SIGRTMIN + 2;
+    struct sigaction sa {};
+    sa.sa_handler = [](int) {};
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;
+    sigaction(s, &sa, nullptr);
+    return s;
+  }();
+  return sig;
+}
+
 class HandshakePool {
  public:
-  explicit HandshakePool(int threads = 4) : threads_(threads) {}
+  explicit HandshakePool(int threads = 4) : threads_(threads) { ConnectInterruptSignal(); }
   ~HandshakePool() { Stop(); }
+
+  // Runs `connect` (blocking) on a handshake thread so that Stop() can
+  // interrupt it; MOSQ_ERR_CONN_LOST once stopping.
+  int InterruptibleConnect(const std::function<int()>& connect) {
+    {
+      std::lock_guard lock(connecting_mu_);
+      if (stopping_) return MOSQ_ERR_CONN_LOST;
+      connecting_.insert(pthread_self());
+    }
+    int rc = connect();
+    int saved = errno;
+    {
+      std::lock_guard lock(connecting_mu_);
+      connecting_.erase(pthread_self());
+    }
+    errno = saved;
+    return rc;
+  }
 
   void Submit(std::function<void()> job) {
     {
@@ -245,6 +282,15 @@ class HandshakePool {
       jobs_.clear();
     }
     cv_.notify_all();
+    // Only threads inside a TCP connect are signalled: never one using the TPM.
+    while (true) {
+      {
+        std::lock_guard lock(connecting_mu_);
+        if (connecting_.empty()) break;
+        for (pthread_t t : connecting_) pthread_kill(t, ConnectInterruptSignal());
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
     for (auto& t : workers_) t.join();
     workers_.clear();
   }
@@ -270,6 +316,8 @@ class HandshakePool {
   std::vector<std::thread> workers_;        // guarded by mu_ (joined by Stop)
   bool stopped_ = false;                    // guarded by mu_
   std::atomic<bool> stopping_{false};
+  std::mutex connecting_mu_;
+  std::set<pthread_t> connecting_;  // threads inside a TCP connect; guarded by connecting_mu_
 };
 
 class Bridge::Loop {
@@ -776,7 +824,8 @@ class Bridge::Loop {
       handshake_identity = &conn->tls_identity;
       // Blocking TCP connect: libmosquitto then tries every address of the
       // endpoint in turn (its asynchronous connect stops at the first).
-      int rc = mosquitto_connect(m, host.c_str(), port, keepalive);
+      int rc = handshakes_.InterruptibleConnect(
+          [&] { return mosquitto_connect(m, host.c_str(), port, keepalive); });
       if (rc == MOSQ_ERR_SUCCESS) rc = FinishTlsHandshake(m, handshakes_.stopping());
       handshake_identity = nullptr;
       // errno belongs to this thread: turn it into text here.

@@ -1,10 +1,14 @@
 // End to end: sensors publish on a real local mosquitto, `gateway-agent run`
 // bridges to iot-sim over per-sensor TLS connections with TPM keys (swtpm),
 // and commands come back.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <mosquitto.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <map>
@@ -314,6 +318,64 @@ TEST(Bridge, SensorsOverTheGatewaysConnectionKeepTheirOwnTopics) {
   EXPECT_EQ(by_thing["gw-test-s5"].first, std::set<std::string>{"gw-test"});
   ASSERT_TRUE((*h)->agent().Signal(SIGTERM, 20s).has_value());
   ExpectNoViolations(**h);
+}
+
+// A loopback listener that never accepts, its queue full: further connects
+// get no SYN-ACK, like an endpoint behind a firewall that drops packets.
+class UnansweringEndpoint {
+ public:
+  UnansweringEndpoint() {
+    listener_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    listen(listener_, 0);
+    socklen_t len = sizeof addr;
+    getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+    for (int i = 0; i < 4; ++i) {
+      int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+      connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+      fillers_.push_back(fd);
+    }
+    std::this_thread::sleep_for(200ms);
+  }
+  ~UnansweringEndpoint() {
+    for (int fd : fillers_) close(fd);
+    close(listener_);
+  }
+  int port() const { return port_; }
+
+ private:
+  int listener_ = -1;
+  int port_ = 0;
+  std::vector<int> fillers_;
+};
+
+TEST(Bridge, StopDoesNotWaitForAConnectToAnEndpointThatDropsPackets) {
+  HarnessOptions o;
+  o.sensors = 1;
+  auto h = AgentHarness::Start(o);
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  ASSERT_TRUE((*h)->StartAgent().ok());
+  ASSERT_TRUE((*h)->WaitForState("ACTIVE", 2, 90s)) << Log(**h);
+  ASSERT_TRUE((*h)->agent().Signal(SIGTERM, 20s).has_value());
+
+  // Both identities are ACTIVE: the bridge connects them, to a dead endpoint.
+  UnansweringEndpoint dead;
+  std::string port_line = "port = " + std::to_string((*h)->sim().mqtt_port()) + "\n";
+  (*h)->RewriteConfig([&](std::string& text) {
+    text.replace(text.find(port_line), port_line.size(),
+                 "port = " + std::to_string(dead.port()) + "\n");
+  });
+  ASSERT_TRUE((*h)->StartAgent().ok());
+  std::this_thread::sleep_for(4s);  // the cloud connects are under way
+  // A TCP connect left alone would take ~2 minutes to give up; stopping must
+  // not wait for it (systemd's TimeoutStopSec is 45 s).
+  auto status = (*h)->agent().Signal(SIGTERM, 20s);
+  ASSERT_TRUE(status.has_value()) << "still running 20 s after SIGTERM\n" << Log(**h);
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << *status;
 }
 
 TEST(Bridge, LimitsUnknownSensorsAndQos2AreHandledWithoutTrippingAws) {

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <condition_variable>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <fstream>
@@ -19,6 +20,7 @@
 #include <mutex>
 #include <random>
 #include <set>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -77,6 +79,18 @@ constexpr milliseconds kReconnectMin{1000};
 constexpr milliseconds kReconnectMax{15000};
 constexpr int kRefill = 200;  // outbox rows read per refill
 
+// Benchmark hook: GATEWAY_AGENT_TEST_UNLIMITED_RATE=1 lifts the per-connection
+// publish and byte rates (bridge.publish_rate, bridge.byte_rate), e.g. against
+// a test broker without AWS's limits. Never for AWS IoT: it would trip
+// AWS's per-connection throttling. The in-flight window stays as configured.
+bool TestUnlimitedRate() {
+  static const bool on = [] {
+    const char* v = std::getenv("GATEWAY_AGENT_TEST_UNLIMITED_RATE");
+    return v != nullptr && std::string_view(v) == "1";
+  }();
+  return on;
+}
+
 }  // namespace
 
 std::string CloudTopic(std::string_view topic_template, std::string_view thing,
@@ -130,9 +144,9 @@ struct CloudConnection : Connection {
   tpm::ClientIdentity tls_identity;  // installed on each handshake's SSL
   std::map<int, int64_t> inflight;   // mid -> outbox seq
   std::deque<OutboxMessage> pending;
-  int64_t last_queued = 0;  // highest seq handed to libmosquitto
-  bool drained = false;     // the outbox had nothing more after last_queued
-  std::unique_ptr<TokenBucket> publishes;
+  int64_t last_queued = 0;                 // highest seq handed to libmosquitto
+  bool drained = false;                    // the outbox had nothing more after last_queued
+  std::unique_ptr<TokenBucket> publishes;  // null when lifted (TestUnlimitedRate)
   std::unique_ptr<TokenBucket> bytes;
   std::vector<int64_t> acked;
   bool subscribed = false;
@@ -287,6 +301,11 @@ class Bridge::Loop {
   }
 
   void Run() {
+    if (TestUnlimitedRate()) {
+      log::Warning(
+          "GATEWAY_AGENT_TEST_UNLIMITED_RATE=1: bridge.publish_rate and bridge.byte_rate are "
+          "not applied; for benchmarks against a test broker only, not for AWS IoT");
+    }
     local_ = std::make_unique<Connection>();
     local_->name = "local";
     Status s = CreateLocal();
@@ -338,9 +357,11 @@ class Bridge::Loop {
       double rate = options_.config.bridge.publish_rate;
       double byte_rate = static_cast<double>(options_.config.bridge.byte_rate);
       // A small burst keeps any one-second window under AWS's limit.
-      c->publishes = std::make_unique<TokenBucket>(rate, std::max(1.0, rate / 10));
-      c->bytes = std::make_unique<TokenBucket>(
-          byte_rate, std::max(byte_rate / 10, static_cast<double>(kMaxPayloadBytes)));
+      if (!TestUnlimitedRate()) {
+        c->publishes = std::make_unique<TokenBucket>(rate, std::max(1.0, rate / 10));
+        c->bytes = std::make_unique<TokenBucket>(
+            byte_rate, std::max(byte_rate / 10, static_cast<double>(kMaxPayloadBytes)));
+      }
       // AWS allows one CONNECT per second per client id; enrollment just used one.
       c->next_connect = Clock::now() + std::chrono::milliseconds(1100);
       clouds_[identity.name] = std::move(c);
@@ -745,8 +766,9 @@ class Bridge::Loop {
         for (auto& m : *next) c.pending.push_back(std::move(m));
       }
       OutboxMessage& m = c.pending.front();
-      if (!c.publishes->TryTake(1, now)) return;
-      if (!c.bytes->TryTake(static_cast<double>(m.payload.size()), now)) return;
+      // Both buckets are present or both absent (TestUnlimitedRate).
+      if (c.publishes && !c.publishes->TryTake(1, now)) return;
+      if (c.bytes && !c.bytes->TryTake(static_cast<double>(m.payload.size()), now)) return;
       int mid = 0;
       int rc = mosquitto_publish(c.mosq.get(), &mid, m.topic.c_str(),
                                  static_cast<int>(m.payload.size()), m.payload.data(), 1, false);

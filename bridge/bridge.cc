@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -78,6 +79,9 @@ constexpr milliseconds kReconnectMin{1000};
 // still paces the reconnects.
 constexpr milliseconds kReconnectMax{15000};
 constexpr int kRefill = 200;  // outbox rows read per refill
+// Packets read from one connection per readiness event: a bound on one batch
+// (epoll is level-triggered, so the rest is read in the next iteration).
+constexpr int kMaxReadsPerEvent = 1000;
 
 // Benchmark hook: GATEWAY_AGENT_TEST_UNLIMITED_RATE=1 lifts the per-connection
 // publish and byte rates (bridge.publish_rate, bridge.byte_rate), e.g. against
@@ -135,6 +139,7 @@ struct Connection {
   bool connecting = false;
   Clock::time_point next_connect{};
   int failures = 0;
+  bool write_marked = false;  // in Loop::to_write_
 };
 
 struct CloudConnection : Connection {
@@ -148,8 +153,7 @@ struct CloudConnection : Connection {
   bool drained = false;                    // the outbox had nothing more after last_queued
   std::unique_ptr<TokenBucket> publishes;  // null when lifted (TestUnlimitedRate)
   std::unique_ptr<TokenBucket> bytes;
-  std::vector<int64_t> acked;
-  bool subscribed = false;
+  bool send_marked = false;  // in Loop::to_send_
 };
 
 // The identity whose handshake runs on this thread (see SharedTlsContext).
@@ -312,31 +316,46 @@ class Bridge::Loop {
     if (!s.ok()) log::Error("local broker: " + s.message());
     std::vector<epoll_event> events(256);
     auto last_expire = Clock::now();
+    auto next_tick = Clock::now();
     while (!stopping_) {
+      auto wait = std::chrono::duration_cast<milliseconds>(next_tick - Clock::now()).count();
       int n = epoll_wait(epoll_, events.data(), static_cast<int>(events.size()),
-                         static_cast<int>(kTick.count()));
+                         static_cast<int>(std::clamp<int64_t>(wait, 0, kTick.count())));
       if (n < 0 && errno != EINTR) {
         log::Error(std::string("epoll_wait: ") + std::strerror(errno));
         break;
       }
+      bool woken = false;
       for (int i = 0; i < n; ++i) {
         auto* c = static_cast<Connection*>(events[i].data.ptr);
         if (c == nullptr) {
-          uint64_t v;
-          (void)!read(wake_, &v, sizeof v);
-          RunPosted();
+          woken = true;  // posted work runs after this batch: it may drop connections
           continue;
         }
         if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) Read(*c);
+        if (events[i].events & EPOLLOUT) MarkWrite(*c);
       }
       // Everything read in this iteration is committed in one transaction
       // before any PUBACK goes back to the local broker.
       CommitStaged();
-      Tick();
+      if (woken) {
+        uint64_t v;
+        (void)!read(wake_, &v, sizeof v);
+        RunPosted();
+      }
+      // The time-based part (connects, keepalive, rate-limited sends) runs
+      // once per tick over every connection; in between, only connections
+      // with news (new messages, PUBACKs, readiness) are served.
+      auto now = Clock::now();
+      if (now >= next_tick) {
+        next_tick = now + kTick;
+        Tick(now);
+      }
+      SendMarked();
       FlushAcks();
-      WriteAll();
-      if (Clock::now() - last_expire > std::chrono::seconds(60)) {
-        last_expire = Clock::now();
+      WriteMarked();
+      if (now - last_expire > std::chrono::seconds(60)) {
+        last_expire = now;
         auto expired = outbox_->Expire(NowMs());
         if (expired.ok() && *expired > 0) {
           log::Warning("outbox: dropped " + std::to_string(*expired) +
@@ -406,10 +425,68 @@ class Bridge::Loop {
     c.want_write = false;
   }
 
+  // Reads every packet the socket (and, for TLS, OpenSSL's buffer) holds, up
+  // to kMaxReadsPerEvent: mosquitto_loop_read handles one packet per call
+  // when nothing of ours is in flight (the local connection), so one call
+  // per event would commit one message per transaction. (errno cannot tell
+  // that the socket is empty: libmosquitto's wake-up write to its unused
+  // socket pair leaves EAGAIN behind on every queued packet.)
   void Read(Connection& c) {
     if (!c.mosq) return;
-    int rc = mosquitto_loop_read(c.mosq.get(), 1);
-    if (rc != MOSQ_ERR_SUCCESS) ConnectionLost(c, rc);
+    MarkWrite(c);  // reading may queue PUBACKs, PINGRESPs, ...
+    mosquitto* m = c.mosq.get();
+    for (int i = 0; i < kMaxReadsPerEvent; ++i) {
+      int rc = mosquitto_loop_read(m, 1);
+      if (rc != MOSQ_ERR_SUCCESS) return ConnectionLost(c, rc);
+      auto* ssl = static_cast<SSL*>(mosquitto_ssl_get(m));
+      if (ssl != nullptr && SSL_pending(ssl) > 0) continue;
+      int fd = mosquitto_socket(m);
+      int available = 0;
+      if (fd < 0 || ioctl(fd, FIONREAD, &available) != 0 || available <= 0) return;
+    }
+  }
+
+  void MarkWrite(Connection& c) {
+    if (c.write_marked) return;
+    c.write_marked = true;
+    to_write_.push_back(&c);
+  }
+
+  void MarkSend(CloudConnection& c) {
+    if (c.send_marked) return;
+    c.send_marked = true;
+    to_send_.push_back(&c);
+  }
+
+  void SendMarked() {
+    // SendFromOutbox does not mark for sending; it marks for writing.
+    for (size_t i = 0; i < to_send_.size(); ++i) {
+      CloudConnection* c = to_send_[i];
+      c->send_marked = false;
+      SendFromOutbox(*c);
+    }
+    to_send_.clear();
+  }
+
+  void WriteMarked() {
+    for (size_t i = 0; i < to_write_.size(); ++i) {
+      Connection* c = to_write_[i];
+      c->write_marked = false;
+      if (c == local_.get()) {
+        Write(*c);
+      } else if (!static_cast<CloudConnection*>(c)->handshaking) {
+        Write(*c);
+      }
+    }
+    to_write_.clear();
+  }
+
+  // Before a cloud connection is dropped.
+  void Unmark(CloudConnection& c) {
+    std::erase(to_write_, static_cast<Connection*>(&c));
+    std::erase(to_send_, &c);
+    c.write_marked = false;
+    c.send_marked = false;
   }
 
   void Write(Connection& c) {
@@ -422,10 +499,9 @@ class Bridge::Loop {
   }
 
   void WriteAll() {
-    if (local_) Write(*local_);
-    for (auto& [name, c] : clouds_) {
-      if (!c->handshaking) Write(*c);
-    }
+    if (local_) MarkWrite(*local_);
+    for (auto& [name, c] : clouds_) MarkWrite(*c);
+    WriteMarked();
   }
 
   void ConnectionLost(Connection& c, int rc) {
@@ -579,6 +655,7 @@ class Bridge::Loop {
       CloudConnection& c = *it->second;
       if (c.drained) {
         c.pending.push_back(std::move(m));
+        MarkSend(c);
       }
     }
     staged_.clear();
@@ -720,6 +797,7 @@ class Bridge::Loop {
     std::string filter = CloudTopic(options_.config.bridge.command_filter, c->identity.thing, "");
     mosquitto_subscribe(m, nullptr, filter.c_str(), 1);
     c->drained = false;
+    MarkSend(*c);
   }
 
   void OnCloudPuback(mosquitto* m, int mid) {
@@ -727,8 +805,9 @@ class Bridge::Loop {
     if (c == nullptr) return;
     auto it = c->inflight.find(mid);
     if (it == c->inflight.end()) return;
-    c->acked.push_back(it->second);
+    acked_[c->name].push_back(it->second);
     c->inflight.erase(it);
+    MarkSend(*c);  // the window has room again
   }
 
   void OnCloudMessage(mosquitto* m, const mosquitto_message* msg) {
@@ -779,17 +858,16 @@ class Bridge::Loop {
       c.inflight[mid] = m.seq;
       c.last_queued = m.seq;
       c.pending.pop_front();
+      MarkWrite(c);
     }
   }
 
   // One transaction for every PUBACK received in this loop iteration.
   void FlushAcks() {
-    std::map<std::string, std::vector<int64_t>> acked;
-    for (auto& [name, c] : clouds_) {
-      if (!c->acked.empty()) acked[name].swap(c->acked);
-    }
-    Status s = outbox_->Acknowledge(acked);
+    if (acked_.empty()) return;
+    Status s = outbox_->Acknowledge(acked_);
     if (!s.ok()) log::Error(s.message());
+    acked_.clear();
   }
 
   void DropCloud(const std::string& name) {
@@ -797,6 +875,7 @@ class Bridge::Loop {
     if (it == clouds_.end()) return;
     CloudConnection& c = *it->second;
     Unwatch(c);
+    Unmark(c);
     if (c.handshaking) {
       retired_.push_back(std::move(it->second));
       clouds_.erase(it);
@@ -816,8 +895,7 @@ class Bridge::Loop {
 
   // --- time ---
 
-  void Tick() {
-    auto now = Clock::now();
+  void Tick(Clock::time_point now) {
     if (local_ && local_->mosq) {
       if (!local_->connected && !local_->connecting && now >= local_->next_connect) ConnectLocal();
       if (local_->connecting && now >= local_->next_connect)
@@ -826,6 +904,7 @@ class Bridge::Loop {
         int rc = mosquitto_loop_misc(local_->mosq.get());
         if (rc != MOSQ_ERR_SUCCESS) ConnectionLost(*local_, rc);
       }
+      MarkWrite(*local_);
     } else if (local_ && !local_->mosq && now >= local_->next_connect) {
       Status s = CreateLocal();
       if (!s.ok()) log::Error(s.message());
@@ -849,8 +928,10 @@ class Bridge::Loop {
           ConnectionLost(*c, rc);
           continue;
         }
+        MarkWrite(*c);  // a PINGREQ may be queued
       }
-      SendFromOutbox(*c);
+      // Rate-limited connections, and anything not served on an event.
+      MarkSend(*c);
     }
   }
 
@@ -877,6 +958,8 @@ class Bridge::Loop {
       Status s = outbox_->SetConnected(name, false);
       (void)s;
     }
+    to_write_.clear();
+    to_send_.clear();
     clouds_.clear();
     cloud_by_mosq_.clear();
     if (local_) local_connected_->store(false);
@@ -906,6 +989,11 @@ class Bridge::Loop {
   std::map<std::string, BridgeIdentity> identities_;
   std::vector<OutboxMessage> staged_;
   std::map<std::pair<std::string, std::string>, int64_t> staged_counts_;
+  // PUBACKed outbox seqs per identity, deleted by FlushAcks.
+  std::map<std::string, std::vector<int64_t>> acked_;
+  // Connections with news in this iteration (see MarkSend, MarkWrite).
+  std::vector<CloudConnection*> to_send_;
+  std::vector<Connection*> to_write_;
 };
 
 namespace {

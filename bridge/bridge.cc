@@ -82,6 +82,10 @@ constexpr int kRefill = 200;  // outbox rows read per refill
 // Packets read from one connection per readiness event: a bound on one batch
 // (epoll is level-triggered, so the rest is read in the next iteration).
 constexpr int kMaxReadsPerEvent = 1000;
+// PUBACKed messages are deleted from the outbox in batches of this many (or
+// once per tick), with the iteration's new messages when there are any: a
+// crash before that re-sends them (at least once), it never loses one.
+constexpr size_t kAckBatch = 1024;
 
 // Benchmark hook: GATEWAY_AGENT_TEST_UNLIMITED_RATE=1 lifts the per-connection
 // publish and byte rates (bridge.publish_rate, bridge.byte_rate), e.g. against
@@ -337,7 +341,9 @@ class Bridge::Loop {
       }
       // Everything read in this iteration is committed in one transaction
       // before any PUBACK goes back to the local broker.
-      CommitStaged();
+      auto now = Clock::now();
+      bool tick = now >= next_tick;
+      CommitStaged(/*flush_acks=*/tick);
       if (woken) {
         uint64_t v;
         (void)!read(wake_, &v, sizeof v);
@@ -346,13 +352,11 @@ class Bridge::Loop {
       // The time-based part (connects, keepalive, rate-limited sends) runs
       // once per tick over every connection; in between, only connections
       // with news (new messages, PUBACKs, readiness) are served.
-      auto now = Clock::now();
-      if (now >= next_tick) {
+      if (tick) {
         next_tick = now + kTick;
         Tick(now);
       }
       SendMarked();
-      FlushAcks();
       WriteMarked();
       if (now - last_expire > std::chrono::seconds(60)) {
         last_expire = now;
@@ -629,9 +633,16 @@ class Bridge::Loop {
     staged_.push_back(std::move(m));
   }
 
-  void CommitStaged() {
-    if (staged_.empty() && staged_counts_.empty()) return;
-    Status s = outbox_->Commit(staged_, staged_counts_);
+  void CommitStaged(bool flush_acks) {
+    bool acks_due = !acked_.empty() && (flush_acks || acked_.size() >= kAckBatch);
+    if (staged_.empty() && staged_counts_.empty() && !acks_due) return;
+    static const std::vector<int64_t> kNone;
+    Status s = outbox_->Commit(staged_, staged_counts_, acks_due ? acked_ : kNone);
+    if (!s.ok() && staged_.empty() && staged_counts_.empty()) {
+      log::Error(s.message());  // only deletes: kept, and tried again
+      return;
+    }
+    if (acks_due && s.ok()) acked_.clear();
     if (!s.ok()) {
       // The PUBACKs of these messages are still queued in libmosquitto: drop
       // the connection without writing them, so the broker redelivers.
@@ -805,7 +816,7 @@ class Bridge::Loop {
     if (c == nullptr) return;
     auto it = c->inflight.find(mid);
     if (it == c->inflight.end()) return;
-    acked_[c->name].push_back(it->second);
+    acked_.push_back(it->second);
     c->inflight.erase(it);
     MarkSend(*c);  // the window has room again
   }
@@ -860,14 +871,6 @@ class Bridge::Loop {
       c.pending.pop_front();
       MarkWrite(c);
     }
-  }
-
-  // One transaction for every PUBACK received in this loop iteration.
-  void FlushAcks() {
-    if (acked_.empty()) return;
-    Status s = outbox_->Acknowledge(acked_);
-    if (!s.ok()) log::Error(s.message());
-    acked_.clear();
   }
 
   void DropCloud(const std::string& name) {
@@ -946,8 +949,7 @@ class Bridge::Loop {
 
   void Shutdown() {
     handshakes_.Stop();  // joins: no thread uses a connection after this
-    CommitStaged();
-    FlushAcks();
+    CommitStaged(/*flush_acks=*/true);
     // Let queued PUBACKs to the local broker and DISCONNECTs go out.
     for (auto& [name, c] : clouds_) {
       if (c->mosq && c->connected) mosquitto_disconnect(c->mosq.get());
@@ -989,8 +991,8 @@ class Bridge::Loop {
   std::map<std::string, BridgeIdentity> identities_;
   std::vector<OutboxMessage> staged_;
   std::map<std::pair<std::string, std::string>, int64_t> staged_counts_;
-  // PUBACKed outbox seqs per identity, deleted by FlushAcks.
-  std::map<std::string, std::vector<int64_t>> acked_;
+  // PUBACKed, not yet deleted from the outbox (see kAckBatch).
+  std::vector<int64_t> acked_;
   // Connections with news in this iteration (see MarkSend, MarkWrite).
   std::vector<CloudConnection*> to_send_;
   std::vector<Connection*> to_write_;

@@ -344,6 +344,9 @@ class Bridge::Loop {
       auto now = Clock::now();
       bool tick = now >= next_tick;
       CommitStaged(/*flush_acks=*/tick);
+      // The local PUBACKs go out first: the broker sends the next messages
+      // (it keeps only so many unacknowledged) while we publish these.
+      if (local_ && local_->write_marked) Write(*local_);
       if (woken) {
         uint64_t v;
         (void)!read(wake_, &v, sizeof v);
@@ -600,18 +603,22 @@ class Bridge::Loop {
 
   void OnLocalMessage(const mosquitto_message* msg) {
     std::string_view topic = msg->topic;
-    auto levels = Levels(topic);
-    if (static_cast<int>(levels.size()) <= id_level_ + 1) return;
-    const std::string& sensor = levels[static_cast<size_t>(id_level_)];
-    std::string rest;
-    for (size_t i = static_cast<size_t>(id_level_) + 1; i < levels.size(); ++i) {
-      rest += (rest.empty() ? "" : "/") + levels[i];
+    // <level 0>/.../<sensor at id_level_>/<rest...>, without copying.
+    size_t start = 0;
+    for (int i = 0; i < id_level_; ++i) {
+      size_t slash = topic.find('/', start);
+      if (slash == std::string_view::npos) return;
+      start = slash + 1;
     }
-    if (rest == "cmd" || rest.rfind("cmd/", 0) == 0) return;  // our own command deliveries
+    size_t slash = topic.find('/', start);
+    if (slash == std::string_view::npos) return;  // no level after the sensor id
+    std::string_view sensor = topic.substr(start, slash - start);
+    std::string_view rest = topic.substr(slash + 1);
+    if (rest == "cmd" || rest.starts_with("cmd/")) return;  // our own command deliveries
     auto it = identities_.find(sensor);
     if (it == identities_.end() || it->second.name == "gateway") {
-      ++staged_counts_[{sensor, kDroppedUnknown}];
-      log::Warning("dropped a message from unknown sensor \"" + sensor + "\" on " +
+      ++staged_counts_[{std::string(sensor), kDroppedUnknown}];
+      log::Warning("dropped a message from unknown sensor \"" + std::string(sensor) + "\" on " +
                    std::string(topic) + " (add it with gateway-agent sensor add)");
       return;
     }
@@ -619,14 +626,14 @@ class Bridge::Loop {
         CloudTopic(options_.config.bridge.cloud_topic_template, it->second.thing, rest);
     std::string why = CheckAwsPublishLimits(cloud_topic, static_cast<size_t>(msg->payloadlen));
     if (!why.empty()) {
-      ++staged_counts_[{sensor, kRejectedLimit}];
-      log::Warning("not sent: sensor " + sensor + ", topic " + std::string(topic) + " -> " +
-                       cloud_topic + ": " + why,
-                   {{"IDENTITY", sensor}});
+      ++staged_counts_[{std::string(sensor), kRejectedLimit}];
+      log::Warning("not sent: sensor " + std::string(sensor) + ", topic " + std::string(topic) +
+                       " -> " + cloud_topic + ": " + why,
+                   {{"IDENTITY", std::string(sensor)}});
       return;
     }
     OutboxMessage m;
-    m.identity = sensor;
+    m.identity = it->first;
     m.topic = std::move(cloud_topic);
     m.payload.assign(static_cast<const char*>(msg->payload), static_cast<size_t>(msg->payloadlen));
     m.created_ms = NowMs();
@@ -983,12 +990,12 @@ class Bridge::Loop {
   std::vector<std::function<void()>> posted_;  // guarded by mu_
 
   std::unique_ptr<Connection> local_;
-  std::map<std::string, std::unique_ptr<CloudConnection>> clouds_;
+  std::map<std::string, std::unique_ptr<CloudConnection>, std::less<>> clouds_;
   // Connections dropped while a handshake thread still used them.
   std::vector<std::unique_ptr<CloudConnection>> retired_;
   HandshakePool handshakes_;
   std::map<mosquitto*, CloudConnection*> cloud_by_mosq_;
-  std::map<std::string, BridgeIdentity> identities_;
+  std::map<std::string, BridgeIdentity, std::less<>> identities_;
   std::vector<OutboxMessage> staged_;
   std::map<std::pair<std::string, std::string>, int64_t> staged_counts_;
   // PUBACKed, not yet deleted from the outbox (see kAckBatch).

@@ -435,21 +435,40 @@ class Bridge::Loop {
   // Reads every packet the socket (and, for TLS, OpenSSL's buffer) holds, up
   // to kMaxReadsPerEvent: mosquitto_loop_read handles one packet per call
   // when nothing of ours is in flight (the local connection), so one call
-  // per event would commit one message per transaction. (errno cannot tell
-  // that the socket is empty: libmosquitto's wake-up write to its unused
-  // socket pair leaves EAGAIN behind on every queued packet.)
+  // per event would commit one message per transaction.
+  //
+  // Whether the socket is empty: a cloud connection's loop_read reads until
+  // its read() fails with EAGAIN. On the local connection errno cannot tell
+  // (queueing a PUBACK writes to libmosquitto's unused wake-up socket pair,
+  // which leaves EAGAIN once full), so FIONREAD says how many bytes wait and
+  // the sizes of the PUBLISH packets read count them down; any other packet
+  // asks FIONREAD again.
   void Read(Connection& c) {
     if (!c.mosq) return;
     MarkWrite(c);  // reading may queue PUBACKs, PINGRESPs, ...
     mosquitto* m = c.mosq.get();
+    const bool local = &c == local_.get();
+    auto* ssl = static_cast<SSL*>(mosquitto_ssl_get(m));
+    int64_t waiting = -1;  // local: bytes in the socket not read yet, -1 unknown
     for (int i = 0; i < kMaxReadsPerEvent; ++i) {
+      const uint64_t before = local_bytes_read_;
+      errno = 0;
       int rc = mosquitto_loop_read(m, 1);
       if (rc != MOSQ_ERR_SUCCESS) return ConnectionLost(c, rc);
-      auto* ssl = static_cast<SSL*>(mosquitto_ssl_get(m));
       if (ssl != nullptr && SSL_pending(ssl) > 0) continue;
+      if (!local) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      } else {
+        auto got = static_cast<int64_t>(local_bytes_read_ - before);
+        if (got > 0 && got < waiting) {
+          waiting -= got;
+          continue;
+        }
+      }
       int fd = mosquitto_socket(m);
       int available = 0;
       if (fd < 0 || ioctl(fd, FIONREAD, &available) != 0 || available <= 0) return;
+      waiting = available;
     }
   }
 
@@ -603,6 +622,12 @@ class Bridge::Loop {
 
   void OnLocalMessage(const mosquitto_message* msg) {
     std::string_view topic = msg->topic;
+    // The PUBLISH packet's size on the wire (MQTT 3.1.1), for Read.
+    size_t remaining =
+        2 + topic.size() + (msg->qos > 0 ? 2 : 0) + static_cast<size_t>(msg->payloadlen);
+    size_t length_bytes = 1;
+    for (size_t r = remaining; r >= 128; r >>= 7) ++length_bytes;
+    local_bytes_read_ += 1 + length_bytes + remaining;
     // <level 0>/.../<sensor at id_level_>/<rest...>, without copying.
     size_t start = 0;
     for (int i = 0; i < id_level_; ++i) {
@@ -1003,6 +1028,7 @@ class Bridge::Loop {
   // Connections with news in this iteration (see MarkSend, MarkWrite).
   std::vector<CloudConnection*> to_send_;
   std::vector<Connection*> to_write_;
+  uint64_t local_bytes_read_ = 0;  // PUBLISH bytes read from the local broker (see Read)
 };
 
 namespace {

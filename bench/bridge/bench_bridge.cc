@@ -645,8 +645,9 @@ void ScaleAndStorm(const Args& a) {
         ids, storm, a.outage, Seconds(Clock::now() - down), curve.c_str());
     auto v = h.sim().Http("GET", "/_sim/violations");
     std::printf("  sim violations after the storm: %s\n", v.body.substr(0, 300).c_str());
+    std::this_thread::sleep_for(3s);  // settle, as before figure 3
     double rss = StatusKiB(agent, "VmRSS") / 1024.0;
-    std::printf("  rss after storm %d: %.1f MiB\n", storm_no, rss);
+    std::printf("  rss after storm %d (3 s after): %.1f MiB\n", storm_no, rss);
     std::fflush(stdout);
   }
 }

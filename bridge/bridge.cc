@@ -2,6 +2,8 @@
 
 #include <malloc.h>
 #include <mosquitto.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/ssl.h>
 #include <poll.h>
 #include <sys/epoll.h>
@@ -521,9 +523,18 @@ class Bridge::Loop {
   }
 
   void Write(Connection& c) {
-    if (!c.mosq || mosquitto_socket(c.mosq.get()) < 0) return;
+    int fd = c.mosq ? mosquitto_socket(c.mosq.get()) : -1;
+    if (fd < 0) return;
     if (mosquitto_want_write(c.mosq.get())) {
+      // libmosquitto writes each queued packet (a batch of PUBACKs) with its
+      // own write(): corked, they leave as one segment.
+      int on = 1, off = 0;
+      bool corked =
+          &c == local_.get() && setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on) == 0;
       int rc = mosquitto_loop_write(c.mosq.get(), 1);
+      if (corked && mosquitto_socket(c.mosq.get()) == fd) {
+        setsockopt(fd, IPPROTO_TCP, TCP_CORK, &off, sizeof off);
+      }
       if (rc != MOSQ_ERR_SUCCESS) return ConnectionLost(c, rc);
     }
     Watch(c);

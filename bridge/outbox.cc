@@ -2,6 +2,9 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <string_view>
+
 #include "gateway_agent/sqlite.h"
 
 namespace ga::bridge {
@@ -118,7 +121,8 @@ constexpr const char* kInsertSql =
 constexpr const char* kNextSql =
     "SELECT seq, topic, payload, created_ms FROM messages WHERE identity = ?1 AND seq > ?2 "
     "ORDER BY seq LIMIT ?3";
-constexpr const char* kDeleteSql = "DELETE FROM messages WHERE seq = ?1 RETURNING LENGTH(payload)";
+constexpr const char* kDeleteSql =
+    "DELETE FROM messages WHERE seq BETWEEN ?1 AND ?2 RETURNING identity, LENGTH(payload)";
 
 Status Outbox::Count(const std::string& identity, const char* name, int64_t n) {
   if (n == 0) return Status::Ok();
@@ -155,11 +159,16 @@ Status Outbox::DropOldestUntil(uint64_t bytes_needed) {
 }
 
 Status Outbox::Commit(std::vector<OutboxMessage>& messages,
-                      const std::map<std::pair<std::string, std::string>, int64_t>& counts) {
-  if (messages.empty() && counts.empty()) return Status::Ok();
+                      const std::map<std::pair<std::string, std::string>, int64_t>& counts,
+                      const std::vector<int64_t>& acked) {
+  if (messages.empty() && counts.empty() && acked.empty()) return Status::Ok();
   const int64_t saved_total = total_bytes_;
   Transaction tx(db_);
   if (!tx.begun()) return SqliteError(db_, "begin");
+  // Acknowledged messages go first: their room counts for the size bound.
+  int64_t acked_bytes = 0;
+  if (Status s = DeleteAcked(acked, &acked_bytes); !s.ok()) return s;
+  total_bytes_ -= acked_bytes;
   uint64_t incoming = 0;
   for (const auto& m : messages) incoming += m.payload.size();
   std::map<std::string, int64_t> rejected;
@@ -242,30 +251,46 @@ Result<std::vector<OutboxMessage>> Outbox::Next(const std::string& identity, int
   return out;
 }
 
-Status Outbox::Acknowledge(const std::map<std::string, std::vector<int64_t>>& seqs_by_identity) {
-  if (seqs_by_identity.empty()) return Status::Ok();
-  Transaction tx(db_);
-  if (!tx.begun()) return SqliteError(db_, "begin");
-  int64_t bytes = 0;
-  for (const auto& [identity, seqs] : seqs_by_identity) {
-    int64_t removed = 0;
-    for (int64_t seq : seqs) {
-      GA_ASSIGN_OR_RETURN(sqlite3_stmt * s, Cached(kDeleteSql));
-      sqlite3_bind_int64(s, 1, seq);
-      int rc = sqlite3_step(s);
-      if (rc == SQLITE_ROW) {
-        ++removed;
-        bytes += sqlite3_column_int64(s, 0);
-        rc = sqlite3_step(s);
-      }
-      sqlite3_reset(s);
-      if (rc != SQLITE_DONE) return SqliteError(db_, "acknowledge");
+Status Outbox::DeleteAcked(const std::vector<int64_t>& seqs, int64_t* bytes) {
+  if (seqs.empty()) return Status::Ok();
+  // One DELETE per run of consecutive seqs: every seq of a run is
+  // acknowledged, so a range never takes a message still unacknowledged.
+  // Runs are long: seqs are handed out in order, PUBACKs come in order per
+  // connection, and a batch holds the acks of every connection.
+  std::vector<int64_t> sorted(seqs);
+  std::sort(sorted.begin(), sorted.end());
+  sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
+  GA_ASSIGN_OR_RETURN(sqlite3_stmt * s, Cached(kDeleteSql));
+  std::map<std::string, int64_t, std::less<>> sent;
+  for (size_t i = 0; i < sorted.size();) {
+    size_t j = i + 1;
+    while (j < sorted.size() && sorted[j] == sorted[j - 1] + 1) ++j;
+    sqlite3_reset(s);
+    sqlite3_bind_int64(s, 1, sorted[i]);
+    sqlite3_bind_int64(s, 2, sorted[j - 1]);
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+      const auto* id = reinterpret_cast<const char*>(sqlite3_column_text(s, 0));
+      std::string_view identity = id ? std::string_view(id) : std::string_view();
+      auto it = sent.find(identity);
+      if (it == sent.end()) it = sent.emplace(std::string(identity), 0).first;
+      ++it->second;
+      *bytes += sqlite3_column_int64(s, 1);
     }
-    GA_RETURN_IF_ERROR(Count(identity, kSent, removed));
+    if (rc != SQLITE_DONE) {
+      sqlite3_reset(s);
+      return SqliteError(db_, "acknowledge");
+    }
+    i = j;
   }
-  GA_RETURN_IF_ERROR(tx.Commit());
-  total_bytes_ -= bytes;
+  sqlite3_reset(s);
+  for (const auto& [identity, n] : sent) GA_RETURN_IF_ERROR(Count(identity, kSent, n));
   return Status::Ok();
+}
+
+Status Outbox::Acknowledge(const std::vector<int64_t>& seqs) {
+  std::vector<OutboxMessage> none;
+  return Commit(none, {}, seqs);
 }
 
 Result<int64_t> Outbox::Expire(int64_t now_ms) {

@@ -31,7 +31,7 @@ TEST(Outbox, KeepsOrderPerIdentityAndDeletesOnAcknowledge) {
   EXPECT_EQ((*a)[2].payload, "3");
   auto after = (*box)->Next("a", (*a)[0].seq, 10);
   ASSERT_EQ(after->size(), 2u);
-  ASSERT_TRUE((*box)->Acknowledge("a", {(*a)[0].seq, (*a)[1].seq}).ok());
+  ASSERT_TRUE((*box)->Acknowledge({(*a)[0].seq, (*a)[1].seq}).ok());
   EXPECT_EQ((*box)->Next("a", 0, 10)->size(), 1u);
   EXPECT_EQ((*box)->total_bytes(), 2);  // "3" and "x"
 
@@ -101,6 +101,31 @@ TEST(Outbox, ExpiresByAgeAndCounts) {
   EXPECT_EQ((*stats)["a"].counters[kDroppedAge], 1);
   EXPECT_EQ((*stats)["a"].counters[kRejectedLimit], 2);
   EXPECT_EQ((*stats)["a"].messages, 1);
+}
+
+// Acknowledged seqs are deleted by runs: a message between two acknowledged
+// ones that is not acknowledged itself stays, and so does a gone seq's room.
+TEST(Outbox, AcknowledgesWithNewMessagesInOneCommitAndKeepsTheUnacknowledged) {
+  testing::TempDir dir;
+  auto box = Outbox::Open(dir / "outbox.db", {});
+  std::vector<OutboxMessage> batch = {Msg("a", "a1"), Msg("b", "b1"), Msg("a", "a2"),
+                                      Msg("b", "b2"), Msg("a", "a3")};
+  ASSERT_TRUE((*box)->Commit(batch, {}).ok());
+  std::vector<OutboxMessage> more = {Msg("c", "c1")};
+  // b2 is still in flight; a3 twice and a seq that never existed change nothing.
+  std::vector<int64_t> acked = {batch[4].seq, batch[0].seq, batch[1].seq,
+                                batch[2].seq, batch[4].seq, batch[4].seq + 100};
+  ASSERT_TRUE((*box)->Commit(more, {}, acked).ok());
+  EXPECT_EQ((*box)->Next("a", 0, 10)->size(), 0u);
+  auto b = (*box)->Next("b", 0, 10);
+  ASSERT_EQ(b->size(), 1u);
+  EXPECT_EQ((*b)[0].payload, "b2");
+  EXPECT_EQ((*box)->Next("c", 0, 10)->size(), 1u);
+  EXPECT_EQ((*box)->total_bytes(), 4);  // "b2" and "c1"
+  auto stats = ReadOutboxStats(dir / "outbox.db");
+  EXPECT_EQ((*stats)["a"].counters[kSent], 3);
+  EXPECT_EQ((*stats)["b"].counters[kSent], 1);
+  EXPECT_EQ((*stats)["b"].messages, 1);
 }
 
 TEST(AwsLimits, TopicAndPayloadChecks) {

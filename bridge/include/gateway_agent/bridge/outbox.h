@@ -70,19 +70,20 @@ class Outbox {
   Outbox(const Outbox&) = delete;
   Outbox& operator=(const Outbox&) = delete;
 
-  // Appends `messages` (seq is assigned) and counts under `counts` in one
-  // committed transaction. Applies the size bound first.
+  // Deletes the messages with seq in `acked` (the cloud acknowledged them;
+  // counted as sent), then appends `messages` (seq is assigned) and counts
+  // under `counts`, in one committed transaction. Applies the size bound to
+  // the new messages. On failure nothing is changed.
   Status Commit(std::vector<OutboxMessage>& messages,
-                const std::map<std::pair<std::string, std::string>, int64_t>& counts);
+                const std::map<std::pair<std::string, std::string>, int64_t>& counts,
+                const std::vector<int64_t>& acked = {});
 
   // Up to `limit` messages of `identity` with seq > after, in order.
   Result<std::vector<OutboxMessage>> Next(const std::string& identity, int64_t after, int limit);
 
-  // Deletes acknowledged messages and counts them as sent, in one transaction.
-  Status Acknowledge(const std::map<std::string, std::vector<int64_t>>& seqs_by_identity);
-  Status Acknowledge(const std::string& identity, const std::vector<int64_t>& seqs) {
-    return Acknowledge({{identity, seqs}});
-  }
+  // Deletes acknowledged messages (by seq) and counts them as sent, in one
+  // transaction. A seq no longer there (dropped meanwhile) is skipped.
+  Status Acknowledge(const std::vector<int64_t>& seqs);
 
   // Drops messages older than the age bound; returns how many.
   Result<int64_t> Expire(int64_t now_ms);
@@ -102,6 +103,8 @@ class Outbox {
   Result<sqlite3_stmt*> Cached(const char* sql);
   Status Count(const std::string& identity, const char* name, int64_t n);
   Status DropOldestUntil(uint64_t bytes_needed);
+  // Within a transaction; adds the bytes freed to *bytes.
+  Status DeleteAcked(const std::vector<int64_t>& seqs, int64_t* bytes);
 
   sqlite3* db_;
   std::map<const char*, sqlite::Stmt> cache_;

@@ -640,7 +640,7 @@ class Bridge::Loop {
       errno = 0;
       int rc = mosquitto_loop_read(m, 1);
       if (rc != MOSQ_ERR_SUCCESS) return ConnectionLost(c, rc);
-      if (ssl != nullptr && SSL_pending(ssl) > 0) continue;
+      if (ssl != nullptr && SSL_has_pending(ssl)) continue;
       if (!local) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) return;
       } else {
@@ -916,6 +916,10 @@ class Bridge::Loop {
       tls.verify_host = cfg.aws.endpoint;
       if (cfg.aws.alpn) tls.alpn = {"x-amzn-mqtt-ca"};
       GA_ASSIGN_OR_RETURN(shared_tls_, tpm::MakeClientTlsContext(tls));
+      // One read() takes every TLS record waiting (PUBACKs arrive in runs),
+      // not a header and then a body per record; Read() drains what is
+      // buffered (SSL_has_pending) before it waits for the socket again.
+      SSL_CTX_set_read_ahead(shared_tls_.get(), 1);
       SSL_CTX_set_cert_cb(
           shared_tls_.get(),
           [](SSL* ssl, void*) -> int {

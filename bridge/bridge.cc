@@ -86,6 +86,8 @@ constexpr milliseconds kReconnectMin{1000};
 // Short enough that a fleet is back soon after an outage; aws.connect_rate
 // still paces the reconnects.
 constexpr milliseconds kReconnectMax{15000};
+// AWS IoT allows one CONNECT per second per client id.
+constexpr milliseconds kPerClientId{1100};
 constexpr int kRefill = 200;  // outbox rows read per refill
 // Packets read from one connection per readiness event: a bound on one batch
 // (epoll is level-triggered, so the rest is read in the next iteration).
@@ -154,6 +156,7 @@ struct Connection {
   bool connected = false;
   bool connecting = false;
   Clock::time_point next_connect{};
+  Clock::time_point last_attempt{};
   int failures = 0;
   bool write_marked = false;  // in Loop::to_write_
 };
@@ -490,7 +493,7 @@ class Bridge::Loop {
             byte_rate, std::max(byte_rate / 10, static_cast<double>(kMaxPayloadBytes)));
       }
       // AWS allows one CONNECT per second per client id; enrollment just used one.
-      c->next_connect = Clock::now() + std::chrono::milliseconds(1100);
+      c->next_connect = Clock::now() + kPerClientId;
       CloudConnection& carrier = *c;
       clouds_[identity.name] = std::move(c);
       for (auto& [name, rider] : clouds_) {
@@ -975,6 +978,7 @@ class Bridge::Loop {
         static_cast<int>(std::chrono::duration_cast<std::chrono::seconds>(aws.keepalive).count());
     c.connecting = true;
     c.handshaking = true;
+    c.last_attempt = Clock::now();
     ++handshakes_running_;
     c.next_connect = Clock::now() + std::chrono::seconds(60);
     Unwatch(c);
@@ -1041,10 +1045,12 @@ class Bridge::Loop {
       mosquitto_disconnect(m);
       return;
     }
+    bool was_failing = c->failures > 0;
     c->failures = 0;
     SetConnected(*c, true);
     log::Info("cloud connection " + c->name + " up as " + c->identity.thing,
               {{"IDENTITY", c->name}, {"THING", c->identity.thing}});
+    if (was_failing) CloudIsBack();
     std::vector<CloudConnection*> who = {c};
     who.insert(who.end(), c->riders.begin(), c->riders.end());
     SubscribeCommands(*c, who);
@@ -1053,6 +1059,17 @@ class Bridge::Loop {
     }
     c->stale_filters.clear();
     MarkSend(*c);
+  }
+
+  // A connection that had failed is up again: the endpoint is reachable, so
+  // the others waiting out their backoff try now, one CONNECT per second per
+  // client id at most and paced by aws.connect_rate (Tick).
+  void CloudIsBack() {
+    auto now = Clock::now();
+    for (auto& [name, c] : clouds_) {
+      if (!c->identity.via.empty() || c->connected || c->connecting || c->failures == 0) continue;
+      c->next_connect = std::min(c->next_connect, std::max(now, c->last_attempt + kPerClientId));
+    }
   }
 
   void OnCloudPuback(mosquitto* m, int mid) {

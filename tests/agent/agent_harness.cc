@@ -19,7 +19,9 @@ Result<std::unique_ptr<AgentHarness>> AgentHarness::Start(const HarnessOptions& 
   so.extra_args.insert(so.extra_args.end(), {"--publish-log-size", "200000"});
   GA_ASSIGN_OR_RETURN(h->sim_, IotSim::Start(so));
   if (options.local_broker) {
-    GA_ASSIGN_OR_RETURN(h->broker_, Mosquitto::Start());
+    MosquittoOptions mo;
+    if (options.local_unix_socket) mo.extra_config = "listener 0 " + h->LocalSocket().string();
+    GA_ASSIGN_OR_RETURN(h->broker_, Mosquitto::Start(mo));
   }
 
   auto init = RunCommand({GA_AGENT_BINARY, "ca", "init", "--backend", "file", "--subject",
@@ -53,7 +55,9 @@ Result<std::unique_ptr<AgentHarness>> AgentHarness::Start(const HarnessOptions& 
       << "backoff_max = \"" << options.backoff_max << "\"\n"
       << "concurrency = 8\n"
       << options.extra_config << "\n";
-  if (h->broker_) {
+  if (h->broker_ && options.local_unix_socket) {
+    out << "[local]\nunix_socket = \"" << h->LocalSocket().string() << "\"\n";
+  } else if (h->broker_) {
     out << "[local]\nhost = \"127.0.0.1\"\nport = " << h->broker_->port() << "\n";
   } else {
     out << "[local]\nhost = \"127.0.0.1\"\nport = " << FreePort() << "\n";

@@ -27,6 +27,9 @@ struct HarnessOptions {
   std::string extra_config;  // appended to agent.toml
   std::vector<std::string> sim_args;
   bool local_broker = true;  // a real mosquitto as the gateway's local broker
+  // The agent reaches the local broker through a unix socket listener
+  // ([local] unix_socket) instead of TCP on loopback.
+  bool local_unix_socket = false;
 };
 
 class AgentHarness {
@@ -56,6 +59,7 @@ class AgentHarness {
   std::filesystem::path ca_dir() const { return dir_ / "ca"; }
   const std::string& ca_id() const { return ca_id_; }
   std::filesystem::path dir() const { return dir_.path(); }
+  std::filesystem::path LocalSocket() const { return dir_ / "local.sock"; }
   int identities() const { return options_.sensors + 1; }
 
  private:

@@ -381,6 +381,7 @@ TEST(Bridge, StopDoesNotWaitForAConnectToAnEndpointThatDropsPackets) {
 TEST(Bridge, LimitsUnknownSensorsAndQos2AreHandledWithoutTrippingAws) {
   HarnessOptions o;
   o.sensors = 1;
+  o.local_unix_socket = true;  // [local] unix_socket
   auto h = AgentHarness::Start(o);
   ASSERT_TRUE(h.ok()) << h.status().ToString();
   ASSERT_TRUE((*h)->StartAgent().ok());

@@ -267,6 +267,19 @@ int ConnectInterruptSignal() {
   return sig;
 }
 
+void MaskConnectInterrupt(int how) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, ConnectInterruptSignal());
+  pthread_sigmask(how, &set, nullptr);
+}
+void BlockConnectInterrupt() {
+  MaskConnectInterrupt(SIG_BLOCK);
+}
+void UnblockConnectInterrupt() {
+  MaskConnectInterrupt(SIG_UNBLOCK);
+}
+
 class HandshakePool {
  public:
   explicit HandshakePool(int threads = 4) : threads_(threads) { ConnectInterruptSignal(); }
@@ -280,12 +293,17 @@ class HandshakePool {
       if (stopping_) return MOSQ_ERR_CONN_LOST;
       connecting_.insert(pthread_self());
     }
+    // The certificate callback of this thread's previous handshake blocked it.
+    UnblockConnectInterrupt();
     int rc = connect();
     int saved = errno;
     {
       std::lock_guard lock(connecting_mu_);
       connecting_.erase(pthread_self());
     }
+    // Blocked if this handshake already reached the certificate callback: no
+    // signal is sent from here on, and one still pending is harmless now.
+    UnblockConnectInterrupt();
     errno = saved;
     return rc;
   }
@@ -643,7 +661,7 @@ class Bridge::Loop {
       errno = 0;
       int rc = mosquitto_loop_read(m, 1);
       if (rc != MOSQ_ERR_SUCCESS) return ConnectionLost(c, rc);
-      if (ssl != nullptr && SSL_has_pending(ssl)) continue;
+      if (ssl != nullptr && SSL_pending(ssl) > 0) continue;
       if (!local) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) return;
       } else {
@@ -753,7 +771,10 @@ class Bridge::Loop {
     Status s = outbox_->SetConnected(c.name, up);
     if (!s.ok()) log::Error(s.message());
     auto& cloud = static_cast<CloudConnection&>(c);
-    if (up) cloud.drained = false;
+    // Offline, new messages stay in the outbox only (not also in memory);
+    // the next connection reads them back after last_queued.
+    cloud.drained = false;
+    cloud.pending.clear();
     for (CloudConnection* rider : cloud.riders) SetConnected(*rider, up);
   }
 
@@ -790,6 +811,7 @@ class Bridge::Loop {
 
   void ConnectLocal() {
     const LocalConfig& lc = options_.config.local;
+    Unwatch(*local_);  // a timed-out attempt's socket
     local_->connecting = true;
     local_->next_connect = Clock::now() + std::chrono::seconds(10);
     int rc;
@@ -919,14 +941,13 @@ class Bridge::Loop {
       tls.verify_host = cfg.aws.endpoint;
       if (cfg.aws.alpn) tls.alpn = {"x-amzn-mqtt-ca"};
       GA_ASSIGN_OR_RETURN(shared_tls_, tpm::MakeClientTlsContext(tls));
-      // One read() takes every TLS record waiting (PUBACKs arrive in runs),
-      // not a header and then a body per record; Read() drains what is
-      // buffered (SSL_has_pending) before it waits for the socket again.
-      SSL_CTX_set_read_ahead(shared_tls_.get(), 1);
       SSL_CTX_set_cert_cb(
           shared_tls_.get(),
           [](SSL* ssl, void*) -> int {
             if (handshake_identity == nullptr) return 1;  // no certificate to offer
+            // The TCP connect is over and the TPM signs next: a TPM command
+            // must never be interrupted (see InterruptibleConnect).
+            BlockConnectInterrupt();
             Status s = tpm::UseClientIdentity(ssl, *handshake_identity);
             if (!s.ok()) log::Error("TLS client certificate: " + s.message());
             return s.ok() ? 1 : 0;
@@ -978,7 +999,6 @@ class Bridge::Loop {
         static_cast<int>(std::chrono::duration_cast<std::chrono::seconds>(aws.keepalive).count());
     c.connecting = true;
     c.handshaking = true;
-    c.last_attempt = Clock::now();
     ++handshakes_running_;
     c.next_connect = Clock::now() + std::chrono::seconds(60);
     Unwatch(c);
@@ -1025,6 +1045,7 @@ class Bridge::Loop {
       return ConnectionLost(c, rc);
     }
     // CONNECT is queued; the CONNACK arrives through loop_read.
+    c.last_attempt = Clock::now();
     c.next_connect = Clock::now() + std::chrono::seconds(30);
     Watch(c);
   }
@@ -1103,6 +1124,7 @@ class Bridge::Loop {
       std::string local_topic = prefix_ + target->name + "/cmd/" + topic.substr(base.size());
       int rc = mosquitto_publish(local_->mosq.get(), nullptr, local_topic.c_str(), msg->payloadlen,
                                  msg->payload, 1, false);
+      MarkWrite(*local_);
       if (rc != MOSQ_ERR_SUCCESS) {
         log::Warning("command for " + target->name +
                      " not delivered locally: " + mosquitto_strerror(rc));
@@ -1241,15 +1263,10 @@ class Bridge::Loop {
       Status s = CreateLocal();
       if (!s.ok()) log::Error(s.message());
     }
-    int connects_this_tick = 0;
-    // The account-wide connect rate, per tick.
-    int max_connects =
-        std::max(1, static_cast<int>(options_.config.aws.connect_rate * kTick.count() / 1000.0));
     for (auto& [name, c] : clouds_) {
       if (c->handshaking || !c->identity.via.empty()) continue;  // carried: sent by its carrier
-      if (!c->connected && !c->connecting && now >= c->next_connect &&
-          connects_this_tick < max_connects) {
-        ++connects_this_tick;
+      // The account-wide connect rate (aws.connect_rate).
+      if (!c->connected && !c->connecting && now >= c->next_connect && connects_.TryTake(1, now)) {
         ConnectCloud(*c);
       } else if (c->connecting && now >= c->next_connect) {
         ConnectionLost(*c, MOSQ_ERR_CONN_LOST);
@@ -1316,6 +1333,9 @@ class Bridge::Loop {
   // Connections dropped while a handshake thread still used them.
   std::vector<std::unique_ptr<CloudConnection>> retired_;
   HandshakePool handshakes_;
+  // aws.connect_rate, with a burst of a tenth of a second's worth.
+  TokenBucket connects_{options_.config.aws.connect_rate,
+                        std::max(1.0, options_.config.aws.connect_rate / 10)};
   std::map<mosquitto*, CloudConnection*> cloud_by_mosq_;
   std::map<std::string, BridgeIdentity, std::less<>> identities_;
   std::vector<OutboxMessage> staged_;

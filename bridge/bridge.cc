@@ -504,9 +504,12 @@ class Bridge::Loop {
       c->identity = identity;
       double rate = options_.config.bridge.publish_rate;
       double byte_rate = static_cast<double>(options_.config.bridge.byte_rate);
-      // A small burst keeps any one-second window under AWS's limit.
+      // Publishes: burst + refill per second = publish_rate, so no one-second
+      // window exceeds it. Bytes: the burst holds the largest message (128
+      // KiB), so a window may exceed byte_rate by up to one such message.
       if (!TestUnlimitedRate()) {
-        c->publishes = std::make_unique<TokenBucket>(rate, std::max(1.0, rate / 10));
+        double burst = std::max(1.0, rate / 10);
+        c->publishes = std::make_unique<TokenBucket>(std::max(rate - burst, rate / 2), burst);
         c->bytes = std::make_unique<TokenBucket>(
             byte_rate, std::max(byte_rate / 10, static_cast<double>(kMaxPayloadBytes)));
       }

@@ -195,7 +195,10 @@ Status Outbox::Commit(std::vector<OutboxMessage>& messages,
     }
   }
   auto insert = Cached(kInsertSql);
-  if (!insert.ok()) return insert.status();
+  if (!insert.ok()) {
+    total_bytes_ = saved_total;
+    return insert.status();
+  }
   for (auto& m : messages) {
     sqlite3_stmt* s = *insert;
     sqlite3_reset(s);

@@ -1180,9 +1180,12 @@ class Bridge::Loop {
       for (auto& m : *next) sender.pending.push_back(std::move(m));
     }
     OutboxMessage& m = sender.pending.front();
-    // Both buckets are present or both absent (TestUnlimitedRate).
+    // Both buckets are present or both absent (TestUnlimitedRate); a
+    // publish token is only spent when the bytes are there too.
+    const auto bytes = static_cast<double>(m.payload.size());
+    if (via.bytes && via.bytes->TimeUntil(bytes, now).count() > 0) return false;
     if (via.publishes && !via.publishes->TryTake(1, now)) return false;
-    if (via.bytes && !via.bytes->TryTake(static_cast<double>(m.payload.size()), now)) return false;
+    if (via.bytes && !via.bytes->TryTake(bytes, now)) return false;
     int mid = 0;
     int rc = mosquitto_publish(via.mosq.get(), &mid, m.topic.c_str(),
                                static_cast<int>(m.payload.size()), m.payload.data(), 1, false);

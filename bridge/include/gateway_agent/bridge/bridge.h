@@ -12,7 +12,7 @@
 // threaded, so libmosquitto only queues the PUBACK until our loop_write),
 // then published at QoS 1, in order, on the sensor's own cloud connection to
 // the topic from bridge.cloud_topic_template; deleted on the cloud's PUBACK.
-// A message is never published under another identity.
+// A message is never published under another sensor's identity.
 //
 // Shared mode: a sensor whose BridgeIdentity names a carrier in `via` (the
 // gateway) has no connection of its own; its messages, still to its own

@@ -4,7 +4,6 @@
 #include <mosquitto.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -189,22 +188,19 @@ struct CloudConnection : Connection {
 // True when the first certificate in `chain_file` has OU=gateway in its
 // subject (the JITR Lambda then gave it the gateway policy).
 bool HasGatewayOu(const std::filesystem::path& chain_file) {
-  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_file(chain_file.c_str(), "r"), BIO_free);
-  if (!bio) return false;
-  std::unique_ptr<X509, decltype(&X509_free)> cert(
-      PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr), X509_free);
-  bool found = false;
-  if (cert) {
-    const X509_NAME* subject = X509_get_subject_name(cert.get());
-    for (int i = -1;
-         (i = X509_NAME_get_index_by_NID(subject, NID_organizationalUnitName, i)) >= 0;) {
-      const ASN1_STRING* value = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, i));
-      found = found || (ASN1_STRING_length(value) == 7 &&
-                        std::memcmp(ASN1_STRING_get0_data(value), "gateway", 7) == 0);
+  BioPtr bio(BIO_new_file(chain_file.c_str(), "r"));
+  X509Ptr cert(bio ? PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr) : nullptr);
+  ClearOpenSslErrors();
+  if (!cert) return false;
+  const X509_NAME* subject = X509_get_subject_name(cert.get());
+  for (int i = -1; (i = X509_NAME_get_index_by_NID(subject, NID_organizationalUnitName, i)) >= 0;) {
+    const ASN1_STRING* value = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, i));
+    if (ASN1_STRING_length(value) == 7 &&
+        std::memcmp(ASN1_STRING_get0_data(value), "gateway", 7) == 0) {
+      return true;
     }
   }
-  ERR_clear_error();
-  return found;
+  return false;
 }
 
 // AWS IoT takes at most 8 filters per SUBSCRIBE.

@@ -366,6 +366,17 @@ void WaitAgentCloud(AgentHarness& h, int identities, std::chrono::seconds timeou
 
 // ---- 1 and 2 ----
 
+// Latency at 1,000 msg/s through `pub`, as `sub` (on the TLS mosquitto) sees it.
+void SubscriberLatency(Client& pub, Client& sub, const Args& a, const char* path) {
+  sub.RecordLatency(true);
+  int n = PacedPublish(pub, 1000, a.latency_seconds, a.sensors);
+  WaitFor([&] { return static_cast<int>(sub.latencies_us().size()) >= n; }, 60s);
+  auto p = Pct(sub.latencies_us());
+  std::printf("latency at 1000 msg/s (%s, %zu msgs): p50 %.2f ms, p99 %.2f ms, max %.2f ms\n", path,
+              p.count, p.p50, p.p99, p.max);
+  sub.RecordLatency(false);
+}
+
 void ThroughputAndLatency(const Args& a) {
   std::printf("== 1/2: %d sensors, %d messages of %zu bytes at QoS 1 ==\n", a.sensors, a.messages,
               a.payload);
@@ -465,17 +476,7 @@ void ThroughputAndLatency(const Args& a) {
         agent_mq.rate, agent_mq.seconds, agent_mq.cpu_bridge, agent_mq.cpu_local,
         agent_mq.cpu_cloud);
     std::fflush(stdout);
-    if (a.only.count(2)) {
-      sub.RecordLatency(true);
-      int n = PacedPublish(pub, 1000, a.latency_seconds, a.sensors);
-      WaitFor([&] { return static_cast<int>(sub.latencies_us().size()) >= n; }, 60s);
-      auto p = Pct(sub.latencies_us());
-      std::printf(
-          "latency at 1000 msg/s (agent -> TLS mosquitto, %zu msgs): p50 %.2f ms, p99 %.2f ms, max "
-          "%.2f ms\n",
-          p.count, p.p50, p.p99, p.max);
-      sub.RecordLatency(false);
-    }
+    if (a.only.count(2)) SubscriberLatency(pub, sub, a, "agent -> TLS mosquitto");
   }
   h.agent().Signal(SIGTERM, 20s);
 
@@ -513,17 +514,7 @@ void ThroughputAndLatency(const Args& a) {
         "mosquitto bridge -> TLS mosquitto: %8.0f msg/s (%.2f s), bridging broker CPU %.2f s, "
         "cloud %.2f s\n",
         bridge_run.rate, bridge_run.seconds, bridge_run.cpu_bridge, bridge_run.cpu_cloud);
-    if (a.only.count(2)) {
-      sub.RecordLatency(true);
-      int n = PacedPublish(pub, 1000, a.latency_seconds, a.sensors);
-      WaitFor([&] { return static_cast<int>(sub.latencies_us().size()) >= n; }, 60s);
-      auto p = Pct(sub.latencies_us());
-      std::printf(
-          "latency at 1000 msg/s (mosquitto bridge -> TLS mosquitto, %zu msgs): p50 %.2f ms, p99 "
-          "%.2f ms, max %.2f ms\n",
-          p.count, p.p50, p.p99, p.max);
-      sub.RecordLatency(false);
-    }
+    if (a.only.count(2)) SubscriberLatency(pub, sub, a, "mosquitto bridge -> TLS mosquitto");
   }
 
   const double n = a.messages;

@@ -16,7 +16,7 @@
 //      time from its restart until all 1,001 identities are connected again.
 //
 //   bench_bridge [--only 1,2,3,4] [--messages N] [--sensors N] [--big-sensors N]
-//                [--latency-seconds S] [--outage S] [--storms N] [--keep-log FILE]
+//                [--rounds N] [--latency-seconds S] [--outage S] [--storms N] [--keep-log FILE]
 //
 // Exits non-zero when a run cannot complete (messages missing, identities not
 // connected); targets not met are reported, not treated as failures.
@@ -89,6 +89,24 @@ double CpuSeconds(pid_t pid) {
     if (i == 15) stime = std::stoull(field);
   }
   return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// The machine's CPU counters (all cores, in clock ticks): busy and total.
+struct MachineCpu {
+  double busy = 0, total = 0;
+};
+MachineCpu ReadMachineCpu() {
+  std::ifstream in("/proc/stat");
+  std::string cpu;
+  in >> cpu;  // "cpu": the sum over all cores
+  MachineCpu m;
+  for (int i = 0; i < 8; ++i) {  // user nice system idle iowait irq softirq steal
+    double v = 0;
+    if (!(in >> v)) break;
+    m.total += v;
+    if (i != 3 && i != 4) m.busy += v;
+  }
+  return m;
 }
 
 // A line of /proc/<pid>/status in KiB (VmRSS, VmHWM).
@@ -236,10 +254,11 @@ std::string Tail(const std::filesystem::path& file, int lines = 30) {
 
 struct RunResult {
   double seconds = 0;
-  double rate = 0;        // msg/s end to end
-  double cpu_bridge = 0;  // s: the bridging process (agent, or the bridging broker)
-  double cpu_local = 0;   // s: the agent's local broker (0 for the mosquitto bridge)
-  double cpu_cloud = 0;   // s: the cloud process
+  double rate = 0;          // msg/s end to end
+  double cpu_bridge = 0;    // s: the bridging process (agent, or the bridging broker)
+  double cpu_local = 0;     // s: the agent's local broker (0 for the mosquitto bridge)
+  double cpu_cloud = 0;     // s: the cloud process
+  double machine_busy = 0;  // share of all cores busy during the run (0..1)
 };
 
 // Publishes `n` QoS 1 messages round robin over `sensors` sensors as fast as
@@ -251,6 +270,7 @@ RunResult Throughput(Client& pub, int n, int sensors, size_t payload_size,
   std::vector<std::string> topics;
   for (int s = 1; s <= sensors; ++s) topics.push_back("sensors/s" + std::to_string(s) + "/temp");
   double b0 = CpuSeconds(bridge), l0 = local > 0 ? CpuSeconds(local) : 0, c0 = CpuSeconds(cloud);
+  MachineCpu m0 = ReadMachineCpu();
   auto t0 = Clock::now();
   for (int i = 0; i < n; ++i)
     pub.Publish(topics[static_cast<size_t>(i % sensors)], Payload(payload_size));
@@ -263,6 +283,8 @@ RunResult Throughput(Client& pub, int n, int sensors, size_t payload_size,
   r.cpu_bridge = CpuSeconds(bridge) - b0;
   r.cpu_local = local > 0 ? CpuSeconds(local) - l0 : 0;
   r.cpu_cloud = CpuSeconds(cloud) - c0;
+  MachineCpu m1 = ReadMachineCpu();
+  if (m1.total > m0.total) r.machine_busy = (m1.busy - m0.busy) / (m1.total - m0.total);
   return r;
 }
 
@@ -345,6 +367,7 @@ struct Args {
   size_t payload = 100;
   std::string keep_log;  // copy agent.log of the 1,000-identity run here
   int storms = 1;        // outages in a row (RSS after each)
+  int rounds = 3;        // agent/bridge throughput rounds, alternating who goes first
 };
 
 std::string ReplaceOnce(std::string text, const std::string& from, const std::string& to) {
@@ -447,7 +470,10 @@ void ThroughputAndLatency(const Args& a) {
     }
   }
 
-  // 1b. agent -> TLS mosquitto cloud (same identities, same TPM keys).
+  // 1b/1c. The agent -> TLS mosquitto (same identities, same TPM keys) and
+  // mosquitto's own bridge -> the same TLS mosquitto, in alternating rounds
+  // (agent first, then bridge first, ...) so that neither always runs on a
+  // warmer or busier machine; the median of the rounds' ratios is reported.
   if (!h.agent().Signal(SIGTERM, 20s).has_value()) Fail("agent did not stop");
   int sim_port = h.sim().mqtt_port();
   h.RewriteConfig([&](std::string& t) {
@@ -457,31 +483,9 @@ void ThroughputAndLatency(const Args& a) {
   if (!h.StartAgent(unlimited).ok()) Fail("cannot restart the agent");
   agent = h.agent().pid();
   WaitAgentCloud(h, h.identities(), 60s, /*sim=*/false);
-  RunResult agent_mq;
-  {
-    Client sub(sub_port, "bench-sub");
-    sub.Subscribe({"dt/#", "sensors/#"}, 0);
-    Client pub(h.broker().port(), "bench-pub2");
-    pub.Publish("sensors/s1/temp", "warm-up");
-    if (!WaitFor([&] { return sub.received() > 0; }, 20s))
-      Fail("warm-up via the agent to mosquitto did not arrive\n" + Tail(h.dir() / "agent.log"));
-    std::this_thread::sleep_for(200ms);
-    int64_t base = sub.received();
-    agent_mq = Throughput(
-        pub, a.messages, a.sensors, a.payload, [&] { return sub.received() - base; }, agent,
-        h.broker().process().pid(), (*cloud)->process().pid());
-    std::printf(
-        "agent -> TLS mosquitto:      %8.0f msg/s (%.2f s), agent CPU %.2f s, local broker %.2f s, "
-        "cloud %.2f s\n",
-        agent_mq.rate, agent_mq.seconds, agent_mq.cpu_bridge, agent_mq.cpu_local,
-        agent_mq.cpu_cloud);
-    std::fflush(stdout);
-    if (a.only.count(2)) SubscriberLatency(pub, sub, a, "agent -> TLS mosquitto");
-  }
-  h.agent().Signal(SIGTERM, 20s);
 
-  // 1c. mosquitto's own bridge: local mosquitto (same fixture settings as the
-  // agent's local broker: persistence on) with a connection section.
+  // The bridging mosquitto: same fixture settings as the agent's local broker
+  // (persistence on), plus a connection section.
   IssueSoftwareCert(h, h.dir(), "bench-bridge");
   MosquittoOptions lo;
   lo.extra_config =
@@ -492,57 +496,120 @@ void ThroughputAndLatency(const Args& a) {
       "\ncleansession false\nclientid bench-bridge\nbridge_protocol_version mqttv311\n";
   auto local = Mosquitto::Start(lo);
   if (!local.ok()) Fail("bridging mosquitto: " + local.status().ToString());
-  RunResult bridge_run;
+
+  std::vector<RunResult> agent_runs, bridge_runs;
+  std::printf("(agent pid %d, bridging mosquitto pid %d: rounds against the TLS mosquitto)\n",
+              static_cast<int>(agent), static_cast<int>((*local)->process().pid()));
+  std::fflush(stdout);
   {
-    Client sub(sub_port, "bench-sub-b");
+    Client sub(sub_port, "bench-sub");
     sub.Subscribe({"dt/#", "sensors/#"}, 0);
-    Client pub((*local)->port(), "bench-pub3");
+    Client agent_pub(h.broker().port(), "bench-pub2");
+    Client bridge_pub((*local)->port(), "bench-pub3");
+    agent_pub.Publish("sensors/s1/temp", "warm-up");
+    if (!WaitFor([&] { return sub.received() > 0; }, 20s))
+      Fail("warm-up via the agent to mosquitto did not arrive\n" + Tail(h.dir() / "agent.log"));
+    int64_t seen = sub.received();
     if (!WaitFor(
             [&] {
-              pub.Publish("sensors/s1/temp", "warm-up");
-              return sub.received() > 0;
+              bridge_pub.Publish("sensors/s1/temp", "warm-up");
+              return sub.received() > seen;
             },
             20s, 500ms)) {
       Fail("mosquitto's bridge did not deliver\n" + Tail((*local)->dir() / "mosquitto.log"));
     }
     std::this_thread::sleep_for(1s);
-    int64_t base = sub.received();
-    bridge_run = Throughput(
-        pub, a.messages, a.sensors, a.payload, [&] { return sub.received() - base; },
-        (*local)->process().pid(), 0, (*cloud)->process().pid());
-    std::printf(
-        "mosquitto bridge -> TLS mosquitto: %8.0f msg/s (%.2f s), bridging broker CPU %.2f s, "
-        "cloud %.2f s\n",
-        bridge_run.rate, bridge_run.seconds, bridge_run.cpu_bridge, bridge_run.cpu_cloud);
-    if (a.only.count(2)) SubscriberLatency(pub, sub, a, "mosquitto bridge -> TLS mosquitto");
+
+    auto run_agent = [&](int round) {
+      int64_t base = sub.received();
+      auto r = Throughput(
+          agent_pub, a.messages, a.sensors, a.payload, [&] { return sub.received() - base; }, agent,
+          h.broker().process().pid(), (*cloud)->process().pid());
+      std::printf(
+          "round %d agent -> TLS mosquitto:   %8.0f msg/s (%.2f s), agent CPU %.2f s, local "
+          "broker %.2f s, cloud %.2f s, machine %.0f%% busy\n",
+          round, r.rate, r.seconds, r.cpu_bridge, r.cpu_local, r.cpu_cloud, 100 * r.machine_busy);
+      agent_runs.push_back(r);
+    };
+    auto run_bridge = [&](int round) {
+      int64_t base = sub.received();
+      auto r = Throughput(
+          bridge_pub, a.messages, a.sensors, a.payload, [&] { return sub.received() - base; },
+          (*local)->process().pid(), 0, (*cloud)->process().pid());
+      std::printf(
+          "round %d mosquitto bridge -> TLS:  %8.0f msg/s (%.2f s), bridging broker CPU %.2f s, "
+          "cloud %.2f s, machine %.0f%% busy\n",
+          round, r.rate, r.seconds, r.cpu_bridge, r.cpu_cloud, 100 * r.machine_busy);
+      bridge_runs.push_back(r);
+    };
+    for (int round = 1; round <= a.rounds; ++round) {
+      if (round % 2 == 1) {
+        run_agent(round);
+        run_bridge(round);
+      } else {
+        run_bridge(round);
+        run_agent(round);
+      }
+      std::fflush(stdout);
+    }
+    if (a.only.count(2)) {
+      SubscriberLatency(agent_pub, sub, a, "agent -> TLS mosquitto");
+      SubscriberLatency(bridge_pub, sub, a, "mosquitto bridge -> TLS mosquitto");
+    }
   }
+  h.agent().Signal(SIGTERM, 20s);
 
   const double n = a.messages;
   auto us = [&](double cpu) { return cpu * 1e6 / n; };
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+  };
+  auto over = [](const std::vector<RunResult>& runs, double RunResult::*field) {
+    std::vector<double> v;
+    for (const auto& r : runs) v.push_back(r.*field);
+    return v;
+  };
+  std::vector<double> ratios;
+  std::string ratio_list;
+  for (size_t i = 0; i < agent_runs.size(); ++i) {
+    ratios.push_back(agent_runs[i].rate / bridge_runs[i].rate);
+    char b[16];
+    std::snprintf(b, sizeof b, "%s%.2f", i ? ", " : "", ratios.back());
+    ratio_list += b;
+  }
+  const double ratio = median(ratios);
+  const double agent_rate = median(over(agent_runs, &RunResult::rate));
+  const double bridge_rate = median(over(bridge_runs, &RunResult::rate));
+  const double agent_cpu = median(over(agent_runs, &RunResult::cpu_bridge));
+  const double local_cpu = median(over(agent_runs, &RunResult::cpu_local));
+  const double agent_cloud = median(over(agent_runs, &RunResult::cpu_cloud));
+  const double bridge_cpu = median(over(bridge_runs, &RunResult::cpu_bridge));
+  const double bridge_cloud = median(over(bridge_runs, &RunResult::cpu_cloud));
   std::printf("\n");
   std::printf(
       "throughput: agent %.0f msg/s (durable, fsync_every_commit=false), mosquitto bridge %.0f "
-      "msg/s, ratio X/Y = %.2f  [agent -> TLS mosquitto, like for like]\n",
-      agent_mq.rate, bridge_run.rate, agent_mq.rate / bridge_run.rate);
+      "msg/s (medians of %d rounds); ratio X/Y per round %s, median %.2f  [agent -> TLS "
+      "mosquitto, like for like]\n",
+      agent_rate, bridge_rate, a.rounds, ratio_list.c_str(), ratio);
   std::printf("throughput: agent %.0f msg/s -> iot-sim, ratio to the mosquitto bridge = %.2f\n",
-              sim_run.rate, sim_run.rate / bridge_run.rate);
+              sim_run.rate, sim_run.rate / bridge_rate);
   std::printf(
       "  agent per-connection rate limits lifted (GATEWAY_AGENT_TEST_UNLIMITED_RATE=1), "
       "inflight_window 100\n");
   std::printf(
       "cpu per message: agent %.1f us, mosquitto bridge %.1f us, ratio %.2f  [agent process vs. "
-      "the bridging broker, agent -> TLS mosquitto]\n",
-      us(agent_mq.cpu_bridge), us(bridge_run.cpu_bridge),
-      agent_mq.cpu_bridge / bridge_run.cpu_bridge);
+      "the bridging broker, agent -> TLS mosquitto, medians]\n",
+      us(agent_cpu), us(bridge_cpu), agent_cpu / bridge_cpu);
   std::printf(
-      "cpu per message incl. the agent's local broker: %.1f us (agent %.1f + broker %.1f), ratio "
-      "%.2f\n",
-      us(agent_mq.cpu_bridge + agent_mq.cpu_local), us(agent_mq.cpu_bridge), us(agent_mq.cpu_local),
-      (agent_mq.cpu_bridge + agent_mq.cpu_local) / bridge_run.cpu_bridge);
+      "cpu per message along the path: agent %.1f + its local broker %.1f + cloud %.1f = %.1f us; "
+      "bridging broker %.1f + cloud %.1f = %.1f us\n",
+      us(agent_cpu), us(local_cpu), us(agent_cloud), us(agent_cpu + local_cpu + agent_cloud),
+      us(bridge_cpu), us(bridge_cloud), us(bridge_cpu + bridge_cloud));
   std::printf("cpu per message (agent -> iot-sim): agent %.1f us, local broker %.1f us\n",
               us(sim_run.cpu_bridge), us(sim_run.cpu_local));
   std::printf("target (agent >= bridge throughput, durable): %s\n\n",
-              agent_mq.rate >= bridge_run.rate ? "met" : "NOT met");
+              ratio >= 1.0 ? "met" : "NOT met");
   std::fflush(stdout);
 }
 
@@ -671,15 +738,17 @@ int main(int argc, char** argv) {
       a.latency_seconds = std::atoi(next().c_str());
     } else if (k == "--storms") {
       a.storms = std::atoi(next().c_str());
+    } else if (k == "--rounds") {
+      a.rounds = std::max(1, std::atoi(next().c_str()));
     } else if (k == "--keep-log") {
       a.keep_log = next();
     } else if (k == "--outage") {
       a.outage = std::atoi(next().c_str());
     } else {
-      std::fprintf(
-          stderr,
-          "usage: bench_bridge [--only 1,2,3,4] [--messages N] [--sensors N] "
-          "[--big-sensors N] [--latency-seconds S] [--outage S] [--storms N] [--keep-log FILE]\n");
+      std::fprintf(stderr,
+                   "usage: bench_bridge [--only 1,2,3,4] [--messages N] [--sensors N] "
+                   "[--big-sensors N] [--rounds N] [--latency-seconds S] [--outage S] [--storms N] "
+                   "[--keep-log FILE]\n");
       return 2;
     }
   }

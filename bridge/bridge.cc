@@ -95,6 +95,8 @@ constexpr int kMaxReadsPerEvent = 1000;
 // once per tick), with the iteration's new messages when there are any: a
 // crash before that re-sends them (at least once), it never loses one.
 constexpr size_t kAckBatch = 1024;
+// Busy connections that keep their TLS buffers (see HoldTlsBuffers): ~4 MiB.
+constexpr size_t kTlsBufferHolders = 128;
 // After this many handshakes, free heap memory goes back to the system once
 // none has finished for each of these times (see ReleaseFreeMemory).
 constexpr int kHandshakesBeforeTrim = 50;
@@ -182,7 +184,11 @@ struct CloudConnection : Connection {
   // session still holds them, so they are unsubscribed on the next CONNACK.
   std::vector<std::string> stale_filters;
   bool certificate_checked = false;
-  bool send_marked = false;  // in Loop::to_send_
+  bool send_marked = false;    // in Loop::to_send_
+  bool reread_marked = false;  // in Loop::reread_
+  // TLS buffers: kept while the connection is busy (see HoldTlsBuffers).
+  bool holds_tls_buffers = false;
+  bool sent_this_tick = false;
 };
 
 // True when the first certificate in `chain_file` has OU=gateway in its
@@ -433,6 +439,7 @@ class Bridge::Loop {
     auto next_tick = Clock::now();
     while (!stopping_) {
       auto wait = std::chrono::duration_cast<milliseconds>(next_tick - Clock::now()).count();
+      if (!reread_.empty()) wait = 0;  // records OpenSSL holds are read at once
       int n = epoll_wait(epoll_, events.data(), static_cast<int>(events.size()),
                          static_cast<int>(std::clamp<int64_t>(wait, 0, kTick.count())));
       if (n < 0 && errno != EINTR) {
@@ -449,6 +456,7 @@ class Bridge::Loop {
         if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) Read(*c);
         if (events[i].events & EPOLLOUT) MarkWrite(*c);
       }
+      ReadHeld();
       // Everything read in this iteration is committed in one transaction
       // before any PUBACK goes back to the local broker.
       auto now = Clock::now();
@@ -643,11 +651,16 @@ class Bridge::Loop {
   // per event would commit one message per transaction.
   //
   // Whether the socket is empty: a cloud connection's loop_read reads until
-  // its read() fails with EAGAIN. On the local connection errno cannot tell
-  // (queueing a PUBACK writes to libmosquitto's unused wake-up socket pair,
-  // which leaves EAGAIN once full), so FIONREAD says how many bytes wait and
-  // the sizes of the PUBLISH packets read count them down; any other packet
-  // asks FIONREAD again.
+  // its read() fails with EAGAIN. With TLS read-ahead, OpenSSL may hold whole
+  // records the socket no longer has (SSL_has_pending sees them, SSL_pending
+  // does not): they are read before epoll is asked again, and a connection
+  // that stops at the cap with records held is read again in the next
+  // iteration (reread_), as epoll would not report it.
+  //
+  // On the local connection errno cannot tell (queueing a PUBACK writes to
+  // libmosquitto's unused wake-up socket pair, which leaves EAGAIN once
+  // full), so FIONREAD says how many bytes wait and the sizes of the PUBLISH
+  // packets read count them down; any other packet asks FIONREAD again.
   void Read(Connection& c) {
     if (!c.mosq) return;
     MarkWrite(c);  // reading may queue PUBACKs, PINGRESPs, ...
@@ -660,7 +673,7 @@ class Bridge::Loop {
       errno = 0;
       int rc = mosquitto_loop_read(m, 1);
       if (rc != MOSQ_ERR_SUCCESS) return ConnectionLost(c, rc);
-      if (ssl != nullptr && SSL_pending(ssl) > 0) continue;
+      if (ssl != nullptr && SSL_has_pending(ssl) == 1) continue;
       if (!local) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) return;
       } else {
@@ -674,6 +687,24 @@ class Bridge::Loop {
       int available = 0;
       if (fd < 0 || ioctl(fd, FIONREAD, &available) != 0 || available <= 0) return;
       waiting = available;
+    }
+    if (!local) MarkReread(static_cast<CloudConnection&>(c));
+  }
+
+  // A cloud connection whose TLS records OpenSSL holds unread.
+  void MarkReread(CloudConnection& c) {
+    auto* ssl = static_cast<SSL*>(mosquitto_ssl_get(c.mosq.get()));
+    if (c.reread_marked || ssl == nullptr || SSL_has_pending(ssl) != 1) return;
+    c.reread_marked = true;
+    reread_.push_back(&c);
+  }
+
+  void ReadHeld() {
+    std::vector<CloudConnection*> now;
+    now.swap(reread_);
+    for (CloudConnection* c : now) {
+      c->reread_marked = false;
+      if (c->fd >= 0 && !c->handshaking) Read(*c);
     }
   }
 
@@ -718,8 +749,11 @@ class Bridge::Loop {
   void Unmark(CloudConnection& c) {
     std::erase(to_write_, static_cast<Connection*>(&c));
     std::erase(to_send_, &c);
+    std::erase(reread_, &c);
+    ForgetTlsBuffers(c);
     c.write_marked = false;
     c.send_marked = false;
+    c.reread_marked = false;
   }
 
   void Write(Connection& c) {
@@ -940,6 +974,9 @@ class Bridge::Loop {
       tls.verify_host = cfg.aws.endpoint;
       if (cfg.aws.alpn) tls.alpn = {"x-amzn-mqtt-ca"};
       GA_ASSIGN_OR_RETURN(shared_tls_, tpm::MakeClientTlsContext(tls));
+      // One read() takes every record the socket has (a PUBACK is a record
+      // of its own): see Read for the records OpenSSL then holds.
+      SSL_CTX_set_read_ahead(shared_tls_.get(), 1);
       SSL_CTX_set_cert_cb(
           shared_tls_.get(),
           [](SSL* ssl, void*) -> int {
@@ -1026,6 +1063,7 @@ class Bridge::Loop {
 
   void HandshakeDone(CloudConnection& c, int rc, const std::string& why) {
     c.handshaking = false;
+    ForgetTlsBuffers(c);  // a new SSL, with the context's modes
     --handshakes_running_;
     ++handshakes_since_trim_;
     last_handshake_done_ = Clock::now();
@@ -1047,6 +1085,7 @@ class Bridge::Loop {
     c.last_attempt = Clock::now();
     c.next_connect = Clock::now() + std::chrono::seconds(30);
     Watch(c);
+    MarkReread(c);
   }
 
   CloudConnection* CloudOf(mosquitto* m) {
@@ -1196,8 +1235,43 @@ class Bridge::Loop {
     }
     sender.last_queued = m.seq;
     sender.pending.pop_front();
+    HoldTlsBuffers(via);
     MarkWrite(via);
     return true;
+  }
+
+  // The shared context releases a connection's TLS buffers (about 34 KiB)
+  // whenever they are empty (SSL_MODE_RELEASE_BUFFERS): right for the idle
+  // connections that most of a gateway's are, costly for a busy one, which
+  // would allocate and free them for every record. A connection holds them
+  // from its first publish until a tick passes with nothing sent and nothing
+  // in flight (Tick); at most kTlsBufferHolders connections at a time, so
+  // memory stays bounded when every sensor is busy.
+  void HoldTlsBuffers(CloudConnection& c) {
+    c.sent_this_tick = true;
+    if (c.holds_tls_buffers || tls_buffer_holders_ >= kTlsBufferHolders) return;
+    auto* ssl = static_cast<SSL*>(mosquitto_ssl_get(c.mosq.get()));
+    if (ssl == nullptr) return;
+    SSL_clear_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
+    c.holds_tls_buffers = true;
+    ++tls_buffer_holders_;
+  }
+
+  void ForgetTlsBuffers(CloudConnection& c) {
+    if (!c.holds_tls_buffers) return;
+    c.holds_tls_buffers = false;
+    --tls_buffer_holders_;
+  }
+
+  void ReleaseTlsBuffersIfIdle(CloudConnection& c) {
+    const bool idle = !c.sent_this_tick && c.inflight.empty() && c.carried.empty();
+    c.sent_this_tick = false;
+    if (!c.holds_tls_buffers || !idle) return;
+    auto* ssl = static_cast<SSL*>(mosquitto_ssl_get(c.mosq.get()));
+    if (ssl == nullptr) return;
+    SSL_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
+    (void)SSL_free_buffers(ssl);  // 0 while a buffer holds data: freed when it empties
+    ForgetTlsBuffers(c);
   }
 
   void DropCloud(const std::string& name) {
@@ -1280,6 +1354,7 @@ class Bridge::Loop {
           continue;
         }
         MarkWrite(*c);  // a PINGREQ may be queued
+        ReleaseTlsBuffersIfIdle(*c);
       }
       // Rate-limited connections, and anything not served on an event.
       MarkSend(*c);
@@ -1344,6 +1419,8 @@ class Bridge::Loop {
   std::map<std::pair<std::string, std::string>, int64_t> staged_counts_;
   // PUBACKed, not yet deleted from the outbox (see kAckBatch).
   std::vector<int64_t> acked_;
+  std::vector<CloudConnection*> reread_;  // TLS records held by OpenSSL (see Read)
+  size_t tls_buffer_holders_ = 0;         // see HoldTlsBuffers
   // Connections with news in this iteration (see MarkSend, MarkWrite).
   std::vector<CloudConnection*> to_send_;
   std::vector<Connection*> to_write_;

@@ -567,6 +567,48 @@ TEST(Bridge, ALocalBrokerRestartLosesNothing) {
   ExpectNoViolations(**h);
 }
 
+// Commands queued in the cloud for an offline identity (persistent session)
+// arrive back to back on its reconnect: OpenSSL reads many of their records
+// at once (read-ahead), and every one must reach the sensor without waiting
+// for more traffic on that connection.
+TEST(Bridge, CommandsQueuedWhileOfflineAllArriveOnReconnect) {
+  HarnessOptions o;
+  o.sensors = 1;
+  auto h = AgentHarness::Start(o);
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  ASSERT_TRUE((*h)->StartAgent().ok());
+  ASSERT_TRUE((*h)->WaitForState("ACTIVE", 2, 90s)) << Log(**h);
+  auto subscribed = [&] {
+    auto r = (*h)->sim().Http("GET", "/_sim/clients");
+    return r.body.find("gw-test-s1") != std::string::npos;
+  };
+  auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (!subscribed() && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(100ms);
+  std::this_thread::sleep_for(500ms);  // its SUBSCRIBE for cmd/gw-test-s1/# is in
+  ASSERT_TRUE((*h)->agent().Signal(SIGTERM, 20s).has_value());
+
+  constexpr int kCommands = 300;
+  for (int n = 0; n < kCommands; ++n) {
+    auto sent = (*h)->sim().Http(
+        "POST", "/_sim/publish",
+        R"({"topic":"cmd/gw-test-s1/n","payload":")" + std::to_string(n) + R"(","qos":1})");
+    ASSERT_EQ(sent.status, 200) << sent.body;
+  }
+  LocalClient device((*h)->broker().port(), "device-s1");
+  device.Subscribe("sensors/s1/cmd/#");
+  std::this_thread::sleep_for(300ms);
+  ASSERT_TRUE((*h)->StartAgent().ok());
+  ASSERT_TRUE(WaitForLocalMessage(device, kCommands, 30s))
+      << device.received().size() << " of " << kCommands << " commands arrived\n"
+      << Log(**h);
+  auto got = device.received();
+  for (int n = 0; n < kCommands; ++n) {
+    EXPECT_EQ(got[static_cast<size_t>(n)].second, std::to_string(n));
+  }
+  ASSERT_TRUE((*h)->agent().Signal(SIGTERM, 20s).has_value());
+}
+
 // A slow TPM (real chips take 40-200 ms per signature) must not hold up the
 // traffic of connections that are up while another one does its handshake.
 TEST(Bridge, ASlowTpmHandshakeDoesNotStallOtherConnections) {

@@ -160,6 +160,7 @@ struct Connection {
   Clock::time_point last_attempt{};
   int failures = 0;
   bool write_marked = false;  // in Loop::to_write_
+  int published = 0;          // PUBLISH packets queued since the last Write
 };
 
 struct CloudConnection : Connection {
@@ -760,11 +761,13 @@ class Bridge::Loop {
     int fd = c.mosq ? mosquitto_socket(c.mosq.get()) : -1;
     if (fd < 0) return;
     if (mosquitto_want_write(c.mosq.get())) {
-      // libmosquitto writes each queued packet (a batch of PUBACKs) with its
-      // own write(): corked, they leave as one segment.
+      // libmosquitto writes each queued packet (a batch of PUBACKs, a cloud
+      // connection's PUBLISHes) with its own write(): corked, they leave as
+      // one segment, which the peer takes in with one wake-up.
       int on = 1, off = 0;
-      bool corked =
-          &c == local_.get() && setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on) == 0;
+      bool corked = (&c == local_.get() || c.published > 1) &&
+                    setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof on) == 0;
+      c.published = 0;
       int rc = mosquitto_loop_write(c.mosq.get(), 1);
       if (corked && mosquitto_socket(c.mosq.get()) == fd) {
         setsockopt(fd, IPPROTO_TCP, TCP_CORK, &off, sizeof off);
@@ -1235,6 +1238,7 @@ class Bridge::Loop {
     }
     sender.last_queued = m.seq;
     sender.pending.pop_front();
+    ++via.published;
     HoldTlsBuffers(via);
     MarkWrite(via);
     return true;

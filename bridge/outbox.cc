@@ -20,14 +20,15 @@ Status SqliteError(sqlite3* db, std::string_view what) {
   return sqlite::Error(db, "outbox: " + std::string(what));
 }
 
-constexpr const char* kSchema = R"sql(
-  CREATE TABLE IF NOT EXISTS messages (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    identity TEXT NOT NULL,
-    topic TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    created_ms INTEGER NOT NULL
-  );
+// seq is handed out by Outbox (next_seq_), not by AUTOINCREMENT, which would
+// write sqlite_sequence once more for every message.
+#define GA_MESSAGES_COLUMNS                                                 \
+  "(seq INTEGER PRIMARY KEY, identity TEXT NOT NULL, topic TEXT NOT NULL, " \
+  "payload BLOB NOT NULL, created_ms INTEGER NOT NULL)"
+
+constexpr const char* kSchema = "CREATE TABLE IF NOT EXISTS messages " GA_MESSAGES_COLUMNS
+                                ";"
+                                R"sql(
   CREATE INDEX IF NOT EXISTS messages_identity ON messages(identity, seq);
   CREATE TABLE IF NOT EXISTS counters (
     identity TEXT NOT NULL,
@@ -38,6 +39,10 @@ constexpr const char* kSchema = R"sql(
   CREATE TABLE IF NOT EXISTS connections (
     identity TEXT PRIMARY KEY,
     connected INTEGER NOT NULL
+  );
+  CREATE TABLE IF NOT EXISTS last_seq (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    seq INTEGER NOT NULL
   );
 )sql";
 
@@ -80,12 +85,57 @@ Result<std::unique_ptr<Outbox>> Outbox::Open(const std::filesystem::path& path,
   // NORMAL: a commit survives the process being killed; FULL: also a power cut.
   GA_RETURN_IF_ERROR(box->Exec(limits.fsync_every_commit ? "PRAGMA synchronous=FULL"
                                                          : "PRAGMA synchronous=NORMAL"));
+  GA_ASSIGN_OR_RETURN(int64_t sequence, box->ReadSqliteSequence());
   GA_RETURN_IF_ERROR(box->Exec(kSchema));
+  GA_RETURN_IF_ERROR(box->DropAutoincrement());
   GA_RETURN_IF_ERROR(box->Exec("DELETE FROM connections"));
+  {
+    GA_ASSIGN_OR_RETURN(Stmt m, Prepare(raw,
+                                        "SELECT MAX(COALESCE((SELECT MAX(seq) FROM messages), 0), "
+                                        "COALESCE((SELECT seq FROM last_seq), 0))"));
+    if (sqlite3_step(m.get()) == SQLITE_ROW)
+      sequence = std::max<int64_t>(sequence, sqlite3_column_int64(m.get(), 0));
+    box->next_seq_ = sequence + 1;
+  }
   GA_ASSIGN_OR_RETURN(Stmt s,
                       Prepare(raw, "SELECT COALESCE(SUM(LENGTH(payload)),0) FROM messages"));
   if (sqlite3_step(s.get()) == SQLITE_ROW) box->total_bytes_ = sqlite3_column_int64(s.get(), 0);
   return box;
+}
+
+// The last seq AUTOINCREMENT handed out, in an outbox written before seq was
+// handed out by Outbox (0 if none): seqs stay increasing across the change.
+Result<int64_t> Outbox::ReadSqliteSequence() {
+  GA_ASSIGN_OR_RETURN(Stmt t, Prepare(db_,
+                                      "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' "
+                                      "AND name = 'sqlite_sequence'"));
+  if (sqlite3_step(t.get()) != SQLITE_ROW || sqlite3_column_int64(t.get(), 0) == 0) return 0;
+  GA_ASSIGN_OR_RETURN(Stmt s,
+                      Prepare(db_, "SELECT seq FROM sqlite_sequence WHERE name = 'messages'"));
+  return sqlite3_step(s.get()) == SQLITE_ROW ? sqlite3_column_int64(s.get(), 0) : 0;
+}
+
+// An outbox written before seq was handed out by Outbox declares it
+// AUTOINCREMENT: its messages move to a table without, once, in one
+// transaction (order and seqs kept).
+Status Outbox::DropAutoincrement() {
+  GA_ASSIGN_OR_RETURN(Stmt s, Prepare(db_,
+                                      "SELECT sql FROM sqlite_master WHERE type = 'table' AND "
+                                      "name = 'messages'"));
+  if (sqlite3_step(s.get()) != SQLITE_ROW ||
+      Text(s.get(), 0).find("AUTOINCREMENT") == std::string::npos) {
+    return Status::Ok();
+  }
+  s.reset();
+  Transaction tx(db_);
+  if (!tx.begun()) return SqliteError(db_, "begin");
+  GA_RETURN_IF_ERROR(Exec("CREATE TABLE messages_new " GA_MESSAGES_COLUMNS));
+  GA_RETURN_IF_ERROR(Exec(
+      "INSERT INTO messages_new SELECT seq, identity, topic, payload, created_ms FROM messages;"
+      "DROP TABLE messages;"
+      "ALTER TABLE messages_new RENAME TO messages;"
+      "CREATE INDEX messages_identity ON messages(identity, seq);"));
+  return tx.Commit();
 }
 
 Outbox::~Outbox() {
@@ -117,12 +167,18 @@ constexpr const char* kCountSql =
     "INSERT INTO counters (identity, name, value) VALUES (?1, ?2, ?3) ON CONFLICT(identity, "
     "name) DO UPDATE SET value = value + excluded.value";
 constexpr const char* kInsertSql =
-    "INSERT INTO messages (identity, topic, payload, created_ms) VALUES (?1, ?2, ?3, ?4)";
+    "INSERT INTO messages (seq, identity, topic, payload, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)";
+constexpr const char* kLastSeqSql =
+    "INSERT INTO last_seq (id, seq) VALUES (1, ?1) ON CONFLICT(id) DO UPDATE SET seq = "
+    "excluded.seq";
 constexpr const char* kNextSql =
     "SELECT seq, topic, payload, created_ms FROM messages WHERE identity = ?1 AND seq > ?2 "
     "ORDER BY seq LIMIT ?3";
-constexpr const char* kDeleteSql =
-    "DELETE FROM messages WHERE seq BETWEEN ?1 AND ?2 RETURNING identity, LENGTH(payload)";
+// Read, then deleted: cheaper than DELETE ... RETURNING, which first copies
+// the rows it returns into a temporary table.
+constexpr const char* kAckedSql =
+    "SELECT identity, LENGTH(payload) FROM messages WHERE seq BETWEEN ?1 AND ?2";
+constexpr const char* kDeleteSql = "DELETE FROM messages WHERE seq BETWEEN ?1 AND ?2";
 
 Status Outbox::Count(const std::string& identity, const char* name, int64_t n) {
   if (n == 0) return Status::Ok();
@@ -202,16 +258,34 @@ Status Outbox::Commit(std::vector<OutboxMessage>& messages,
   for (auto& m : messages) {
     sqlite3_stmt* s = *insert;
     sqlite3_reset(s);
-    BindText(s, 1, m.identity);
-    BindText(s, 2, m.topic);
-    sqlite3_bind_blob(s, 3, m.payload.data(), static_cast<int>(m.payload.size()), SQLITE_STATIC);
-    sqlite3_bind_int64(s, 4, m.created_ms);
+    sqlite3_bind_int64(s, 1, next_seq_);
+    // SQLITE_STATIC: m outlives the step, and the next use rebinds.
+    sqlite3_bind_text(s, 2, m.identity.data(), static_cast<int>(m.identity.size()), SQLITE_STATIC);
+    sqlite3_bind_text(s, 3, m.topic.data(), static_cast<int>(m.topic.size()), SQLITE_STATIC);
+    sqlite3_bind_blob(s, 4, m.payload.data(), static_cast<int>(m.payload.size()), SQLITE_STATIC);
+    sqlite3_bind_int64(s, 5, m.created_ms);
     if (sqlite3_step(s) != SQLITE_DONE) {
       total_bytes_ = saved_total;
       return SqliteError(db_, "append");
     }
-    m.seq = sqlite3_last_insert_rowid(db_);
+    m.seq = next_seq_++;  // a rolled-back commit leaves a gap: seqs only increase
     total_bytes_ += static_cast<int64_t>(m.payload.size());
+  }
+  if (!messages.empty()) {
+    // Once per commit: seqs keep increasing after a restart, also once every
+    // message has been deleted.
+    Status stored = Status::Ok();
+    auto last = Cached(kLastSeqSql);
+    if (!last.ok()) {
+      stored = last.status();
+    } else {
+      sqlite3_bind_int64(*last, 1, next_seq_ - 1);
+      if (sqlite3_step(*last) != SQLITE_DONE) stored = SqliteError(db_, "store the last seq");
+    }
+    if (!stored.ok()) {
+      total_bytes_ = saved_total;
+      return stored;
+    }
   }
   for (const auto& [identity, n] : rejected) {
     if (Status s = Count(identity, kRejectedFull, n); !s.ok()) {
@@ -263,7 +337,8 @@ Status Outbox::DeleteAcked(const std::vector<int64_t>& seqs, int64_t* bytes) {
   std::vector<int64_t> sorted(seqs);
   std::sort(sorted.begin(), sorted.end());
   sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
-  GA_ASSIGN_OR_RETURN(sqlite3_stmt * s, Cached(kDeleteSql));
+  GA_ASSIGN_OR_RETURN(sqlite3_stmt * s, Cached(kAckedSql));
+  GA_ASSIGN_OR_RETURN(sqlite3_stmt * d, Cached(kDeleteSql));
   std::map<std::string, int64_t, std::less<>> sent;
   for (size_t i = 0; i < sorted.size();) {
     size_t j = i + 1;
@@ -280,13 +355,17 @@ Status Outbox::DeleteAcked(const std::vector<int64_t>& seqs, int64_t* bytes) {
       ++it->second;
       *bytes += sqlite3_column_int64(s, 1);
     }
-    if (rc != SQLITE_DONE) {
-      sqlite3_reset(s);
-      return SqliteError(db_, "acknowledge");
+    sqlite3_reset(s);
+    if (rc == SQLITE_DONE) {
+      sqlite3_reset(d);
+      sqlite3_bind_int64(d, 1, sorted[i]);
+      sqlite3_bind_int64(d, 2, sorted[j - 1]);
+      rc = sqlite3_step(d);
+      sqlite3_reset(d);
     }
+    if (rc != SQLITE_DONE) return SqliteError(db_, "acknowledge");
     i = j;
   }
-  sqlite3_reset(s);
   for (const auto& [identity, n] : sent) GA_RETURN_IF_ERROR(Count(identity, kSent, n));
   return Status::Ok();
 }

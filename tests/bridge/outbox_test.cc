@@ -56,6 +56,66 @@ TEST(Outbox, SurvivesReopen) {
   EXPECT_EQ((*box)->total_bytes(), 4);
 }
 
+// Seqs keep increasing across a reopen, also after every message was
+// acknowledged (the table is empty then).
+TEST(Outbox, SeqsKeepIncreasingAcrossAReopen) {
+  testing::TempDir dir;
+  int64_t last = 0;
+  {
+    auto box = Outbox::Open(dir / "outbox.db", {});
+    std::vector<OutboxMessage> batch = {Msg("a", "1"), Msg("a", "2")};
+    ASSERT_TRUE((*box)->Commit(batch, {}).ok());
+    last = batch[1].seq;
+    ASSERT_TRUE((*box)->Acknowledge({batch[1].seq}).ok());
+  }
+  auto box = Outbox::Open(dir / "outbox.db", {});
+  std::vector<OutboxMessage> batch = {Msg("a", "3")};
+  ASSERT_TRUE((*box)->Commit(batch, {}).ok());
+  EXPECT_GT(batch[0].seq, last);
+}
+
+// An outbox written when seq was AUTOINCREMENT moves to the plain table on
+// open: its messages, their order and bytes kept, and new seqs come after
+// every seq handed out before (sqlite_sequence), not only the ones left.
+TEST(Outbox, OpensAnOutboxWithAnAutoincrementSeq) {
+  testing::TempDir dir;
+  {
+    sqlite3* raw = nullptr;
+    ASSERT_EQ(sqlite3_open((dir / "outbox.db").c_str(), &raw), SQLITE_OK);
+    std::unique_ptr<sqlite3, decltype(&sqlite3_close)> db(raw, sqlite3_close);
+    const char* old = R"sql(
+      CREATE TABLE messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, identity TEXT NOT NULL,
+        topic TEXT NOT NULL, payload BLOB NOT NULL, created_ms INTEGER NOT NULL);
+      CREATE INDEX messages_identity ON messages(identity, seq);
+      INSERT INTO messages (identity, topic, payload, created_ms) VALUES
+        ('a', 'dt/a/t', 'a1', 1000), ('b', 'dt/b/t', 'b1', 1000), ('a', 'dt/a/t', 'a2', 1000),
+        ('a', 'dt/a/t', 'gone', 1000);
+      DELETE FROM messages WHERE payload = 'gone';
+    )sql";
+    ASSERT_EQ(sqlite3_exec(raw, old, nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(raw);
+  }
+  auto box = Outbox::Open(dir / "outbox.db", {});
+  ASSERT_TRUE(box.ok()) << box.status().ToString();
+  auto a = (*box)->Next("a", 0, 10);
+  ASSERT_EQ(a->size(), 2u);
+  EXPECT_EQ((*a)[0].payload, "a1");
+  EXPECT_EQ((*a)[1].payload, "a2");
+  EXPECT_EQ((*box)->total_bytes(), 6);
+  std::vector<OutboxMessage> batch = {Msg("a", "a3")};
+  ASSERT_TRUE((*box)->Commit(batch, {}).ok());
+  EXPECT_EQ(batch[0].seq, 5);  // 4 was handed out before (and deleted)
+  ASSERT_TRUE((*box)->Acknowledge({(*a)[0].seq, (*a)[1].seq}).ok());
+  EXPECT_EQ((*box)->Next("a", 0, 10)->size(), 1u);
+
+  sqlite3* raw = nullptr;
+  ASSERT_EQ(sqlite3_open((dir / "outbox.db").c_str(), &raw), SQLITE_OK);
+  std::unique_ptr<sqlite3, decltype(&sqlite3_close)> db(raw, sqlite3_close);
+  auto s = sqlite::Prepare(raw, "SELECT sql FROM sqlite_master WHERE name = 'messages'");
+  ASSERT_TRUE(s.ok());
+  ASSERT_EQ(sqlite3_step(s->get()), SQLITE_ROW);
+  EXPECT_EQ(sqlite::Text(s->get(), 0).find("AUTOINCREMENT"), std::string::npos);
+}
+
 TEST(Outbox, WhenFullDropOldestCountsEveryDrop) {
   testing::TempDir dir;
   OutboxLimits limits;

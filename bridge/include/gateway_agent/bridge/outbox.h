@@ -98,6 +98,8 @@ class Outbox {
  private:
   Outbox(sqlite3* db, OutboxLimits limits) : db_(db), limits_(limits) {}
   Status Exec(const char* sql);
+  Result<int64_t> ReadSqliteSequence();
+  Status DropAutoincrement();
   // A statement prepared once and kept (reset, bindings cleared) for the
   // statements on the per-message path.
   Result<sqlite3_stmt*> Cached(const char* sql);
@@ -110,6 +112,7 @@ class Outbox {
   std::map<const char*, sqlite::Stmt> cache_;
   OutboxLimits limits_;
   int64_t total_bytes_ = 0;
+  int64_t next_seq_ = 1;
 };
 
 // For `gateway-agent status`, from another process: per identity.

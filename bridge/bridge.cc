@@ -81,6 +81,10 @@ void RaiseFileLimit() {
 }
 
 constexpr milliseconds kTick{100};
+// The loop's pause before it waits again, after a wake-up for one or two
+// events that came less than twice this after the one before (see Run):
+// under load only, and at most this much latency.
+constexpr std::chrono::microseconds kCoalesce{100};
 constexpr milliseconds kReconnectMin{1000};
 // Short enough that a fleet is back soon after an outage; aws.connect_rate
 // still paces the reconnects.
@@ -438,11 +442,23 @@ class Bridge::Loop {
     std::vector<epoll_event> events(256);
     auto last_expire = Clock::now();
     auto next_tick = Clock::now();
+    auto last_wake = Clock::now() - kTick;
+    bool pause = false;
     while (!stopping_) {
       auto wait = std::chrono::duration_cast<milliseconds>(next_tick - Clock::now()).count();
-      if (!reread_.empty()) wait = 0;  // records OpenSSL holds are read at once
+      if (!reread_.empty()) {
+        wait = 0;  // records OpenSSL holds are read at once
+      } else if (pause) {
+        // Under load the brokers' packets come one per wake-up: a short pause
+        // lets them gather, so that one wake-up, one commit and one corked
+        // write serve many.
+        std::this_thread::sleep_for(kCoalesce);
+      }
       int n = epoll_wait(epoll_, events.data(), static_cast<int>(events.size()),
                          static_cast<int>(std::clamp<int64_t>(wait, 0, kTick.count())));
+      auto woke = Clock::now();
+      pause = n > 0 && n <= 2 && woke - last_wake < 2 * kCoalesce;
+      last_wake = woke;
       if (n < 0 && errno != EINTR) {
         log::Error(std::string("epoll_wait: ") + std::strerror(errno));
         break;

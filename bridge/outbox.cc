@@ -355,15 +355,20 @@ Status Outbox::DeleteAcked(const std::vector<int64_t>& seqs, int64_t* bytes) {
       ++it->second;
       *bytes += sqlite3_column_int64(s, 1);
     }
-    sqlite3_reset(s);
     if (rc == SQLITE_DONE) {
+      sqlite3_reset(s);
       sqlite3_reset(d);
       sqlite3_bind_int64(d, 1, sorted[i]);
       sqlite3_bind_int64(d, 2, sorted[j - 1]);
       rc = sqlite3_step(d);
-      sqlite3_reset(d);
     }
-    if (rc != SQLITE_DONE) return SqliteError(db_, "acknowledge");
+    if (rc != SQLITE_DONE) {
+      Status error = SqliteError(db_, "acknowledge");  // before a reset clears the message
+      sqlite3_reset(s);
+      sqlite3_reset(d);
+      return error;
+    }
+    sqlite3_reset(d);
     i = j;
   }
   for (const auto& [identity, n] : sent) GA_RETURN_IF_ERROR(Count(identity, kSent, n));

@@ -683,14 +683,16 @@ class Bridge::Loop {
     MarkWrite(c);  // reading may queue PUBACKs, PINGRESPs, ...
     mosquitto* m = c.mosq.get();
     const bool local = &c == local_.get();
-    auto* ssl = static_cast<SSL*>(mosquitto_ssl_get(m));
     int64_t waiting = -1;  // local: bytes in the socket not read yet, -1 unknown
     for (int i = 0; i < kMaxReadsPerEvent; ++i) {
       const uint64_t before = local_bytes_read_;
       errno = 0;
       int rc = mosquitto_loop_read(m, 1);
       if (rc != MOSQ_ERR_SUCCESS) return ConnectionLost(c, rc);
-      if (ssl != nullptr && SSL_has_pending(ssl) == 1) continue;
+      // libmosquitto may close the socket (and free its SSL) and still
+      // report success: a CONNACK refused after OnCloudConnect disconnected.
+      if (mosquitto_socket(m) < 0) return ConnectionLost(c, MOSQ_ERR_CONN_LOST);
+      if (HoldsWholeRecords(m)) continue;
       if (!local) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) return;
       } else {
@@ -708,10 +710,17 @@ class Bridge::Loop {
     if (!local) MarkReread(static_cast<CloudConnection&>(c));
   }
 
+  // Whether OpenSSL holds data to read: SSL_has_pending is also 1 for a
+  // partial record, which waits for the rest from the socket (the last read
+  // wanted more: SSL_want_read), and epoll reports that rest.
+  static bool HoldsWholeRecords(mosquitto* m) {
+    auto* ssl = static_cast<SSL*>(mosquitto_ssl_get(m));
+    return ssl != nullptr && SSL_has_pending(ssl) == 1 && !SSL_want_read(ssl);
+  }
+
   // A cloud connection whose TLS records OpenSSL holds unread.
   void MarkReread(CloudConnection& c) {
-    auto* ssl = static_cast<SSL*>(mosquitto_ssl_get(c.mosq.get()));
-    if (c.reread_marked || ssl == nullptr || SSL_has_pending(ssl) != 1) return;
+    if (c.reread_marked || !HoldsWholeRecords(c.mosq.get())) return;
     c.reread_marked = true;
     reread_.push_back(&c);
   }
@@ -801,6 +810,7 @@ class Bridge::Loop {
 
   void ConnectionLost(Connection& c, int rc) {
     Unwatch(c);
+    if (&c != local_.get()) ForgetTlsBuffers(static_cast<CloudConnection&>(c));
     if (c.connected || c.connecting) {
       std::string why = rc == MOSQ_ERR_CONN_LOST ? "connection lost" : mosquitto_strerror(rc);
       log::Warning("MQTT connection " + c.name + " down: " + why, {{"IDENTITY", c.name}});
@@ -1289,8 +1299,10 @@ class Bridge::Loop {
     if (!c.holds_tls_buffers || !idle) return;
     auto* ssl = static_cast<SSL*>(mosquitto_ssl_get(c.mosq.get()));
     if (ssl == nullptr) return;
+    // Freed when the next read or write (a PINGREQ at the latest) leaves them
+    // empty; not SSL_free_buffers, unsafe on a live connection before
+    // OpenSSL 3.0.14.
     SSL_set_mode(ssl, SSL_MODE_RELEASE_BUFFERS);
-    (void)SSL_free_buffers(ssl);  // 0 while a buffer holds data: freed when it empties
     ForgetTlsBuffers(c);
   }
 
@@ -1405,6 +1417,7 @@ class Bridge::Loop {
     }
     to_write_.clear();
     to_send_.clear();
+    reread_.clear();
     clouds_.clear();
     cloud_by_mosq_.clear();
     if (local_) local_connected_->store(false);

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <string_view>
 
+#include "gateway_agent/log.h"
 #include "gateway_agent/sqlite.h"
 
 namespace ga::bridge {
@@ -87,7 +88,11 @@ Result<std::unique_ptr<Outbox>> Outbox::Open(const std::filesystem::path& path,
                                                          : "PRAGMA synchronous=NORMAL"));
   GA_ASSIGN_OR_RETURN(int64_t sequence, box->ReadSqliteSequence());
   GA_RETURN_IF_ERROR(box->Exec(kSchema));
-  GA_RETURN_IF_ERROR(box->DropAutoincrement());
+  if (Status m = box->DropAutoincrement(sequence); !m.ok()) {
+    // Not fatal: seqs given by the Outbox go into the old table as well.
+    log::Warning("outbox " + path.string() + ": keeping the old messages table (" + m.message() +
+                 "); the agent runs with it, a little slower");
+  }
   GA_RETURN_IF_ERROR(box->Exec("DELETE FROM connections"));
   {
     GA_ASSIGN_OR_RETURN(Stmt m, Prepare(raw,
@@ -117,8 +122,10 @@ Result<int64_t> Outbox::ReadSqliteSequence() {
 
 // An outbox written before seq was handed out by Outbox declares it
 // AUTOINCREMENT: its messages move to a table without, once, in one
-// transaction (order and seqs kept).
-Status Outbox::DropAutoincrement() {
+// transaction (order and seqs kept), and `sequence`, the last seq
+// AUTOINCREMENT handed out (its sqlite_sequence row goes with the table),
+// is kept in last_seq.
+Status Outbox::DropAutoincrement(int64_t sequence) {
   GA_ASSIGN_OR_RETURN(Stmt s, Prepare(db_,
                                       "SELECT sql FROM sqlite_master WHERE type = 'table' AND "
                                       "name = 'messages'"));
@@ -130,6 +137,14 @@ Status Outbox::DropAutoincrement() {
   Transaction tx(db_);
   if (!tx.begun()) return SqliteError(db_, "begin");
   GA_RETURN_IF_ERROR(Exec("CREATE TABLE messages_new " GA_MESSAGES_COLUMNS));
+  GA_ASSIGN_OR_RETURN(Stmt last,
+                      Prepare(db_,
+                              "INSERT INTO last_seq (id, seq) VALUES (1, MAX(?1, COALESCE((SELECT "
+                              "MAX(seq) FROM messages), 0))) ON CONFLICT(id) DO UPDATE SET seq = "
+                              "MAX(seq, excluded.seq)"));
+  sqlite3_bind_int64(last.get(), 1, sequence);
+  if (sqlite3_step(last.get()) != SQLITE_DONE) return SqliteError(db_, "store the last seq");
+  last.reset();
   GA_RETURN_IF_ERROR(Exec(
       "INSERT INTO messages_new SELECT seq, identity, topic, payload, created_ms FROM messages;"
       "DROP TABLE messages;"
@@ -271,6 +286,9 @@ Status Outbox::Commit(std::vector<OutboxMessage>& messages,
     m.seq = next_seq_++;  // a rolled-back commit leaves a gap: seqs only increase
     total_bytes_ += static_cast<int64_t>(m.payload.size());
   }
+  // Its SQLITE_STATIC bindings point into `messages`.
+  sqlite3_reset(*insert);
+  sqlite3_clear_bindings(*insert);
   if (!messages.empty()) {
     // Once per commit: seqs keep increasing after a restart, also once every
     // message has been deleted.

@@ -99,7 +99,7 @@ class Outbox {
   Outbox(sqlite3* db, OutboxLimits limits) : db_(db), limits_(limits) {}
   Status Exec(const char* sql);
   Result<int64_t> ReadSqliteSequence();
-  Status DropAutoincrement();
+  Status DropAutoincrement(int64_t sequence);
   // A statement prepared once and kept (reset, bindings cleared) for the
   // statements on the per-message path.
   Result<sqlite3_stmt*> Cached(const char* sql);

@@ -138,6 +138,31 @@ std::string Log(AgentHarness& h) {
   return RunCommand({"tail", "-n", "40", (h.dir() / "agent.log").string()}).output;
 }
 
+// True once the sim lists every one of `things` as a connected client.
+bool WaitForSimClients(IotSim& sim, const std::vector<std::string>& things,
+                       std::chrono::seconds timeout) {
+  auto all_up = [&] {
+    auto r = sim.Http("GET", "/_sim/clients");
+    for (const auto& thing : things) {
+      if (r.body.find("\"clientId\":\"" + thing + "\"") == std::string::npos) return false;
+    }
+    return true;
+  };
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!all_up() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(200ms);
+  }
+  return all_up();
+}
+
+bool WaitForLocalMessage(LocalClient& client, size_t n, std::chrono::seconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (client.received().size() < n && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(50ms);
+  }
+  return client.received().size() >= n;
+}
+
 TEST(Bridge, FiftySensorsPublishAndEachMessageArrivesOnItsOwnIdentity) {
   HarnessOptions o;
   o.sensors = 50;
@@ -183,10 +208,7 @@ TEST(Bridge, FiftySensorsPublishAndEachMessageArrivesOnItsOwnIdentity) {
   auto sent = (*h)->sim().Http("POST", "/_sim/publish",
                                R"({"topic":"cmd/gw-test-s7/led","payload":"on","qos":1})");
   ASSERT_EQ(sent.status, 200) << sent.body;
-  auto deadline = std::chrono::steady_clock::now() + 20s;
-  while (device.received().empty() && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(50ms);
-  }
+  ASSERT_TRUE(WaitForLocalMessage(device, 1, 20s)) << Log(**h);
   auto received = device.received();
   ASSERT_EQ(received.size(), 1u) << Log(**h);
   EXPECT_EQ(received[0].first, "sensors/s7/cmd/led");
@@ -218,14 +240,6 @@ std::map<std::string, std::pair<std::set<std::string>, std::vector<std::string>>
     out[thing].second.push_back(m.payload_b64);
   }
   return out;
-}
-
-bool WaitForLocalMessage(LocalClient& client, size_t n, std::chrono::seconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (client.received().size() < n && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(50ms);
-  }
-  return client.received().size() >= n;
 }
 
 TEST(Bridge, SensorsOverTheGatewaysConnectionKeepTheirOwnTopics) {
@@ -578,13 +592,7 @@ TEST(Bridge, CommandsQueuedWhileOfflineAllArriveOnReconnect) {
   ASSERT_TRUE(h.ok()) << h.status().ToString();
   ASSERT_TRUE((*h)->StartAgent().ok());
   ASSERT_TRUE((*h)->WaitForState("ACTIVE", 2, 90s)) << Log(**h);
-  auto subscribed = [&] {
-    auto r = (*h)->sim().Http("GET", "/_sim/clients");
-    return r.body.find("gw-test-s1") != std::string::npos;
-  };
-  auto deadline = std::chrono::steady_clock::now() + 30s;
-  while (!subscribed() && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(100ms);
+  ASSERT_TRUE(WaitForSimClients((*h)->sim(), {"gw-test-s1"}, 30s)) << Log(**h);
   std::this_thread::sleep_for(500ms);  // its SUBSCRIBE for cmd/gw-test-s1/# is in
   ASSERT_TRUE((*h)->agent().Signal(SIGTERM, 20s).has_value());
 
@@ -619,15 +627,7 @@ TEST(Bridge, ASlowTpmHandshakeDoesNotStallOtherConnections) {
   ASSERT_TRUE((*h)->StartAgent({{"GATEWAY_AGENT_TEST_SIGN_DELAY_MS", "1500"}}).ok());
   ASSERT_TRUE((*h)->WaitForState("ACTIVE", 3, 120s)) << Log(**h);
   // Wait until both sensors' cloud connections are up.
-  auto up = [&](const std::string& thing) {
-    auto r = (*h)->sim().Http("GET", "/_sim/clients");
-    return r.body.find("\"clientId\":\"" + thing + "\"") != std::string::npos;
-  };
-  auto deadline = std::chrono::steady_clock::now() + 60s;
-  while (!(up("gw-test-s1") && up("gw-test-s2")) && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(200ms);
-  }
-  ASSERT_TRUE(up("gw-test-s1") && up("gw-test-s2")) << Log(**h);
+  ASSERT_TRUE(WaitForSimClients((*h)->sim(), {"gw-test-s1", "gw-test-s2"}, 60s)) << Log(**h);
 
   // s2 is thrown off; while it reconnects (a 1.5 s signature), s1 streams.
   LocalClient sensors((*h)->broker().port(), "sensors");
@@ -640,7 +640,7 @@ TEST(Bridge, ASlowTpmHandshakeDoesNotStallOtherConnections) {
   ASSERT_TRUE(sensors.WaitAcked(60, 20s));
   // Arrival times of s1's messages at the cloud: no gap as long as a handshake.
   std::vector<int64_t> times;
-  deadline = std::chrono::steady_clock::now() + 30s;
+  auto deadline = std::chrono::steady_clock::now() + 30s;
   while (times.size() < 60 && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(200ms);
     auto r = (*h)->sim().Http("GET", "/_sim/publishes?topic=dt/gw-test-s1/tick&limit=1000");
@@ -663,11 +663,7 @@ TEST(Bridge, ASlowTpmHandshakeDoesNotStallOtherConnections) {
       static_cast<long long>(max_gap));
   EXPECT_LT(max_gap, 1000);
   // And s2 came back.
-  deadline = std::chrono::steady_clock::now() + 60s;
-  while (!up("gw-test-s2") && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(200ms);
-  }
-  EXPECT_TRUE(up("gw-test-s2")) << Log(**h);
+  EXPECT_TRUE(WaitForSimClients((*h)->sim(), {"gw-test-s2"}, 60s)) << Log(**h);
   ASSERT_TRUE((*h)->agent().Signal(SIGTERM, 30s).has_value());
 }
 

@@ -13,6 +13,7 @@
 #include <string>
 #include <utility>
 
+#include "bridge_feed.h"
 #include "gateway_agent/bridge/bridge.h"
 #include "gateway_agent/control.h"
 #include "gateway_agent/enrollment.h"
@@ -22,6 +23,7 @@
 #include "gateway_agent/pki/local_ca.h"
 #include "gateway_agent/status_report.h"
 #include "gateway_agent/tpm/tpm_context.h"
+#include "process.h"
 
 namespace ga {
 
@@ -268,23 +270,6 @@ Config ReloadConfig(const Config& running, Enrollment& enrollment) {
             std::string(log::LevelName(next.agent.log_level)));
   return effective;
 }
-// Keeps the bridge's view of an identity current: connect it once ACTIVE,
-// keep its messages while it is not, forget it when removed.
-void TellBridge(bridge::Bridge& bridge, const Identity& id) {
-  if (id.state == EnrollmentState::kRemoved) return bridge.Remove(id.name);
-  bridge::BridgeIdentity b;
-  b.name = id.name;
-  b.thing = id.thing;
-  if (id.state == EnrollmentState::kShared) {
-    b.via = "gateway";  // no key of its own
-  } else {
-    b.key_file = id.key_file;
-    b.chain_file = id.chain_file;
-    b.active = id.state == EnrollmentState::kActive;
-  }
-  bridge.Upsert(b);
-}
-
 // Waits (feeding the watchdog) until the bridge is connected to the local
 // broker; false when asked to stop meanwhile. A SIGHUP meanwhile sets
 // `reload` (applied once the service is ready).
@@ -343,7 +328,15 @@ int RunAgent(const Config& config) {
   auto ca = pki::OpenLocalCa(config.ca, *tpm);
   if (!ca.ok()) return fail(std::move(ca).take_status().With("opening the local CA"));
 
-  auto bridge = bridge::Bridge::Create({config, *tpm});
+  RaiseOpenFileLimit();
+  bridge::Bridge::Options bridge_options;
+  bridge_options.local = config.local;
+  bridge_options.bridge = config.bridge;
+  bridge_options.aws = config.aws;
+  bridge_options.state_dir = config.agent.state_dir;
+  bridge_options.connect_interrupt_signal = InstallConnectInterruptSignal();
+  bridge_options.release_free_memory = ReleaseFreeHeap;
+  auto bridge = bridge::Bridge::Create(std::move(bridge_options));
   if (!bridge.ok()) return fail(bridge.status());
 
   Enrollment::Options options;
@@ -351,10 +344,12 @@ int RunAgent(const Config& config) {
   options.tpm = *tpm;
   options.store = store->get();
   options.issue = MakeIssuer(std::shared_ptr<pki::LocalCa>(std::move(*ca)));
-  options.on_change = [b = bridge->get()](const Identity& id) { TellBridge(*b, id); };
+  options.on_change = [b = bridge->get(), tpm = *tpm](const Identity& id) {
+    TellBridge(*b, tpm, id);
+  };
   Enrollment enrollment(std::move(options));
   if (Status l = enrollment.Load(); !l.ok()) return fail(l);
-  for (const Identity& id : enrollment.Snapshot()) TellBridge(**bridge, id);
+  for (const Identity& id : enrollment.Snapshot()) TellBridge(**bridge, *tpm, id);
 
   auto control = ControlServer::Start(config.agent.runtime_dir / kControlSocket,
                                       [&enrollment](const std::vector<std::string>& words) {

@@ -198,6 +198,17 @@ std::string NameToString(const X509_NAME* name) {
   return BioText(bio.get());
 }
 
+bool HasOrganizationalUnit(const X509_NAME* name, std::string_view ou) {
+  for (int i = -1; (i = X509_NAME_get_index_by_NID(name, NID_organizationalUnitName, i)) >= 0;) {
+    const ASN1_STRING* value = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, i));
+    if (std::string_view(reinterpret_cast<const char*>(ASN1_STRING_get0_data(value)),
+                         static_cast<size_t>(ASN1_STRING_length(value))) == ou) {
+      return true;
+    }
+  }
+  return false;
+}
+
 std::chrono::system_clock::time_point ToTimePoint(const ASN1_TIME* time) {
   struct tm tm {};
   if (time == nullptr || ASN1_TIME_to_tm(time, &tm) != 1) {

@@ -79,6 +79,9 @@ class LocalClient {
     });
     mosquitto_publish_callback_set(
         m_, [](mosquitto*, void* self, int) { static_cast<LocalClient*>(self)->acked_++; });
+    mosquitto_subscribe_callback_set(m_, [](mosquitto*, void* self, int, int, const int*) {
+      static_cast<LocalClient*>(self)->subscribed_++;
+    });
     mosquitto_max_inflight_messages_set(m_, 1000);
     connected_ = mosquitto_connect(m_, "127.0.0.1", port, 30) == MOSQ_ERR_SUCCESS;
     mosquitto_loop_start(m_);
@@ -89,7 +92,15 @@ class LocalClient {
     mosquitto_destroy(m_);
   }
   bool connected() const { return connected_; }
-  void Subscribe(const std::string& filter) { mosquitto_subscribe(m_, nullptr, filter.c_str(), 1); }
+  // Subscribes and waits for the broker's SUBACK.
+  bool Subscribe(const std::string& filter) {
+    int before = subscribed_;
+    if (mosquitto_subscribe(m_, nullptr, filter.c_str(), 1) != MOSQ_ERR_SUCCESS) return false;
+    auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (subscribed_ == before && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(10ms);
+    return subscribed_ > before;
+  }
   bool Publish(const std::string& topic, const std::string& payload, int qos = 1) {
     return mosquitto_publish(m_, nullptr, topic.c_str(), static_cast<int>(payload.size()),
                              payload.data(), qos, false) == MOSQ_ERR_SUCCESS;
@@ -109,6 +120,7 @@ class LocalClient {
   mosquitto* m_;
   bool connected_ = false;
   std::atomic<int> acked_{0};
+  std::atomic<int> subscribed_{0};
   std::mutex mu_;
   std::vector<std::pair<std::string, std::string>> received_;
 };
@@ -203,8 +215,7 @@ TEST(Bridge, FiftySensorsPublishAndEachMessageArrivesOnItsOwnIdentity) {
 
   // A cloud command reaches the sensor's local topic.
   LocalClient device((*h)->broker().port(), "device-s7");
-  device.Subscribe("sensors/s7/cmd/#");
-  std::this_thread::sleep_for(300ms);
+  ASSERT_TRUE(device.Subscribe("sensors/s7/cmd/#"));
   auto sent = (*h)->sim().Http("POST", "/_sim/publish",
                                R"({"topic":"cmd/gw-test-s7/led","payload":"on","qos":1})");
   ASSERT_EQ(sent.status, 200) << sent.body;
@@ -273,8 +284,7 @@ TEST(Bridge, SensorsOverTheGatewaysConnectionKeepTheirOwnTopics) {
 
   // Commands for a carried sensor come back over the gateway's connection.
   LocalClient device((*h)->broker().port(), "device-s4");
-  device.Subscribe("sensors/s4/cmd/#");
-  std::this_thread::sleep_for(300ms);
+  ASSERT_TRUE(device.Subscribe("sensors/s4/cmd/#"));
   auto sent = (*h)->sim().Http("POST", "/_sim/publish",
                                R"({"topic":"cmd/gw-test-s4/led","payload":"on","qos":1})");
   ASSERT_EQ(sent.status, 200) << sent.body;
@@ -334,6 +344,19 @@ TEST(Bridge, SensorsOverTheGatewaysConnectionKeepTheirOwnTopics) {
   ExpectNoViolations(**h);
 }
 
+// True once a socket of this machine waits in SYN-SENT for 127.0.0.1:`port`
+// (/proc/net/tcp: remote address 0100007F:<port hex>, state 02).
+bool WaitForSynSent(int port, std::chrono::seconds timeout) {
+  char remote[32];
+  std::snprintf(remote, sizeof remote, "0100007F:%04X 02", port);
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (RunCommand({"cat", "/proc/net/tcp"}).output.find(remote) != std::string::npos) return true;
+    std::this_thread::sleep_for(100ms);
+  }
+  return false;
+}
+
 // A loopback listener that never accepts, its queue full: further connects
 // get no SYN-ACK, like an endpoint behind a firewall that drops packets.
 class UnansweringEndpoint {
@@ -384,7 +407,8 @@ TEST(Bridge, StopDoesNotWaitForAConnectToAnEndpointThatDropsPackets) {
                  "port = " + std::to_string(dead.port()) + "\n");
   });
   ASSERT_TRUE((*h)->StartAgent().ok());
-  std::this_thread::sleep_for(4s);  // the cloud connects are under way
+  // The cloud connects are under way: a SYN to the endpoint waits unanswered.
+  ASSERT_TRUE(WaitForSynSent(dead.port(), 60s)) << Log(**h);
   // A TCP connect left alone would take ~2 minutes to give up; stopping must
   // not wait for it (systemd's TimeoutStopSec is 45 s).
   auto status = (*h)->agent().Signal(SIGTERM, 20s);
@@ -408,7 +432,15 @@ TEST(Bridge, LimitsUnknownSensorsAndQos2AreHandledWithoutTrippingAws) {
   ASSERT_TRUE(sensors.Publish("sensors/s1/ok", "fine"));
   std::vector<CloudMessage> got;
   ASSERT_TRUE(WaitForCloudCount((*h)->sim(), 2, 60s, &got)) << Log(**h);
-  std::this_thread::sleep_for(1s);
+  // Every message was classified (the counts commit with the messages).
+  auto deadline = std::chrono::steady_clock::now() + 30s;
+  std::string counted;
+  while (!std::regex_search(counted = (*h)->Cli({"status", "--json"}).output,
+                            std::regex("\"rejected\":2")) &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(200ms);
+  }
+  ASSERT_TRUE(std::regex_search(counted, std::regex("\"rejected\":2"))) << counted;
   WaitForCloudCount((*h)->sim(), 2, 1s, &got);
   ASSERT_EQ(got.size(), 2u);
   // QoS 2 completes its handshake with the local broker later than the QoS 1
@@ -604,8 +636,7 @@ TEST(Bridge, CommandsQueuedWhileOfflineAllArriveOnReconnect) {
     ASSERT_EQ(sent.status, 200) << sent.body;
   }
   LocalClient device((*h)->broker().port(), "device-s1");
-  device.Subscribe("sensors/s1/cmd/#");
-  std::this_thread::sleep_for(300ms);
+  ASSERT_TRUE(device.Subscribe("sensors/s1/cmd/#"));
   ASSERT_TRUE((*h)->StartAgent().ok());
   ASSERT_TRUE(WaitForLocalMessage(device, kCommands, 30s))
       << device.received().size() << " of " << kCommands << " commands arrived\n"

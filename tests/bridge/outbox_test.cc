@@ -3,7 +3,6 @@
 #include <gtest/gtest.h>
 
 #include "fixtures.h"
-#include "gateway_agent/bridge/bridge.h"
 
 namespace ga::bridge {
 namespace {
@@ -192,15 +191,6 @@ TEST(Outbox, AcknowledgesWithNewMessagesInOneCommitAndKeepsTheUnacknowledged) {
   EXPECT_EQ((*stats)["a"].counters[kSent], 3);
   EXPECT_EQ((*stats)["b"].counters[kSent], 1);
   EXPECT_EQ((*stats)["b"].messages, 1);
-}
-
-TEST(AwsLimits, TopicAndPayloadChecks) {
-  EXPECT_EQ(CloudTopic("dt/{thing}/{rest}", "gw-1-s1", "temp/c"), "dt/gw-1-s1/temp/c");
-  EXPECT_EQ(CheckAwsPublishLimits("dt/x/y", 128 * 1024), "");
-  EXPECT_NE(CheckAwsPublishLimits("dt/x/y", 128 * 1024 + 1).find("128 KB"), std::string::npos);
-  EXPECT_NE(CheckAwsPublishLimits(std::string(257, 'a'), 1).find("256"), std::string::npos);
-  EXPECT_NE(CheckAwsPublishLimits("a/b/c/d/e/f/g/h/i", 1).find("8"), std::string::npos);
-  EXPECT_EQ(CheckAwsPublishLimits("a/b/c/d/e/f/g/h", 1), "");
 }
 
 }  // namespace

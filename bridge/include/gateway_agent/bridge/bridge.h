@@ -8,22 +8,24 @@
 //
 // Sensor -> cloud: the local subscription (QoS 1, persistent session) gets
 // `<prefix>/<sensor id>/<rest>`; each message is committed to the Outbox
-// before its PUBACK is written to the local broker (the connection is marked
-// threaded, so libmosquitto only queues the PUBACK until our loop_write),
-// then published at QoS 1, in order, on the sensor's own cloud connection to
-// the topic from bridge.cloud_topic_template; deleted on the cloud's PUBACK.
-// A message is never published under another sensor's identity.
+// before its PUBACK is written to the local broker, then published at QoS 1,
+// in order, on the sensor's own cloud connection to the topic from
+// bridge.cloud_topic_template; deleted on the cloud's PUBACK. A message is
+// never published under another sensor's identity.
 //
 // Shared mode: a sensor whose BridgeIdentity names a carrier in `via` (the
-// gateway) has no connection of its own; its messages, still to its own
-// thing's topics, take turns with the carrier's own on the carrier's
-// connection, within that connection's window and rates, and the carrier
-// subscribes to the sensor's command filter. Its outbox queue stays its own.
+// gateway) travels over the carrier's connection, to its own thing's topics.
 //
 // Cloud -> sensor: each identity subscribes to its command filter
 // (`cmd/{thing}/#`); a command `cmd/<thing>/<rest>` is published locally to
-// `<prefix>/<sensor id>/cmd/<rest>`. Local messages under `.../cmd/...` are
-// therefore never sent to the cloud.
+// `<prefix>/<sensor id>/cmd/<rest>`.
+//
+// The parts, one file each in bridge/: topic_map (topics and AWS limits),
+// event_loop (epoll and posted work), mqtt_connection (libmosquitto glue),
+// agenda (connections with news), handshake_pool (blocking connects),
+// cloud_tls (the shared TLS context), local_link (the local broker),
+// outbox_staging (group commit), cloud_links / cloud_send / shared_mode (the
+// cloud connections), send_budget (the send scheduler), outbox (SQLite).
 #pragma once
 
 #include <atomic>
@@ -35,18 +37,25 @@
 
 #include "gateway_agent/config.h"
 #include "gateway_agent/status.h"
-#include "gateway_agent/tpm/tpm_context.h"
+#include "gateway_agent/tpm/tls_client.h"
 
 namespace ga::bridge {
 
 // What the bridge needs to know of an identity.
 struct BridgeIdentity {
-  std::string name;   // "gateway" or the sensor id
+  std::string name;   // the gateway's identity name, or the sensor id
   std::string thing;  // AWS thing name = client id
-  std::filesystem::path key_file;
-  std::filesystem::path chain_file;
+  // False for the gateway itself: no local client speaks for it, so local
+  // messages under its name are dropped as from an unknown sensor.
+  bool sensor = true;
   bool active = false;  // only ACTIVE identities connect to the cloud
-  // Not empty: the identity (e.g. "gateway") whose connection carries this
+  // The TPM key and certificate chain it connects with (required when active
+  // and not carried by another).
+  std::shared_ptr<const tpm::ClientIdentity> credentials;
+  // Its certificate has OU=gateway, so the JITR Lambda gave it the gateway
+  // policy, which lets its connection carry shared-mode sensors.
+  bool uses_gateway_policy = false;
+  // Not empty: the identity (the gateway) whose connection carries this
   // sensor's messages, to its own thing's topics; it has no key of its own.
   std::string via;
 };
@@ -54,11 +63,22 @@ struct BridgeIdentity {
 class Bridge {
  public:
   struct Options {
-    Config config;
-    std::shared_ptr<tpm::TpmContext> tpm;
+    LocalConfig local;
+    BridgeConfig bridge;
+    AwsConfig aws;
+    std::filesystem::path state_dir;  // holds the outbox (kOutboxDb)
+    // Process-wide settings stay with the caller (the daemon):
+    // A signal whose handler does nothing and is installed without
+    // SA_RESTART: Stop() sends it to the threads still in a blocking TCP
+    // connect (to an endpoint that drops SYNs, ~2 minutes). 0: Stop() waits.
+    int connect_interrupt_signal = 0;
+    // Called once a burst of TLS handshakes is over, to hand free heap back
+    // to the system (e.g. malloc_trim); may be empty.
+    std::function<void()> release_free_memory;
   };
 
-  // Opens the outbox (state_dir/outbox.db); does not connect yet.
+  // Opens the outbox, checks the topic mapping and reads the local broker's
+  // password (errors name the key); does not connect yet.
   static Result<std::unique_ptr<Bridge>> Create(Options options);
   ~Bridge();
   Bridge(const Bridge&) = delete;
@@ -76,9 +96,8 @@ class Bridge {
 
   bool local_connected() const { return local_connected_; }
 
-  class Loop;
-
  private:
+  class Loop;
   explicit Bridge(std::unique_ptr<Loop> loop);
   std::unique_ptr<Loop> loop_;
   std::thread thread_;
@@ -86,16 +105,5 @@ class Bridge {
 };
 
 inline constexpr const char* kOutboxDb = "outbox.db";
-
-// Limits AWS IoT enforces on a publish, checked before anything is sent.
-inline constexpr size_t kMaxPayloadBytes = 128 * 1024;
-inline constexpr size_t kMaxTopicBytes = 256;
-inline constexpr int kMaxTopicLevels = 8;
-
-// The cloud topic for a sensor message: `template` with {thing} and {rest}.
-std::string CloudTopic(std::string_view topic_template, std::string_view thing,
-                       std::string_view rest);
-// Why a publish would break an AWS IoT limit, or "" when it is fine.
-std::string CheckAwsPublishLimits(std::string_view topic, size_t payload_bytes);
 
 }  // namespace ga::bridge

@@ -44,6 +44,9 @@ Result<std::string> CommonName(const X509_NAME* name);
 // OpenSSL's one-line form: "CN = gw-1, O = Acme".
 std::string NameToString(const X509_NAME* name);
 
+// Whether the name holds an organizationalUnitName equal to `ou`.
+bool HasOrganizationalUnit(const X509_NAME* name, std::string_view ou);
+
 // Time as "2026-11-27 15:11:07 UTC".
 std::string FormatTime(const ASN1_TIME* time);
 std::chrono::system_clock::time_point ToTimePoint(const ASN1_TIME* time);

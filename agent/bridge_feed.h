@@ -1,0 +1,30 @@
+// Keeps the bridge's view of the identities current: an identity connects
+// once ACTIVE, with its TPM key and certificate chain loaded here; its
+// messages are kept while it is not; it is forgotten once removed.
+#pragma once
+
+#include <memory>
+
+#include "gateway_agent/bridge/bridge.h"
+#include "gateway_agent/identity_store.h"
+#include "gateway_agent/status.h"
+#include "gateway_agent/tpm/tpm_context.h"
+
+namespace ga {
+
+// The name of the gateway's own identity, whose connection carries the
+// sensors in shared mode.
+inline constexpr const char* kGatewayIdentity = "gateway";
+
+// The bridge's view of `id`. An ACTIVE identity's key blob and chain are
+// loaded (no TPM command runs: the key is loaded at its first signature);
+// an error names the identity and the file.
+Result<bridge::BridgeIdentity> ToBridgeIdentity(const Identity& id,
+                                                const std::shared_ptr<tpm::TpmContext>& tpm);
+
+// Upserts or removes `id` in the bridge. An ACTIVE identity whose key or
+// chain cannot be loaded is logged and kept offline (its messages wait).
+void TellBridge(bridge::Bridge& bridge, const std::shared_ptr<tpm::TpmContext>& tpm,
+                const Identity& id);
+
+}  // namespace ga

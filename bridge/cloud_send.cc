@@ -1,0 +1,95 @@
+// CloudLinks, the send path: outbox -> cloud connection, within each
+// connection's in-flight window and rates; PUBACKs free the window and are
+// handed to the outbox staging for deletion.
+#include "cloud_links.h"
+#include "gateway_agent/log.h"
+
+namespace ga::bridge {
+
+namespace {
+
+constexpr int kRefill = 200;  // outbox rows read per refill
+
+}  // namespace
+
+void CloudLinks::Send(CloudConnection& c) {
+  if (!c.connected || !c.mosq) return;  // a carried sensor is sent by its carrier
+  auto now = Clock::now();
+  if (c.riders.empty()) {
+    while (SendOne(c, c, now)) {
+    }
+    return;
+  }
+  std::vector<CloudConnection*> turns = {&c};
+  turns.insert(turns.end(), c.riders.begin(), c.riders.end());
+  SendInTurns(turns.size(), &c.next_turn, [&](size_t i) { return SendOne(*turns[i], c, now); });
+}
+
+// Hands the next message of `sender` to `via`'s connection; false when there
+// is none, or the window or a rate limit of `via` is spent.
+bool CloudLinks::SendOne(CloudConnection& sender, CloudConnection& via, Clock::time_point now) {
+  if (via.budget->WindowFull(via.in_flight())) return false;
+  if (sender.pending.empty()) {
+    if (sender.drained) return false;
+    auto next = parts_.outbox.Next(sender.name, sender.last_queued, kRefill);
+    if (!next.ok()) {
+      log::Error(next.status().message(), {{"IDENTITY", sender.name}});
+      return false;
+    }
+    if (next->empty()) {
+      sender.drained = true;
+      return false;
+    }
+    for (auto& m : *next) sender.pending.push_back(std::move(m));
+  }
+  OutboxMessage& m = sender.pending.front();
+  if (!via.budget->TryTake(m.payload.size(), now)) return false;
+  int mid = 0;
+  int rc = mosquitto_publish(via.mosq.get(), &mid, m.topic.c_str(),
+                             static_cast<int>(m.payload.size()), m.payload.data(), 1, false);
+  if (rc != MOSQ_ERR_SUCCESS) {
+    log::Warning("publish for " + sender.name + " failed: " + mosquitto_strerror(rc),
+                 {{"IDENTITY", sender.name}});
+    return false;
+  }
+  if (&sender == &via) {
+    sender.inflight[mid] = m.seq;
+  } else {
+    via.carried[mid] = {&sender, m.seq};
+  }
+  sender.last_queued = m.seq;
+  sender.pending.pop_front();
+  ++via.published;
+  tls_buffers_.Hold(via);
+  parts_.agenda.MarkWrite(via);
+  return true;
+}
+
+void CloudLinks::OnPuback(mosquitto* m, int mid) {
+  CloudConnection* c = Of(m);
+  if (c == nullptr) return;
+  if (auto it = c->inflight.find(mid); it != c->inflight.end()) {
+    parts_.staging.Acknowledged(it->second);
+    c->inflight.erase(it);
+  } else if (auto carried = c->carried.find(mid); carried != c->carried.end()) {
+    parts_.staging.Acknowledged(carried->second.second);
+    c->carried.erase(carried);
+  } else {
+    return;
+  }
+  parts_.agenda.MarkSend(*c);  // the window has room again
+}
+
+void CloudLinks::TakeCommitted(std::vector<OutboxMessage>& committed) {
+  for (auto& m : committed) {
+    auto it = clouds_.find(m.identity);
+    if (it == clouds_.end()) continue;
+    CloudConnection& c = *it->second;
+    if (c.drained) {
+      c.pending.push_back(std::move(m));
+      parts_.agenda.MarkSend(c);
+    }
+  }
+}
+
+}  // namespace ga::bridge

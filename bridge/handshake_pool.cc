@@ -1,0 +1,145 @@
+#include "handshake_pool.h"
+
+#include <openssl/ssl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+
+namespace ga::bridge {
+
+namespace {
+
+// The interrupt signal of the pool whose job runs on this thread.
+thread_local int current_interrupt_signal = 0;
+
+}  // namespace
+
+HandshakePool::HandshakePool(int threads, int interrupt_signal)
+    : threads_(threads), interrupt_signal_(interrupt_signal) {}
+
+void HandshakePool::MaskInterrupt(int how) const {
+  if (interrupt_signal_ == 0) return;
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, interrupt_signal_);
+  pthread_sigmask(how, &set, nullptr);
+}
+
+void HandshakePool::ShieldCurrentThread() {
+  if (current_interrupt_signal == 0) return;
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, current_interrupt_signal);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+int HandshakePool::InterruptibleConnect(const std::function<int()>& connect) {
+  {
+    MutexLock lock(connecting_mu_);
+    if (stopping_) return MOSQ_ERR_CONN_LOST;
+    connecting_.insert(pthread_self());
+  }
+  // The certificate callback of this thread's previous handshake blocked it.
+  MaskInterrupt(SIG_UNBLOCK);
+  int rc = connect();
+  int saved = errno;
+  {
+    MutexLock lock(connecting_mu_);
+    connecting_.erase(pthread_self());
+  }
+  // Blocked if this handshake already reached the certificate callback: no
+  // signal is sent from here on, and one still pending is harmless now.
+  MaskInterrupt(SIG_UNBLOCK);
+  errno = saved;
+  return rc;
+}
+
+void HandshakePool::Submit(std::function<void()> job) {
+  {
+    MutexLock lock(mu_);
+    if (stopped_) return;
+    jobs_.push_back(std::move(job));
+    if (workers_.size() < static_cast<size_t>(threads_)) {
+      workers_.emplace_back([this] { Work(); });
+    }
+  }
+  cv_.notify_one();
+}
+
+void HandshakePool::Stop() {
+  stopping_ = true;
+  std::vector<std::thread> workers;
+  {
+    MutexLock lock(mu_);
+    stopped_ = true;
+    jobs_.clear();
+    workers.swap(workers_);
+  }
+  cv_.notify_all();
+  // Only threads inside a TCP connect are signalled: never one using the TPM.
+  while (interrupt_signal_ != 0) {
+    {
+      MutexLock lock(connecting_mu_);
+      if (connecting_.empty()) break;
+      for (pthread_t t : connecting_) pthread_kill(t, interrupt_signal_);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  for (auto& t : workers) t.join();
+}
+
+void HandshakePool::Work() {
+  current_interrupt_signal = interrupt_signal_;
+  mu_.lock();
+  while (true) {
+    cv_.wait(mu_, [&] {
+      mu_.AssertHeld();
+      return stopped_ || !jobs_.empty();
+    });
+    if (jobs_.empty()) break;  // stopped and drained
+    auto job = std::move(jobs_.front());
+    jobs_.pop_front();
+    mu_.unlock();
+    job();
+    mu_.lock();
+  }
+  mu_.unlock();
+}
+
+int FinishTlsHandshake(mosquitto* m, const std::atomic<bool>& stop) {
+  using Clock = std::chrono::steady_clock;
+  auto* ssl = static_cast<SSL*>(mosquitto_ssl_get(m));
+  if (ssl == nullptr) return MOSQ_ERR_SUCCESS;  // not TLS
+  auto deadline = Clock::now() + std::chrono::seconds(30);
+  while (!SSL_is_init_finished(ssl)) {
+    int fd = mosquitto_socket(m);
+    if (fd < 0) return MOSQ_ERR_CONN_LOST;
+    auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    if (left <= 0) return MOSQ_ERR_TIMEOUT;
+    if (stop) return MOSQ_ERR_CONN_LOST;
+    pollfd p{fd, static_cast<short>(POLLIN | POLLRDHUP | (mosquitto_want_write(m) ? POLLOUT : 0)),
+             0};
+    int n = poll(&p, 1, static_cast<int>(std::min<int64_t>(left, 500)));
+    if (n < 0 && errno != EINTR) return MOSQ_ERR_ERRNO;
+    if (n <= 0) continue;
+    if (p.revents & (POLLERR | POLLHUP | POLLRDHUP)) {
+      // Refused, reset or closed: say why instead of stepping SSL_connect on a dead socket.
+      int err = 0;
+      socklen_t len = sizeof err;
+      getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+      if (err == 0) return MOSQ_ERR_CONN_LOST;
+      errno = err;
+      return MOSQ_ERR_ERRNO;
+    }
+    int rc = (p.revents & POLLOUT) ? mosquitto_loop_write(m, 1) : mosquitto_loop_read(m, 1);
+    if (rc != MOSQ_ERR_SUCCESS) return rc;
+  }
+  return MOSQ_ERR_SUCCESS;
+}
+
+}  // namespace ga::bridge

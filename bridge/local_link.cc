@@ -1,0 +1,205 @@
+#include "local_link.h"
+
+#include "gateway_agent/files.h"
+#include "gateway_agent/log.h"
+
+namespace ga::bridge {
+
+namespace {
+
+// How long a connect to the local broker may take before it is retried.
+constexpr std::chrono::seconds kConnectTimeout{10};
+constexpr std::chrono::seconds kKeepalive{60};
+constexpr std::chrono::milliseconds kRecreateAfter{1000};
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+Result<std::unique_ptr<LocalLink>> LocalLink::Create(const LocalConfig& config, Parts parts) {
+  std::string password;
+  if (!config.username.empty() && !config.password_file.empty()) {
+    auto pw = ReadFile(config.password_file);
+    if (!pw.ok()) return std::move(pw).take_status().With("local.password_file");
+    password = std::move(*pw);
+    while (!password.empty() && (password.back() == '\n' || password.back() == '\r')) {
+      password.pop_back();
+    }
+  }
+  std::unique_ptr<LocalLink> link(new LocalLink(config, std::move(password), parts));
+  GA_RETURN_IF_ERROR(link->NewClient());
+  return link;
+}
+
+LocalLink::LocalLink(const LocalConfig& config, std::string password, Parts parts)
+    : config_(config), password_(std::move(password)), parts_(parts) {
+  conn_.name = "local";
+  conn_.local = true;
+}
+
+Status LocalLink::NewClient() {
+  MosqPtr mosq(mosquitto_new(config_.client_id.c_str(), /*clean_session=*/false, this));
+  if (!mosq) return Internal("mosquitto_new failed for the local broker's client");
+  mosquitto* m = mosq.get();
+  mosquitto_threaded_set(m, true);  // PUBACKs wait in the queue for our loop_write
+  mosquitto_int_option(m, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
+  if (!config_.username.empty()) {
+    int rc = mosquitto_username_pw_set(m, config_.username.c_str(),
+                                       password_.empty() ? nullptr : password_.c_str());
+    if (rc != MOSQ_ERR_SUCCESS) {
+      return {Code::kMqtt, "local.username: " + std::string(mosquitto_strerror(rc))};
+    }
+  }
+  mosquitto_connect_callback_set(
+      m, [](mosquitto*, void* self, int rc) { static_cast<LocalLink*>(self)->OnConnect(rc); });
+  mosquitto_message_callback_set(m, [](mosquitto*, void* self, const mosquitto_message* msg) {
+    static_cast<LocalLink*>(self)->OnMessage(msg);
+  });
+  conn_.mosq = std::move(mosq);
+  conn_.next_connect = Clock::now();
+  return Status::Ok();
+}
+
+void LocalLink::Connect() {
+  parts_.loop.Unwatch(conn_);  // a timed-out attempt's socket
+  conn_.connecting = true;
+  conn_.next_connect = Clock::now() + kConnectTimeout;
+  const int keepalive = static_cast<int>(kKeepalive.count());
+  int rc;
+  if (!config_.unix_socket.empty()) {
+    rc = mosquitto_connect_bind_async(conn_.mosq.get(), config_.unix_socket.c_str(), 0, keepalive,
+                                      nullptr);
+  } else {
+    rc = mosquitto_connect_async(conn_.mosq.get(), config_.host.c_str(), config_.port, keepalive);
+  }
+  if (rc != MOSQ_ERR_SUCCESS) {
+    log::Warning("local broker " + config_.host + ":" + std::to_string(config_.port) + ": " +
+                 mosquitto_strerror(rc));
+    return Lost(rc);
+  }
+  parts_.loop.Watch(conn_);
+}
+
+void LocalLink::OnConnect(int rc) {
+  conn_.connecting = false;
+  if (rc != 0) {
+    log::Error(std::string("local broker refused the connection: ") + mosquitto_connack_string(rc));
+    mosquitto_disconnect(conn_.mosq.get());
+    return;
+  }
+  conn_.failures = 0;
+  SetConnected(true);
+  log::Info("connected to the local broker; subscribing to " + config_.ingest_filter);
+  mosquitto_subscribe(conn_.mosq.get(), nullptr, config_.ingest_filter.c_str(), 1);
+}
+
+void LocalLink::OnMessage(const mosquitto_message* msg) {
+  std::string_view topic = msg->topic;
+  // The PUBLISH packet's size on the wire (MQTT 3.1.1), for ReadPackets.
+  size_t remaining =
+      2 + topic.size() + (msg->qos > 0 ? 2 : 0) + static_cast<size_t>(msg->payloadlen);
+  size_t length_bytes = 1;
+  for (size_t r = remaining; r >= 128; r >>= 7) ++length_bytes;
+  conn_.bytes_read += 1 + length_bytes + remaining;
+  auto parsed = parts_.topics.ParseLocal(topic);
+  if (!parsed) return;
+  auto it = parts_.identities.find(parsed->sensor);
+  if (it == parts_.identities.end() || !it->second.sensor) {
+    parts_.staging.Count(std::string(parsed->sensor), kDroppedUnknown);
+    log::Warning("dropped a message from unknown sensor \"" + std::string(parsed->sensor) +
+                 "\" on " + std::string(topic) + " (add it with gateway-agent sensor add)");
+    return;
+  }
+  std::string cloud_topic = parts_.topics.CloudTopic(it->second.thing, parsed->rest);
+  std::string why = CheckAwsPublishLimits(cloud_topic, static_cast<size_t>(msg->payloadlen));
+  if (!why.empty()) {
+    parts_.staging.Count(std::string(parsed->sensor), kRejectedLimit);
+    log::Warning("not sent: sensor " + std::string(parsed->sensor) + ", topic " +
+                     std::string(topic) + " -> " + cloud_topic + ": " + why,
+                 {{"IDENTITY", std::string(parsed->sensor)}});
+    return;
+  }
+  OutboxMessage m;
+  m.identity = it->first;
+  m.topic = std::move(cloud_topic);
+  m.payload.assign(static_cast<const char*>(msg->payload), static_cast<size_t>(msg->payloadlen));
+  m.created_ms = NowMs();
+  parts_.staging.Stage(std::move(m));
+}
+
+void LocalLink::Read() {
+  if (!conn_.mosq) return;
+  parts_.agenda.MarkWrite(conn_);  // reading may queue PUBACKs, PINGRESPs, ...
+  int rc = ReadPackets(conn_);
+  if (rc != MOSQ_ERR_SUCCESS) Lost(rc);
+}
+
+void LocalLink::Write() {
+  if (!conn_.mosq || mosquitto_socket(conn_.mosq.get()) < 0) return;
+  int rc = WritePackets(conn_);
+  if (rc != MOSQ_ERR_SUCCESS) return Lost(rc);
+  parts_.loop.Watch(conn_);
+}
+
+void LocalLink::Tick(Clock::time_point now) {
+  if (!conn_.mosq) {
+    if (now < conn_.next_connect) return;
+    if (Status s = NewClient(); !s.ok()) {
+      log::Error(s.message());
+      conn_.next_connect = now + kRecreateAfter;
+    }
+    return;
+  }
+  if (!conn_.connected && !conn_.connecting && now >= conn_.next_connect) Connect();
+  if (conn_.connecting && now >= conn_.next_connect) Lost(MOSQ_ERR_CONN_LOST);
+  if (conn_.fd >= 0) {
+    int rc = mosquitto_loop_misc(conn_.mosq.get());
+    if (rc != MOSQ_ERR_SUCCESS) Lost(rc);
+  }
+  parts_.agenda.MarkWrite(conn_);
+}
+
+void LocalLink::Lost(int rc) {
+  parts_.loop.Unwatch(conn_);
+  if (conn_.connected || conn_.connecting) {
+    std::string why = rc == MOSQ_ERR_CONN_LOST ? "connection lost" : mosquitto_strerror(rc);
+    log::Warning("MQTT connection local down: " + why, {{"IDENTITY", conn_.name}});
+  }
+  SetConnected(false);
+  conn_.connecting = false;
+  ScheduleReconnect(conn_, parts_.rng);
+}
+
+void LocalLink::DropUnacknowledged() {
+  parts_.loop.Unwatch(conn_);
+  SetConnected(false);
+  conn_.connecting = false;
+  conn_.mosq.reset();
+  conn_.next_connect = Clock::now() + kRecreateAfter;
+}
+
+void LocalLink::Deliver(const std::string& topic, const void* payload, int length,
+                        const std::string& sensor) {
+  if (!conn_.connected) return;
+  int rc = mosquitto_publish(conn_.mosq.get(), nullptr, topic.c_str(), length, payload, 1, false);
+  parts_.agenda.MarkWrite(conn_);
+  if (rc != MOSQ_ERR_SUCCESS) {
+    log::Warning("command for " + sensor + " not delivered locally: " + mosquitto_strerror(rc));
+  }
+}
+
+void LocalLink::Disconnect() {
+  if (conn_.mosq && conn_.connected) mosquitto_disconnect(conn_.mosq.get());
+}
+
+void LocalLink::SetConnected(bool up) {
+  if (conn_.connected == up) return;
+  conn_.connected = up;
+  parts_.connected.store(up);
+}
+
+}  // namespace ga::bridge

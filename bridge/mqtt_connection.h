@@ -1,0 +1,97 @@
+// One libmosquitto client on the bridge's event loop: the local broker's
+// connection and each cloud connection. The loop drives libmosquitto itself
+// (mosquitto_loop_read/write/misc on epoll readiness), so these functions are
+// the only places that step a client's socket outside a handshake.
+#pragma once
+
+#include <mosquitto.h>
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "gateway_agent/bridge/bridge.h"
+#include "gateway_agent/bridge/outbox.h"
+#include "send_budget.h"
+
+namespace ga::bridge {
+
+using Clock = std::chrono::steady_clock;
+
+struct MosqDeleter {
+  void operator()(mosquitto* m) const { mosquitto_destroy(m); }
+};
+using MosqPtr = std::unique_ptr<mosquitto, MosqDeleter>;
+
+struct MqttConnection {
+  std::string name;  // identity name, or "local"
+  bool local = false;
+  MosqPtr mosq;
+  int fd = -1;              // registered in epoll
+  bool want_write = false;  // EPOLLOUT registered
+  bool connected = false;
+  bool connecting = false;
+  Clock::time_point next_connect{};
+  Clock::time_point last_attempt{};
+  int failures = 0;
+  bool write_marked = false;  // in the Agenda's write list
+  int published = 0;          // PUBLISH packets queued since the last write
+  // Local connection: PUBLISH bytes read (counted by the message callback),
+  // which tell ReadPackets when the socket is empty.
+  uint64_t bytes_read = 0;
+};
+
+// A cloud connection: one identity's own, or a shared-mode sensor's place on
+// its carrier's connection (then it has no client of its own).
+struct CloudConnection : MqttConnection {
+  BridgeIdentity identity;
+  // A handshake thread owns `mosq` while this is set: the loop leaves it alone.
+  bool handshaking = false;
+  std::map<int, int64_t> inflight;  // mid -> outbox seq
+  std::deque<OutboxMessage> pending;
+  int64_t last_queued = 0;  // highest seq handed to libmosquitto
+  bool drained = false;     // the outbox had nothing more after last_queued
+  std::unique_ptr<SendBudget> budget;
+  // Shared mode. On a sensor: the connection that carries its messages (none
+  // while that identity is not connected to the loop). On that connection:
+  // the sensors it carries, and their messages it has in flight.
+  CloudConnection* carrier = nullptr;
+  std::vector<CloudConnection*> riders;
+  std::map<int, std::pair<CloudConnection*, int64_t>> carried;  // mid -> rider, seq
+  size_t next_turn = 0;  // round robin over itself and its riders
+  // Command filters of riders that left while it was offline: its persistent
+  // session still holds them, so they are unsubscribed on the next CONNACK.
+  std::vector<std::string> stale_filters;
+  bool send_marked = false;    // in the Agenda's send list
+  bool reread_marked = false;  // in the Agenda's reread list
+  // TLS buffers: kept while the connection is busy (see TlsBufferPolicy).
+  bool holds_tls_buffers = false;
+  bool sent_this_tick = false;
+
+  size_t in_flight() const { return inflight.size() + carried.size(); }
+};
+
+// Reads every packet the socket (and, for TLS, OpenSSL's buffer) holds, up to
+// a bound per call. Returns MOSQ_ERR_SUCCESS, or the error that lost the
+// connection.
+int ReadPackets(MqttConnection& c);
+
+// Whether OpenSSL holds whole records of `m` that no socket event will report.
+bool HoldsWholeRecords(mosquitto* m);
+
+// Writes what libmosquitto has queued (corked when it is more than one
+// packet), on a client with a socket. Returns MOSQ_ERR_SUCCESS, or the error that lost the
+// connection.
+int WritePackets(MqttConnection& c);
+
+// After a lost connection or failed attempt: the next attempt is due after
+// an exponential backoff with full jitter (1 s to 15 s).
+void ScheduleReconnect(MqttConnection& c, std::mt19937_64& rng);
+
+}  // namespace ga::bridge

@@ -115,6 +115,7 @@ export class Api {
       }),
       route('POST', '/things/{name}', (p, q, b) => reg.createThing(p.name, b)),
       route('GET', '/things/{name}', (p) => reg.describeThing(p.name)),
+      route('PATCH', '/things/{name}', (p, q, b) => { reg.updateThing(p.name, b); return {}; }),
       route('PUT', '/things/{name}/principals', (p, q, b, h) => {
         const principal = h['x-amzn-principal'];
         if (!principal) throw invalid('Missing required header: x-amzn-principal');
@@ -149,7 +150,11 @@ export class Api {
       }),
       route('DELETE', '/things/{name}', (p, q) => { reg.deleteThing(p.name, q.get('expectedVersion') ?? undefined); return {}; }),
       route('GET', '/things', (p, q) => {
-        const { slice, next } = page(reg.listThings(), q, { sizeKey: 'maxResults', markerKey: 'nextToken', ascendingKey: null });
+        const name = q.get('attributeName');
+        const value = q.get('attributeValue');
+        if ((name === null) !== (value === null)) throw invalid('attributeName and attributeValue must be given together');
+        const things = reg.listThings().filter((t) => name === null || t.attributes[name] === value);
+        const { slice, next } = page(things, q, { sizeKey: 'maxResults', markerKey: 'nextToken', ascendingKey: null });
         return { things: slice, nextToken: next };
       }),
       route('GET', '/principals/things', (p, q, b, h) => {

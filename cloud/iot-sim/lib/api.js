@@ -10,11 +10,55 @@ import http from 'node:http';
 import { randomUUID } from 'node:crypto';
 import { AwsError, invalid } from './errors.js';
 import { parseSql } from './rules.js';
+import { LAMBDA_ACCESS_KEY_ID } from './iam.js';
 
 const MAX_BODY = 1024 * 1024;
 
+// The AWS IoT operation of each control-plane route (for IAM authorization, iam.js).
+const OPERATION_OF = {
+  'GET /registrationcode': 'GetRegistrationCode',
+  'POST /cacertificate': 'RegisterCACertificate',
+  'GET /cacertificate/{id}': 'DescribeCACertificate',
+  'PUT /cacertificate/{id}': 'UpdateCACertificate',
+  'GET /cacertificates': 'ListCACertificates',
+  'GET /certificates/{id}': 'DescribeCertificate',
+  'GET /certificates': 'ListCertificates',
+  'GET /certificates-by-ca/{caId}': 'ListCertificatesByCA',
+  'PUT /certificates/{id}': 'UpdateCertificate',
+  'DELETE /certificates/{id}': 'DeleteCertificate',
+  'POST /policies/{name}': 'CreatePolicy',
+  'GET /policies/{name}': 'GetPolicy',
+  'PUT /target-policies/{name}': 'AttachPolicy',
+  'PUT /principal-policies/{name}': 'AttachPrincipalPolicy',
+  'POST /attached-policies/{target}': 'ListAttachedPolicies',
+  'POST /things/{name}': 'CreateThing',
+  'GET /things/{name}': 'DescribeThing',
+  'PATCH /things/{name}': 'UpdateThing',
+  'PUT /things/{name}/principals': 'AttachThingPrincipal',
+  'GET /things/{name}/principals': 'ListThingPrincipals',
+  'GET /endpoint': 'DescribeEndpoint',
+  'POST /rules/{name}': 'CreateTopicRule',
+  'PATCH /rules/{name}': 'ReplaceTopicRule',
+  'DELETE /rules/{name}': 'DeleteTopicRule',
+  'DELETE /cacertificate/{id}': 'DeleteCACertificate',
+  'POST /target-policies/{name}': 'DetachPolicy',
+  'DELETE /policies/{name}': 'DeletePolicy',
+  'GET /policies': 'ListPolicies',
+  'DELETE /things/{name}/principals': 'DetachThingPrincipal',
+  'DELETE /things/{name}': 'DeleteThing',
+  'GET /things': 'ListThings',
+  'GET /principals/things': 'ListPrincipalThings',
+  'GET /rules/{name}': 'GetTopicRule'
+};
+
 function route (method, pattern, fn) {
-  return { method, parts: pattern.split('/').filter(Boolean), fn };
+  return { method, parts: pattern.split('/').filter(Boolean), fn, op: OPERATION_OF[`${method} ${pattern}`] ?? null };
+}
+
+/** The access key id of a SigV4-signed request, or null. */
+function accessKeyOf (headers) {
+  const m = /Credential=([^/,\s]+)\//.exec(headers.authorization || '');
+  return m ? m[1] : null;
 }
 
 function match (r, method, parts) {
@@ -203,7 +247,8 @@ export class Api {
         return {};
       }),
       route('GET', '/_sim/lambda', () => ({
-        enabled: sim.rules.enabled, paused: sim.rules.paused, held: sim.rules.held.length, invocations: sim.rules.invocations
+        enabled: sim.rules.enabled, paused: sim.rules.paused, held: sim.rules.held.length, invocations: sim.rules.invocations,
+        denied: sim.rules.denied
       })),
       route('PUT', '/_sim/lambda', (p, q, b) => {
         if (b.enabled === undefined && b.paused === undefined) throw invalid('give enabled and/or paused');
@@ -265,7 +310,17 @@ export class Api {
     }
     for (const r of this.routes) {
       const params = match(r, req.method, parts);
-      if (params) return await r.fn(params, url.searchParams, json, req.headers);
+      if (!params) continue;
+      if (r.op && this.sim.iam && accessKeyOf(req.headers) === LAMBDA_ACCESS_KEY_ID) {
+        const request = { params, query: url.searchParams, body: json, headers: req.headers };
+        try {
+          this.sim.iam.authorize(r.op, request);
+        } catch (e) {
+          if (e instanceof AwsError) this.sim.rules.recordDenial({ operation: r.op, message: e.message });
+          throw e;
+        }
+      }
+      return await r.fn(params, url.searchParams, json, req.headers);
     }
     throw new AwsError('UnknownOperationException', `iot-sim does not implement ${req.method} ${url.pathname}`);
   }

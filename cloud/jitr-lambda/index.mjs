@@ -7,7 +7,7 @@
 //
 // For the certificate in the event it: describes the certificate, takes the thing name from
 // the subject CN (validated against AWS's thing-name rule), creates the thing, creates or
-// reuses the policy for the certificate's role (with region and account filled in), attaches
+// reuses the policy for the certificate's role (with partition, region and account filled in), attaches
 // the policy to the certificate, attaches the certificate to the thing, and activates the
 // certificate LAST, so that by the time the device can authenticate it is also authorized.
 // The role comes from the subject: `OU=gateway` (a gateway's own certificate) gets the
@@ -19,8 +19,9 @@
 // INACTIVE or REVOKED is left alone.
 //
 // Configuration (environment): AWS_REGION (set by Lambda), POLICY_NAME (default
-// gateway-agent-device), GATEWAY_POLICY_NAME (default gateway-agent-gateway). The account
-// comes from the event (awsAccountId), falling back to the function's own ARN. The IoT
+// gateway-agent-device), GATEWAY_POLICY_NAME (default gateway-agent-gateway). The partition
+// (aws, aws-cn, aws-us-gov) comes from the function's own ARN (context.invokedFunctionArn);
+// the account from the event (awsAccountId), falling back to the function's own ARN. The IoT
 // client takes endpoint and credentials from the standard SDK environment; iot-sim points it
 // at itself through AWS_ENDPOINT_URL_IOT.
 
@@ -45,6 +46,7 @@ export const DEFAULT_POLICY_NAMES = { device: 'gateway-agent-device', gateway: '
 /** The subject OU that marks a gateway's own certificate. */
 export const GATEWAY_OU = 'gateway';
 export const THING_NAME_RE = /^[a-zA-Z0-9:_-]{1,128}$/;
+const PARTITION_RE = /^aws(-[a-z]+)*$/;
 const CERT_ID_RE = /^[0-9a-f]{64}$/;
 const ACCOUNT_RE = /^\d{12}$/;
 
@@ -90,11 +92,12 @@ export function policyFor (role, env = process.env) {
   return { role, policyName: names[role] };
 }
 
-/** The policy document of `role` ('device' or 'gateway') for `region` and `accountId`. */
-export function renderPolicy (region, accountId, role = 'device') {
+/** The policy document of `role` ('device' or 'gateway') for a partition, region and account. */
+export function renderPolicy (partition, region, accountId, role = 'device') {
   const template = POLICY_TEMPLATES[role];
   if (template === undefined) throw new Error(`unknown certificate role ${role}`);
-  const doc = template.replaceAll('{{region}}', region).replaceAll('{{accountId}}', accountId);
+  if (!PARTITION_RE.test(partition ?? '')) throw new Error(`invalid partition ${partition}`);
+  const doc = template.replaceAll('{{partition}}', partition).replaceAll('{{region}}', region).replaceAll('{{accountId}}', accountId);
   return JSON.stringify(JSON.parse(doc));
 }
 
@@ -116,9 +119,10 @@ export async function handler (event, context) {
   }
   const region = process.env.AWS_REGION;
   if (!region) throw new Error('AWS_REGION is not set');
-  const accountId = ACCOUNT_RE.test(event.awsAccountId ?? '')
-    ? event.awsAccountId
-    : (context?.invokedFunctionArn ?? '').split(':')[4];
+  const functionArn = (context?.invokedFunctionArn ?? '').split(':');
+  const partition = functionArn[0] === 'arn' ? functionArn[1] : undefined;
+  if (!PARTITION_RE.test(partition ?? '')) throw new Error('cannot determine the AWS partition from context.invokedFunctionArn');
+  const accountId = ACCOUNT_RE.test(event.awsAccountId ?? '') ? event.awsAccountId : functionArn[4];
   if (!ACCOUNT_RE.test(accountId ?? '')) throw new Error('cannot determine the AWS account id');
   policyFor('device'); // configuration errors fail before any change
 
@@ -139,7 +143,7 @@ export async function handler (event, context) {
   const { role, policyName } = policyFor(roleOf(cert.certificatePem));
 
   await ignoreExisting(iot().send(new CreateThingCommand({ thingName })));
-  await ignoreExisting(iot().send(new CreatePolicyCommand({ policyName, policyDocument: renderPolicy(region, accountId, role) })));
+  await ignoreExisting(iot().send(new CreatePolicyCommand({ policyName, policyDocument: renderPolicy(partition, region, accountId, role) })));
   await iot().send(new AttachPolicyCommand({ policyName, target: principal }));
   await iot().send(new AttachThingPrincipalCommand({ thingName, principal }));
   let activated = false;

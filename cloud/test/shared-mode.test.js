@@ -20,8 +20,8 @@ import {
 } from './helpers.js';
 
 const A = 'arn:aws:iot:us-east-1:123456789012';
-const GATEWAY = parsePolicy(renderPolicy('us-east-1', '123456789012', 'gateway'));
-const DEVICE = parsePolicy(renderPolicy('us-east-1', '123456789012', 'device'));
+const GATEWAY = parsePolicy(renderPolicy('aws', 'us-east-1', '123456789012', 'gateway'));
+const DEVICE = parsePolicy(renderPolicy('aws', 'us-east-1', '123456789012', 'device'));
 const asThing = (thing) => ({ 'iot:Connection.Thing.ThingName': thing, 'iot:ClientId': thing });
 
 let dir;
@@ -60,7 +60,8 @@ test('Lambda policy choice: OU=gateway gets the gateway policy, any other subjec
   assert.deepEqual([policyFor('gateway', env).policyName, policyFor('device', env).policyName], ['p-gw', 'p-dev']);
   assert.throws(() => policyFor('device', { POLICY_NAME: 'same', GATEWAY_POLICY_NAME: 'same' }), /must differ/);
   assert.throws(() => policyFor('gateway', { GATEWAY_POLICY_NAME: 'gateway-agent-device' }), /must differ/);
-  assert.throws(() => renderPolicy('us-east-1', '123456789012', 'admin'), /unknown/);
+  assert.throws(() => renderPolicy('aws', 'us-east-1', '123456789012', 'admin'), /unknown/);
+  assert.throws(() => renderPolicy('', 'us-east-1', '123456789012', 'device'), /partition/);
 });
 
 test('gateway policy under the evaluator: its own and its sensors\' topics, nothing else', () => {
@@ -137,7 +138,7 @@ test('a gateway enrolled before shared mode (no OU) gets the gateway policy by t
 
   // README: render the policy, create it (if it does not exist yet), attach it to the gateway's certificate
   const rendered = path.join(dir, 'gateway-policy.rendered.json');
-  const { stdout } = await promisify(execFile)('sed', ['-e', 's|{{region}}|us-east-1|g', '-e', 's|{{accountId}}|123456789012|g',
+  const { stdout } = await promisify(execFile)('sed', ['-e', 's|{{partition}}|aws|g', '-e', 's|{{region}}|us-east-1|g', '-e', 's|{{accountId}}|123456789012|g',
     path.join(CLOUD_DIR, 'jitr-lambda', 'gateway-policy.json')]);
   fs.writeFileSync(rendered, stdout);
   const created = await aws(sim, ['create-policy', '--policy-name', 'gateway-agent-gateway', '--policy-document', `file://${rendered}`]);
@@ -162,7 +163,7 @@ test('a gateway certificate (OU=gateway) acts for its shared-mode sensors', asyn
   const gw = await enrolled('sm-gw1', '/OU=gateway/CN=sm-gw1');
   assert.deepEqual(await attachedPolicies(gw.id), ['gateway-agent-gateway']);
   const doc = (await sim.api('GET', '/policies/gateway-agent-gateway')).body.policyDocument;
-  assert.deepEqual(JSON.parse(doc), JSON.parse(renderPolicy('us-east-1', '123456789012', 'gateway')));
+  assert.deepEqual(JSON.parse(doc), JSON.parse(renderPolicy('aws', 'us-east-1', '123456789012', 'gateway')));
   const inv = (await sim.api('GET', '/_sim/lambda')).body.invocations.filter((i) => i.event?.certificateId === gw.id && i.ok);
   assert.ok(inv.length >= 1);
   assert.deepEqual([inv[0].result.role, inv[0].result.policyName, inv[0].result.thingName], ['gateway', 'gateway-agent-gateway', 'sm-gw1']);

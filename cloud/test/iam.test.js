@@ -38,7 +38,10 @@ const LAMBDA_CALLS = (partition, region) => {
   const certArn = `arn:${partition}:iot:${region}:123456789012:cert/${CERT}`;
   return [
     ['DescribeCertificate', { params: { id: CERT } }],
-    ['CreateThing', { params: { name: 'gw1-s1' } }],
+    ['DescribeThing', { params: { name: 'gw1' } }],
+    ['CreateThing', { params: { name: 'gw1:s1' } }],
+    ['ListThingPrincipals', { params: { name: 'gw1' } }],
+    ['UpdateThing', { params: { name: 'gw1' } }],
     ['CreatePolicy', { params: { name: 'gateway-agent-device' } }],
     ['CreatePolicy', { params: { name: 'gateway-agent-gateway' } }],
     ['AttachPolicy', { params: { name: 'gateway-agent-device' }, body: { target: certArn } }],
@@ -178,7 +181,7 @@ test('with the shipped role policy the same JITR run activates, and nothing is d
   // the operator (other credentials) is not authorized against the Lambda's role, as before
   const operator = await aws(sim, ['describe-thing', '--thing-name', 'iam-new-1']);
   assert.equal(operator.code, 0, operator.stderr);
-  assert.equal(operator.json.thingName, 'iam-new-1');
+  assert.equal(operator.json.attributes.caCertificateId.length, 64);
 });
 
 test('an explicit Deny in the role wins over its Allow', async () => {

@@ -71,6 +71,7 @@ test('provisions thing, policy and attachments, and activates the certificate la
   assert.deepEqual(out, { certificateId: id, thingName: 'lambda-gw-1', role: 'device', policyName: 'gateway-agent-device', activated: true });
   assert.deepEqual(calls.map((c) => c.split('?')[0].replace(id, 'ID')), [
     'GET /certificates/ID',
+    'GET /things/lambda-gw-1',
     'POST /things/lambda-gw-1',
     'POST /policies/gateway-agent-device',
     'PUT /target-policies/gateway-agent-device',
@@ -80,6 +81,7 @@ test('provisions thing, policy and attachments, and activates the certificate la
   assert.match(calls.at(-1), /newStatus=ACTIVE/);
   assert.equal(await status(id), 'ACTIVE');
   assert.deepEqual((await sim.api('GET', '/things/lambda-gw-1/principals')).body.principals, [arn]);
+  assert.deepEqual((await sim.api('GET', '/things/lambda-gw-1')).body.attributes, { caCertificateId: caId }, 'the thing belongs to the CA');
   const pol = JSON.parse((await sim.api('GET', '/policies/gateway-agent-device')).body.policyDocument);
   assert.equal(pol.Statement[0].Resource, 'arn:aws:iot:us-east-1:123456789012:client/${iot:Connection.Thing.ThingName}');
   const r = await connect(sim, dev, 'lambda-gw-1');
@@ -101,6 +103,7 @@ test('a gateway certificate (subject OU=gateway) gets the gateway policy, with t
   assert.deepEqual(out, { certificateId: id, thingName: 'lambda-gw-4', role: 'gateway', policyName: 'gateway-agent-gateway', activated: true });
   assert.deepEqual(calls.map((c) => c.split('?')[0].replace(id, 'ID')), [
     'GET /certificates/ID',
+    'GET /things/lambda-gw-4',
     'POST /things/lambda-gw-4',
     'POST /policies/gateway-agent-gateway',
     'PUT /target-policies/gateway-agent-gateway',

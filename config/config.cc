@@ -489,6 +489,11 @@ void Validate(Config& c, const std::string& file, std::vector<ConfigProblem>& pr
             "\"" + c.agent.thing_name +
                 "\" is not a valid thing name: 1-64 characters of a-z A-Z 0-9 : _ - (AWS allows "
                 "128, but it becomes the certificate's CN, limited to 64)");
+  } else if (c.agent.thing_name.find(kThingSeparator) != std::string::npos) {
+    problem(0, "agent.thing_name",
+            "\"" + c.agent.thing_name + "\" may not contain \"" + kThingSeparator +
+                "\": it separates the gateway's name from its sensors' ids, and the JITR "
+                "Lambda refuses such a gateway certificate");
   }
   if (c.aws.endpoint.empty()) {
     problem(0, "aws.endpoint",
@@ -547,6 +552,11 @@ void Validate(Config& c, const std::string& file, std::vector<ConfigProblem>& pr
     if (!IsEnrollableThingName(thing)) {
       problem(s.line, key + ".thing_name",
               "\"" + thing + "\" is not a valid thing name: 1-64 characters of a-z A-Z 0-9 : _ -");
+    } else if (thing.find(kThingSeparator) != std::string::npos && !c.GatewayMayCarry(thing)) {
+      problem(s.line, key + ".thing_name",
+              "\"" + thing + "\": a thing name with \"" + kThingSeparator + "\" must be \"" +
+                  c.agent.thing_name + kThingSeparator + "<id>\" (names before \"" +
+                  kThingSeparator + "\" belong to that gateway; the JITR Lambda refuses others)");
     } else if (!things.insert(thing).second) {
       problem(s.line, key + ".thing_name", "thing name \"" + thing + "\" is already used");
     } else if (s.connection == SensorConnection::kGateway && !c.GatewayMayCarry(thing)) {
@@ -554,8 +564,8 @@ void Validate(Config& c, const std::string& file, std::vector<ConfigProblem>& pr
               "sensor " + s.id +
                   " travels over the gateway's connection, so its thing name must "
                   "start with \"" +
-                  c.agent.thing_name +
-                  "-\" (the gateway's policy allows those): "
+                  c.agent.thing_name + kThingSeparator +
+                  "\" (the gateway's policy allows those): "
                   "remove thing_name or set connection = \"own\"");
     }
     if (s.connection == SensorConnection::kGateway &&
@@ -572,12 +582,13 @@ void Validate(Config& c, const std::string& file, std::vector<ConfigProblem>& pr
 
 std::string Config::SensorThingName(const SensorConfig& sensor) const {
   if (!sensor.thing_name.empty()) return sensor.thing_name;
-  return agent.thing_name + "-" + sensor.id;
+  return agent.thing_name + kThingSeparator + sensor.id;
 }
 
 bool Config::GatewayMayCarry(std::string_view thing) const {
-  std::string prefix = agent.thing_name + "-";
-  return thing.size() > prefix.size() && thing.substr(0, prefix.size()) == prefix;
+  std::string prefix = agent.thing_name + kThingSeparator;
+  return thing.size() > prefix.size() && thing.substr(0, prefix.size()) == prefix &&
+         thing.find(kThingSeparator, prefix.size()) == std::string_view::npos;
 }
 
 std::string ConfigProblem::ToString() const {

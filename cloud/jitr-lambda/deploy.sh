@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
 # Deploy the gateway-agent JITR Lambda, its IAM role and the topic rule with the aws CLI.
-# Idempotent: re-running updates the code, the role policy and the rule in place.
+# Idempotent: re-running updates the code, the role policy, the invoke permission and the
+# rule in place.
 #
 # Usage: cloud/jitr-lambda/deploy.sh [--region REGION] [--function-name NAME]
 #            [--role-name NAME] [--policy-name NAME] [--gateway-policy-name NAME]
-#            [--rule-name NAME] [--dry-run]
+#            [--rule-name NAME] [--dry-run | --render-only DIR]
 #   --policy-name          the IoT policy the Lambda creates/reuses for sensor (device)
 #                          certificates (default gateway-agent-device; the Lambda's POLICY_NAME)
 #   --gateway-policy-name  the IoT policy for gateway certificates, subject OU=gateway
 #                          (default gateway-agent-gateway; the Lambda's GATEWAY_POLICY_NAME)
 #   --dry-run              render the documents into a temp dir and print the commands; call nothing
+#   --render-only DIR      only write role-policy.json and topic-rule.json into DIR; call nothing
+#                          (what iot-sim's --lambda-role-policy takes in tests and the demo)
 # Environment: AWS_CLI (default: aws), the usual AWS_PROFILE / AWS_REGION / credentials.
+# With --dry-run or --render-only: ACCOUNT_ID (default 123456789012) and PARTITION (default:
+# from the region, aws-cn for cn-*, aws-us-gov for us-gov-*, else aws); otherwise both come
+# from `aws sts get-caller-identity`.
 # Needs: aws CLI v2, python3 (to build the zip), sed.
 set -euo pipefail
 
@@ -23,6 +29,7 @@ policy_name=gateway-agent-device
 gateway_policy_name=gateway-agent-gateway
 rule_name=gateway_agent_jitr
 dry_run=0
+render_dir=
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -33,7 +40,8 @@ while [ $# -gt 0 ]; do
     --gateway-policy-name) gateway_policy_name=$2; shift 2 ;;
     --rule-name) rule_name=$2; shift 2 ;;
     --dry-run) dry_run=1; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    --render-only) render_dir=$2; shift 2 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "deploy.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -43,29 +51,50 @@ for name in "$policy_name" "$gateway_policy_name"; do
 done
 [ "$policy_name" != "$gateway_policy_name" ] || { echo "deploy.sh: --policy-name and --gateway-policy-name must differ" >&2; exit 2; }
 
-if [ "$dry_run" = 1 ]; then
+partition_of_region() {
+  case "$1" in
+    cn-*) echo aws-cn ;;
+    us-gov-*) echo aws-us-gov ;;
+    *) echo aws ;;
+  esac
+}
+if [ "$dry_run" = 1 ] || [ -n "$render_dir" ]; then
   account=${ACCOUNT_ID:-123456789012}
   region=${region:-us-east-1}
+  partition=${PARTITION:-$(partition_of_region "$region")}
   exec 3>&1   # commands are printed on fd 3 so the redirections below do not hide them
   run() { { printf '+'; printf ' %q' "$@"; printf '\n'; } >&3; }
 else
   [ -n "$region" ] || region=$($AWS_CLI configure get region || true)
   [ -n "$region" ] || { echo "deploy.sh: no region: pass --region or set AWS_REGION" >&2; exit 2; }
-  account=$($AWS_CLI sts get-caller-identity --query Account --output text)
+  # account and partition (aws, aws-cn, aws-us-gov) of the credentials in use
+  read -r account caller_arn < <($AWS_CLI sts get-caller-identity --query '[Account, Arn]' --output text)
+  partition=$(cut -d: -f2 <<<"$caller_arn")
   run() { "$@"; }
 fi
+[[ $account =~ ^[0-9]{12}$ ]] || { echo "deploy.sh: cannot determine the AWS account (got '$account')" >&2; exit 1; }
+[[ $partition =~ ^aws(-[a-z]+)*$ ]] || { echo "deploy.sh: cannot determine the AWS partition (got '$partition')" >&2; exit 1; }
 
-work=$(mktemp -d)
-[ "$dry_run" = 1 ] || trap 'rm -rf "$work"' EXIT
-function_arn="arn:aws:lambda:${region}:${account}:function:${function_name}"
+if [ -n "$render_dir" ]; then
+  work=$render_dir
+  mkdir -p "$work"
+else
+  work=$(mktemp -d)
+  [ "$dry_run" = 1 ] || trap 'rm -rf "$work"' EXIT
+fi
+function_arn="arn:${partition}:lambda:${region}:${account}:function:${function_name}"
 render() {
-  sed -e "s|{{region}}|${region}|g" -e "s|{{accountId}}|${account}|g" \
+  sed -e "s|{{partition}}|${partition}|g" -e "s|{{region}}|${region}|g" -e "s|{{accountId}}|${account}|g" \
       -e "s|{{functionName}}|${function_name}|g" -e "s|{{policyName}}|${policy_name}|g" \
       -e "s|{{gatewayPolicyName}}|${gateway_policy_name}|g" \
       -e "s|{{functionArn}}|${function_arn}|g" "$1" > "$2"
 }
 render "$here/lambda-role-policy.template.json" "$work/role-policy.json"
 render "$here/topic-rule.template.json" "$work/topic-rule.json"
+if [ -n "$render_dir" ]; then
+  echo "rendered $work/role-policy.json and $work/topic-rule.json for $function_arn"
+  exit 0
+fi
 (cd "$here" && python3 -m zipfile -c "$work/function.zip" index.mjs device-policy.json gateway-policy.json)
 
 # 1. IAM role for the function
@@ -75,7 +104,7 @@ if [ "$dry_run" = 1 ] || ! $AWS_CLI iam get-role --role-name "$role_name" >/dev/
 fi
 run $AWS_CLI iam put-role-policy --role-name "$role_name" --policy-name gateway-agent-jitr \
   --policy-document "file://$work/role-policy.json"
-role_arn="arn:aws:iam::${account}:role/${role_name}"
+role_arn="arn:${partition}:iam::${account}:role/${role_name}"
 
 # 2. The function (Node.js 20 ships @aws-sdk/client-iot, so the zip holds only our files)
 environment="Variables={POLICY_NAME=${policy_name},GATEWAY_POLICY_NAME=${gateway_policy_name}}"
@@ -99,11 +128,23 @@ else
   done
 fi
 
-# 3. Allow AWS IoT (this rule only) to invoke it
+# 3. Allow AWS IoT (this rule only) to invoke it. The statement is replaced, so a re-deploy
+# with another --rule-name moves the permission to the new rule: remove it (only "not
+# found", on the first deploy, is expected), then add it. Any other error stops the deploy.
+if [ "$dry_run" = 1 ]; then
+  run $AWS_CLI lambda remove-permission --function-name "$function_name" --statement-id iot-jitr-rule
+  echo "  (ResourceNotFoundException from remove-permission is ignored; any other error stops the deploy)"
+elif ! err=$($AWS_CLI lambda remove-permission --function-name "$function_name" \
+    --statement-id iot-jitr-rule 2>&1 >/dev/null); then
+  case "$err" in
+    *"(ResourceNotFoundException)"*) ;;   # nothing to replace yet
+    *) echo "deploy.sh: lambda remove-permission failed: $err" >&2; exit 1 ;;
+  esac
+fi
 run $AWS_CLI lambda add-permission --function-name "$function_name" --statement-id iot-jitr-rule \
   --action lambda:InvokeFunction --principal iot.amazonaws.com \
-  --source-arn "arn:aws:iot:${region}:${account}:rule/${rule_name}" --source-account "$account" \
-  >/dev/null 2>&1 || true   # already present on re-runs
+  --source-arn "arn:${partition}:iot:${region}:${account}:rule/${rule_name}" --source-account "$account" \
+  >/dev/null
 
 # 4. The topic rule
 if [ "$dry_run" = 0 ] && $AWS_CLI iot get-topic-rule --rule-name "$rule_name" >/dev/null 2>&1; then

@@ -6,21 +6,39 @@
 // certificateRegistrationTimestamp}.
 //
 // For the certificate in the event it: describes the certificate, takes the thing name from
-// the subject CN (validated against AWS's thing-name rule), creates the thing, creates or
-// reuses the policy for the certificate's role (with region and account filled in), attaches
-// the policy to the certificate, attaches the certificate to the thing, and activates the
-// certificate LAST, so that by the time the device can authenticate it is also authorized.
+// the subject CN (validated against AWS's thing-name rule and the naming rule below), makes
+// sure the thing belongs to the CA that issued the certificate (creating it bound to that CA
+// if it does not exist), creates or reuses the policy for the certificate's role (with
+// partition, region and account filled in), attaches the policy to the certificate, attaches
+// the certificate to the thing, and activates the certificate LAST, so that by the time the
+// device can authenticate it is also authorized.
 // The role comes from the subject: `OU=gateway` (a gateway's own certificate) gets the
 // gateway policy (gateway-policy.json: its own topics plus those of its shared-mode sensors,
-// `<gateway thing>-<sensor id>`); any other certificate (a sensor) gets the device policy
+// `<gateway thing>:<sensor id>`); any other certificate (a sensor) gets the device policy
 // (device-policy.json: its own topics only).
+//
+// A thing belongs to a CA: the thing attribute `caCertificateId` records the registered CA
+// that enrolled it. A certificate from any other CA for that thing is refused (not attached,
+// not activated, whatever its status), and logged with both CA ids. A renewed certificate
+// from the same CA is attached like the first. Moving things to a new CA is an operator's
+// act (cloud/README.md, "CA hand-over"), never the Lambda's. A thing without the attribute
+// (enrolled before it existed) is bound to the new certificate's CA only when every
+// certificate attached to it was issued by that CA.
+//
+// Naming rule: `:` separates a gateway's thing name from its sensors' ids. A gateway
+// certificate's CN may not contain `:`; a sensor thing named `<gateway>:<id>` is in that
+// gateway's namespace, which belongs to the CA of thing `<gateway>` (the Lambda creates
+// `<gateway>`, bound to the certificate's CA, when it does not exist yet). So the gateway
+// policy's `<gateway>:*` reaches only things its own CA enrolled.
+//
 // Every step is idempotent, so a repeated event (AWS republishes it on each connect while
 // the certificate is pending) converges to the same state. A certificate an operator made
 // INACTIVE or REVOKED is left alone.
 //
 // Configuration (environment): AWS_REGION (set by Lambda), POLICY_NAME (default
-// gateway-agent-device), GATEWAY_POLICY_NAME (default gateway-agent-gateway). The account
-// comes from the event (awsAccountId), falling back to the function's own ARN. The IoT
+// gateway-agent-device), GATEWAY_POLICY_NAME (default gateway-agent-gateway). The partition
+// (aws, aws-cn, aws-us-gov) comes from the function's own ARN (context.invokedFunctionArn);
+// the account from the event (awsAccountId), falling back to the function's ARN. The IoT
 // client takes endpoint and credentials from the standard SDK environment; iot-sim points it
 // at itself through AWS_ENDPOINT_URL_IOT.
 
@@ -29,6 +47,9 @@ import { X509Certificate } from 'node:crypto';
 import {
   IoTClient,
   DescribeCertificateCommand,
+  DescribeThingCommand,
+  UpdateThingCommand,
+  ListThingPrincipalsCommand,
   CreateThingCommand,
   CreatePolicyCommand,
   AttachPolicyCommand,
@@ -45,6 +66,11 @@ export const DEFAULT_POLICY_NAMES = { device: 'gateway-agent-device', gateway: '
 /** The subject OU that marks a gateway's own certificate. */
 export const GATEWAY_OU = 'gateway';
 export const THING_NAME_RE = /^[a-zA-Z0-9:_-]{1,128}$/;
+/** Separates a gateway's thing name from a sensor id: `<gateway>:<id>`. */
+export const SEPARATOR = ':';
+/** The thing attribute naming the registered CA a thing belongs to. */
+export const CA_ATTRIBUTE = 'caCertificateId';
+const PARTITION_RE = /^aws(-[a-z]+)*$/;
 const CERT_ID_RE = /^[0-9a-f]{64}$/;
 const ACCOUNT_RE = /^\d{12}$/;
 
@@ -90,12 +116,97 @@ export function policyFor (role, env = process.env) {
   return { role, policyName: names[role] };
 }
 
-/** The policy document of `role` ('device' or 'gateway') for `region` and `accountId`. */
-export function renderPolicy (region, accountId, role = 'device') {
+/** The policy document of `role` ('device' or 'gateway') for a partition, region and account. */
+export function renderPolicy (partition, region, accountId, role = 'device') {
   const template = POLICY_TEMPLATES[role];
   if (template === undefined) throw new Error(`unknown certificate role ${role}`);
-  const doc = template.replaceAll('{{region}}', region).replaceAll('{{accountId}}', accountId);
+  if (!PARTITION_RE.test(partition ?? '')) throw new Error(`invalid partition ${partition}`);
+  const doc = template.replaceAll('{{partition}}', partition).replaceAll('{{region}}', region).replaceAll('{{accountId}}', accountId);
   return JSON.stringify(JSON.parse(doc));
+}
+
+/**
+ * Why `thingName` may not be enrolled with a certificate of `role`, or null. A gateway's
+ * name may not contain the separator; a sensor's may contain it once, between a gateway
+ * name and an id that are both non-empty.
+ */
+export function namingProblem (thingName, role) {
+  const parts = thingName.split(SEPARATOR);
+  if (role === 'gateway' && parts.length > 1) return `a gateway's thing name may not contain "${SEPARATOR}"`;
+  if (parts.length > 2 || parts.some((p) => p === '')) {
+    return `a thing name with "${SEPARATOR}" must be <gateway thing>${SEPARATOR}<sensor id>`;
+  }
+  return null;
+}
+
+/** The gateway whose namespace `thingName` is in (`<gateway>:<id>`), or null. */
+export function gatewayOf (thingName) {
+  const i = thingName.indexOf(SEPARATOR);
+  return i > 0 ? thingName.slice(0, i) : null;
+}
+
+const isError = (e, name) => e?.name === name;
+
+async function describeThing (thingName) {
+  try {
+    return await iot().send(new DescribeThingCommand({ thingName }));
+  } catch (e) {
+    if (isError(e, 'ResourceNotFoundException')) return null;
+    throw e;
+  }
+}
+
+/** Certificate ARNs attached to a thing (every page). */
+async function thingPrincipals (thingName) {
+  const out = [];
+  let nextToken;
+  do {
+    const r = await iot().send(new ListThingPrincipalsCommand({ thingName, nextToken, maxResults: 100 }));
+    out.push(...(r.principals ?? []));
+    nextToken = r.nextToken;
+  } while (nextToken);
+  return out;
+}
+
+/**
+ * Makes sure thing `thingName` exists and belongs to CA `caId`: creates it bound to that CA,
+ * or binds a thing that has no CA yet when every certificate attached to it is from that
+ * CA. Returns {owner} (the CA the thing belongs to; !== caId means refused) and `created`.
+ */
+async function bindThing (thingName, caId) {
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const thing = await describeThing(thingName);
+    if (thing === null) {
+      try {
+        await iot().send(new CreateThingCommand({ thingName, attributePayload: { attributes: { [CA_ATTRIBUTE]: caId } } }));
+        return { owner: caId, created: true };
+      } catch (e) {
+        if (isError(e, 'ResourceAlreadyExistsException')) continue; // created meanwhile: look again
+        throw e;
+      }
+    }
+    const owner = thing.attributes?.[CA_ATTRIBUTE];
+    if (owner) return { owner };
+    // A thing from before CA binding, or made by an operator: it takes the CA of its
+    // certificates when they all come from this one.
+    for (const principal of await thingPrincipals(thingName)) {
+      const certificateId = /:cert\/([0-9a-f]{64})$/.exec(principal)?.[1];
+      if (!certificateId) return { owner: `principal ${principal}` };
+      const { certificateDescription: other } = await iot().send(new DescribeCertificateCommand({ certificateId }));
+      if (other.caCertificateId !== caId) return { owner: other.caCertificateId };
+    }
+    try {
+      await iot().send(new UpdateThingCommand({
+        thingName, expectedVersion: thing.version, attributePayload: { attributes: { [CA_ATTRIBUTE]: caId }, merge: true }
+      }));
+      log('info', 'thing bound to the CA of its certificates', { thingName, caCertificateId: caId });
+      return { owner: caId };
+    } catch (e) {
+      if (isError(e, 'VersionConflictException')) continue; // changed meanwhile: look again
+      throw e;
+    }
+  }
+  throw new Error(`thing ${thingName} kept changing while being bound to CA ${caId}`);
 }
 
 async function ignoreExisting (promise) {
@@ -116,9 +227,10 @@ export async function handler (event, context) {
   }
   const region = process.env.AWS_REGION;
   if (!region) throw new Error('AWS_REGION is not set');
-  const accountId = ACCOUNT_RE.test(event.awsAccountId ?? '')
-    ? event.awsAccountId
-    : (context?.invokedFunctionArn ?? '').split(':')[4];
+  const functionArn = (context?.invokedFunctionArn ?? '').split(':');
+  const partition = functionArn[0] === 'arn' ? functionArn[1] : undefined;
+  if (!PARTITION_RE.test(partition ?? '')) throw new Error('cannot determine the AWS partition from context.invokedFunctionArn');
+  const accountId = ACCOUNT_RE.test(event.awsAccountId ?? '') ? event.awsAccountId : functionArn[4];
   if (!ACCOUNT_RE.test(accountId ?? '')) throw new Error('cannot determine the AWS account id');
   policyFor('device'); // configuration errors fail before any change
 
@@ -137,9 +249,24 @@ export async function handler (event, context) {
   }
   const principal = cert.certificateArn;
   const { role, policyName } = policyFor(roleOf(cert.certificatePem));
+  const naming = namingProblem(thingName, role);
+  if (naming) throw new Error(`certificate ${certificateId}: thing name ${thingName}: ${naming}`);
 
-  await ignoreExisting(iot().send(new CreateThingCommand({ thingName })));
-  await ignoreExisting(iot().send(new CreatePolicyCommand({ policyName, policyDocument: renderPolicy(region, accountId, role) })));
+  // The thing, and for `<gateway>:<id>` the gateway's namespace, must belong to this CA.
+  const caId = cert.caCertificateId;
+  const gateway = gatewayOf(thingName);
+  for (const [name, what] of gateway ? [[gateway, 'gateway namespace'], [thingName, 'thing']] : [[thingName, 'thing']]) {
+    const { owner } = await bindThing(name, caId);
+    if (owner !== caId) {
+      log('warn', `refused: the ${what} belongs to another CA`, {
+        certificateId, thingName, [what === 'thing' ? 'thing' : 'gateway']: name,
+        certificateCaId: caId, thingCaId: owner, status: cert.status
+      });
+      return { certificateId, thingName, refused: `${what} ${name} belongs to CA ${owner}, the certificate is from CA ${caId}` };
+    }
+  }
+
+  await ignoreExisting(iot().send(new CreatePolicyCommand({ policyName, policyDocument: renderPolicy(partition, region, accountId, role) })));
   await iot().send(new AttachPolicyCommand({ policyName, target: principal }));
   await iot().send(new AttachThingPrincipalCommand({ thingName, principal }));
   let activated = false;

@@ -119,6 +119,25 @@ test('device certificates, policies and things through the aws CLI', async () =>
   assertApiError(await api('POST', '/things/bad%20name', {}), 400, 'InvalidRequestException');
   assert.equal((await cli('describe-thing', '--thing-name', 'api-thing')).json.thingId, t.json.thingId);
   assertApiError(await api('GET', '/things/nope'), 404, 'ResourceNotFoundException');
+
+  // attributes: create-thing with a payload, update-thing (merge, replace, remove, expected
+  // version), list-things by attribute
+  const attrs = (name) => cli('describe-thing', '--thing-name', name).then((r) => [r.json.attributes, r.json.version]);
+  assert.equal((await cli('create-thing', '--thing-name', 'api-attr', '--attribute-payload', '{"attributes":{"caCertificateId":"c1","site":"s7"}}')).code, 0);
+  assert.deepEqual(await attrs('api-attr'), [{ caCertificateId: 'c1', site: 's7' }, 1]);
+  assert.equal((await cli('update-thing', '--thing-name', 'api-attr', '--attribute-payload', '{"attributes":{"caCertificateId":"c2"},"merge":true}', '--expected-version', '1')).code, 0);
+  assert.deepEqual(await attrs('api-attr'), [{ caCertificateId: 'c2', site: 's7' }, 2]);
+  assertCliError(await cli('update-thing', '--thing-name', 'api-attr', '--attribute-payload', '{"attributes":{"caCertificateId":"c3"},"merge":true}', '--expected-version', '1'),
+    'VersionConflictException', 'UpdateThing');
+  assert.equal((await cli('update-thing', '--thing-name', 'api-attr', '--attribute-payload', '{"attributes":{"site":""},"merge":true}')).code, 0);
+  assert.deepEqual(await attrs('api-attr'), [{ caCertificateId: 'c2' }, 3], 'an empty value removes the attribute');
+  assert.equal((await cli('update-thing', '--thing-name', 'api-attr', '--attribute-payload', '{"attributes":{"x":"y"}}')).code, 0);
+  assert.deepEqual(await attrs('api-attr'), [{ x: 'y' }, 4], 'without merge the attributes are replaced');
+  assertCliError(await cli('update-thing', '--thing-name', 'nope', '--attribute-payload', '{"attributes":{"x":"y"}}'), 'ResourceNotFoundException', 'UpdateThing');
+  assertApiError(await api('POST', '/things/api-attr-bad', { attributePayload: { attributes: { 'bad name': 'v' } } }), 400, 'InvalidRequestException');
+  assertApiError(await api('POST', '/things/api-attr-4', { attributePayload: { attributes: { a: '1', b: '2', c: '3', d: '4' } } }), 400, 'InvalidRequestException');
+  assert.deepEqual((await cli('list-things', '--attribute-name', 'x', '--attribute-value', 'y')).json.things.map((x) => x.thingName), ['api-attr']);
+  assert.deepEqual((await cli('list-things', '--attribute-name', 'x', '--attribute-value', 'z')).json.things, []);
   assert.equal((await cli('attach-thing-principal', '--thing-name', 'api-thing', '--principal', arn)).code, 0);
   assertApiError(await api('PUT', '/things/nope/principals', undefined, { 'x-amzn-principal': arn }), 404, 'ResourceNotFoundException');
   assert.deepEqual((await cli('list-thing-principals', '--thing-name', 'api-thing')).json.principals, [arn]);

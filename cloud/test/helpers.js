@@ -2,7 +2,7 @@
 // make certificates with openssl, connect MQTT clients. Everything uses temp dirs and
 // port 0, so test files run in parallel; every process started is stopped by `after`.
 
-import { spawn, execFile } from 'node:child_process';
+import { spawn, execFile, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -16,6 +16,35 @@ export const SIM_BIN = path.join(CLOUD_DIR, 'iot-sim', 'bin', 'iot-sim.js');
 export const LAMBDA = path.join(CLOUD_DIR, 'jitr-lambda', 'index.mjs');
 export const LAMBDA_ARN = 'arn:aws:lambda:us-east-1:123456789012:function:gateway-agent-jitr';
 export const AWS = '/usr/bin/aws';
+export const DEPLOY = path.join(CLOUD_DIR, 'jitr-lambda', 'deploy.sh');
+
+/**
+ * The Lambda role policy as deploy.sh renders it (--render-only), for `region`/`account`.
+ * Returns the path of role-policy.json (in a temp dir removed at exit). `template`: another
+ * role policy template to render instead of the shipped one (e.g. a regression fixture).
+ */
+export function renderRolePolicy ({ region = 'us-east-1', account = '123456789012', template } = {}) {
+  const key = JSON.stringify([region, account, template]);
+  if (renderedRoles.has(key)) return renderedRoles.get(key);
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'role-policy-'));
+  process.once('exit', () => fs.rmSync(out, { recursive: true, force: true }));
+  const env = { ...process.env, ACCOUNT_ID: account };
+  delete env.PARTITION;
+  let deploy = DEPLOY;
+  if (template) {
+    // deploy.sh renders the template next to it: run a copy of the script beside `template`
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'role-template-'));
+    process.once('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+    for (const f of fs.readdirSync(path.dirname(DEPLOY))) fs.copyFileSync(path.join(path.dirname(DEPLOY), f), path.join(dir, f));
+    fs.copyFileSync(template, path.join(dir, 'lambda-role-policy.template.json'));
+    deploy = path.join(dir, 'deploy.sh');
+  }
+  execFileSync(deploy, ['--render-only', out, '--region', region], { env, stdio: ['ignore', 'ignore', 'inherit'] });
+  const file = path.join(out, 'role-policy.json');
+  renderedRoles.set(key, file);
+  return file;
+}
+const renderedRoles = new Map();
 
 export function tmpDir (prefix = 'iot-sim-test-') {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
@@ -37,12 +66,19 @@ export async function waitFor (fn, { timeoutMs = 5000, intervalMs = 25, what = '
 /**
  * Start iot-sim as a child process. Returns {info, dataDir, api, stop, proc, stderr()}.
  * The child gets --exit-on-stdin-eof, so it dies with the test process in any case.
+ * With the Lambda, its control-plane calls are authorized against the role policy
+ * deploy.sh renders (--lambda-role-policy), unless `rolePolicy` names another file (or is
+ * null: not checked) or args already have --lambda-role-policy.
  */
-export async function startSim (args = [], { dataDir, lambda = true } = {}) {
+export async function startSim (args = [], { dataDir, lambda = true, rolePolicy } = {}) {
   const ownDir = dataDir === undefined; // a data dir we make is removed by stop()
   if (ownDir) dataDir = tmpDir();
   const argv = [SIM_BIN, '--data-dir', dataDir, '--exit-on-stdin-eof', ...args];
   if (lambda && !args.includes('--lambda')) argv.push('--lambda', `${LAMBDA_ARN}=${LAMBDA}`);
+  if (lambda && !args.includes('--lambda-role-policy')) {
+    if (rolePolicy === undefined) rolePolicy = renderRolePolicy();
+    if (rolePolicy !== null) argv.push('--lambda-role-policy', rolePolicy);
+  }
   const proc = spawn(process.execPath, argv, { stdio: ['pipe', 'pipe', 'pipe'] });
   let err = '';
   proc.stderr.on('data', (d) => { err += d; if (err.length > 1e6) err = err.slice(-5e5); });

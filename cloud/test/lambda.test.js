@@ -71,6 +71,7 @@ test('provisions thing, policy and attachments, and activates the certificate la
   assert.deepEqual(out, { certificateId: id, thingName: 'lambda-gw-1', role: 'device', policyName: 'gateway-agent-device', activated: true });
   assert.deepEqual(calls.map((c) => c.split('?')[0].replace(id, 'ID')), [
     'GET /certificates/ID',
+    'GET /things/lambda-gw-1',
     'POST /things/lambda-gw-1',
     'POST /policies/gateway-agent-device',
     'PUT /target-policies/gateway-agent-device',
@@ -80,6 +81,7 @@ test('provisions thing, policy and attachments, and activates the certificate la
   assert.match(calls.at(-1), /newStatus=ACTIVE/);
   assert.equal(await status(id), 'ACTIVE');
   assert.deepEqual((await sim.api('GET', '/things/lambda-gw-1/principals')).body.principals, [arn]);
+  assert.deepEqual((await sim.api('GET', '/things/lambda-gw-1')).body.attributes, { caCertificateId: caId }, 'the thing belongs to the CA');
   const pol = JSON.parse((await sim.api('GET', '/policies/gateway-agent-device')).body.policyDocument);
   assert.equal(pol.Statement[0].Resource, 'arn:aws:iot:us-east-1:123456789012:client/${iot:Connection.Thing.ThingName}');
   const r = await connect(sim, dev, 'lambda-gw-1');
@@ -101,6 +103,7 @@ test('a gateway certificate (subject OU=gateway) gets the gateway policy, with t
   assert.deepEqual(out, { certificateId: id, thingName: 'lambda-gw-4', role: 'gateway', policyName: 'gateway-agent-gateway', activated: true });
   assert.deepEqual(calls.map((c) => c.split('?')[0].replace(id, 'ID')), [
     'GET /certificates/ID',
+    'GET /things/lambda-gw-4',
     'POST /things/lambda-gw-4',
     'POST /policies/gateway-agent-gateway',
     'PUT /target-policies/gateway-agent-gateway',
@@ -108,7 +111,7 @@ test('a gateway certificate (subject OU=gateway) gets the gateway policy, with t
     'PUT /certificates/ID'
   ]);
   const pol = (await sim.api('GET', '/policies/gateway-agent-gateway')).body.policyDocument;
-  assert.equal(pol, renderPolicy('us-east-1', '123456789012', 'gateway'));
+  assert.equal(pol, renderPolicy('aws', 'us-east-1', '123456789012', 'gateway'));
   const again = await handler(event, ctx);
   assert.deepEqual([again.role, again.policyName, again.activated], ['gateway', 'gateway-agent-gateway', false]);
   assert.deepEqual((await sim.api('POST', `/attached-policies/${encodeURIComponent(arn)}`)).body.policies.map((p) => p.policyName), ['gateway-agent-gateway']);
@@ -185,14 +188,18 @@ test('deploy.sh --dry-run renders valid documents for the given account and regi
     assert.ok(JSON.stringify(role).includes('arn:aws:iot:eu-west-1:210987654321:policy/my-devices'));
     assert.ok(JSON.stringify(role).includes('arn:aws:iot:eu-west-1:210987654321:policy/my-gateways'));
     const policyStatement = role.Statement.find((st) => [st.Action].flat().includes('iot:CreatePolicy'));
-    assert.deepEqual([policyStatement.Action].flat().sort(), ['iot:AttachPolicy', 'iot:CreatePolicy']);
-    assert.ok(policyStatement.Resource.includes('arn:aws:iot:eu-west-1:210987654321:policy/my-gateways'));
+    assert.deepEqual([policyStatement.Action].flat(), ['iot:CreatePolicy']);
+    assert.deepEqual(policyStatement.Resource, ['arn:aws:iot:eu-west-1:210987654321:policy/my-devices', 'arn:aws:iot:eu-west-1:210987654321:policy/my-gateways']);
+    // AttachPolicy and AttachThingPrincipal are authorized on the certificate
+    const certStatement = role.Statement.find((st) => [st.Action].flat().includes('iot:AttachThingPrincipal'));
+    assert.ok([certStatement.Action].flat().includes('iot:AttachPolicy'));
+    assert.equal(certStatement.Resource, 'arn:aws:iot:eu-west-1:210987654321:cert/*');
     assert.ok(!JSON.stringify(role).includes('{{'));
     assert.equal(rule.actions[0].lambda.functionArn, 'arn:aws:lambda:eu-west-1:210987654321:function:gateway-agent-jitr');
     assert.equal(rule.sql, "SELECT * FROM '$aws/events/certificates/registered/#' WHERE certificateStatus = \"PENDING_ACTIVATION\"");
     assert.match(stdout, /lambda create-function .*--runtime nodejs20\.x/);
     assert.match(stdout, /lambda create-function .*POLICY_NAME=my-devices.*GATEWAY_POLICY_NAME=my-gateways/);
-    assert.match(stdout, /lambda add-permission .*--principal iot\.amazonaws\.com/);
+    assert.match(stdout, /lambda remove-permission --function-name gateway-agent-jitr --statement-id iot-jitr-rule\n(.*\n)?\+ aws lambda add-permission .*--principal iot\.amazonaws\.com .*--source-arn arn:aws:iot:eu-west-1:210987654321:rule\/gateway_agent_jitr/);
     assert.match(stdout, /iot create-topic-rule --rule-name gateway_agent_jitr/);
     const { stdout: listing } = await promisify(execFile)('python3', ['-m', 'zipfile', '-l', path.join(work, 'function.zip')]);
     assert.deepEqual(listing.split('\n').slice(1).filter(Boolean).map((l) => l.split(/\s+/)[0]).sort(),

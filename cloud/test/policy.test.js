@@ -66,7 +66,7 @@ before(async () => {
 });
 after(async () => { await sim.stop(); fs.rmSync(dir, { recursive: true, force: true }); });
 
-const DEVICE_POLICY = JSON.parse(renderPolicy('us-east-1', '123456789012'));
+const DEVICE_POLICY = JSON.parse(renderPolicy('aws', 'us-east-1', '123456789012'));
 const pub = (client, topic, payload = 'x') => new Promise((resolve) => client.publish(topic, payload, { qos: 1 }, (e) => resolve(e || 'acked')));
 
 test('shipped device policy: connect only as its own thing name', async () => {

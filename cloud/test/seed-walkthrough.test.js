@@ -1,7 +1,8 @@
 // The seed document's JITR walkthrough, run with the real tools against iot-sim:
 // openssl for the CA, verification and device certificates (steps 1, 3, 4, 10), the aws
 // CLI for steps 2, 5-7 and 9 and to watch the certificate, and mosquitto_pub for step 11.
-// Step 8 (the Lambda) is the shipped cloud/jitr-lambda, mapped with --lambda.
+// Step 8 (the Lambda) is the shipped cloud/jitr-lambda, mapped with --lambda, its calls
+// authorized against the IAM role policy deploy.sh renders (--lambda-role-policy).
 //
 // One deliberate difference from the seed: the device publishes as its own thing name to
 // dt/<thing>/..., because the shipped policy is least-privilege; the seed's literal
@@ -98,6 +99,9 @@ test('seed JITR walkthrough with openssl, aws CLI and mosquitto_pub', async () =
   assert.deepEqual(principals, [desc.certificateArn]);
   const policies = (await aws(sim, ['list-attached-policies', '--target', desc.certificateArn])).json.policies;
   assert.deepEqual(policies.map((p) => p.policyName), ['gateway-agent-device']);
+  const thing = (await aws(sim, ['describe-thing', '--thing-name', 'seed-device-1'])).json;
+  assert.deepEqual(thing.attributes, { caCertificateId: caId }, 'the thing belongs to the CA that enrolled it');
+  assert.deepEqual((await sim.api('GET', '/_sim/lambda')).body.denied, [], 'the role policy allowed every call');
 
   await sleep(1100); // AWS allows 1 CONNECT/s per client id
   const second = await pub('seed-device-1', 'dt/seed-device-1/hello');

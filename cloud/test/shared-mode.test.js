@@ -1,5 +1,5 @@
 // Shared mode: a gateway carries shared-mode sensors over its own connection, on the
-// sensors' topics (`dt/<gateway>-<sensor id>/...`, `cmd/<gateway>-<sensor id>/...`).
+// sensors' topics (`dt/<gateway>:<sensor id>/...`, `cmd/<gateway>:<sensor id>/...`).
 // The Lambda's policy choice (OU=gateway → gateway policy, else the device policy) as a
 // unit; the gateway policy under the evaluator; then end to end through iot-sim's JITR rule
 // and the shipped Lambda: a gateway certificate may act for its sensors and nobody else, a
@@ -20,8 +20,8 @@ import {
 } from './helpers.js';
 
 const A = 'arn:aws:iot:us-east-1:123456789012';
-const GATEWAY = parsePolicy(renderPolicy('us-east-1', '123456789012', 'gateway'));
-const DEVICE = parsePolicy(renderPolicy('us-east-1', '123456789012', 'device'));
+const GATEWAY = parsePolicy(renderPolicy('aws', 'us-east-1', '123456789012', 'gateway'));
+const DEVICE = parsePolicy(renderPolicy('aws', 'us-east-1', '123456789012', 'device'));
 const asThing = (thing) => ({ 'iot:Connection.Thing.ThingName': thing, 'iot:ClientId': thing });
 
 let dir;
@@ -60,30 +60,34 @@ test('Lambda policy choice: OU=gateway gets the gateway policy, any other subjec
   assert.deepEqual([policyFor('gateway', env).policyName, policyFor('device', env).policyName], ['p-gw', 'p-dev']);
   assert.throws(() => policyFor('device', { POLICY_NAME: 'same', GATEWAY_POLICY_NAME: 'same' }), /must differ/);
   assert.throws(() => policyFor('gateway', { GATEWAY_POLICY_NAME: 'gateway-agent-device' }), /must differ/);
-  assert.throws(() => renderPolicy('us-east-1', '123456789012', 'admin'), /unknown/);
+  assert.throws(() => renderPolicy('aws', 'us-east-1', '123456789012', 'admin'), /unknown/);
+  assert.throws(() => renderPolicy('', 'us-east-1', '123456789012', 'device'), /partition/);
 });
 
 test('gateway policy under the evaluator: its own and its sensors\' topics, nothing else', () => {
   const v = asThing('gw1');
   const may = (action, resource) => evaluate([GATEWAY], action, `${A}:${resource}`, v);
   assert.equal(may('iot:Connect', 'client/gw1'), true);
-  assert.equal(may('iot:Connect', 'client/gw1-s1'), false, 'connects only as itself');
-  for (const t of ['dt/gw1/x', 'dt/gw1-s1/x', 'dt/gw1-s1/a/b', 'dt/gw1-7/x']) assert.equal(may('iot:Publish', `topic/${t}`), true, t);
-  for (const t of ['dt/other-thing/x', 'dt/gw10/x', 'dt/gw1s1/x', 'dt/xgw1-s1/x', 'dt/gw1', 'dt/gw1-s1', 'cmd/gw1-s1/x', 'dt/GW1-s1/x']) {
+  assert.equal(may('iot:Connect', 'client/gw1:s1'), false, 'connects only as itself');
+  for (const t of ['dt/gw1/x', 'dt/gw1:s1/x', 'dt/gw1:s1/a/b', 'dt/gw1:7/x']) assert.equal(may('iot:Publish', `topic/${t}`), true, t);
+  // `gw1-2`, `gw1-2:s1`, `gw1-s1`: another gateway whose name gw1 only prefixes, its sensor,
+  // and an old-style name; the separator `:` keeps all of them out of gw1's reach
+  for (const t of ['dt/other-thing/x', 'dt/gw10/x', 'dt/gw1s1/x', 'dt/xgw1:s1/x', 'dt/gw1', 'dt/gw1:s1', 'cmd/gw1:s1/x', 'dt/GW1:s1/x',
+    'dt/gw1-2/x', 'dt/gw1-2:s1/x', 'dt/gw1-s1/x']) {
     assert.equal(may('iot:Publish', `topic/${t}`), false, t);
   }
-  for (const f of ['cmd/gw1/#', 'cmd/gw1-s1/#', 'cmd/gw1-s1/+/set', 'cmd/gw1-s1/reboot']) assert.equal(may('iot:Subscribe', `topicfilter/${f}`), true, f);
-  for (const f of ['cmd/#', 'cmd/+/#', 'cmd/gw2-s1/#', 'cmd/gw10/#', 'dt/gw1-s1/#']) assert.equal(may('iot:Subscribe', `topicfilter/${f}`), false, f);
-  assert.equal(may('iot:Receive', 'topic/cmd/gw1-s1/reboot'), true);
+  for (const f of ['cmd/gw1/#', 'cmd/gw1:s1/#', 'cmd/gw1:s1/+/set', 'cmd/gw1:s1/reboot']) assert.equal(may('iot:Subscribe', `topicfilter/${f}`), true, f);
+  for (const f of ['cmd/#', 'cmd/+/#', 'cmd/gw2:s1/#', 'cmd/gw10/#', 'dt/gw1:s1/#', 'cmd/gw1-2/#', 'cmd/gw1-2:s1/#']) assert.equal(may('iot:Subscribe', `topicfilter/${f}`), false, f);
+  assert.equal(may('iot:Receive', 'topic/cmd/gw1:s1/reboot'), true);
   assert.equal(may('iot:Receive', 'topic/cmd/gw1/reboot'), true);
-  assert.equal(may('iot:Receive', 'topic/cmd/gw2-s1/reboot'), false);
-  assert.equal(may('iot:Receive', 'topic/dt/gw1-s1/x'), false);
+  assert.equal(may('iot:Receive', 'topic/cmd/gw2:s1/reboot'), false);
+  assert.equal(may('iot:Receive', 'topic/dt/gw1:s1/x'), false);
   // without a thing attached the policy allows nothing
-  assert.equal(evaluate([GATEWAY], 'iot:Publish', `${A}:topic/dt/gw1-s1/x`, { 'iot:ClientId': 'gw1' }), false);
+  assert.equal(evaluate([GATEWAY], 'iot:Publish', `${A}:topic/dt/gw1:s1/x`, { 'iot:ClientId': 'gw1' }), false);
   // the device policy is unchanged: a sensor only for itself
-  assert.equal(evaluate([DEVICE], 'iot:Publish', `${A}:topic/dt/gw1-s1/x`, asThing('gw1-s1')), true);
-  assert.equal(evaluate([DEVICE], 'iot:Publish', `${A}:topic/dt/gw1-s2/x`, asThing('gw1-s1')), false);
-  assert.equal(evaluate([DEVICE], 'iot:Publish', `${A}:topic/dt/gw1-s1/x`, asThing('gw1')), false);
+  assert.equal(evaluate([DEVICE], 'iot:Publish', `${A}:topic/dt/gw1:s1/x`, asThing('gw1:s1')), true);
+  assert.equal(evaluate([DEVICE], 'iot:Publish', `${A}:topic/dt/gw1:s2/x`, asThing('gw1:s1')), false);
+  assert.equal(evaluate([DEVICE], 'iot:Publish', `${A}:topic/dt/gw1:s1/x`, asThing('gw1')), false);
 });
 
 test('evaluator: wildcards next to variables, and ${*} ${?} ${$} as literal characters', () => {
@@ -132,12 +136,12 @@ test('a gateway enrolled before shared mode (no OU) gets the gateway policy by t
   assert.deepEqual(await attachedPolicies(gw.id), ['gateway-agent-device']);
   let { client } = await connect(sim, gw, 'sm-old');
   let gone = closed(client);
-  client.publish('dt/sm-old-s1/x', 'x', { qos: 1 });
+  client.publish('dt/sm-old:s1/x', 'x', { qos: 1 });
   assert.equal(await gone, true, 'the device policy does not cover its shared-mode sensors');
 
   // README: render the policy, create it (if it does not exist yet), attach it to the gateway's certificate
   const rendered = path.join(dir, 'gateway-policy.rendered.json');
-  const { stdout } = await promisify(execFile)('sed', ['-e', 's|{{region}}|us-east-1|g', '-e', 's|{{accountId}}|123456789012|g',
+  const { stdout } = await promisify(execFile)('sed', ['-e', 's|{{partition}}|aws|g', '-e', 's|{{region}}|us-east-1|g', '-e', 's|{{accountId}}|123456789012|g',
     path.join(CLOUD_DIR, 'jitr-lambda', 'gateway-policy.json')]);
   fs.writeFileSync(rendered, stdout);
   const created = await aws(sim, ['create-policy', '--policy-name', 'gateway-agent-gateway', '--policy-document', `file://${rendered}`]);
@@ -151,7 +155,7 @@ test('a gateway enrolled before shared mode (no OU) gets the gateway policy by t
   assert.deepEqual((await attachedPolicies(gw.id)).sort(), ['gateway-agent-device', 'gateway-agent-gateway']);
 
   ({ client } = await connect(sim, gw, 'sm-old'));
-  assert.equal(await pub(client, 'dt/sm-old-s1/x'), 'acked');
+  assert.equal(await pub(client, 'dt/sm-old:s1/x'), 'acked');
   assert.equal(await pub(client, 'dt/sm-old/x'), 'acked');
   gone = closed(client);
   client.publish('dt/other-thing/x', 'x', { qos: 1 });
@@ -162,33 +166,33 @@ test('a gateway certificate (OU=gateway) acts for its shared-mode sensors', asyn
   const gw = await enrolled('sm-gw1', '/OU=gateway/CN=sm-gw1');
   assert.deepEqual(await attachedPolicies(gw.id), ['gateway-agent-gateway']);
   const doc = (await sim.api('GET', '/policies/gateway-agent-gateway')).body.policyDocument;
-  assert.deepEqual(JSON.parse(doc), JSON.parse(renderPolicy('us-east-1', '123456789012', 'gateway')));
+  assert.deepEqual(JSON.parse(doc), JSON.parse(renderPolicy('aws', 'us-east-1', '123456789012', 'gateway')));
   const inv = (await sim.api('GET', '/_sim/lambda')).body.invocations.filter((i) => i.event?.certificateId === gw.id && i.ok);
   assert.ok(inv.length >= 1);
   assert.deepEqual([inv[0].result.role, inv[0].result.policyName, inv[0].result.thingName], ['gateway', 'gateway-agent-gateway', 'sm-gw1']);
 
   // connects only as its own thing name, not as one of its sensors
-  assert.equal((await connect(sim, gw, 'sm-gw1-s1')).ok, false);
-  await sim.api('DELETE', '/_sim/violations/sm-gw1-s1');
+  assert.equal((await connect(sim, gw, 'sm-gw1:s1')).ok, false);
+  await sim.api('DELETE', '/_sim/violations/sm-gw1:s1');
 
   const { client } = await connect(sim, gw, 'sm-gw1');
   const got = [];
   client.on('message', (topic, payload) => got.push([topic, payload.toString()]));
   await sim.api('DELETE', '/_sim/publishes');
-  assert.equal(await pub(client, 'dt/sm-gw1-s1/x', '1'), 'acked');
-  assert.equal(await pub(client, 'dt/sm-gw1-s1/temp/inside', '2'), 'acked');
+  assert.equal(await pub(client, 'dt/sm-gw1:s1/x', '1'), 'acked');
+  assert.equal(await pub(client, 'dt/sm-gw1:s1/temp/inside', '2'), 'acked');
   assert.equal(await pub(client, 'dt/sm-gw1/x', '3'), 'acked');
   const log = (await sim.api('GET', '/_sim/publishes?clientId=sm-gw1')).body.publishes;
-  assert.deepEqual(log.map((p) => [p.topic, p.thingName]), [['dt/sm-gw1-s1/x', 'sm-gw1'], ['dt/sm-gw1-s1/temp/inside', 'sm-gw1'], ['dt/sm-gw1/x', 'sm-gw1']]);
+  assert.deepEqual(log.map((p) => [p.topic, p.thingName]), [['dt/sm-gw1:s1/x', 'sm-gw1'], ['dt/sm-gw1:s1/temp/inside', 'sm-gw1'], ['dt/sm-gw1/x', 'sm-gw1']]);
 
-  assert.equal(await sub(client, 'cmd/sm-gw1-s1/#'), 1);
+  assert.equal(await sub(client, 'cmd/sm-gw1:s1/#'), 1);
   assert.equal(await sub(client, 'cmd/sm-gw1/#'), 1);
-  for (const [topic, payload] of [['cmd/sm-gw1-s1/reboot', '{"now":true}'], ['cmd/sm-gw1/ping', 'p'], ['cmd/sm-gw1-s2/reboot', 'not subscribed']]) {
+  for (const [topic, payload] of [['cmd/sm-gw1:s1/reboot', '{"now":true}'], ['cmd/sm-gw1/ping', 'p'], ['cmd/sm-gw1:s2/reboot', 'not subscribed']]) {
     assert.equal((await sim.api('POST', '/_sim/publish', { topic, payload, qos: 1 })).status, 200);
   }
   await waitFor(() => got.length >= 2, { what: 'commands delivered' });
   await sleep(100);
-  assert.deepEqual(got, [['cmd/sm-gw1-s1/reboot', '{"now":true}'], ['cmd/sm-gw1/ping', 'p']]);
+  assert.deepEqual(got, [['cmd/sm-gw1:s1/reboot', '{"now":true}'], ['cmd/sm-gw1/ping', 'p']]);
   assert.equal((await violations(sim, 'sm-gw1')).total, 0);
 
   // another thing's topic: refused as AWS does, by disconnecting; the message goes nowhere
@@ -201,7 +205,7 @@ test('a gateway certificate (OU=gateway) acts for its shared-mode sensors', asyn
 
 test('a gateway certificate may not subscribe to another gateway\'s sensors, nor to a name it only prefixes', async () => {
   const gw = await enrolled('sm-gw2', '/OU=gateway/CN=sm-gw2');
-  for (const filter of ['cmd/sm-gw1-s1/#', 'cmd/sm-gw20/#', 'cmd/+/reboot']) {
+  for (const filter of ['cmd/sm-gw1:s1/#', 'cmd/sm-gw20/#', 'cmd/+/reboot']) {
     const { client } = await connect(sim, gw, 'sm-gw2');
     const gone = closed(client);
     client.subscribe(filter, { qos: 1 });
@@ -211,20 +215,20 @@ test('a gateway certificate may not subscribe to another gateway\'s sensors, nor
 });
 
 test('a sensor certificate (no OU) still gets the device policy and acts only for itself', async () => {
-  const s1 = await enrolled('sm-gw1-s1', undefined);
+  const s1 = await enrolled('sm-gw1:s1', undefined);
   assert.deepEqual(await attachedPolicies(s1.id), ['gateway-agent-device']);
-  const { client } = await connect(sim, s1, 'sm-gw1-s1');
-  assert.equal(await pub(client, 'dt/sm-gw1-s1/x'), 'acked');
-  assert.equal(await sub(client, 'cmd/sm-gw1-s1/#'), 1);
-  assert.equal((await violations(sim, 'sm-gw1-s1')).total, 0);
+  const { client } = await connect(sim, s1, 'sm-gw1:s1');
+  assert.equal(await pub(client, 'dt/sm-gw1:s1/x'), 'acked');
+  assert.equal(await sub(client, 'cmd/sm-gw1:s1/#'), 1);
+  assert.equal((await violations(sim, 'sm-gw1:s1')).total, 0);
   const gone = closed(client);
-  client.publish('dt/sm-gw1-s2/x', 'x', { qos: 1 });
+  client.publish('dt/sm-gw1:s2/x', 'x', { qos: 1 });
   assert.equal(await gone, true);
-  assert.deepEqual((await violations(sim, 'sm-gw1-s1')).counters, { publishNotAuthorized: 1 });
-  assert.equal((await sim.api('GET', '/_sim/publishes?topic=dt/sm-gw1-s2/x')).body.publishes.length, 0);
+  assert.deepEqual((await violations(sim, 'sm-gw1:s1')).counters, { publishNotAuthorized: 1 });
+  assert.equal((await sim.api('GET', '/_sim/publishes?topic=dt/sm-gw1:s2/x')).body.publishes.length, 0);
 
   // nor for its gateway
-  const again = await connect(sim, s1, 'sm-gw1-s1');
+  const again = await connect(sim, s1, 'sm-gw1:s1');
   const gone2 = closed(again.client);
   again.client.publish('dt/sm-gw1/x', 'x', { qos: 1 });
   assert.equal(await gone2, true);

@@ -31,9 +31,9 @@ TEST(Config, SampleFileIsValid) {
   EXPECT_EQ(c.agent.thing_name, "gateway-0001");
   EXPECT_EQ(c.tpm.srk_handle, 0x81000001u);
   ASSERT_EQ(c.sensors.size(), 3u);
-  EXPECT_EQ(c.SensorThingName(c.sensors[0]), "gateway-0001-temp-1");
+  EXPECT_EQ(c.SensorThingName(c.sensors[0]), "gateway-0001:temp-1");
   EXPECT_EQ(c.sensors[0].connection, SensorConnection::kOwn);
-  EXPECT_EQ(c.SensorThingName(c.sensors[1]), "gateway-0001-hum-1");
+  EXPECT_EQ(c.SensorThingName(c.sensors[1]), "gateway-0001:hum-1");
   EXPECT_EQ(c.sensors[1].connection, SensorConnection::kGateway);
   EXPECT_EQ(c.SensorThingName(c.sensors[2]), "site7-door-1");
 }
@@ -171,7 +171,7 @@ connection = "shared"
   ParsedConfig p = ParseConfig(text, "a.toml");
   std::string all = Joined(p);
   EXPECT_NE(all.find("sensor[1].connection: sensor b travels over the gateway's connection, so "
-                     "its thing name must start with \"gw-1-\""),
+                     "its thing name must start with \"gw-1:\""),
             std::string::npos)
       << all;
   EXPECT_NE(all.find("connection: \"shared\" is not one of \"own\", \"gateway\""),
@@ -188,6 +188,63 @@ connection = "shared"
   all = Joined(q);
   ASSERT_EQ(q.problems.size(), 1u) << all;
   EXPECT_NE(all.find("sensor[49].connection: at most 49 sensors"), std::string::npos) << all;
+}
+
+TEST(Config, TheSeparatorKeepsGatewaysApart) {
+  // "gw-1" is a prefix of "gw-1-b" and "gw-1-b:s1": with ":" as the separator its
+  // policy ("gw-1:*") reaches neither, and only "gw-1:<id>" travels over its connection.
+  ParsedConfig ok = ParseConfig(std::string(kMinimal) + R"(
+[[sensor]]
+id = "a"
+connection = "gateway"
+[[sensor]]
+id = "b"
+thing_name = "gw-1:bee"
+connection = "gateway"
+[[sensor]]
+id = "c"
+thing_name = "site7-door-1"
+)",
+                                "a.toml");
+  ASSERT_TRUE(ok.ok()) << Joined(ok);
+  EXPECT_EQ(ok.config.SensorThingName(ok.config.sensors[0]), "gw-1:a");
+  EXPECT_TRUE(ok.config.GatewayMayCarry("gw-1:a"));
+  for (const char* other :
+       {"gw-1-a", "gw-1", "gw-1:", "gw-1-b:s1", "gw-10:a", "gw-1:a:b", "x:gw-1:a"}) {
+    EXPECT_FALSE(ok.config.GatewayMayCarry(other)) << other;
+  }
+
+  ParsedConfig gateway =
+      ParseConfig("[agent]\nthing_name = \"site:7\"\n[aws]\nendpoint = \"e\"\n", "a.toml");
+  std::string all = Joined(gateway);
+  ASSERT_EQ(gateway.problems.size(), 1u) << all;
+  EXPECT_NE(all.find("agent.thing_name: \"site:7\" may not contain \":\""), std::string::npos)
+      << all;
+
+  // A sensor's own name with ":" must be in this gateway's namespace.
+  ParsedConfig sensors = ParseConfig(std::string(kMinimal) + R"(
+[[sensor]]
+id = "a"
+thing_name = "other:a"
+[[sensor]]
+id = "b"
+thing_name = "gw-1:b:c"
+[[sensor]]
+id = "d"
+thing_name = "gw-1-d"
+connection = "gateway"
+)",
+                                     "a.toml");
+  all = Joined(sensors);
+  ASSERT_EQ(sensors.problems.size(), 3u) << all;
+  EXPECT_NE(all.find("sensor[0].thing_name: \"other:a\": a thing name with \":\" must be "
+                     "\"gw-1:<id>\""),
+            std::string::npos)
+      << all;
+  EXPECT_NE(all.find("sensor[1].thing_name: \"gw-1:b:c\""), std::string::npos) << all;
+  EXPECT_NE(all.find("sensor[2].connection: sensor d travels over the gateway's connection"),
+            std::string::npos)
+      << all;
 }
 
 TEST(Config, TheCommandFilterIsOneThingsSubtree) {

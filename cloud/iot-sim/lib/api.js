@@ -10,11 +10,55 @@ import http from 'node:http';
 import { randomUUID } from 'node:crypto';
 import { AwsError, invalid } from './errors.js';
 import { parseSql } from './rules.js';
+import { LAMBDA_ACCESS_KEY_ID } from './iam.js';
 
 const MAX_BODY = 1024 * 1024;
 
+// The AWS IoT operation of each control-plane route (for IAM authorization, iam.js).
+const OPERATION_OF = {
+  'GET /registrationcode': 'GetRegistrationCode',
+  'POST /cacertificate': 'RegisterCACertificate',
+  'GET /cacertificate/{id}': 'DescribeCACertificate',
+  'PUT /cacertificate/{id}': 'UpdateCACertificate',
+  'GET /cacertificates': 'ListCACertificates',
+  'GET /certificates/{id}': 'DescribeCertificate',
+  'GET /certificates': 'ListCertificates',
+  'GET /certificates-by-ca/{caId}': 'ListCertificatesByCA',
+  'PUT /certificates/{id}': 'UpdateCertificate',
+  'DELETE /certificates/{id}': 'DeleteCertificate',
+  'POST /policies/{name}': 'CreatePolicy',
+  'GET /policies/{name}': 'GetPolicy',
+  'PUT /target-policies/{name}': 'AttachPolicy',
+  'PUT /principal-policies/{name}': 'AttachPrincipalPolicy',
+  'POST /attached-policies/{target}': 'ListAttachedPolicies',
+  'POST /things/{name}': 'CreateThing',
+  'GET /things/{name}': 'DescribeThing',
+  'PATCH /things/{name}': 'UpdateThing',
+  'PUT /things/{name}/principals': 'AttachThingPrincipal',
+  'GET /things/{name}/principals': 'ListThingPrincipals',
+  'GET /endpoint': 'DescribeEndpoint',
+  'POST /rules/{name}': 'CreateTopicRule',
+  'PATCH /rules/{name}': 'ReplaceTopicRule',
+  'DELETE /rules/{name}': 'DeleteTopicRule',
+  'DELETE /cacertificate/{id}': 'DeleteCACertificate',
+  'POST /target-policies/{name}': 'DetachPolicy',
+  'DELETE /policies/{name}': 'DeletePolicy',
+  'GET /policies': 'ListPolicies',
+  'DELETE /things/{name}/principals': 'DetachThingPrincipal',
+  'DELETE /things/{name}': 'DeleteThing',
+  'GET /things': 'ListThings',
+  'GET /principals/things': 'ListPrincipalThings',
+  'GET /rules/{name}': 'GetTopicRule'
+};
+
 function route (method, pattern, fn) {
-  return { method, parts: pattern.split('/').filter(Boolean), fn };
+  return { method, parts: pattern.split('/').filter(Boolean), fn, op: OPERATION_OF[`${method} ${pattern}`] ?? null };
+}
+
+/** The access key id of a SigV4-signed request, or null. */
+function accessKeyOf (headers) {
+  const m = /Credential=([^/,\s]+)\//.exec(headers.authorization || '');
+  return m ? m[1] : null;
 }
 
 function match (r, method, parts) {
@@ -115,6 +159,7 @@ export class Api {
       }),
       route('POST', '/things/{name}', (p, q, b) => reg.createThing(p.name, b)),
       route('GET', '/things/{name}', (p) => reg.describeThing(p.name)),
+      route('PATCH', '/things/{name}', (p, q, b) => { reg.updateThing(p.name, b); return {}; }),
       route('PUT', '/things/{name}/principals', (p, q, b, h) => {
         const principal = h['x-amzn-principal'];
         if (!principal) throw invalid('Missing required header: x-amzn-principal');
@@ -149,7 +194,11 @@ export class Api {
       }),
       route('DELETE', '/things/{name}', (p, q) => { reg.deleteThing(p.name, q.get('expectedVersion') ?? undefined); return {}; }),
       route('GET', '/things', (p, q) => {
-        const { slice, next } = page(reg.listThings(), q, { sizeKey: 'maxResults', markerKey: 'nextToken', ascendingKey: null });
+        const name = q.get('attributeName');
+        const value = q.get('attributeValue');
+        if ((name === null) !== (value === null)) throw invalid('attributeName and attributeValue must be given together');
+        const things = reg.listThings().filter((t) => name === null || t.attributes[name] === value);
+        const { slice, next } = page(things, q, { sizeKey: 'maxResults', markerKey: 'nextToken', ascendingKey: null });
         return { things: slice, nextToken: next };
       }),
       route('GET', '/principals/things', (p, q, b, h) => {
@@ -198,7 +247,8 @@ export class Api {
         return {};
       }),
       route('GET', '/_sim/lambda', () => ({
-        enabled: sim.rules.enabled, paused: sim.rules.paused, held: sim.rules.held.length, invocations: sim.rules.invocations
+        enabled: sim.rules.enabled, paused: sim.rules.paused, held: sim.rules.held.length, invocations: sim.rules.invocations,
+        denied: sim.rules.denied
       })),
       route('PUT', '/_sim/lambda', (p, q, b) => {
         if (b.enabled === undefined && b.paused === undefined) throw invalid('give enabled and/or paused');
@@ -260,7 +310,17 @@ export class Api {
     }
     for (const r of this.routes) {
       const params = match(r, req.method, parts);
-      if (params) return await r.fn(params, url.searchParams, json, req.headers);
+      if (!params) continue;
+      if (r.op && this.sim.iam && accessKeyOf(req.headers) === LAMBDA_ACCESS_KEY_ID) {
+        const request = { params, query: url.searchParams, body: json, headers: req.headers };
+        try {
+          this.sim.iam.authorize(r.op, request);
+        } catch (e) {
+          if (e instanceof AwsError) this.sim.rules.recordDenial({ operation: r.op, message: e.message });
+          throw e;
+        }
+      }
+      return await r.fn(params, url.searchParams, json, req.headers);
     }
     throw new AwsError('UnknownOperationException', `iot-sim does not implement ${req.method} ${url.pathname}`);
   }

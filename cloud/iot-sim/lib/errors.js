@@ -4,6 +4,7 @@
 // aws CLI and the SDKs map our errors to the same exception classes as AWS's.
 
 const STATUS = {
+  AccessDeniedException: 403,
   CertificateConflictException: 409,
   CertificateStateException: 406,
   CertificateValidationException: 400,

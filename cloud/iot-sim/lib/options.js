@@ -3,6 +3,7 @@
 
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
+import { parseRolePolicy } from './iam.js';
 
 export const HELP = `Usage: iot-sim --data-dir DIR [options]
 
@@ -22,6 +23,9 @@ Options:
   --lambda ARN=PATH           run the module at PATH (exporting handler) for the topic rule
                               lambda action with functionArn ARN; repeatable
   --lambda-delay-ms N         delay before a Lambda runs (default 0)
+  --lambda-role-policy FILE   the IAM policy of the Lambda's role: every control-plane call
+                              of an in-process Lambda is authorized against it as AWS does
+                              (AccessDeniedException otherwise); default: not checked
   --publish-log-size N        messages kept in the publish log (default 10000)
   --publish-log-bytes N       payload bytes kept in the publish log (default 67108864)
   --max-publish-rate N        publishes/s per connection, 0 = unlimited (default 100)
@@ -54,6 +58,7 @@ export function parseOptions (argv) {
       region: { type: 'string', default: 'us-east-1' },
       lambda: { type: 'string', multiple: true, default: [] },
       'lambda-delay-ms': { type: 'string', default: '0' },
+      'lambda-role-policy': { type: 'string' },
       'publish-log-size': { type: 'string', default: '10000' },
       'publish-log-bytes': { type: 'string', default: String(64 * 1024 * 1024) },
       'max-publish-rate': { type: 'string', default: '100' },
@@ -82,8 +87,14 @@ export function parseOptions (argv) {
     if (!fs.existsSync(file)) throw new Error(`--lambda handler module not found: ${file}`);
     lambdas.set(l.slice(0, i), file);
   }
+  const rolePolicy = values['lambda-role-policy'];
+  if (rolePolicy !== undefined) {
+    if (!fs.existsSync(rolePolicy)) throw new Error(`--lambda-role-policy file not found: ${rolePolicy}`);
+    parseRolePolicy(fs.readFileSync(rolePolicy, 'utf8'));
+  }
   return {
     dataDir: values['data-dir'],
+    lambdaRolePolicy: rolePolicy ?? null,
     mqttPort: int('mqtt-port', 0, 65535),
     apiPort: int('api-port', 0, 65535),
     host: values.host,

@@ -20,9 +20,31 @@ import { AwsError, notFound, invalid } from './errors.js';
 import { parsePolicy } from './policy.js';
 import { certificateId, parseCertificate, directlyIssued, commonName } from './pki.js';
 
+/** The AWS partition of a region: aws-cn for cn-*, aws-us-gov for us-gov-*, else aws. */
+export function partitionOf (region) {
+  if (/^cn-/.test(region)) return 'aws-cn';
+  if (/^us-gov-/.test(region)) return 'aws-us-gov';
+  return 'aws';
+}
+
 const THING_NAME_RE = /^[a-zA-Z0-9:_-]{1,128}$/;
 const POLICY_NAME_RE = /^[\w+=,.@-]{1,128}$/;
 const CERT_ID_RE = /^[0-9a-f]{64}$/;
+const ATTR_NAME_RE = /^[a-zA-Z0-9_.,@/:#-]{1,128}$/;
+const ATTR_VALUE_RE = /^[a-zA-Z0-9_.,@/:#=[\]-]{0,800}$/;
+
+/** Thing attributes as the IoT API accepts them (without a thing type: at most 3). */
+function checkAttributes (attributes) {
+  if (!attributes || typeof attributes !== 'object' || Array.isArray(attributes)) throw invalid('attributes must be a map');
+  const entries = Object.entries(attributes);
+  if (entries.length > 3) throw invalid('A thing without a thing type can have at most 3 attributes');
+  for (const [k, v] of entries) {
+    if (!ATTR_NAME_RE.test(k)) throw invalid(`Invalid attribute name: ${k}`);
+    if (typeof v !== 'string' || !ATTR_VALUE_RE.test(v)) throw invalid(`Invalid value of attribute ${k}`);
+  }
+  return { ...attributes };
+}
+
 const CERT_STATUSES = ['ACTIVE', 'INACTIVE', 'REVOKED', 'PENDING_TRANSFER', 'REGISTER_INACTIVE', 'PENDING_ACTIVATION'];
 
 export class Registry extends EventEmitter {
@@ -30,6 +52,7 @@ export class Registry extends EventEmitter {
     super();
     this.file = path.join(dataDir, 'registry.json');
     this.region = region;
+    this.partition = partitionOf(region);
     this.flushDelayMs = flushDelayMs;
     this.x509Cache = new Map(); // certificate id -> X509Certificate (not persisted)
     this.compiledPolicies = new Map(); // policy name -> compiled statements
@@ -69,7 +92,7 @@ export class Registry extends EventEmitter {
 
   // ---- ARNs ---------------------------------------------------------------------------
 
-  arn (kind, name) { return `arn:aws:iot:${this.region}:${this.accountId}:${kind}/${name}`; }
+  arn (kind, name) { return `arn:${this.partition}:iot:${this.region}:${this.accountId}:${kind}/${name}`; }
   certArn (id) { return this.arn('cert', id); }
 
   /** Certificate id from a certificate ARN; throws InvalidRequestException if malformed. */
@@ -362,7 +385,7 @@ export class Registry extends EventEmitter {
   createThing (name, { thingTypeName, attributePayload } = {}) {
     if (!THING_NAME_RE.test(name || '')) throw invalid(`Invalid thing name: ${name}`);
     if (thingTypeName !== undefined) throw notFound(`Thing type ${thingTypeName} does not exist (thing types are not modelled)`);
-    const attributes = (attributePayload && attributePayload.attributes) || {};
+    const attributes = checkAttributes((attributePayload && attributePayload.attributes) || {});
     const t = this.s.things[name];
     if (t) {
       if (JSON.stringify(t.attributes) !== JSON.stringify(attributes)) {
@@ -373,6 +396,33 @@ export class Registry extends EventEmitter {
       this.changed();
     }
     return { thingName: name, thingArn: this.arn('thing', name), thingId: this.s.things[name].thingId };
+  }
+
+  /**
+   * UpdateThing: attributePayload.attributes replace all attributes, or with merge:true are
+   * merged into them, where an empty value removes that attribute (AttributePayload in the
+   * IoT API reference); expectedVersion, when given, must be the thing's version, else
+   * VersionConflictException. Every update increments the version.
+   */
+  updateThing (name, { attributePayload, expectedVersion, thingTypeName, removeThingType } = {}) {
+    const t = this.thing(name);
+    if (thingTypeName !== undefined || removeThingType) throw invalid('Thing types are not modelled by iot-sim');
+    if (expectedVersion !== undefined && expectedVersion !== null && Number(expectedVersion) !== t.version) {
+      throw new AwsError('VersionConflictException', `The version of thing ${name} is ${t.version}, not ${expectedVersion}`);
+    }
+    if (attributePayload && attributePayload.attributes) {
+      const given = attributePayload.attributes;
+      let next;
+      if (attributePayload.merge) {
+        next = { ...t.attributes };
+        for (const [k, v] of Object.entries(given)) { if (v === '') delete next[k]; else next[k] = v; }
+      } else {
+        next = Object.fromEntries(Object.entries(given).filter(([, v]) => v !== ''));
+      }
+      t.attributes = checkAttributes(next);
+    }
+    t.version++;
+    this.changed();
   }
 
   thing (name) {

@@ -50,6 +50,7 @@ export class RulesEngine {
     this.held = [];
     this.handlers = new Map(); // functionArn -> Promise<handler>
     this.invocations = []; // bounded history, newest last
+    this.denied = []; // control-plane calls of the Lambda refused by IAM (--lambda-role-policy), newest last
     this.pending = new Set(); // timers of scheduled invocations
     this.running = new Set(); // promises of running invocations
     this.parsed = new Map(); // rule name -> {sql, parsed}
@@ -152,6 +153,12 @@ export class RulesEngine {
     }
     entry.durationMs = Date.now() - started;
     this.record(entry);
+  }
+
+  /** A Lambda control-plane call that IAM refused: {operation, message}. */
+  recordDenial (entry) {
+    this.denied.push({ time: Date.now(), ...entry });
+    if (this.denied.length > 1000) this.denied.shift();
   }
 
   record (entry) {

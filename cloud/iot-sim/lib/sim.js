@@ -10,6 +10,7 @@ import { Api } from './api.js';
 import { PublishLog } from './publish-log.js';
 import { ViolationCounters } from './limits.js';
 import { ensureServerPki } from './pki.js';
+import { Iam, LAMBDA_ACCESS_KEY_ID } from './iam.js';
 
 export class Sim {
   constructor (options) {
@@ -25,6 +26,7 @@ export class Sim {
     this.registry = new Registry({ dataDir: o.dataDir, accountId: o.accountId, region: o.region });
     this.violations = new ViolationCounters();
     this.publishLog = new PublishLog(o.publishLogSize, o.publishLogBytes);
+    this.iam = o.lambdaRolePolicy ? new Iam({ file: o.lambdaRolePolicy, registry: this.registry }) : null;
     this.rules = new RulesEngine({ registry: this.registry, lambdas: o.lambdas, delayMs: o.lambdaDelayMs, log: (m) => process.stderr.write(`iot-sim: ${m}\n`) });
     this.broker = new Broker({
       registry: this.registry,
@@ -40,8 +42,11 @@ export class Sim {
     // Set before any handler is imported (handlers load lazily on first invocation).
     process.env.AWS_ENDPOINT_URL_IOT = `http://127.0.0.1:${this.api.port}`;
     process.env.AWS_REGION = o.region;
-    process.env.AWS_ACCESS_KEY_ID ||= 'iot-sim';
-    process.env.AWS_SECRET_ACCESS_KEY ||= 'iot-sim';
+    // The Lambda role's session credentials: the API recognises the Lambda's calls by this
+    // access key and authorizes them against --lambda-role-policy (iam.js).
+    process.env.AWS_ACCESS_KEY_ID = LAMBDA_ACCESS_KEY_ID;
+    process.env.AWS_SECRET_ACCESS_KEY = 'iot-sim-lambda-secret';
+    process.env.AWS_SESSION_TOKEN = 'iot-sim-lambda-session';
     await this.broker.start();
     return this.info();
   }

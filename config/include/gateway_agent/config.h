@@ -92,7 +92,7 @@ struct BridgeConfig {
 
 struct SensorConfig {
   std::string id;          // local id: topic sensors/<id>/...
-  std::string thing_name;  // empty: "<gateway thing>-<id>"
+  std::string thing_name;  // empty: "<gateway thing>:<id>"
   SensorConnection connection = SensorConnection::kOwn;
   int line = 0;  // where it was declared, for messages
 };
@@ -114,7 +114,7 @@ struct Config {
 
   // The thing name a sensor enrolls as.
   std::string SensorThingName(const SensorConfig& sensor) const;
-  // The gateway's policy lets it publish for things named "<gateway thing>-...":
+  // The gateway's policy lets it publish for things named "<gateway thing>:<id>":
   // only those can travel over its connection.
   bool GatewayMayCarry(std::string_view thing) const;
 };
@@ -148,6 +148,10 @@ std::string FormatConfig(const Config& config);
 
 // AWS thing-name rules: 1-128 characters of [a-zA-Z0-9:_-].
 bool IsValidThingName(std::string_view name);
+// Separates a gateway's thing name from a sensor id ("<gateway thing>:<id>"): a
+// gateway's own thing name may not contain it, so the gateway policy's
+// "<gateway thing>:*" reaches no other gateway's things (cloud/README.md).
+inline constexpr char kThingSeparator = ':';
 // A thing name the agent can enroll: it becomes the certificate's subject CN,
 // which X.509 limits to 64 characters.
 inline constexpr size_t kMaxEnrollableThingName = 64;

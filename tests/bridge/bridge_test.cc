@@ -206,7 +206,7 @@ TEST(Bridge, FiftySensorsPublishAndEachMessageArrivesOnItsOwnIdentity) {
   }
   ASSERT_EQ(by_thing.size(), 50u);
   for (int s = 1; s <= 50; ++s) {
-    auto& list = by_thing["gw-test-s" + std::to_string(s)];
+    auto& list = by_thing["gw-test:s" + std::to_string(s)];
     ASSERT_EQ(list.size(), static_cast<size_t>(kPerSensor));
     for (int n = 0; n < kPerSensor; ++n) {
       EXPECT_EQ(list[n], Base64("s" + std::to_string(s) + "-" + std::to_string(n)));
@@ -217,7 +217,7 @@ TEST(Bridge, FiftySensorsPublishAndEachMessageArrivesOnItsOwnIdentity) {
   LocalClient device((*h)->broker().port(), "device-s7");
   ASSERT_TRUE(device.Subscribe("sensors/s7/cmd/#"));
   auto sent = (*h)->sim().Http("POST", "/_sim/publish",
-                               R"({"topic":"cmd/gw-test-s7/led","payload":"on","qos":1})");
+                               R"({"topic":"cmd/gw-test:s7/led","payload":"on","qos":1})");
   ASSERT_EQ(sent.status, 200) << sent.body;
   ASSERT_TRUE(WaitForLocalMessage(device, 1, 20s)) << Log(**h);
   auto received = device.received();
@@ -272,7 +272,7 @@ TEST(Bridge, SensorsOverTheGatewaysConnectionKeepTheirOwnTopics) {
   auto by_thing = ByThing(got);
   ASSERT_EQ(by_thing.size(), 4u);
   for (int s = 1; s <= 4; ++s) {
-    std::string thing = "gw-test-s" + std::to_string(s);
+    std::string thing = "gw-test:s" + std::to_string(s);
     // s1 and s2 on their own identities; s3 and s4 on the gateway's, under their own topics.
     std::string carrier = s <= 2 ? thing : "gw-test";
     EXPECT_EQ(by_thing[thing].first, std::set<std::string>{carrier}) << thing;
@@ -286,7 +286,7 @@ TEST(Bridge, SensorsOverTheGatewaysConnectionKeepTheirOwnTopics) {
   LocalClient device((*h)->broker().port(), "device-s4");
   ASSERT_TRUE(device.Subscribe("sensors/s4/cmd/#"));
   auto sent = (*h)->sim().Http("POST", "/_sim/publish",
-                               R"({"topic":"cmd/gw-test-s4/led","payload":"on","qos":1})");
+                               R"({"topic":"cmd/gw-test:s4/led","payload":"on","qos":1})");
   ASSERT_EQ(sent.status, 200) << sent.body;
   ASSERT_TRUE(WaitForLocalMessage(device, 1, 20s)) << Log(**h);
   EXPECT_EQ(device.received()[0].first, "sensors/s4/cmd/led");
@@ -294,7 +294,7 @@ TEST(Bridge, SensorsOverTheGatewaysConnectionKeepTheirOwnTopics) {
   auto status = (*h)->StatusJson();
   EXPECT_TRUE(std::regex_search(
       status,
-      std::regex(R"re("name":"s3","kind":"sensor","thing":"gw-test-s3","state":"SHARED")re")))
+      std::regex(R"re("name":"s3","kind":"sensor","thing":"gw-test:s3","state":"SHARED")re")))
       << status;
   EXPECT_TRUE(std::regex_search(status, std::regex(R"re("name":"s3"[^}]*"connected":true)re")))
       << status;
@@ -320,7 +320,7 @@ TEST(Bridge, SensorsOverTheGatewaysConnectionKeepTheirOwnTopics) {
   auto refused =
       (*h)->Cli({"sensor", "add", "s6", "--thing-name", "elsewhere", "--connection", "gateway"});
   EXPECT_NE(refused.exit_code, 0);
-  EXPECT_NE(refused.output.find("must start with \"gw-test-\""), std::string::npos)
+  EXPECT_NE(refused.output.find("must start with \"gw-test:\""), std::string::npos)
       << refused.output;
   ASSERT_TRUE((*h)->WaitForState("SHARED", 3, 10s, &json)) << json;
   // Wait until s3 is connected on its own before publishing again.
@@ -335,11 +335,11 @@ TEST(Bridge, SensorsOverTheGatewaysConnectionKeepTheirOwnTopics) {
   ASSERT_TRUE(WaitForCloudCount((*h)->sim(), 30, 60s, &got)) << got.size() << "\n" << Log(**h);
   std::vector<CloudMessage> later(got.begin() + 20, got.end());
   by_thing = ByThing(later);
-  EXPECT_EQ(by_thing["gw-test-s1"].first, std::set<std::string>{"gw-test-s1"});
-  EXPECT_EQ(by_thing["gw-test-s2"].first, std::set<std::string>{"gw-test"});
-  EXPECT_EQ(by_thing["gw-test-s3"].first, std::set<std::string>{"gw-test-s3"});
-  EXPECT_EQ(by_thing["gw-test-s4"].first, std::set<std::string>{"gw-test"});
-  EXPECT_EQ(by_thing["gw-test-s5"].first, std::set<std::string>{"gw-test"});
+  EXPECT_EQ(by_thing["gw-test:s1"].first, std::set<std::string>{"gw-test:s1"});
+  EXPECT_EQ(by_thing["gw-test:s2"].first, std::set<std::string>{"gw-test"});
+  EXPECT_EQ(by_thing["gw-test:s3"].first, std::set<std::string>{"gw-test:s3"});
+  EXPECT_EQ(by_thing["gw-test:s4"].first, std::set<std::string>{"gw-test"});
+  EXPECT_EQ(by_thing["gw-test:s5"].first, std::set<std::string>{"gw-test"});
   ASSERT_TRUE((*h)->agent().Signal(SIGTERM, 20s).has_value());
   ExpectNoViolations(**h);
 }
@@ -446,7 +446,7 @@ TEST(Bridge, LimitsUnknownSensorsAndQos2AreHandledWithoutTrippingAws) {
   // QoS 2 completes its handshake with the local broker later than the QoS 1
   // publish after it, so the two may arrive in either order; QoS 2 goes on as QoS 1.
   std::set<std::string> topics = {got[0].topic, got[1].topic};
-  EXPECT_EQ(topics, (std::set<std::string>{"dt/gw-test-s1/q2", "dt/gw-test-s1/ok"}));
+  EXPECT_EQ(topics, (std::set<std::string>{"dt/gw-test:s1/q2", "dt/gw-test:s1/ok"}));
   ASSERT_TRUE((*h)->agent().Signal(SIGTERM, 20s).has_value());
   auto status = (*h)->Cli({"status", "--json"});
   EXPECT_TRUE(std::regex_search(status.output, std::regex("\"rejected\":2"))) << status.output;
@@ -485,7 +485,7 @@ TEST(Bridge, ACloudOutageLosesNothingAndKeepsOrder) {
   std::map<std::string, std::set<int>> seen;
   auto complete = [&] {
     for (int s = 1; s <= 3; ++s) {
-      auto& got = seen["gw-test-s" + std::to_string(s)];
+      auto& got = seen["gw-test:s" + std::to_string(s)];
       for (int n = 20; n < 120; ++n) {
         if (!got.count(n)) return false;
       }
@@ -505,7 +505,7 @@ TEST(Bridge, ACloudOutageLosesNothingAndKeepsOrder) {
   } while (!complete() && std::chrono::steady_clock::now() < deadline);
   if (!complete()) ADD_FAILURE() << Log(**h);
   for (int s = 1; s <= 3; ++s) {
-    std::string thing = "gw-test-s" + std::to_string(s);
+    std::string thing = "gw-test:s" + std::to_string(s);
     for (int n = 20; n < 120; ++n) {
       EXPECT_TRUE(seen[thing].count(n)) << thing << " lost message " << n;
     }
@@ -553,7 +553,7 @@ TEST(Bridge, SigkillTenTimesDuringTenThousandMessagesLosesNothing) {
   size_t total = 0;
   auto complete = [&] {
     for (int s = 1; s <= 10; ++s) {
-      if (seen["gw-test-s" + std::to_string(s)].size() != kPerSensor) return false;
+      if (seen["gw-test:s" + std::to_string(s)].size() != kPerSensor) return false;
     }
     return true;
   };
@@ -569,7 +569,7 @@ TEST(Bridge, SigkillTenTimesDuringTenThousandMessagesLosesNothing) {
     }
   } while (!complete() && std::chrono::steady_clock::now() < deadline);
   for (int s = 1; s <= 10; ++s) {
-    EXPECT_EQ(seen["gw-test-s" + std::to_string(s)].size(), static_cast<size_t>(kPerSensor))
+    EXPECT_EQ(seen["gw-test:s" + std::to_string(s)].size(), static_cast<size_t>(kPerSensor))
         << "sensor s" << s << "\n"
         << Log(**h);
   }
@@ -605,7 +605,7 @@ TEST(Bridge, ALocalBrokerRestartLosesNothing) {
   while (seen.size() < 100 && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(300ms);
     for (const auto& m : CloudPublishes((*h)->sim())) {
-      if (m.topic == "dt/gw-test-s1/seq") seen.insert(number_of.at(m.payload_b64));
+      if (m.topic == "dt/gw-test:s1/seq") seen.insert(number_of.at(m.payload_b64));
     }
   }
   EXPECT_EQ(seen.size(), 100u) << Log(**h);
@@ -624,15 +624,15 @@ TEST(Bridge, CommandsQueuedWhileOfflineAllArriveOnReconnect) {
   ASSERT_TRUE(h.ok()) << h.status().ToString();
   ASSERT_TRUE((*h)->StartAgent().ok());
   ASSERT_TRUE((*h)->WaitForState("ACTIVE", 2, 90s)) << Log(**h);
-  ASSERT_TRUE(WaitForSimClients((*h)->sim(), {"gw-test-s1"}, 30s)) << Log(**h);
-  std::this_thread::sleep_for(500ms);  // its SUBSCRIBE for cmd/gw-test-s1/# is in
+  ASSERT_TRUE(WaitForSimClients((*h)->sim(), {"gw-test:s1"}, 30s)) << Log(**h);
+  std::this_thread::sleep_for(500ms);  // its SUBSCRIBE for cmd/gw-test:s1/# is in
   ASSERT_TRUE((*h)->agent().Signal(SIGTERM, 20s).has_value());
 
   constexpr int kCommands = 300;
   for (int n = 0; n < kCommands; ++n) {
     auto sent = (*h)->sim().Http(
         "POST", "/_sim/publish",
-        R"({"topic":"cmd/gw-test-s1/n","payload":")" + std::to_string(n) + R"(","qos":1})");
+        R"({"topic":"cmd/gw-test:s1/n","payload":")" + std::to_string(n) + R"(","qos":1})");
     ASSERT_EQ(sent.status, 200) << sent.body;
   }
   LocalClient device((*h)->broker().port(), "device-s1");
@@ -658,11 +658,11 @@ TEST(Bridge, ASlowTpmHandshakeDoesNotStallOtherConnections) {
   ASSERT_TRUE((*h)->StartAgent({{"GATEWAY_AGENT_TEST_SIGN_DELAY_MS", "1500"}}).ok());
   ASSERT_TRUE((*h)->WaitForState("ACTIVE", 3, 120s)) << Log(**h);
   // Wait until both sensors' cloud connections are up.
-  ASSERT_TRUE(WaitForSimClients((*h)->sim(), {"gw-test-s1", "gw-test-s2"}, 60s)) << Log(**h);
+  ASSERT_TRUE(WaitForSimClients((*h)->sim(), {"gw-test:s1", "gw-test:s2"}, 60s)) << Log(**h);
 
   // s2 is thrown off; while it reconnects (a 1.5 s signature), s1 streams.
   LocalClient sensors((*h)->broker().port(), "sensors");
-  ASSERT_EQ((*h)->sim().Http("DELETE", "/_sim/clients/gw-test-s2").status, 200);
+  ASSERT_EQ((*h)->sim().Http("DELETE", "/_sim/clients/gw-test:s2").status, 200);
   auto start = std::chrono::steady_clock::now();
   for (int n = 0; n < 60; ++n) {
     sensors.Publish("sensors/s1/tick", std::to_string(n));
@@ -674,7 +674,7 @@ TEST(Bridge, ASlowTpmHandshakeDoesNotStallOtherConnections) {
   auto deadline = std::chrono::steady_clock::now() + 30s;
   while (times.size() < 60 && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(200ms);
-    auto r = (*h)->sim().Http("GET", "/_sim/publishes?topic=dt/gw-test-s1/tick&limit=1000");
+    auto r = (*h)->sim().Http("GET", "/_sim/publishes?topic=dt/gw-test:s1/tick&limit=1000");
     times.clear();
     std::regex t(R"re("time":([0-9]+))re");
     for (auto it = std::sregex_iterator(r.body.begin(), r.body.end(), t);
@@ -694,7 +694,7 @@ TEST(Bridge, ASlowTpmHandshakeDoesNotStallOtherConnections) {
       static_cast<long long>(max_gap));
   EXPECT_LT(max_gap, 1000);
   // And s2 came back.
-  EXPECT_TRUE(WaitForSimClients((*h)->sim(), {"gw-test-s2"}, 60s)) << Log(**h);
+  EXPECT_TRUE(WaitForSimClients((*h)->sim(), {"gw-test:s2"}, 60s)) << Log(**h);
   ASSERT_TRUE((*h)->agent().Signal(SIGTERM, 30s).has_value());
 }
 

@@ -48,21 +48,13 @@ class Agenda {
   // then empties the list.
   template <typename Fn>
   void DrainWrites(Fn&& fn) {
-    for (size_t i = 0; i < to_write_.size(); ++i) {
-      MqttConnection* c = to_write_[i];
-      c->write_marked = false;
-      fn(*c);
-    }
-    to_write_.clear();
+    DrainGrowing(
+        to_write_, [](MqttConnection& c) { c.write_marked = false; }, fn);
   }
   template <typename Fn>
   void DrainSends(Fn&& fn) {
-    for (size_t i = 0; i < to_send_.size(); ++i) {
-      CloudConnection* c = to_send_[i];
-      c->send_marked = false;
-      fn(*c);
-    }
-    to_send_.clear();
+    DrainGrowing(
+        to_send_, [](CloudConnection& c) { c.send_marked = false; }, fn);
   }
   template <typename Fn>
   void DrainRereads(Fn&& fn) {
@@ -83,6 +75,16 @@ class Agenda {
   }
 
  private:
+  template <typename T, typename Unmark, typename Fn>
+  static void DrainGrowing(std::vector<T*>& list, Unmark unmark, Fn& fn) {
+    for (size_t i = 0; i < list.size(); ++i) {
+      T* c = list[i];
+      unmark(*c);
+      fn(*c);
+    }
+    list.clear();
+  }
+
   std::vector<MqttConnection*> to_write_;
   std::vector<CloudConnection*> to_send_;
   std::vector<CloudConnection*> reread_;

@@ -1,6 +1,6 @@
 // The agent as a service: the parts wired together, the signal loop and the
 // sd_notify protocol.
-#include "gateway_agent/daemon.h"
+#include "gateway_agent/agent/daemon.h"
 
 #include <signal.h>
 #include <systemd/sd-daemon.h>
@@ -13,14 +13,14 @@
 #include <string>
 #include <utility>
 
+#include "gateway_agent/agent/control.h"
+#include "gateway_agent/agent/enrollment.h"
+#include "gateway_agent/agent/identity_store.h"
+#include "gateway_agent/agent/status_report.h"
 #include "gateway_agent/bridge/bridge.h"
-#include "gateway_agent/control.h"
-#include "gateway_agent/enrollment.h"
 #include "gateway_agent/files.h"
-#include "gateway_agent/identity_store.h"
 #include "gateway_agent/log.h"
 #include "gateway_agent/pki/local_ca.h"
-#include "gateway_agent/status_report.h"
 #include "gateway_agent/tpm/tpm_context.h"
 
 namespace ga {

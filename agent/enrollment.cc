@@ -1,4 +1,4 @@
-#include "gateway_agent/enrollment.h"
+#include "gateway_agent/agent/enrollment.h"
 
 #include <openssl/evp.h>
 #include <openssl/pem.h>

@@ -1,4 +1,4 @@
-#include "gateway_agent/jitr_connect.h"
+#include "gateway_agent/agent/jitr_connect.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>

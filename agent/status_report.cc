@@ -1,4 +1,4 @@
-#include "gateway_agent/status_report.h"
+#include "gateway_agent/agent/status_report.h"
 
 #include <algorithm>
 #include <cstdio>

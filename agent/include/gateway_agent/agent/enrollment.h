@@ -31,9 +31,9 @@
 #include <thread>
 #include <vector>
 
+#include "gateway_agent/agent/identity_store.h"
+#include "gateway_agent/agent/jitr_connect.h"
 #include "gateway_agent/config.h"
-#include "gateway_agent/identity_store.h"
-#include "gateway_agent/jitr_connect.h"
 #include "gateway_agent/rate.h"
 #include "gateway_agent/status.h"
 #include "gateway_agent/tpm/tpm_context.h"

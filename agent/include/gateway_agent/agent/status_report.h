@@ -6,8 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "gateway_agent/agent/identity_store.h"
 #include "gateway_agent/bridge/outbox.h"
-#include "gateway_agent/identity_store.h"
 
 namespace ga {
 

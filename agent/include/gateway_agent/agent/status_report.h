@@ -21,7 +21,4 @@ std::string StatusTable(const std::vector<Identity>& identities, Millis now,
 std::string StatusJson(const std::vector<Identity>& identities, Millis now,
                        const BridgeStats& bridge = {});
 
-// A JSON string literal for `s`.
-std::string JsonString(std::string_view s);
-
 }  // namespace ga

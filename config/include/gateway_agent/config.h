@@ -140,7 +140,9 @@ struct ParsedConfig {
 // Parses and validates `text`; every problem is reported, not just the first.
 ParsedConfig ParseConfig(std::string_view text, std::string_view file_name);
 
-// Reads and parses `path`. A Status error only when the file cannot be read.
+// Reads and parses `path`, and checks that the files the configuration names
+// for reading later (local.password_file) can be read; a problem if not. A
+// Status error only when `path` itself cannot be read.
 Result<ParsedConfig> LoadConfig(const std::filesystem::path& path);
 
 // The effective configuration (defaults filled in) as TOML.

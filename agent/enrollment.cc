@@ -139,25 +139,26 @@ Status Enrollment::Retry(Identity& identity, const std::string& error, bool coun
   return Commit(identity);
 }
 
+Status Enrollment::MakeAndCommit(Identity& identity, StepFunction step, std::string_view what,
+                                 std::string_view error_prefix, std::string_view done) {
+  Status s = step(identity, Steps());
+  if (!s.ok()) {
+    log::Error(std::string(what) + " failed: " + s.message(), {{"IDENTITY", identity.name}});
+    return Retry(identity, std::string(error_prefix) + ": " + s.message(), false);
+  }
+  GA_RETURN_IF_ERROR(Commit(identity));
+  options_.crash(done, identity.name);
+  return Status::Ok();
+}
+
 Status Enrollment::Advance(Identity& identity) {
-  StepContext steps = Steps();
+  // A step that failed leaves the state as it was: no later step runs.
   if (identity.state == EnrollmentState::kNew) {
-    Status s = MakeKey(identity, steps);
-    if (!s.ok()) {
-      log::Error("creating the TPM key failed: " + s.message(), {{"IDENTITY", identity.name}});
-      return Retry(identity, "key: " + s.message(), false);
-    }
-    GA_RETURN_IF_ERROR(Commit(identity));
-    options_.crash("keyed", identity.name);
+    GA_RETURN_IF_ERROR(MakeAndCommit(identity, MakeKey, "creating the TPM key", "key", "keyed"));
   }
   if (identity.state == EnrollmentState::kKeyed) {
-    Status s = MakeCertificate(identity, steps);
-    if (!s.ok()) {
-      log::Error("getting a certificate failed: " + s.message(), {{"IDENTITY", identity.name}});
-      return Retry(identity, "certificate: " + s.message(), false);
-    }
-    GA_RETURN_IF_ERROR(Commit(identity));
-    options_.crash("certified", identity.name);
+    GA_RETURN_IF_ERROR(MakeAndCommit(identity, MakeCertificate, "getting a certificate",
+                                     "certificate", "certified"));
   }
   if (identity.state == EnrollmentState::kCertified) {
     identity.state = EnrollmentState::kRegistering;

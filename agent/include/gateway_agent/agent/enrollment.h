@@ -126,6 +126,12 @@ class Enrollment {
   // that fails is handled (a retry is scheduled and committed); an error
   // returned means a commit failed or the identity was removed.
   Status Advance(Identity& identity);
+  // Takes a step that makes something (a key, a certificate) and commits it;
+  // a failed step is retried later, uncounted, with `error_prefix` in its
+  // last error. `done` names the crash point after the commit.
+  using StepFunction = Status (*)(Identity&, const StepContext&);
+  Status MakeAndCommit(Identity& identity, StepFunction step, std::string_view what,
+                       std::string_view error_prefix, std::string_view done);
   Status Register(Identity& identity);
   // Commits `identity`, unless it was removed meanwhile (an error then).
   Status Commit(const Identity& identity);

@@ -5,8 +5,8 @@
 
 #include <memory>
 
+#include "gateway_agent/agent/identity_store.h"
 #include "gateway_agent/bridge/bridge.h"
-#include "gateway_agent/identity_store.h"
 #include "gateway_agent/status.h"
 #include "gateway_agent/tpm/tpm_context.h"
 

@@ -1,4 +1,4 @@
-#include "gateway_agent/cli.h"
+#include "gateway_agent/agent/cli.h"
 
 #include <CLI/CLI.hpp>
 #include <cstdio>

@@ -1,4 +1,4 @@
-#include "gateway_agent/control.h"
+#include "gateway_agent/agent/control.h"
 
 #include <fcntl.h>
 #include <poll.h>

@@ -1,39 +1,41 @@
 // The agent as a service: the parts wired together, the signal loop and the
 // sd_notify protocol.
-#include "gateway_agent/daemon.h"
+#include "gateway_agent/agent/daemon.h"
 
 #include <signal.h>
 #include <systemd/sd-daemon.h>
 
 #include <chrono>
 #include <map>
-#include <mutex>
-#include <set>
 #include <sstream>
 #include <string>
 #include <utility>
 
 #include "bridge_feed.h"
+#include "gateway_agent/agent/control.h"
+#include "gateway_agent/agent/enrollment.h"
+#include "gateway_agent/agent/identity_store.h"
+#include "gateway_agent/agent/status_report.h"
 #include "gateway_agent/bridge/bridge.h"
-#include "gateway_agent/control.h"
-#include "gateway_agent/enrollment.h"
 #include "gateway_agent/files.h"
-#include "gateway_agent/identity_store.h"
 #include "gateway_agent/log.h"
 #include "gateway_agent/pki/local_ca.h"
-#include "gateway_agent/status_report.h"
+#include "gateway_agent/thread_annotations.h"
 #include "gateway_agent/tpm/tpm_context.h"
 #include "process.h"
+#include "sensor_roster.h"
 
 namespace ga {
 
 namespace {
 
 IssueFunction MakeIssuer(std::shared_ptr<pki::LocalCa> ca) {
-  auto mu = std::make_shared<std::mutex>();
+  // One CSR at a time: a CA backend may keep state between calls (a serial
+  // number file, a TPM session).
+  auto mu = std::make_shared<Mutex>();
   return [ca, mu](X509_REQ* csr, const std::string& thing,
                   const std::string& ou) -> Result<IssuedPem> {
-    std::lock_guard lock(*mu);
+    MutexLock lock(*mu);
     GA_ASSIGN_OR_RETURN(pki::IssuedCertificate issued, ca->Issue(csr, thing, ou));
     IssuedPem out;
     GA_ASSIGN_OR_RETURN(out.certificate, issued.CertPem());
@@ -167,63 +169,6 @@ std::map<std::string, std::string> ConfigSections(const Config& config) {
   return sections;
 }
 
-// Adds the sensors new in `next` and removes those that `running` had from
-// the file and `next` no longer has. Sensors added at run time (`gateway-agent
-// sensor add`) are not in the file and are left alone.
-void ApplySensorChanges(const Config& running, const Config& next, Enrollment& enrollment) {
-  std::map<std::string, const SensorConfig*> before, after;
-  for (const auto& s : running.sensors) before[s.id] = &s;
-  for (const auto& s : next.sensors) after[s.id] = &s;
-  std::map<std::string, EnrollmentState> known;
-  for (const auto& id : enrollment.Snapshot()) known[id.name] = id.state;
-
-  for (const auto& [id, sensor] : before) {
-    if (after.count(id)) continue;
-    auto removed = enrollment.RemoveSensor(id);
-    if (!removed.ok()) {
-      log::Warning("reload: sensor " + id + " left the configuration but could not be removed: " +
-                       removed.status().message(),
-                   {{"IDENTITY", id}});
-    }
-  }
-  // A sensor whose connection differs from what the agent has (also one that
-  // an earlier reload could not move) moves; those leaving the gateway's
-  // connection first, which makes room for those joining it.
-  std::vector<std::pair<std::string, SensorConnection>> moves;
-  for (const auto& [id, sensor] : after) {
-    std::string thing = next.SensorThingName(*sensor);
-    auto state = known.find(id);
-    if (state != known.end()) {
-      if (before.count(id) && running.SensorThingName(*before[id]) != thing) {
-        log::Warning("reload: sensor " + id + " keeps its enrolled thing name " +
-                         running.SensorThingName(*before[id]) +
-                         " (remove and add the sensor to change it)",
-                     {{"IDENTITY", id}});
-      }
-      bool shared = state->second == EnrollmentState::kShared;
-      if (shared != (sensor->connection == SensorConnection::kGateway)) {
-        moves.emplace_back(id, sensor->connection);
-      }
-      continue;
-    }
-    auto added = enrollment.AddSensor(id, thing, sensor->connection);
-    if (!added.ok()) {
-      log::Error("reload: adding sensor " + id + " failed: " + added.status().message(),
-                 {{"IDENTITY", id}});
-    }
-  }
-  std::stable_partition(moves.begin(), moves.end(),
-                        [](const auto& m) { return m.second == SensorConnection::kOwn; });
-  for (const auto& [id, connection] : moves) {
-    auto moved = enrollment.SetConnection(id, connection);
-    if (!moved.ok()) {
-      log::Warning(
-          "reload: the connection of sensor " + id + " did not change: " + moved.status().message(),
-          {{"IDENTITY", id}});
-    }
-  }
-}
-
 // SIGHUP: re-reads and validates the file the running configuration came
 // from. An unreadable or invalid file is refused with every problem logged,
 // and the running configuration stays. Otherwise sensor additions, removals
@@ -246,10 +191,9 @@ Config ReloadConfig(const Config& running, Enrollment& enrollment) {
   const Config& next = loaded->config;
 
   Config effective = running;
-  effective.sensors = next.sensors;
   effective.agent.log_level = next.agent.log_level;
   log::SetLevel(next.agent.log_level);
-  ApplySensorChanges(running, next, enrollment);
+  effective.sensors = ApplySensorChanges(running, next, enrollment);
 
   // Everything else (endpoint, TPM, CA, directories, enrollment pacing,
   // bridge) is wired into running parts: it takes a restart.

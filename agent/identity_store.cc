@@ -1,4 +1,4 @@
-#include "gateway_agent/identity_store.h"
+#include "gateway_agent/agent/identity_store.h"
 
 #include <sys/stat.h>
 

@@ -1,4 +1,4 @@
-#include "gateway_agent/jitr_connect.h"
+#include "gateway_agent/agent/jitr_connect.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -16,6 +16,7 @@
 #include <cstring>
 #include <string>
 
+#include "gateway_agent/aws_iot.h"
 #include "gateway_agent/tpm/openssl_error.h"
 #include "gateway_agent/tpm/tls_client.h"
 
@@ -240,7 +241,7 @@ ConnectAttempt AttemptConnect(const ConnectOptions& options) {
   tls.chain_file = options.chain_file;
   tls.ca_file = options.root_ca;
   tls.verify_host = options.host;
-  if (options.alpn) tls.alpn = {"x-amzn-mqtt-ca"};
+  if (options.alpn) tls.alpn = {aws::kMqttAlpn};
   auto ctx = tpm::MakeClientTlsContext(tls);
   if (!ctx.ok()) {
     // A local problem (unreadable chain, key mismatch): not the server's doing.

@@ -1,6 +1,6 @@
 #include <cstdlib>
 
-#include "gateway_agent/cli.h"
+#include "gateway_agent/agent/cli.h"
 
 int main(int argc, char** argv) {
   // The TSS libraries log expected conditions (an SRK not yet created, a

@@ -1,8 +1,9 @@
-#include "gateway_agent/status_report.h"
+#include "gateway_agent/agent/status_report.h"
 
 #include <algorithm>
 #include <cstdio>
 #include <ctime>
+#include <nlohmann/json.hpp>
 
 namespace ga {
 
@@ -59,29 +60,6 @@ Traffic TrafficOf(const BridgeStats& bridge, const std::string& name, Millis now
 
 }  // namespace
 
-std::string JsonString(std::string_view s) {
-  std::string out = "\"";
-  for (char ch : s) {
-    auto c = static_cast<unsigned char>(ch);
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out += ch;
-        }
-    }
-  }
-  return out + "\"";
-}
-
 std::string StatusTable(const std::vector<Identity>& identities, Millis now,
                         const BridgeStats& bridge) {
   std::string out;
@@ -125,46 +103,46 @@ std::string StatusTable(const std::vector<Identity>& identities, Millis now,
 
 std::string StatusJson(const std::vector<Identity>& identities, Millis now,
                        const BridgeStats& bridge) {
-  std::string out = "{\"identities\":[";
+  // Keys keep the order they are written in: programs may read the output
+  // with line-oriented tools, and its order is part of what we ship.
+  using Json = nlohmann::ordered_json;
+  Json list = Json::array();
   int counts[kEnrollmentStateCount] = {0};
-  for (size_t i = 0; i < identities.size(); ++i) {
-    const Identity& id = identities[i];
+  for (const Identity& id : identities) {
     ++counts[static_cast<int>(id.state)];
-    if (i) out += ",";
-    out += "{\"name\":" + JsonString(id.name);
-    out += ",\"kind\":" + JsonString(KindName(id.kind));
-    out += ",\"thing\":" + JsonString(id.thing);
-    out += ",\"state\":" + JsonString(StateName(id.state));
-    out += ",\"attempts\":" + std::to_string(id.attempts);
-    out += ",\"nextAttempt\":" + JsonString(Iso8601(id.next_attempt));
-    out += ",\"lastError\":" + JsonString(id.last_error);
-    out += ",\"parkReason\":" + JsonString(id.park_reason);
-    out += ",\"longPending\":" + std::string(id.long_pending_reported ? "true" : "false");
-    out += ",\"certificateId\":" + JsonString(id.cert_id);
-    out += ",\"certificateExpires\":" + JsonString(Iso8601(id.cert_not_after));
-    out += ",\"keyFile\":" + JsonString(id.key_file);
-    out += ",\"chainFile\":" + JsonString(id.chain_file);
-    out += ",\"registeringSince\":" + JsonString(Iso8601(id.registering_since));
-    out += ",\"activeSince\":" + JsonString(Iso8601(id.active_since));
     Traffic t = TrafficOf(bridge, id.name, now);
-    out += ",\"connected\":" + std::string(t.connected ? "true" : "false");
-    out += ",\"outbox\":{\"messages\":" + std::to_string(t.messages) +
-           ",\"bytes\":" + std::to_string(t.bytes) +
-           ",\"oldestAgeSeconds\":" + std::to_string(t.oldest_age_s) + "}";
-    out += ",\"sent\":" + std::to_string(t.sent);
-    out += ",\"rejected\":" + std::to_string(t.rejected);
-    out += ",\"dropped\":" + std::to_string(t.dropped);
-    out += "}";
+    list.push_back({
+        {"name", id.name},
+        {"kind", KindName(id.kind)},
+        {"thing", id.thing},
+        {"state", StateName(id.state)},
+        {"attempts", id.attempts},
+        {"nextAttempt", Iso8601(id.next_attempt)},
+        {"lastError", id.last_error},
+        {"parkReason", id.park_reason},
+        {"longPending", id.long_pending_reported},
+        {"certificateId", id.cert_id},
+        {"certificateExpires", Iso8601(id.cert_not_after)},
+        {"keyFile", id.key_file},
+        {"chainFile", id.chain_file},
+        {"registeringSince", Iso8601(id.registering_since)},
+        {"activeSince", Iso8601(id.active_since)},
+        {"connected", t.connected},
+        {"outbox",
+         {{"messages", t.messages}, {"bytes", t.bytes}, {"oldestAgeSeconds", t.oldest_age_s}}},
+        {"sent", t.sent},
+        {"rejected", t.rejected},
+        {"dropped", t.dropped},
+    });
   }
-  out += "],\"counts\":{";
-  bool first = true;
+  Json by_state = Json::object();
   for (int s = 0; s < kEnrollmentStateCount; ++s) {
-    if (!first) out += ",";
-    first = false;
-    out += JsonString(StateName(static_cast<EnrollmentState>(s))) + ":" + std::to_string(counts[s]);
+    by_state[std::string(StateName(static_cast<EnrollmentState>(s)))] = counts[s];
   }
-  out += ",\"total\":" + std::to_string(identities.size()) + "}}\n";
-  return out;
+  by_state["total"] = identities.size();
+  Json out = {{"identities", std::move(list)}, {"counts", std::move(by_state)}};
+  // Text from peers (TLS alerts, CA error output) may not be UTF-8.
+  return out.dump(-1, ' ', false, Json::error_handler_t::replace) + "\n";
 }
 
 }  // namespace ga

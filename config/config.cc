@@ -626,7 +626,16 @@ ParsedConfig ParseConfig(std::string_view text, std::string_view file_name) {
 
 Result<ParsedConfig> LoadConfig(const std::filesystem::path& path) {
   GA_ASSIGN_OR_RETURN(std::string text, ReadFile(path).With("reading the configuration"));
-  return ParseConfig(text, path.string());
+  ParsedConfig parsed = ParseConfig(text, path.string());
+  // A file named by the config that the agent reads only once running: an
+  // unreadable one makes the configuration unusable, so say so here.
+  if (const auto& pw = parsed.config.local.password_file; !pw.empty()) {
+    if (auto read = ReadFile(pw); !read.ok()) {
+      parsed.problems.push_back({path.string(), 0, 0, "local.password_file",
+                                 "cannot be read: " + read.status().message()});
+    }
+  }
+  return parsed;
 }
 
 std::string FormatConfig(const Config& config) {

@@ -93,11 +93,18 @@ std::string AgentHarness::StatusJson() {
 
 bool AgentHarness::WaitForState(const std::string& state, int count, std::chrono::seconds timeout,
                                 std::string* last) {
+  return WaitForStatus(
+      [&](const std::string& json) { return JsonCount(json, "state", state) >= count; }, timeout,
+      last);
+}
+
+bool AgentHarness::WaitForStatus(const std::function<bool(const std::string& json)>& done,
+                                 std::chrono::seconds timeout, std::string* last) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   std::string json;
   while (std::chrono::steady_clock::now() < deadline) {
     json = StatusJson();
-    if (JsonCount(json, "state", state) >= count) {
+    if (done(json)) {
       if (last) *last = json;
       return true;
     }

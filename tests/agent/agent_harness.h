@@ -47,6 +47,9 @@ class AgentHarness {
   // Waits until `count` identities are in `state`; returns the last status.
   bool WaitForState(const std::string& state, int count, std::chrono::seconds timeout,
                     std::string* last = nullptr);
+  // Waits until `done` holds for the status JSON; returns the last status.
+  bool WaitForStatus(const std::function<bool(const std::string& json)>& done,
+                     std::chrono::seconds timeout, std::string* last = nullptr);
 
   // Rewrites agent.toml; `edit` may change the text.
   void RewriteConfig(const std::function<void(std::string&)>& edit);

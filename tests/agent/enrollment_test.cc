@@ -25,6 +25,19 @@ void ExpectNoViolations(AgentHarness& h) {
   EXPECT_FALSE(std::regex_search(v.body, std::regex("\"total\"\\s*:\\s*[1-9]"))) << v.body;
 }
 
+// How many identities in a status JSON have made `min` or more attempts.
+int IdentitiesWithAttempts(const std::string& status, int min) {
+  std::smatch m;
+  std::string rest = status;
+  int identities = 0;
+  std::regex attempts("\"attempts\":([0-9]+)");
+  while (std::regex_search(rest, m, attempts)) {
+    if (std::stoi(m[1]) >= min) ++identities;
+    rest = m.suffix();
+  }
+  return identities;
+}
+
 // Stops the agent the way systemd does and checks it exits 0.
 void StopAgent(AgentHarness& h) {
   auto status = h.agent().Signal(SIGTERM, 20s);
@@ -48,7 +61,7 @@ TEST(Enrollment, GatewayAndTwentySensorsReachActive) {
   auto certs = (*h)->sim().Aws({"list-certificates-by-ca", "--ca-certificate-id", (*h)->ca_id()});
   ASSERT_EQ(certs.exit_code, 0) << certs.output;
   EXPECT_EQ(JsonCount(certs.output, "status", "ACTIVE"), 21) << certs.output;
-  auto thing = (*h)->sim().Aws({"describe-thing", "--thing-name", "gw-test-s7"});
+  auto thing = (*h)->sim().Aws({"describe-thing", "--thing-name", "gw-test:s7"});
   EXPECT_EQ(thing.exit_code, 0) << thing.output;
 
   // status (table) names every identity; certificates were issued by our CA.
@@ -70,19 +83,12 @@ TEST(Enrollment, WithoutTheLambdaIdentitiesWaitThenActivateWithoutARestart) {
   ASSERT_TRUE((*h)->StartAgent().ok());
   std::string status;
   ASSERT_TRUE((*h)->WaitForState("REGISTERING", 4, 60s, &status)) << status;
-  std::this_thread::sleep_for(6s);
-  status = (*h)->StatusJson();
+  // Every identity tries more than once and is told "pending".
+  EXPECT_TRUE((*h)->WaitForStatus(
+      [](const std::string& json) { return IdentitiesWithAttempts(json, 2) == 4; }, 60s, &status))
+      << status;
   EXPECT_EQ(JsonCount(status, "state", "REGISTERING"), 4) << status;
-  // Every identity tried more than once and was told "pending".
-  std::smatch m;
-  std::string rest = status;
-  int identities_with_retries = 0;
-  std::regex attempts("\"attempts\":([0-9]+)");
-  while (std::regex_search(rest, m, attempts)) {
-    if (std::stoi(m[1]) >= 2) ++identities_with_retries;
-    rest = m.suffix();
-  }
-  EXPECT_EQ(identities_with_retries, 4) << status;
+  EXPECT_EQ(IdentitiesWithAttempts(status, 2), 4) << status;
   EXPECT_NE(status.find("without CONNACK"), std::string::npos) << status;
   auto pending = (*h)->sim().Aws({"list-certificates"});
   EXPECT_EQ(JsonCount(pending.output, "status", "PENDING_ACTIVATION"), 4) << pending.output;
@@ -127,7 +133,20 @@ TEST(Enrollment, AWrongEndpointIsRetriedAsANetworkFailureNotAsAnAttempt) {
   ASSERT_TRUE((*h)->StartAgent().ok());
   std::string status;
   ASSERT_TRUE((*h)->WaitForState("REGISTERING", 2, 60s, &status)) << status;
-  std::this_thread::sleep_for(3s);
+  // Both identities are refused three times or more (the log says each one).
+  auto refused = [&](const std::string& name) {
+    std::string log = ReadText((*h)->dir() / "agent.log");
+    std::regex line("identity " + name + ": [^\\n]*Connection refused");
+    return std::distance(std::sregex_iterator(log.begin(), log.end(), line),
+                         std::sregex_iterator());
+  };
+  auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (std::chrono::steady_clock::now() < deadline &&
+         (refused("gateway") < 3 || refused("s1") < 3)) {
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_GE(refused("gateway"), 3) << AgentLog(**h);
+  EXPECT_GE(refused("s1"), 3) << AgentLog(**h);
   status = (*h)->StatusJson();
   EXPECT_NE(status.find("Connection refused"), std::string::npos) << status;
   EXPECT_EQ(JsonCount(status, "attempts", "0"), 0);  // attempts is a number, never a string

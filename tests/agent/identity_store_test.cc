@@ -1,4 +1,4 @@
-#include "gateway_agent/identity_store.h"
+#include "gateway_agent/agent/identity_store.h"
 
 #include <gtest/gtest.h>
 #include <sqlite3.h>

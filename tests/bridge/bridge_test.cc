@@ -344,14 +344,23 @@ TEST(Bridge, SensorsOverTheGatewaysConnectionKeepTheirOwnTopics) {
   ExpectNoViolations(**h);
 }
 
-// True once a socket of this machine waits in SYN-SENT for 127.0.0.1:`port`
+// How many sockets of this machine wait in SYN-SENT for 127.0.0.1:`port`
 // (/proc/net/tcp: remote address 0100007F:<port hex>, state 02).
-bool WaitForSynSent(int port, std::chrono::seconds timeout) {
+size_t SynSentTo(int port) {
   char remote[32];
   std::snprintf(remote, sizeof remote, "0100007F:%04X 02", port);
+  std::string table = RunCommand({"cat", "/proc/net/tcp"}).output;
+  size_t n = 0;
+  for (size_t at = table.find(remote); at != std::string::npos; at = table.find(remote, at + 1))
+    ++n;
+  return n;
+}
+
+// True once more than `before` sockets wait in SYN-SENT for `port`.
+bool WaitForSynSent(int port, size_t before, std::chrono::seconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {
-    if (RunCommand({"cat", "/proc/net/tcp"}).output.find(remote) != std::string::npos) return true;
+    if (SynSentTo(port) > before) return true;
     std::this_thread::sleep_for(100ms);
   }
   return false;
@@ -406,9 +415,10 @@ TEST(Bridge, StopDoesNotWaitForAConnectToAnEndpointThatDropsPackets) {
     text.replace(text.find(port_line), port_line.size(),
                  "port = " + std::to_string(dead.port()) + "\n");
   });
+  const size_t fillers = SynSentTo(dead.port());
   ASSERT_TRUE((*h)->StartAgent().ok());
-  // The cloud connects are under way: a SYN to the endpoint waits unanswered.
-  ASSERT_TRUE(WaitForSynSent(dead.port(), 60s)) << Log(**h);
+  // The cloud connects are under way: the agent's SYNs wait unanswered.
+  ASSERT_TRUE(WaitForSynSent(dead.port(), fillers, 60s)) << Log(**h);
   // A TCP connect left alone would take ~2 minutes to give up; stopping must
   // not wait for it (systemd's TimeoutStopSec is 45 s).
   auto status = (*h)->agent().Signal(SIGTERM, 20s);

@@ -58,6 +58,57 @@ TEST(CheckConfig, UnreadableFileExitsOne) {
   EXPECT_NE(r.output.find("/nonexistent/agent.toml"), std::string::npos) << r.output;
 }
 
+// A config that is valid but for [local] password_file = `password_file`.
+std::filesystem::path ConfigWithPasswordFile(const testing::TempDir& dir,
+                                             const std::filesystem::path& password_file) {
+  auto path = dir / "agent.toml";
+  std::ofstream(path) << "[agent]\n"
+                         "thing_name = \"gw-1\"\n"
+                         "state_dir = \""
+                      << (dir / "state").string()
+                      << "\"\n"
+                         "[aws]\n"
+                         "endpoint = \"x-ats.iot.eu-west-1.amazonaws.com\"\n"
+                         "[local]\n"
+                         "password_file = \""
+                      << password_file.string() << "\"\n";
+  return path;
+}
+
+TEST(CheckConfig, AMissingPasswordFileIsAProblemNamingTheKey) {
+  testing::TempDir dir;
+  auto missing = dir / "no-such-password";
+  auto path = ConfigWithPasswordFile(dir, missing);
+  auto r = RunCommand({GA_AGENT_BINARY, "check-config", "--config", path.string()});
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  std::string line = "agent.toml: local.password_file: cannot be read: open " + missing.string() +
+                     ": No such file or directory";
+  EXPECT_NE(r.output.find(line), std::string::npos) << r.output;
+
+  // `run` refuses to start with the same message, before touching anything.
+  auto run = RunCommand({GA_AGENT_BINARY, "run", "--config", path.string()});
+  EXPECT_EQ(run.exit_code, 2) << run.output;
+  EXPECT_NE(run.output.find(line), std::string::npos) << run.output;
+  EXPECT_FALSE(std::filesystem::exists(dir / "state"));
+
+  // Once the file is there, the configuration is valid.
+  std::ofstream(missing) << "secret\n";
+  auto ok = RunCommand({GA_AGENT_BINARY, "check-config", "--config", path.string()});
+  EXPECT_EQ(ok.exit_code, 0) << ok.output;
+}
+
+TEST(CheckConfig, AnUnreadablePasswordFileIsAProblemNamingTheKey) {
+  testing::TempDir dir;
+  std::filesystem::create_directory(dir / "a-directory");
+  auto path = ConfigWithPasswordFile(dir, dir / "a-directory");
+  auto r = RunCommand({GA_AGENT_BINARY, "check-config", "--config", path.string()});
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("local.password_file: cannot be read: read " +
+                          (dir / "a-directory").string() + ": Is a directory"),
+            std::string::npos)
+      << r.output;
+}
+
 TEST(CheckConfig, HelpListsTheCommands) {
   auto r = RunCommand({GA_AGENT_BINARY, "--help"});
   EXPECT_EQ(r.exit_code, 0) << r.output;

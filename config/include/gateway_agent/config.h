@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "gateway_agent/aws_iot.h"
 #include "gateway_agent/log.h"
 #include "gateway_agent/status.h"
 
@@ -99,7 +100,7 @@ struct SensorConfig {
 
 // Sensors over the gateway's connection cost one subscription each there, and
 // AWS IoT allows 50 per connection (one is the gateway's own).
-inline constexpr size_t kMaxGatewayConnectionSensors = 49;
+inline constexpr size_t kMaxGatewayConnectionSensors = aws::kMaxSubscriptionsPerConnection - 1;
 
 struct Config {
   std::filesystem::path source;
@@ -140,7 +141,9 @@ struct ParsedConfig {
 // Parses and validates `text`; every problem is reported, not just the first.
 ParsedConfig ParseConfig(std::string_view text, std::string_view file_name);
 
-// Reads and parses `path`. A Status error only when the file cannot be read.
+// Reads and parses `path`, and checks that the files the configuration names
+// for reading later (local.password_file) can be read; a problem if not. A
+// Status error only when `path` itself cannot be read.
 Result<ParsedConfig> LoadConfig(const std::filesystem::path& path);
 
 // The effective configuration (defaults filled in) as TOML.
@@ -154,7 +157,7 @@ bool IsValidThingName(std::string_view name);
 inline constexpr char kThingSeparator = ':';
 // A thing name the agent can enroll: it becomes the certificate's subject CN,
 // which X.509 limits to 64 characters.
-inline constexpr size_t kMaxEnrollableThingName = 64;
+inline constexpr size_t kMaxEnrollableThingName = aws::kMaxCommonNameBytes;
 bool IsEnrollableThingName(std::string_view name);
 // A sensor id is one MQTT topic level: 1-64 characters of [a-zA-Z0-9_-].
 bool IsValidSensorId(std::string_view id);

@@ -6,8 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "gateway_agent/agent/identity_store.h"
 #include "gateway_agent/bridge/outbox.h"
-#include "gateway_agent/identity_store.h"
 
 namespace ga {
 
@@ -20,8 +20,5 @@ std::string StatusTable(const std::vector<Identity>& identities, Millis now,
 // {"identities":[{"name":…,"kind":…,"thing":…,"state":…,…}],"counts":{…}}
 std::string StatusJson(const std::vector<Identity>& identities, Millis now,
                        const BridgeStats& bridge = {});
-
-// A JSON string literal for `s`.
-std::string JsonString(std::string_view s);
 
 }  // namespace ga

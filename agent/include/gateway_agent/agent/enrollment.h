@@ -7,38 +7,43 @@
 //   CERTIFIED -> REGISTERING -> ACTIVE
 //                       connect until AWS IoT accepts the certificate (JITR)
 //
-// Each transition is committed to the IdentityStore before the next step.
-// After a crash anywhere, the step is redone without making a second key or
-// certificate: a saved key file is reused, and so is a saved certificate that
-// matches the key.
+// Each transition is committed to the IdentityStore before the next step; a
+// step whose commit fails is not followed by the next one, and is retried
+// from the state last committed. After a crash anywhere, the step is redone
+// without making a second key or certificate (enrollment_steps.h).
 //
-// Connects are paced: an account-wide token bucket (aws.connect_rate), at
-// most one CONNECT per second per client id, per-identity exponential backoff
-// with full jitter, and at most enrollment.concurrency identities in progress.
+// The parts: the steps (enrollment_steps.h), what a connect outcome means
+// (connect_verdict.h), when the next connect may happen (connect_scheduler.h:
+// per-identity exponential backoff with full jitter, at most one CONNECT per
+// second per client id, the account-wide aws.connect_rate), and the sensor
+// roster (sensor_roster.h: sensors added, moved and removed at run time).
+// At most enrollment.concurrency identities are in progress at once.
 #pragma once
 
 #include <openssl/x509.h>
 
-#include <condition_variable>
+#include <chrono>
 #include <filesystem>
 #include <functional>
-#include <map>
 #include <memory>
-#include <mutex>
-#include <random>
-#include <set>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
+#include "gateway_agent/agent/clock.h"
+#include "gateway_agent/agent/identity_store.h"
+#include "gateway_agent/agent/jitr_connect.h"
 #include "gateway_agent/config.h"
-#include "gateway_agent/identity_store.h"
-#include "gateway_agent/jitr_connect.h"
-#include "gateway_agent/rate.h"
 #include "gateway_agent/status.h"
 #include "gateway_agent/tpm/tpm_context.h"
 
 namespace ga {
+
+class ConnectScheduler;
+class IdentityTable;
+class SensorRoster;
+struct StepContext;
 
 // What the local CA returns for a CSR.
 struct IssuedPem {
@@ -49,6 +54,18 @@ struct IssuedPem {
 // for sensors.
 using IssueFunction = std::function<Result<IssuedPem>(X509_REQ* csr, const std::string& thing_name,
                                                       const std::string& organizational_unit)>;
+
+// One JITR connect attempt (AttemptConnect; a test may pass a fake).
+using Connector = std::function<ConnectAttempt(const ConnectOptions&)>;
+
+// Called at each named point of a step ("key-created", "cert-saved", ...)
+// with the identity's name; the fault-injection tests kill the process there.
+using CrashHook = std::function<void(std::string_view point, std::string_view identity)>;
+
+// Crash points for the fault-injection tests: when the environment variable
+// GATEWAY_AGENT_CRASH_AT is "<point>" or "<point>:<identity>", the process
+// kills itself with SIGKILL on reaching that point.
+void CrashPoint(std::string_view point, std::string_view identity);
 
 struct EnrollmentCounts {
   int total = 0;
@@ -70,6 +87,10 @@ class Enrollment {
     IssueFunction issue;
     // Called (from a worker thread) after every committed state change.
     std::function<void(const Identity&)> on_change;
+    Connector connect = AttemptConnect;
+    // Must outlive the Enrollment.
+    Clock* clock = &SystemClock();
+    CrashHook crash = CrashPoint;
   };
 
   explicit Enrollment(Options options);
@@ -101,40 +122,30 @@ class Enrollment {
 
  private:
   void Worker();
-  // Runs the next step(s) of one identity; commits each state change.
-  void Advance(Identity& identity);
-  Status MakeKey(Identity& identity);
-  Status MakeCertificate(Identity& identity);
-  void Register(Identity& identity);
-  // Commits `identity` unless it was removed meanwhile; false if removed.
-  bool Commit(const Identity& identity);
-  void Retry(Identity& identity, const std::string& error, bool counted,
-             std::chrono::milliseconds cap_override = {});
-  bool Actionable(const Identity& identity) const;
-  Status CheckGatewayMayCarry(const std::string& thing, int more);
+  // Runs the next step(s) of one identity; commits each state change. A step
+  // that fails is handled (a retry is scheduled and committed); an error
+  // returned means a commit failed or the identity was removed.
+  Status Advance(Identity& identity);
+  // Takes a step that makes something (a key, a certificate) and commits it;
+  // a failed step is retried later, uncounted, with `error_prefix` in its
+  // last error. `done` names the crash point after the commit.
+  using StepFunction = Status (*)(Identity&, const StepContext&);
+  Status MakeAndCommit(Identity& identity, StepFunction step, std::string_view what,
+                       std::string_view error_prefix, std::string_view done);
+  Status Register(Identity& identity);
+  // Commits `identity`, unless it was removed meanwhile (an error then).
+  Status Commit(const Identity& identity);
+  // Records a failed step and when to try again, and commits that.
+  Status Retry(Identity& identity, const std::string& error, bool counted,
+               std::chrono::milliseconds cap_override = {});
+  StepContext Steps() const;
 
   Options options_;
-  BackoffPolicy backoff_;
-  SharedTokenBucket account_connects_;
-
-  // Serializes sensor additions, removals and moves (control socket, reload).
-  std::mutex changes_mu_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_ = false;
-  std::map<std::string, Identity> identities_;  // guarded by mu_
-  std::set<std::string> in_flight_;             // guarded by mu_
-  std::set<std::string> removed_;               // guarded by mu_
-  std::set<std::string> moving_;  // SetConnection waits for their step; guarded by mu_
-  std::map<std::string, int> network_failures_;                  // guarded by mu_
-  std::map<std::string, SteadyClock::time_point> last_connect_;  // guarded by mu_
-  std::mt19937_64 rng_;                                          // guarded by mu_
+  std::unique_ptr<ConnectScheduler> scheduler_;
+  std::unique_ptr<IdentityTable> table_;
+  std::unique_ptr<SensorRoster> roster_;
+  // Started and joined by the thread that owns the Enrollment.
   std::vector<std::thread> workers_;
 };
-
-// Crash points for the fault-injection tests: when the environment variable
-// GATEWAY_AGENT_CRASH_AT is "<point>" or "<point>:<identity>", the process
-// kills itself with SIGKILL on reaching that point.
-void CrashPoint(std::string_view point, std::string_view identity);
 
 }  // namespace ga

@@ -1,0 +1,47 @@
+// The steps that take one identity from nothing to a certificate AWS IoT can
+// register: a key made in the TPM, a certificate from the local CA, and one
+// JITR connect with them. Each step changes the identity in memory only; the
+// caller commits it before taking the next one.
+//
+// After a crash, a step is redone without making a second key or
+// certificate: a saved key file is reused, and so is a saved certificate that
+// matches the key.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include "gateway_agent/agent/enrollment.h"
+#include "gateway_agent/agent/identity_store.h"
+#include "gateway_agent/agent/jitr_connect.h"
+#include "gateway_agent/config.h"
+#include "gateway_agent/status.h"
+#include "gateway_agent/tpm/tpm_context.h"
+
+namespace ga {
+
+// The directory of an identity's key, certificate and chain files.
+std::filesystem::path IdentityDir(const Config& config, const std::string& name);
+
+// What the steps use. Everything is borrowed from the Enrollment.
+struct StepContext {
+  const Config& config;
+  const std::shared_ptr<tpm::TpmContext>& tpm;
+  const IssueFunction& issue;
+  const Connector& connect;
+  const CrashHook& crash;
+};
+
+// NEW -> KEYED: a TPM key, its blob saved in the identity's directory.
+Status MakeKey(Identity& identity, const StepContext& ctx);
+
+// KEYED -> CERTIFIED: a CSR signed in the TPM, issued by the local CA; the
+// certificate and chain saved beside the key.
+Status MakeCertificate(Identity& identity, const StepContext& ctx);
+
+// One JITR connect with the identity's key and chain. An error means no
+// connect was tried (the key could not be loaded).
+Result<ConnectAttempt> ConnectOnce(const Identity& identity, const StepContext& ctx);
+
+}  // namespace ga

@@ -1,0 +1,25 @@
+// Time as an input. The enrollment scheduler and its workers read the time
+// from a Clock instead of the system clocks, so a unit test can drive them
+// with a fake one.
+#pragma once
+
+#include <cstdint>
+
+#include "gateway_agent/rate.h"
+
+namespace ga {
+
+class Clock {
+ public:
+  virtual ~Clock() = default;
+  // Monotonic time: waits, per-client-id spacing, token buckets.
+  virtual SteadyClock::time_point Now() = 0;
+  // Wall-clock milliseconds since the Unix epoch: times that are persisted
+  // (an identity's next attempt) or shown to people.
+  virtual int64_t WallMillis() = 0;
+};
+
+// std::chrono::steady_clock and system_clock. Thread-safe; never destroyed.
+Clock& SystemClock();
+
+}  // namespace ga

@@ -18,26 +18,13 @@
 
 #include "gateway_agent/tpm/openssl_error.h"
 #include "gateway_agent/tpm/tls_client.h"
+#include "gateway_agent/unique_fd.h"
 
 namespace ga {
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-class Socket {
- public:
-  explicit Socket(int fd) : fd_(fd) {}
-  ~Socket() {
-    if (fd_ >= 0) close(fd_);
-  }
-  Socket(const Socket&) = delete;
-  Socket& operator=(const Socket&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 ConnectAttempt Network(std::string detail, bool name_not_found = false) {
   ConnectAttempt a;
@@ -207,16 +194,17 @@ ConnectAttempt AttemptConnect(const ConnectOptions& options) {
   std::unique_ptr<addrinfo, void (*)(addrinfo*)> addrs(res, freeaddrinfo);
 
   std::string last_error;
-  int fd = -1;
-  for (addrinfo* ai = res; ai != nullptr && fd < 0; ai = ai->ai_next) {
-    int s = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
-    if (s < 0) continue;
-    int rc = connect(s, ai->ai_addr, ai->ai_addrlen);
+  UniqueFd sock;
+  for (addrinfo* ai = res; ai != nullptr && !sock.valid(); ai = ai->ai_next) {
+    UniqueFd s(
+        socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol));
+    if (!s.valid()) continue;
+    int rc = connect(s.get(), ai->ai_addr, ai->ai_addrlen);
     if (rc != 0 && errno == EINPROGRESS) {
-      if (WaitFd(s, POLLOUT, Clock::now() + options.timeout)) {
+      if (WaitFd(s.get(), POLLOUT, Clock::now() + options.timeout)) {
         int soerr = 0;
         socklen_t len = sizeof soerr;
-        getsockopt(s, SOL_SOCKET, SO_ERROR, &soerr, &len);
+        getsockopt(s.get(), SOL_SOCKET, SO_ERROR, &soerr, &len);
         rc = soerr == 0 ? 0 : -1;
         errno = soerr;
       } else {
@@ -224,14 +212,13 @@ ConnectAttempt AttemptConnect(const ConnectOptions& options) {
       }
     }
     if (rc == 0) {
-      fd = s;
+      sock = std::move(s);
     } else {
       last_error = std::strerror(errno);
-      close(s);
     }
   }
-  if (fd < 0) return Network("connect to " + where + ": " + last_error);
-  Socket sock(fd);
+  if (!sock.valid()) return Network("connect to " + where + ": " + last_error);
+  const int fd = sock.get();
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 

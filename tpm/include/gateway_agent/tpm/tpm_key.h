@@ -36,8 +36,8 @@ class TpmKeyBlob {
   static Result<TpmKeyBlob> ReadFile(const std::filesystem::path& path);
 
   std::string ToPem() const;
-  // Writes the PEM with mode 0600, atomically (temporary file + rename). Fails
-  // with AlreadyExists when `path` exists and !overwrite.
+  // Writes the PEM with mode 0600 by WriteFileAtomic. Fails with
+  // AlreadyExists when `path` exists and !overwrite.
   Status WriteFile(const std::filesystem::path& path, bool overwrite = false) const;
 
   KeyAlgorithm algorithm() const { return algorithm_; }

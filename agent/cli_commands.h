@@ -5,6 +5,8 @@
 #include <CLI/CLI.hpp>
 #include <string>
 
+#include "gateway_agent/status.h"
+
 namespace ga {
 
 // Options shared by every command.
@@ -12,6 +14,11 @@ struct GlobalOptions {
   std::string config_path;  // --config; empty: the default path
   std::string log_level;    // --log-level; empty: from the config or "info"
 };
+
+// How every command reports a failure: "error: <message>" on stderr.
+void PrintError(const Status& status);
+// PrintError, then 1: the exit code of a command that failed.
+int Fail(const Status& status);
 
 void RegisterConfigCommands(CLI::App& app, const GlobalOptions& global, int& exit_code);
 void RegisterTpmCommands(CLI::App& app, int& exit_code);

@@ -20,7 +20,7 @@ void RegisterConfigCommands(CLI::App& app, const GlobalOptions& global, int& exi
                                      : std::filesystem::path(global.config_path);
     auto loaded = LoadConfig(path);
     if (!loaded.ok()) {
-      std::fprintf(stderr, "error: %s\n", loaded.status().message().c_str());
+      PrintError(loaded.status());
       exit_code = 1;
       return;
     }

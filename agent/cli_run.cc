@@ -26,10 +26,6 @@ namespace ga {
 
 namespace {
 
-void PrintError(const Status& s) {
-  std::fprintf(stderr, "error: %s\n", s.message().c_str());
-}
-
 // Loads and validates the configuration; prints the problems and sets
 // exit_code (2 invalid, 1 unreadable) when it cannot be used.
 std::optional<Config> LoadUsableConfig(const GlobalOptions& global, int& exit_code) {

@@ -16,7 +16,7 @@
 #include <cstring>
 #include <string>
 
-#include "gateway_agent/tpm/openssl_error.h"
+#include "gateway_agent/openssl.h"
 #include "gateway_agent/tpm/tls_client.h"
 #include "gateway_agent/unique_fd.h"
 
@@ -44,18 +44,6 @@ bool WaitFd(int fd, short events, Clock::time_point deadline) {
     if (rc > 0) return true;
     if (rc < 0 && errno != EINTR) return false;
   }
-}
-
-std::string DrainErrors() {
-  std::string out;
-  unsigned long e;
-  char buf[256];
-  while ((e = ERR_get_error()) != 0) {
-    ERR_error_string_n(e, buf, sizeof buf);
-    if (!out.empty()) out += "; ";
-    out += buf;
-  }
-  return out;
 }
 
 // OpenSSL records a received alert as reason SSL_AD_REASON_OFFSET + alert.
@@ -125,7 +113,7 @@ ConnectAttempt FromTlsFailure(SSL* ssl, int err, std::string_view stage) {
   ConnectAttempt a;
   long verify = SSL_get_verify_result(ssl);
   int alert = ReceivedAlert();
-  std::string errors = DrainErrors();
+  std::string errors = DrainOpenSslErrors();
   if (verify != X509_V_OK) {
     a.outcome = ConnectOutcome::kServerUntrusted;
     a.detail = std::string("the server certificate is not trusted: ") +
@@ -237,7 +225,7 @@ ConnectAttempt AttemptConnect(const ConnectOptions& options) {
     return a;
   }
   SslPtr ssl(SSL_new(ctx->get()));
-  if (!ssl) return Network("SSL_new: " + DrainErrors());
+  if (!ssl) return Network("SSL_new: " + DrainOpenSslErrors());
   SSL_set_fd(ssl.get(), fd);
   unsigned char ip[16];
   bool is_ip = inet_pton(AF_INET, options.host.c_str(), ip) == 1 ||

@@ -35,6 +35,7 @@
 #include "gateway_agent/bridge/outbox.h"
 #include "gateway_agent/files.h"
 #include "gateway_agent/log.h"
+#include "gateway_agent/openssl.h"
 #include "gateway_agent/rate.h"
 #include "gateway_agent/tpm/openssl_provider.h"
 #include "gateway_agent/tpm/tls_client.h"

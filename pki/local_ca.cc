@@ -16,6 +16,7 @@
 #include "gateway_agent/tpm/csr.h"
 #include "gateway_agent/tpm/openssl_provider.h"
 #include "gateway_agent/tpm/tpm_key.h"
+#include "gateway_agent/tpm_handle.h"
 #include "issuing.h"
 
 namespace ga::pki {
@@ -422,13 +423,8 @@ Result<CaDirectory> ReadCaDirectory(const fs::path& dir) {
   out.tcti = root["tcti"].value_or(std::string());
   std::string srk = root["srk_handle"].value_or(std::string());
   if (!srk.empty()) {
-    char* end = nullptr;
-    unsigned long h = std::strtoul(srk.c_str(), &end, 0);
-    if (end == nullptr || *end != '\0' || h < 0x81000000ul || h > 0x81fffffful) {
-      return InvalidArgument(file.string() + ": srk_handle \"" + srk +
-                             "\" is not a persistent handle");
-    }
-    out.srk_handle = static_cast<uint32_t>(h);
+    GA_ASSIGN_OR_RETURN(out.srk_handle,
+                        ParsePersistentHandle(srk).With(file.string() + ": srk_handle"));
   }
   return out;
 }

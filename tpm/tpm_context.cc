@@ -13,7 +13,8 @@
 #include <cstring>
 #include <thread>
 
-#include "gateway_agent/tpm/openssl_error.h"
+#include "gateway_agent/openssl.h"
+#include "gateway_agent/tpm_handle.h"
 #include "tss_error.h"
 
 namespace ga::tpm {
@@ -134,10 +135,6 @@ std::string FourChars(uint32_t v) {
     if (c != '\0') s.push_back(c >= 0x20 && c < 0x7f ? c : '?');
   }
   return s;
-}
-
-bool IsPersistentHandle(uint32_t h) {
-  return (h & 0xff000000) == 0x81000000;
 }
 
 Result<ESYS_TR> FindSrk(TpmContext::Esys& e, uint32_t handle, std::string_view where) {

@@ -12,7 +12,7 @@
 #include <sstream>
 
 #include "gateway_agent/files.h"
-#include "gateway_agent/tpm/openssl_error.h"
+#include "gateway_agent/openssl.h"
 
 namespace ga::tpm {
 namespace {
@@ -261,9 +261,7 @@ std::string TpmKeyBlob::ToPem() const {
   BioPtr bio(BIO_new(BIO_s_mem()));
   PEM_write_bio(bio.get(), kPemLabel, "", reinterpret_cast<const unsigned char*>(der.data()),
                 static_cast<long>(der.size()));
-  char* data = nullptr;
-  long len = BIO_get_mem_data(bio.get(), &data);
-  return std::string(data, static_cast<size_t>(len));
+  return MemoryBioText(bio.get());
 }
 
 Status TpmKeyBlob::WriteFile(const std::filesystem::path& path, bool overwrite) const {

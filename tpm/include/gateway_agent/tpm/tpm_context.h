@@ -20,6 +20,7 @@
 
 #include "gateway_agent/status.h"
 #include "gateway_agent/tpm/tpm_key.h"
+#include "gateway_agent/tpm_handle.h"
 
 namespace ga::tpm {
 

@@ -76,11 +76,13 @@ void RegisterRunCommands(CLI::App& app, const GlobalOptions& global, int& exit_c
       exit_code = 1;
       return;
     }
+    // Without the outbox the identities are still worth showing; the
+    // missing traffic is reported and the command fails.
     auto traffic = bridge::ReadOutboxStats(config->agent.state_dir / bridge::kOutboxDb);
     BridgeStats stats = traffic.ok() ? *traffic : BridgeStats{};
     std::cout << (*json ? StatusJson(*list, NowMillis(), stats)
                         : StatusTable(*list, NowMillis(), stats));
-    exit_code = 0;
+    exit_code = traffic.ok() ? 0 : Fail(traffic.status());
   });
 
   auto* probe = app.add_subcommand(

@@ -7,12 +7,12 @@
 
 #include <cctype>
 #include <cstdio>
-#include <mutex>
 #include <sstream>
 
 #include "command_ca.h"
 #include "gateway_agent/files.h"
 #include "gateway_agent/pki/certificate.h"
+#include "gateway_agent/thread_annotations.h"
 #include "gateway_agent/tpm/csr.h"
 #include "gateway_agent/tpm/openssl_provider.h"
 #include "gateway_agent/tpm/tpm_key.h"
@@ -56,7 +56,7 @@ class KeyedCa final : public LocalCa {
   Result<IssuedCertificate> Sign(const CertificateRequest& request) override {
     // The CA may have expired since it was opened by a long-running agent.
     GA_RETURN_IF_ERROR(internal::CheckCaCertificate(cert_.get(), cert_source_));
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     GA_ASSIGN_OR_RETURN(X509Ptr cert, internal::BuildCertificate(request, cert_.get(), key_.get()));
     IssuedCertificate issued;
     issued.cert = std::move(cert);
@@ -67,8 +67,8 @@ class KeyedCa final : public LocalCa {
  private:
   std::string backend_;
   X509Ptr cert_;
-  std::mutex mu_;   // one signature at a time with key_
-  EvpPkeyPtr key_;  // guarded by mu_
+  Mutex mu_;  // one signature at a time with key_
+  EvpPkeyPtr key_ GA_GUARDED_BY(mu_);
   std::string cert_source_;
 };
 

@@ -12,6 +12,11 @@ void PrintError(const Status& status) {
   std::fprintf(stderr, "error: %s\n", status.message().c_str());
 }
 
+std::filesystem::path GlobalOptions::ConfigFile() const {
+  return config_path.empty() ? std::filesystem::path(kDefaultConfigPath)
+                             : std::filesystem::path(config_path);
+}
+
 int Fail(const Status& status) {
   PrintError(status);
   return 1;

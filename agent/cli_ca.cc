@@ -45,8 +45,7 @@ Result<ResolvedCa> ResolveCa(const GlobalOptions& global, const CaSourceOptions&
     out.tpm.srk_handle = dir.srk_handle;
     out.how = "--ca-dir " + source.ca_dir;
   } else {
-    fs::path path =
-        global.config_path.empty() ? fs::path(kDefaultConfigPath) : fs::path(global.config_path);
+    fs::path path = global.ConfigFile();
     GA_ASSIGN_OR_RETURN(ParsedConfig parsed, LoadConfig(path));
     std::string problems;
     for (const ConfigProblem& p : parsed.problems) {

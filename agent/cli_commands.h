@@ -3,8 +3,10 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <filesystem>
 #include <string>
 
+#include "gateway_agent/config.h"
 #include "gateway_agent/status.h"
 
 namespace ga {
@@ -13,6 +15,9 @@ namespace ga {
 struct GlobalOptions {
   std::string config_path;  // --config; empty: the default path
   std::string log_level;    // --log-level; empty: from the config or "info"
+
+  // --config, or the default configuration file.
+  std::filesystem::path ConfigFile() const;
 };
 
 // How every command reports a failure: "error: <message>" on stderr.

@@ -29,9 +29,7 @@ namespace {
 // Loads and validates the configuration; prints the problems and sets
 // exit_code (2 invalid, 1 unreadable) when it cannot be used.
 std::optional<Config> LoadUsableConfig(const GlobalOptions& global, int& exit_code) {
-  std::filesystem::path path = global.config_path.empty()
-                                   ? std::filesystem::path(kDefaultConfigPath)
-                                   : std::filesystem::path(global.config_path);
+  std::filesystem::path path = global.ConfigFile();
   auto loaded = LoadConfig(path);
   if (!loaded.ok()) {
     PrintError(loaded.status());

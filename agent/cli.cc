@@ -8,6 +8,20 @@
 
 namespace ga {
 
+void PrintError(const Status& status) {
+  std::fprintf(stderr, "error: %s\n", status.message().c_str());
+}
+
+std::filesystem::path GlobalOptions::ConfigFile() const {
+  return config_path.empty() ? std::filesystem::path(kDefaultConfigPath)
+                             : std::filesystem::path(config_path);
+}
+
+int Fail(const Status& status) {
+  PrintError(status);
+  return 1;
+}
+
 int RunCli(int argc, char** argv) {
   CLI::App app{
       "gateway-agent: enrolls a Linux gateway and its sensors into AWS IoT with TPM-held keys\n"

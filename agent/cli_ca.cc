@@ -45,8 +45,7 @@ Result<ResolvedCa> ResolveCa(const GlobalOptions& global, const CaSourceOptions&
     out.tpm.srk_handle = dir.srk_handle;
     out.how = "--ca-dir " + source.ca_dir;
   } else {
-    fs::path path =
-        global.config_path.empty() ? fs::path(kDefaultConfigPath) : fs::path(global.config_path);
+    fs::path path = global.ConfigFile();
     GA_ASSIGN_OR_RETURN(ParsedConfig parsed, LoadConfig(path));
     std::string problems;
     for (const ConfigProblem& p : parsed.problems) {
@@ -89,11 +88,6 @@ void AddSourceOptions(CLI::App* cmd, CaSourceOptions& source) {
   cmd->add_option("--ca-dir", source.ca_dir,
                   "CA directory written by `ca init` (default: [ca] of --config)");
   cmd->add_option("--tcti", source.tcti, "TPM of a tpm CA (default: from ca.toml or [tpm] tcti)");
-}
-
-int Fail(const Status& status) {
-  std::fprintf(stderr, "error: %s\n", status.message().c_str());
-  return 1;
 }
 
 std::string Quote(const std::string& s) {
@@ -238,9 +232,7 @@ int RunVerificationCert(const GlobalOptions& global, const CaSourceOptions& sour
                                          nullptr) != 1) {
       return Fail(OpenSslError("encoding the verification key"));
     }
-    char* data = nullptr;
-    long len = BIO_get_mem_data(bio.get(), &data);
-    key_pem.assign(data, static_cast<size_t>(len));
+    key_pem = MemoryBioText(bio.get());
   }
   if (Status s = WriteFileAtomic(out, *pem, 0644); !s.ok()) return Fail(s);
   if (!key_out.empty()) {
@@ -297,7 +289,7 @@ int RunCsr(const GlobalOptions& global, const CaSourceOptions& source, const std
   if (!tpm.ok()) return Fail(tpm.status());
   auto csr = pki::MakeCaCsr(where->ca, *tpm, subject);
   if (!csr.ok()) return Fail(csr.status());
-  auto pem = pki::CsrToPem(csr->get());
+  auto pem = CsrToPem(csr->get());
   if (!pem.ok()) return Fail(pem.status());
   if (Status s = WriteFileAtomic(out, *pem, 0644); !s.ok()) return Fail(s);
   std::printf("Wrote a CSR for the CA key to %s\n", out.c_str());

@@ -3,7 +3,11 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <filesystem>
 #include <string>
+
+#include "gateway_agent/config.h"
+#include "gateway_agent/status.h"
 
 namespace ga {
 
@@ -11,7 +15,15 @@ namespace ga {
 struct GlobalOptions {
   std::string config_path;  // --config; empty: the default path
   std::string log_level;    // --log-level; empty: from the config or "info"
+
+  // --config, or the default configuration file.
+  std::filesystem::path ConfigFile() const;
 };
+
+// How every command reports a failure: "error: <message>" on stderr.
+void PrintError(const Status& status);
+// PrintError, then 1: the exit code of a command that failed.
+int Fail(const Status& status);
 
 void RegisterConfigCommands(CLI::App& app, const GlobalOptions& global, int& exit_code);
 void RegisterTpmCommands(CLI::App& app, int& exit_code);

@@ -15,12 +15,10 @@ void RegisterConfigCommands(CLI::App& app, const GlobalOptions& global, int& exi
   auto print = std::make_shared<bool>(false);
   cmd->add_flag("--print", *print, "Print the effective configuration (defaults filled in)");
   cmd->callback([&global, &exit_code, print] {
-    std::filesystem::path path = global.config_path.empty()
-                                     ? std::filesystem::path(kDefaultConfigPath)
-                                     : std::filesystem::path(global.config_path);
+    std::filesystem::path path = global.ConfigFile();
     auto loaded = LoadConfig(path);
     if (!loaded.ok()) {
-      std::fprintf(stderr, "error: %s\n", loaded.status().message().c_str());
+      PrintError(loaded.status());
       exit_code = 1;
       return;
     }

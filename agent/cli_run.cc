@@ -26,16 +26,10 @@ namespace ga {
 
 namespace {
 
-void PrintError(const Status& s) {
-  std::fprintf(stderr, "error: %s\n", s.message().c_str());
-}
-
 // Loads and validates the configuration; prints the problems and sets
 // exit_code (2 invalid, 1 unreadable) when it cannot be used.
 std::optional<Config> LoadUsableConfig(const GlobalOptions& global, int& exit_code) {
-  std::filesystem::path path = global.config_path.empty()
-                                   ? std::filesystem::path(kDefaultConfigPath)
-                                   : std::filesystem::path(global.config_path);
+  std::filesystem::path path = global.ConfigFile();
   auto loaded = LoadConfig(path);
   if (!loaded.ok()) {
     PrintError(loaded.status());
@@ -80,11 +74,13 @@ void RegisterRunCommands(CLI::App& app, const GlobalOptions& global, int& exit_c
       exit_code = 1;
       return;
     }
+    // Without the outbox the identities are still worth showing; the
+    // missing traffic is reported and the command fails.
     auto traffic = bridge::ReadOutboxStats(config->agent.state_dir / bridge::kOutboxDb);
     BridgeStats stats = traffic.ok() ? *traffic : BridgeStats{};
     std::cout << (*json ? StatusJson(*list, NowMillis(), stats)
                         : StatusTable(*list, NowMillis(), stats));
-    exit_code = 0;
+    exit_code = traffic.ok() ? 0 : Fail(traffic.status());
   });
 
   auto* probe = app.add_subcommand(

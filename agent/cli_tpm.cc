@@ -12,13 +12,14 @@
 #include "gateway_agent/tpm/openssl_provider.h"
 #include "gateway_agent/tpm/tpm_context.h"
 #include "gateway_agent/tpm/tpm_key.h"
+#include "gateway_agent/tpm_handle.h"
 
 namespace ga {
 namespace {
 
 struct TpmCliOptions {
   std::string tcti = "device:/dev/tpmrm0";
-  std::string srk_handle = "0x81000001";
+  std::string srk_handle = HandleHex(kDefaultSrkHandle);
   // create-key
   std::string out;
   std::string algorithm = "ecc";
@@ -37,17 +38,8 @@ Result<std::shared_ptr<tpm::TpmContext>> OpenTpm(const TpmCliOptions& o) {
   // The TSS logs expected conditions (an absent SRK) on stderr; every failure
   // reaches the operator as a Status with the decoded return code instead.
   setenv("TSS2_LOG", "all+none", 0);
-  char* end = nullptr;
-  unsigned long handle = std::strtoul(o.srk_handle.c_str(), &end, 0);
-  if (o.srk_handle.empty() || *end != '\0' || handle > 0xffffffffUL) {
-    return InvalidArgument("--srk-handle \"" + o.srk_handle + "\" is not a number");
-  }
-  return tpm::TpmContext::Open({.tcti = o.tcti, .srk_handle = static_cast<uint32_t>(handle)});
-}
-
-int Fail(const Status& s) {
-  std::fprintf(stderr, "error: %s\n", s.message().c_str());
-  return 1;
+  GA_ASSIGN_OR_RETURN(uint32_t handle, ParsePersistentHandle(o.srk_handle).With("--srk-handle"));
+  return tpm::TpmContext::Open({.tcti = o.tcti, .srk_handle = handle});
 }
 
 int RunInfo(const TpmCliOptions& o) {
@@ -110,7 +102,7 @@ int RunCsr(const TpmCliOptions& o) {
   if (!pkey.ok()) return Fail(std::move(pkey).take_status().With(o.key));
   auto csr = tpm::MakeCsr(pkey->get(), o.subject);
   if (!csr.ok()) return Fail(std::move(csr).take_status().With("key " + o.key));
-  auto pem = tpm::CsrToPem(csr->get());
+  auto pem = CsrToPem(csr->get());
   if (!pem.ok()) return Fail(pem.status());
   if (o.out == "-") {
     std::fwrite(pem->data(), 1, pem->size(), stdout);

@@ -52,17 +52,14 @@ void WriteAll(int fd, const std::string& data) {
 }  // namespace
 
 ControlServer::~ControlServer() {
-  if (wake_[1] >= 0) {
+  if (wake_write_.valid()) {
     char c = 0;
-    (void)!write(wake_[1], &c, 1);
+    (void)!write(wake_write_.get(), &c, 1);
   }
   if (thread_.joinable()) thread_.join();
-  if (fd_ >= 0) {
-    close(fd_);
+  if (fd_.valid()) {
+    fd_.reset();
     unlink(path_.c_str());
-  }
-  for (int fd : wake_) {
-    if (fd >= 0) close(fd);
   }
 }
 
@@ -72,15 +69,18 @@ Result<std::unique_ptr<ControlServer>> ControlServer::Start(const std::filesyste
   server->path_ = path;
   server->handler_ = std::move(handler);
   GA_ASSIGN_OR_RETURN(sockaddr_un addr, Address(path));
-  server->fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (server->fd_ < 0) return ErrnoStatus("socket", errno);
+  server->fd_.reset(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!server->fd_.valid()) return ErrnoStatus("socket", errno);
   unlink(path.c_str());
   mode_t old = umask(0177);
-  int rc = bind(server->fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  int rc = bind(server->fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
   umask(old);
   if (rc != 0) return ErrnoStatus("bind control socket " + path.string(), errno);
-  if (listen(server->fd_, 16) != 0) return ErrnoStatus("listen " + path.string(), errno);
-  if (pipe2(server->wake_, O_CLOEXEC) != 0) return ErrnoStatus("pipe", errno);
+  if (listen(server->fd_.get(), 16) != 0) return ErrnoStatus("listen " + path.string(), errno);
+  int wake[2];
+  if (pipe2(wake, O_CLOEXEC) != 0) return ErrnoStatus("pipe", errno);
+  server->wake_read_.reset(wake[0]);
+  server->wake_write_.reset(wake[1]);
   ControlServer* raw = server.get();
   server->thread_ = std::thread([raw] { raw->Serve(); });
   return server;
@@ -88,30 +88,29 @@ Result<std::unique_ptr<ControlServer>> ControlServer::Start(const std::filesyste
 
 void ControlServer::Serve() {
   while (true) {
-    pollfd fds[2] = {{fd_, POLLIN, 0}, {wake_[0], POLLIN, 0}};
+    pollfd fds[2] = {{fd_.get(), POLLIN, 0}, {wake_read_.get(), POLLIN, 0}};
     if (poll(fds, 2, -1) < 0) {
       if (errno == EINTR) continue;
       return;
     }
     if (fds[1].revents) return;
-    int client = accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
-    if (client < 0) continue;
+    UniqueFd client(accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    if (!client.valid()) continue;
     ucred cred{};
     socklen_t len = sizeof cred;
-    if (getsockopt(client, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 ||
+    if (getsockopt(client.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 ||
         (cred.uid != 0 && cred.uid != geteuid())) {
       log::Warning("control socket: refused a request from uid " + std::to_string(cred.uid) +
                    " (only root and the agent's user may control it)");
-      WriteAll(client, "error permission denied: run as root or as the agent's user\n");
-      close(client);
+      WriteAll(client.get(), "error permission denied: run as root or as the agent's user\n");
       continue;
     }
     timeval tv{5, 0};
-    setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(client.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     std::string line;
     char buf[512];
     while (line.find('\n') == std::string::npos && line.size() < kMaxRequest) {
-      ssize_t n = recv(client, buf, sizeof buf, 0);
+      ssize_t n = recv(client.get(), buf, sizeof buf, 0);
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) break;
       line.append(buf, static_cast<size_t>(n));
@@ -120,20 +119,16 @@ void ControlServer::Serve() {
     ControlReply reply = handler_(Split(line));
     std::string out = reply.ok ? "ok\n" + reply.body : "error " + reply.body + "\n";
     if (!out.empty() && out.back() != '\n') out += '\n';
-    WriteAll(client, out);
-    close(client);
+    WriteAll(client.get(), out);
   }
 }
 
 Result<ControlReply> ControlRequest(const std::filesystem::path& path,
                                     const std::vector<std::string>& words) {
   GA_ASSIGN_OR_RETURN(sockaddr_un addr, Address(path));
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return ErrnoStatus("socket", errno);
-  struct Closer {
-    int fd;
-    ~Closer() { close(fd); }
-  } closer{fd};
+  UniqueFd sock(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!sock.valid()) return ErrnoStatus("socket", errno);
+  const int fd = sock.get();
   if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     int err = errno;
     return Status(Code::kUnavailable, "the agent is not running, or its control socket " +

@@ -1,7 +1,5 @@
 #include "gateway_agent/agent/identity_store.h"
 
-#include <sys/stat.h>
-
 #include <chrono>
 
 #include "gateway_agent/sqlite.h"
@@ -13,7 +11,6 @@ namespace {
 using sqlite::BindText;
 using sqlite::Stmt;
 using sqlite::Text;
-constexpr auto SqliteError = sqlite::Error;
 
 // Schema migrations, in order; migration i takes the schema from version i to
 // i+1. Never edit one that has shipped: append.
@@ -127,41 +124,27 @@ Millis NowMillis() {
       .count();
 }
 
-IdentityStore::IdentityStore(sqlite3* db, std::filesystem::path path)
-    : db_(db), path_(std::move(path)) {}
+IdentityStore::IdentityStore(std::unique_ptr<sqlite::Database> db, std::filesystem::path path)
+    : db_(std::move(db)), path_(std::move(path)) {}
 
-IdentityStore::~IdentityStore() {
-  sqlite3_close_v2(db_);
-}
+IdentityStore::~IdentityStore() = default;
 
 Result<std::unique_ptr<IdentityStore>> IdentityStore::Open(const std::filesystem::path& path) {
-  sqlite3* raw = nullptr;
-  mode_t old = umask(077);  // the database and its -wal/-shm files: 0600
-  int rc =
-      sqlite3_open_v2(path.c_str(), &raw,
-                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
-  umask(old);
-  std::unique_ptr<IdentityStore> store(new IdentityStore(raw, path));
-  if (rc != SQLITE_OK) return SqliteError(raw, "open state database " + path.string());
-  sqlite3_busy_timeout(raw, 5000);
-  GA_RETURN_IF_ERROR(store->Exec("PRAGMA journal_mode=WAL").With(path.string()));
-  GA_RETURN_IF_ERROR(store->Exec("PRAGMA synchronous=NORMAL").With(path.string()));
+  GA_ASSIGN_OR_RETURN(std::unique_ptr<sqlite::Database> db,
+                      sqlite::Database::Open(path, {.serialized = true}).With("state database"));
+  std::unique_ptr<IdentityStore> store(new IdentityStore(std::move(db), path));
   GA_RETURN_IF_ERROR(store->Migrate().With("migrating " + path.string()));
   return store;
 }
 
 Result<std::unique_ptr<IdentityStore>> IdentityStore::OpenReadOnly(
     const std::filesystem::path& path) {
-  sqlite3* raw = nullptr;
-  int rc =
-      sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READONLY | SQLITE_OPEN_FULLMUTEX, nullptr);
-  std::unique_ptr<IdentityStore> store(new IdentityStore(raw, path));
-  if (rc != SQLITE_OK) {
-    return Status(Code::kNotFound, "open state database " + path.string() + ": " +
-                                       sqlite3_errmsg(raw) +
+  auto db = sqlite::Database::Open(path, {.read_only = true, .serialized = true});
+  if (!db.ok()) {
+    return Status(Code::kNotFound, "state database: " + db.status().message() +
                                        " (has the agent run with this state_dir?)");
   }
-  sqlite3_busy_timeout(raw, 5000);
+  std::unique_ptr<IdentityStore> store(new IdentityStore(std::move(*db), path));
   int version = store->schema_version();
   if (version > kSchemaVersion) {
     return FailedPrecondition(path.string() + " has schema version " + std::to_string(version) +
@@ -171,26 +154,20 @@ Result<std::unique_ptr<IdentityStore>> IdentityStore::OpenReadOnly(
   return store;
 }
 
-Status IdentityStore::Exec(const char* sql) {
-  char* err = nullptr;
-  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
-    std::string m = err ? err : sqlite3_errmsg(db_);
-    sqlite3_free(err);
-    return {Code::kIo, m};
-  }
-  return Status::Ok();
+int IdentityStore::schema_version() {
+  MutexLock lock(mu_);
+  return SchemaVersion();
 }
 
-int IdentityStore::schema_version() {
-  sqlite3_stmt* raw = nullptr;
-  if (sqlite3_prepare_v2(db_, "PRAGMA user_version", -1, &raw, nullptr) != SQLITE_OK) return -1;
-  Stmt s(raw);
-  return sqlite3_step(s.get()) == SQLITE_ROW ? sqlite3_column_int(s.get(), 0) : -1;
+int IdentityStore::SchemaVersion() {
+  auto s = db_->Prepare("PRAGMA user_version");
+  if (!s.ok()) return -1;
+  return sqlite3_step(s->get()) == SQLITE_ROW ? sqlite3_column_int(s->get(), 0) : -1;
 }
 
 Status IdentityStore::Migrate() {
-  std::lock_guard lock(mu_);
-  int version = schema_version();
+  MutexLock lock(mu_);
+  int version = SchemaVersion();
   constexpr int kCount = static_cast<int>(std::size(kMigrations));
   static_assert(kCount == kSchemaVersion);
   if (version > kCount) {
@@ -199,27 +176,22 @@ Status IdentityStore::Migrate() {
                               std::to_string(kCount) + "); install the newer version again");
   }
   for (int v = version; v < kCount; ++v) {
-    GA_RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
-    Status s = Exec(kMigrations[v]);
-    if (s.ok()) s = Exec(("PRAGMA user_version=" + std::to_string(v + 1)).c_str());
-    if (!s.ok()) {
-      Exec("ROLLBACK").IgnoreError();
-      return std::move(s).With("migration to schema version " + std::to_string(v + 1));
-    }
-    GA_RETURN_IF_ERROR(Exec("COMMIT"));
+    sqlite::Transaction tx(*db_);
+    GA_RETURN_IF_ERROR(tx.begun());
+    Status s = db_->Exec(kMigrations[v]);
+    if (s.ok()) s = db_->Exec("PRAGMA user_version=" + std::to_string(v + 1));
+    // Not committed: the transaction rolls back.
+    if (!s.ok()) return std::move(s).With("migration to schema version " + std::to_string(v + 1));
+    GA_RETURN_IF_ERROR(tx.Commit());
   }
   return Status::Ok();
 }
 
 Status IdentityStore::Add(const Identity& identity) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   {
-    sqlite3_stmt* raw = nullptr;
-    sqlite3_prepare_v2(db_,
-                       "SELECT name FROM identities WHERE (name = ?1 OR thing = ?2) AND state != "
-                       "'REMOVED'",
-                       -1, &raw, nullptr);
-    Stmt s(raw);
+    GA_ASSIGN_OR_RETURN(Stmt s, db_->Prepare("SELECT name FROM identities WHERE (name = ?1 OR "
+                                             "thing = ?2) AND state != 'REMOVED'"));
     BindText(s.get(), 1, identity.name);
     BindText(s.get(), 2, identity.thing);
     if (sqlite3_step(s.get()) == SQLITE_ROW) {
@@ -230,71 +202,55 @@ Status IdentityStore::Add(const Identity& identity) {
   }
   std::string sql = std::string("INSERT OR REPLACE INTO identities (") + kColumns +
                     ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)";
-  sqlite3_stmt* raw = nullptr;
-  if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &raw, nullptr) != SQLITE_OK) {
-    return SqliteError(db_, "prepare insert");
-  }
-  Stmt s(raw);
+  GA_ASSIGN_OR_RETURN(Stmt s, db_->Prepare(sql));
   Identity row = identity;
   row.created = row.updated = NowMillis();
   BindAll(s.get(), row);
   if (sqlite3_step(s.get()) != SQLITE_DONE) {
-    return SqliteError(db_, "add identity " + identity.name);
+    return db_->Error("add identity " + identity.name);
   }
   return Status::Ok();
 }
 
 Status IdentityStore::Update(const Identity& identity) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   const char* sql =
       "UPDATE identities SET kind=?2, thing=?3, state=?4, key_file=?5, "
       "cert_file=?6, chain_file=?7, cert_id=?8, cert_not_after=?9, attempts=?10, "
       "next_attempt=?11, last_error=?12, park_reason=?13, long_pending_reported=?14, "
       "created=?15, updated=?16, registering_since=?17, active_since=?18 WHERE name=?1";
-  sqlite3_stmt* raw = nullptr;
-  if (sqlite3_prepare_v2(db_, sql, -1, &raw, nullptr) != SQLITE_OK) {
-    return SqliteError(db_, "prepare update");
-  }
-  Stmt s(raw);
+  GA_ASSIGN_OR_RETURN(Stmt s, db_->Prepare(sql));
   Identity row = identity;
   row.updated = NowMillis();
   BindAll(s.get(), row);
   if (sqlite3_step(s.get()) != SQLITE_DONE) {
-    return SqliteError(db_, "update identity " + identity.name);
+    return db_->Error("update identity " + identity.name);
   }
-  if (sqlite3_changes(db_) != 1) return NotFound("identity \"" + identity.name + "\"");
+  if (db_->changes() != 1) return NotFound("identity \"" + identity.name + "\"");
   return Status::Ok();
 }
 
 Result<Identity> IdentityStore::Get(std::string_view name) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   std::string sql = std::string("SELECT ") + kColumns + " FROM identities WHERE name = ?1";
-  sqlite3_stmt* raw = nullptr;
-  if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &raw, nullptr) != SQLITE_OK) {
-    return SqliteError(db_, "prepare select");
-  }
-  Stmt s(raw);
+  GA_ASSIGN_OR_RETURN(Stmt s, db_->Prepare(sql));
   BindText(s.get(), 1, name);
   int rc = sqlite3_step(s.get());
   if (rc == SQLITE_ROW) return Row(s.get());
   if (rc == SQLITE_DONE) return NotFound("no identity named \"" + std::string(name) + "\"");
-  return SqliteError(db_, "read identity " + std::string(name));
+  return db_->Error("read identity " + std::string(name));
 }
 
 Result<std::vector<Identity>> IdentityStore::List(bool include_removed) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(mu_);
   std::string sql = std::string("SELECT ") + kColumns + " FROM identities" +
                     (include_removed ? "" : " WHERE state != 'REMOVED'") +
                     " ORDER BY kind = 'sensor', name";
-  sqlite3_stmt* raw = nullptr;
-  if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &raw, nullptr) != SQLITE_OK) {
-    return SqliteError(db_, "list identities in " + path_.string());
-  }
-  Stmt s(raw);
+  GA_ASSIGN_OR_RETURN(Stmt s, db_->Prepare(sql).With("list identities in " + path_.string()));
   std::vector<Identity> out;
   int rc;
   while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) out.push_back(Row(s.get()));
-  if (rc != SQLITE_DONE) return SqliteError(db_, "list identities in " + path_.string());
+  if (rc != SQLITE_DONE) return db_->Error("list identities in " + path_.string());
   return out;
 }
 

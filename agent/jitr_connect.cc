@@ -17,28 +17,15 @@
 #include <string>
 
 #include "gateway_agent/aws_iot.h"
-#include "gateway_agent/tpm/openssl_error.h"
+#include "gateway_agent/openssl.h"
 #include "gateway_agent/tpm/tls_client.h"
+#include "gateway_agent/unique_fd.h"
 
 namespace ga {
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-class Socket {
- public:
-  explicit Socket(int fd) : fd_(fd) {}
-  ~Socket() {
-    if (fd_ >= 0) close(fd_);
-  }
-  Socket(const Socket&) = delete;
-  Socket& operator=(const Socket&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 ConnectAttempt Network(std::string detail, bool name_not_found = false) {
   ConnectAttempt a;
@@ -58,18 +45,6 @@ bool WaitFd(int fd, short events, Clock::time_point deadline) {
     if (rc > 0) return true;
     if (rc < 0 && errno != EINTR) return false;
   }
-}
-
-std::string DrainErrors() {
-  std::string out;
-  unsigned long e;
-  char buf[256];
-  while ((e = ERR_get_error()) != 0) {
-    ERR_error_string_n(e, buf, sizeof buf);
-    if (!out.empty()) out += "; ";
-    out += buf;
-  }
-  return out;
 }
 
 // OpenSSL records a received alert as reason SSL_AD_REASON_OFFSET + alert.
@@ -139,7 +114,7 @@ ConnectAttempt FromTlsFailure(SSL* ssl, int err, std::string_view stage) {
   ConnectAttempt a;
   long verify = SSL_get_verify_result(ssl);
   int alert = ReceivedAlert();
-  std::string errors = DrainErrors();
+  std::string errors = DrainOpenSslErrors();
   if (verify != X509_V_OK) {
     a.outcome = ConnectOutcome::kServerUntrusted;
     a.detail = std::string("the server certificate is not trusted: ") +
@@ -208,16 +183,17 @@ ConnectAttempt AttemptConnect(const ConnectOptions& options) {
   std::unique_ptr<addrinfo, void (*)(addrinfo*)> addrs(res, freeaddrinfo);
 
   std::string last_error;
-  int fd = -1;
-  for (addrinfo* ai = res; ai != nullptr && fd < 0; ai = ai->ai_next) {
-    int s = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
-    if (s < 0) continue;
-    int rc = connect(s, ai->ai_addr, ai->ai_addrlen);
+  UniqueFd sock;
+  for (addrinfo* ai = res; ai != nullptr && !sock.valid(); ai = ai->ai_next) {
+    UniqueFd s(
+        socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol));
+    if (!s.valid()) continue;
+    int rc = connect(s.get(), ai->ai_addr, ai->ai_addrlen);
     if (rc != 0 && errno == EINPROGRESS) {
-      if (WaitFd(s, POLLOUT, Clock::now() + options.timeout)) {
+      if (WaitFd(s.get(), POLLOUT, Clock::now() + options.timeout)) {
         int soerr = 0;
         socklen_t len = sizeof soerr;
-        getsockopt(s, SOL_SOCKET, SO_ERROR, &soerr, &len);
+        getsockopt(s.get(), SOL_SOCKET, SO_ERROR, &soerr, &len);
         rc = soerr == 0 ? 0 : -1;
         errno = soerr;
       } else {
@@ -225,14 +201,13 @@ ConnectAttempt AttemptConnect(const ConnectOptions& options) {
       }
     }
     if (rc == 0) {
-      fd = s;
+      sock = std::move(s);
     } else {
       last_error = std::strerror(errno);
-      close(s);
     }
   }
-  if (fd < 0) return Network("connect to " + where + ": " + last_error);
-  Socket sock(fd);
+  if (!sock.valid()) return Network("connect to " + where + ": " + last_error);
+  const int fd = sock.get();
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 
@@ -251,7 +226,7 @@ ConnectAttempt AttemptConnect(const ConnectOptions& options) {
     return a;
   }
   SslPtr ssl(SSL_new(ctx->get()));
-  if (!ssl) return Network("SSL_new: " + DrainErrors());
+  if (!ssl) return Network("SSL_new: " + DrainOpenSslErrors());
   SSL_set_fd(ssl.get(), fd);
   unsigned char ip[16];
   bool is_ip = inet_pton(AF_INET, options.host.c_str(), ip) == 1 ||

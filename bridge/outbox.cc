@@ -1,7 +1,5 @@
 #include "gateway_agent/bridge/outbox.h"
 
-#include <sys/stat.h>
-
 #include <algorithm>
 #include <string_view>
 
@@ -13,12 +11,17 @@ namespace ga::bridge {
 namespace {
 
 using sqlite::BindText;
-using sqlite::Prepare;
 using sqlite::Stmt;
 using sqlite::Text;
+using sqlite::Transaction;
 
-Status SqliteError(sqlite3* db, std::string_view what) {
-  return sqlite::Error(db, "outbox: " + std::string(what));
+Status SqliteError(const sqlite::Database& db, std::string_view what) {
+  return db.Error("outbox: " + std::string(what));
+}
+
+// The outcome of BEGIN, named as the outbox's.
+Status Begun(const Transaction& tx) {
+  return tx.begun().ok() ? Status::Ok() : Status(tx.begun()).With("outbox");
 }
 
 // seq is handed out by Outbox (next_seq_), not by AUTOINCREMENT, which would
@@ -47,45 +50,19 @@ constexpr const char* kSchema = "CREATE TABLE IF NOT EXISTS messages " GA_MESSAG
   );
 )sql";
 
-// A transaction rolled back unless committed.
-class Transaction {
- public:
-  explicit Transaction(sqlite3* db) : db_(db) {
-    ok_ = sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) == SQLITE_OK;
-  }
-  ~Transaction() {
-    if (ok_ && !done_) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-  }
-  bool begun() const { return ok_; }
-  Status Commit() {
-    done_ = true;
-    if (sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) {
-      return SqliteError(db_, "commit");
-    }
-    return Status::Ok();
-  }
-
- private:
-  sqlite3* db_;
-  bool ok_ = false;
-  bool done_ = false;
-};
-
 }  // namespace
+
+Outbox::Outbox(std::unique_ptr<sqlite::Database> db, OutboxLimits limits)
+    : db_(std::move(db)), limits_(limits) {}
 
 Result<std::unique_ptr<Outbox>> Outbox::Open(const std::filesystem::path& path,
                                              const OutboxLimits& limits) {
-  sqlite3* raw = nullptr;
-  mode_t old = umask(077);
-  int rc = sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr);
-  umask(old);
-  std::unique_ptr<Outbox> box(new Outbox(raw, limits));
-  if (rc != SQLITE_OK) return SqliteError(raw, "open " + path.string());
-  sqlite3_busy_timeout(raw, 5000);
-  GA_RETURN_IF_ERROR(box->Exec("PRAGMA journal_mode=WAL"));
-  // NORMAL: a commit survives the process being killed; FULL: also a power cut.
-  GA_RETURN_IF_ERROR(box->Exec(limits.fsync_every_commit ? "PRAGMA synchronous=FULL"
-                                                         : "PRAGMA synchronous=NORMAL"));
+  sqlite::OpenOptions options;
+  options.durability = limits.fsync_every_commit ? sqlite::Durability::kPowerLoss
+                                                 : sqlite::Durability::kProcessCrash;
+  GA_ASSIGN_OR_RETURN(std::unique_ptr<sqlite::Database> db,
+                      sqlite::Database::Open(path, options).With("outbox"));
+  std::unique_ptr<Outbox> box(new Outbox(std::move(db), limits));
   GA_ASSIGN_OR_RETURN(int64_t sequence, box->ReadSqliteSequence());
   GA_RETURN_IF_ERROR(box->Exec(kSchema));
   if (Status m = box->DropAutoincrement(sequence); !m.ok()) {
@@ -95,15 +72,15 @@ Result<std::unique_ptr<Outbox>> Outbox::Open(const std::filesystem::path& path,
   }
   GA_RETURN_IF_ERROR(box->Exec("DELETE FROM connections"));
   {
-    GA_ASSIGN_OR_RETURN(Stmt m, Prepare(raw,
-                                        "SELECT MAX(COALESCE((SELECT MAX(seq) FROM messages), 0), "
-                                        "COALESCE((SELECT seq FROM last_seq), 0))"));
+    GA_ASSIGN_OR_RETURN(
+        Stmt m, box->db_->Prepare("SELECT MAX(COALESCE((SELECT MAX(seq) FROM messages), 0), "
+                                  "COALESCE((SELECT seq FROM last_seq), 0))"));
     if (sqlite3_step(m.get()) == SQLITE_ROW)
       sequence = std::max<int64_t>(sequence, sqlite3_column_int64(m.get(), 0));
     box->next_seq_ = sequence + 1;
   }
   GA_ASSIGN_OR_RETURN(Stmt s,
-                      Prepare(raw, "SELECT COALESCE(SUM(LENGTH(payload)),0) FROM messages"));
+                      box->db_->Prepare("SELECT COALESCE(SUM(LENGTH(payload)),0) FROM messages"));
   if (sqlite3_step(s.get()) == SQLITE_ROW) box->total_bytes_ = sqlite3_column_int64(s.get(), 0);
   return box;
 }
@@ -111,12 +88,12 @@ Result<std::unique_ptr<Outbox>> Outbox::Open(const std::filesystem::path& path,
 // The last seq AUTOINCREMENT handed out, in an outbox written before seq was
 // handed out by Outbox (0 if none): seqs stay increasing across the change.
 Result<int64_t> Outbox::ReadSqliteSequence() {
-  GA_ASSIGN_OR_RETURN(Stmt t, Prepare(db_,
-                                      "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' "
-                                      "AND name = 'sqlite_sequence'"));
+  GA_ASSIGN_OR_RETURN(Stmt t,
+                      db_->Prepare("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' "
+                                   "AND name = 'sqlite_sequence'"));
   if (sqlite3_step(t.get()) != SQLITE_ROW || sqlite3_column_int64(t.get(), 0) == 0) return 0;
   GA_ASSIGN_OR_RETURN(Stmt s,
-                      Prepare(db_, "SELECT seq FROM sqlite_sequence WHERE name = 'messages'"));
+                      db_->Prepare("SELECT seq FROM sqlite_sequence WHERE name = 'messages'"));
   return sqlite3_step(s.get()) == SQLITE_ROW ? sqlite3_column_int64(s.get(), 0) : 0;
 }
 
@@ -126,24 +103,22 @@ Result<int64_t> Outbox::ReadSqliteSequence() {
 // AUTOINCREMENT handed out (its sqlite_sequence row goes with the table),
 // is kept in last_seq.
 Status Outbox::DropAutoincrement(int64_t sequence) {
-  GA_ASSIGN_OR_RETURN(Stmt s, Prepare(db_,
-                                      "SELECT sql FROM sqlite_master WHERE type = 'table' AND "
-                                      "name = 'messages'"));
+  GA_ASSIGN_OR_RETURN(Stmt s, db_->Prepare("SELECT sql FROM sqlite_master WHERE type = 'table' AND "
+                                           "name = 'messages'"));
   if (sqlite3_step(s.get()) != SQLITE_ROW ||
       Text(s.get(), 0).find("AUTOINCREMENT") == std::string::npos) {
     return Status::Ok();
   }
   s.reset();
-  Transaction tx(db_);
-  if (!tx.begun()) return SqliteError(db_, "begin");
+  Transaction tx(*db_);
+  GA_RETURN_IF_ERROR(Begun(tx));
   GA_RETURN_IF_ERROR(Exec("CREATE TABLE messages_new " GA_MESSAGES_COLUMNS));
-  GA_ASSIGN_OR_RETURN(Stmt last,
-                      Prepare(db_,
-                              "INSERT INTO last_seq (id, seq) VALUES (1, MAX(?1, COALESCE((SELECT "
+  GA_ASSIGN_OR_RETURN(
+      Stmt last, db_->Prepare("INSERT INTO last_seq (id, seq) VALUES (1, MAX(?1, COALESCE((SELECT "
                               "MAX(seq) FROM messages), 0))) ON CONFLICT(id) DO UPDATE SET seq = "
                               "MAX(seq, excluded.seq)"));
   sqlite3_bind_int64(last.get(), 1, sequence);
-  if (sqlite3_step(last.get()) != SQLITE_DONE) return SqliteError(db_, "store the last seq");
+  if (sqlite3_step(last.get()) != SQLITE_DONE) return SqliteError(*db_, "store the last seq");
   last.reset();
   GA_RETURN_IF_ERROR(Exec(
       "INSERT INTO messages_new SELECT seq, identity, topic, payload, created_ms FROM messages;"
@@ -153,29 +128,10 @@ Status Outbox::DropAutoincrement(int64_t sequence) {
   return tx.Commit();
 }
 
-Outbox::~Outbox() {
-  sqlite3_close_v2(db_);
-}
+Outbox::~Outbox() = default;
 
 Status Outbox::Exec(const char* sql) {
-  char* err = nullptr;
-  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
-    std::string m = err ? err : sqlite3_errmsg(db_);
-    sqlite3_free(err);
-    return {Code::kIo, "outbox: " + m};
-  }
-  return Status::Ok();
-}
-
-Result<sqlite3_stmt*> Outbox::Cached(const char* sql) {
-  auto it = cache_.find(sql);
-  if (it == cache_.end()) {
-    GA_ASSIGN_OR_RETURN(Stmt s, Prepare(db_, sql));
-    it = cache_.emplace(sql, std::move(s)).first;
-  }
-  sqlite3_reset(it->second.get());
-  sqlite3_clear_bindings(it->second.get());
-  return it->second.get();
+  return db_->Exec(sql).With("outbox");
 }
 
 constexpr const char* kCountSql =
@@ -197,18 +153,17 @@ constexpr const char* kDeleteSql = "DELETE FROM messages WHERE seq BETWEEN ?1 AN
 
 Status Outbox::Count(const std::string& identity, const char* name, int64_t n) {
   if (n == 0) return Status::Ok();
-  GA_ASSIGN_OR_RETURN(sqlite3_stmt * s, Cached(kCountSql));
+  GA_ASSIGN_OR_RETURN(sqlite3_stmt * s, db_->Cached(kCountSql));
   BindText(s, 1, identity);
   BindText(s, 2, name);
   sqlite3_bind_int64(s, 3, n);
-  if (sqlite3_step(s) != SQLITE_DONE) return SqliteError(db_, "count");
+  if (sqlite3_step(s) != SQLITE_DONE) return SqliteError(*db_, "count");
   return Status::Ok();
 }
 
 Status Outbox::DropOldestUntil(uint64_t bytes_needed) {
-  GA_ASSIGN_OR_RETURN(Stmt s, Prepare(db_,
-                                      "SELECT seq, identity, LENGTH(payload) FROM messages "
-                                      "ORDER BY seq LIMIT 256"));
+  GA_ASSIGN_OR_RETURN(Stmt s, db_->Prepare("SELECT seq, identity, LENGTH(payload) FROM messages "
+                                           "ORDER BY seq LIMIT 256"));
   std::map<std::string, int64_t> dropped;
   int64_t last_seq = -1;
   while (static_cast<uint64_t>(total_bytes_) + bytes_needed > limits_.max_bytes &&
@@ -219,9 +174,9 @@ Status Outbox::DropOldestUntil(uint64_t bytes_needed) {
   }
   s.reset();
   if (last_seq < 0) return Status::Ok();
-  GA_ASSIGN_OR_RETURN(Stmt d, Prepare(db_, "DELETE FROM messages WHERE seq <= ?1"));
+  GA_ASSIGN_OR_RETURN(Stmt d, db_->Prepare("DELETE FROM messages WHERE seq <= ?1"));
   sqlite3_bind_int64(d.get(), 1, last_seq);
-  if (sqlite3_step(d.get()) != SQLITE_DONE) return SqliteError(db_, "drop oldest");
+  if (sqlite3_step(d.get()) != SQLITE_DONE) return SqliteError(*db_, "drop oldest");
   for (const auto& [identity, n] : dropped) GA_RETURN_IF_ERROR(Count(identity, kDroppedFull, n));
   if (static_cast<uint64_t>(total_bytes_) + bytes_needed > limits_.max_bytes) {
     return DropOldestUntil(bytes_needed);
@@ -234,8 +189,8 @@ Status Outbox::Commit(std::vector<OutboxMessage>& messages,
                       const std::vector<int64_t>& acked) {
   if (messages.empty() && counts.empty() && acked.empty()) return Status::Ok();
   const int64_t saved_total = total_bytes_;
-  Transaction tx(db_);
-  if (!tx.begun()) return SqliteError(db_, "begin");
+  Transaction tx(*db_);
+  GA_RETURN_IF_ERROR(Begun(tx));
   // Acknowledged messages go first: their room counts for the size bound.
   int64_t acked_bytes = 0;
   if (Status s = DeleteAcked(acked, &acked_bytes); !s.ok()) return s;
@@ -265,7 +220,7 @@ Status Outbox::Commit(std::vector<OutboxMessage>& messages,
       messages = std::move(kept);
     }
   }
-  auto insert = Cached(kInsertSql);
+  auto insert = db_->Cached(kInsertSql);
   if (!insert.ok()) {
     total_bytes_ = saved_total;
     return insert.status();
@@ -281,7 +236,7 @@ Status Outbox::Commit(std::vector<OutboxMessage>& messages,
     sqlite3_bind_int64(s, 5, m.created_ms);
     if (sqlite3_step(s) != SQLITE_DONE) {
       total_bytes_ = saved_total;
-      return SqliteError(db_, "append");
+      return SqliteError(*db_, "append");
     }
     m.seq = next_seq_++;  // a rolled-back commit leaves a gap: seqs only increase
     total_bytes_ += static_cast<int64_t>(m.payload.size());
@@ -293,12 +248,12 @@ Status Outbox::Commit(std::vector<OutboxMessage>& messages,
     // Once per commit: seqs keep increasing after a restart, also once every
     // message has been deleted.
     Status stored = Status::Ok();
-    auto last = Cached(kLastSeqSql);
+    auto last = db_->Cached(kLastSeqSql);
     if (!last.ok()) {
       stored = last.status();
     } else {
       sqlite3_bind_int64(*last, 1, next_seq_ - 1);
-      if (sqlite3_step(*last) != SQLITE_DONE) stored = SqliteError(db_, "store the last seq");
+      if (sqlite3_step(*last) != SQLITE_DONE) stored = SqliteError(*db_, "store the last seq");
     }
     if (!stored.ok()) {
       total_bytes_ = saved_total;
@@ -324,7 +279,7 @@ Status Outbox::Commit(std::vector<OutboxMessage>& messages,
 
 Result<std::vector<OutboxMessage>> Outbox::Next(const std::string& identity, int64_t after,
                                                 int limit) {
-  GA_ASSIGN_OR_RETURN(sqlite3_stmt * s, Cached(kNextSql));
+  GA_ASSIGN_OR_RETURN(sqlite3_stmt * s, db_->Cached(kNextSql));
   BindText(s, 1, identity);
   sqlite3_bind_int64(s, 2, after);
   sqlite3_bind_int(s, 3, limit);
@@ -342,7 +297,7 @@ Result<std::vector<OutboxMessage>> Outbox::Next(const std::string& identity, int
     out.push_back(std::move(m));
   }
   sqlite3_reset(s);
-  if (rc != SQLITE_DONE) return SqliteError(db_, "read next messages of " + identity);
+  if (rc != SQLITE_DONE) return SqliteError(*db_, "read next messages of " + identity);
   return out;
 }
 
@@ -355,8 +310,8 @@ Status Outbox::DeleteAcked(const std::vector<int64_t>& seqs, int64_t* bytes) {
   std::vector<int64_t> sorted(seqs);
   std::sort(sorted.begin(), sorted.end());
   sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
-  GA_ASSIGN_OR_RETURN(sqlite3_stmt * s, Cached(kAckedSql));
-  GA_ASSIGN_OR_RETURN(sqlite3_stmt * d, Cached(kDeleteSql));
+  GA_ASSIGN_OR_RETURN(sqlite3_stmt * s, db_->Cached(kAckedSql));
+  GA_ASSIGN_OR_RETURN(sqlite3_stmt * d, db_->Cached(kDeleteSql));
   std::map<std::string, int64_t, std::less<>> sent;
   for (size_t i = 0; i < sorted.size();) {
     size_t j = i + 1;
@@ -381,7 +336,7 @@ Status Outbox::DeleteAcked(const std::vector<int64_t>& seqs, int64_t* bytes) {
       rc = sqlite3_step(d);
     }
     if (rc != SQLITE_DONE) {
-      Status error = SqliteError(db_, "acknowledge");  // before a reset clears the message
+      Status error = SqliteError(*db_, "acknowledge");  // before a reset clears the message
       sqlite3_reset(s);
       sqlite3_reset(d);
       return error;
@@ -400,9 +355,8 @@ Status Outbox::Acknowledge(const std::vector<int64_t>& seqs) {
 
 Result<int64_t> Outbox::Expire(int64_t now_ms) {
   int64_t cutoff = now_ms - limits_.max_age.count();
-  GA_ASSIGN_OR_RETURN(Stmt s, Prepare(db_,
-                                      "SELECT identity, COUNT(*), SUM(LENGTH(payload)) FROM "
-                                      "messages WHERE created_ms < ?1 GROUP BY identity"));
+  GA_ASSIGN_OR_RETURN(Stmt s, db_->Prepare("SELECT identity, COUNT(*), SUM(LENGTH(payload)) FROM "
+                                           "messages WHERE created_ms < ?1 GROUP BY identity"));
   sqlite3_bind_int64(s.get(), 1, cutoff);
   std::map<std::string, std::pair<int64_t, int64_t>> expired;
   while (sqlite3_step(s.get()) == SQLITE_ROW) {
@@ -411,11 +365,11 @@ Result<int64_t> Outbox::Expire(int64_t now_ms) {
   }
   s.reset();
   if (expired.empty()) return int64_t{0};
-  Transaction tx(db_);
-  if (!tx.begun()) return SqliteError(db_, "begin");
-  GA_ASSIGN_OR_RETURN(Stmt d, Prepare(db_, "DELETE FROM messages WHERE created_ms < ?1"));
+  Transaction tx(*db_);
+  GA_RETURN_IF_ERROR(Begun(tx));
+  GA_ASSIGN_OR_RETURN(Stmt d, db_->Prepare("DELETE FROM messages WHERE created_ms < ?1"));
   sqlite3_bind_int64(d.get(), 1, cutoff);
-  if (sqlite3_step(d.get()) != SQLITE_DONE) return SqliteError(db_, "expire");
+  if (sqlite3_step(d.get()) != SQLITE_DONE) return SqliteError(*db_, "expire");
   int64_t total = 0, bytes = 0;
   for (const auto& [identity, nb] : expired) {
     GA_RETURN_IF_ERROR(Count(identity, kDroppedAge, nb.first));
@@ -428,54 +382,52 @@ Result<int64_t> Outbox::Expire(int64_t now_ms) {
 }
 
 Status Outbox::Forget(const std::string& identity) {
-  GA_ASSIGN_OR_RETURN(Stmt s, Prepare(db_, "DELETE FROM messages WHERE identity = ?1"));
+  GA_ASSIGN_OR_RETURN(Stmt s, db_->Prepare("DELETE FROM messages WHERE identity = ?1"));
   BindText(s.get(), 1, identity);
-  if (sqlite3_step(s.get()) != SQLITE_DONE) return SqliteError(db_, "forget " + identity);
+  if (sqlite3_step(s.get()) != SQLITE_DONE) return SqliteError(*db_, "forget " + identity);
   GA_ASSIGN_OR_RETURN(Stmt t,
-                      Prepare(db_, "SELECT COALESCE(SUM(LENGTH(payload)),0) FROM messages"));
+                      db_->Prepare("SELECT COALESCE(SUM(LENGTH(payload)),0) FROM messages"));
   if (sqlite3_step(t.get()) == SQLITE_ROW) total_bytes_ = sqlite3_column_int64(t.get(), 0);
   return Status::Ok();
 }
 
 Status Outbox::SetConnected(const std::string& identity, bool connected) {
-  GA_ASSIGN_OR_RETURN(Stmt s, Prepare(db_,
-                                      "INSERT INTO connections (identity, connected) VALUES "
-                                      "(?1, ?2) ON CONFLICT(identity) DO UPDATE SET connected = "
-                                      "excluded.connected"));
+  GA_ASSIGN_OR_RETURN(Stmt s,
+                      db_->Prepare("INSERT INTO connections (identity, connected) VALUES "
+                                   "(?1, ?2) ON CONFLICT(identity) DO UPDATE SET connected = "
+                                   "excluded.connected"));
   BindText(s.get(), 1, identity);
   sqlite3_bind_int(s.get(), 2, connected ? 1 : 0);
-  if (sqlite3_step(s.get()) != SQLITE_DONE) return SqliteError(db_, "connection state");
+  if (sqlite3_step(s.get()) != SQLITE_DONE) return SqliteError(*db_, "connection state");
   return Status::Ok();
 }
 
 Result<std::map<std::string, IdentityOutboxStats>> ReadOutboxStats(
     const std::filesystem::path& path) {
   std::map<std::string, IdentityOutboxStats> out;
-  sqlite3* raw = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READONLY, nullptr);
-  std::unique_ptr<sqlite3, int (*)(sqlite3*)> db(raw, sqlite3_close_v2);
-  if (rc != SQLITE_OK) return out;  // no outbox yet: nothing bridged
-  sqlite3_busy_timeout(raw, 5000);
+  auto db = sqlite::Database::Open(path, {.read_only = true});
+  if (!db.ok()) {
+    if (db.status().code() == Code::kNotFound) return out;  // no outbox yet: nothing bridged
+    return std::move(db).take_status().With("outbox");
+  }
   {
-    auto s = Prepare(raw,
-                     "SELECT identity, COUNT(*), SUM(LENGTH(payload)), MIN(created_ms) FROM "
-                     "messages GROUP BY identity");
-    if (!s.ok()) return out;
-    while (sqlite3_step(s->get()) == SQLITE_ROW) {
-      auto& st = out[Text(s->get(), 0)];
-      st.messages = sqlite3_column_int64(s->get(), 1);
-      st.bytes = sqlite3_column_int64(s->get(), 2);
-      st.oldest_ms = sqlite3_column_int64(s->get(), 3);
+    GA_ASSIGN_OR_RETURN(Stmt s, (*db)->Prepare("SELECT identity, COUNT(*), SUM(LENGTH(payload)), "
+                                               "MIN(created_ms) FROM messages GROUP BY identity"));
+    while (sqlite3_step(s.get()) == SQLITE_ROW) {
+      auto& st = out[Text(s.get(), 0)];
+      st.messages = sqlite3_column_int64(s.get(), 1);
+      st.bytes = sqlite3_column_int64(s.get(), 2);
+      st.oldest_ms = sqlite3_column_int64(s.get(), 3);
     }
   }
   {
-    GA_ASSIGN_OR_RETURN(Stmt s, Prepare(raw, "SELECT identity, name, value FROM counters"));
+    GA_ASSIGN_OR_RETURN(Stmt s, (*db)->Prepare("SELECT identity, name, value FROM counters"));
     while (sqlite3_step(s.get()) == SQLITE_ROW) {
       out[Text(s.get(), 0)].counters[Text(s.get(), 1)] = sqlite3_column_int64(s.get(), 2);
     }
   }
   {
-    GA_ASSIGN_OR_RETURN(Stmt s, Prepare(raw, "SELECT identity, connected FROM connections"));
+    GA_ASSIGN_OR_RETURN(Stmt s, (*db)->Prepare("SELECT identity, connected FROM connections"));
     while (sqlite3_step(s.get()) == SQLITE_ROW) {
       out[Text(s.get(), 0)].connected = sqlite3_column_int(s.get(), 1) != 0;
     }

@@ -7,24 +7,11 @@
 #include <cerrno>
 #include <utility>
 
+#include "gateway_agent/unique_fd.h"
+
 namespace ga {
 
 namespace {
-
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  int Release() { return std::exchange(fd_, -1); }
-
- private:
-  int fd_;
-};
 
 Status WriteAll(int fd, std::string_view data, const std::string& what) {
   while (!data.empty()) {
@@ -38,15 +25,33 @@ Status WriteAll(int fd, std::string_view data, const std::string& what) {
   return Status::Ok();
 }
 
+// Gives the written temporary file its final name.
+Status Publish(const std::string& tmp, const std::filesystem::path& path, IfExists if_exists) {
+  if (if_exists == IfExists::kReplace) {
+    if (rename(tmp.c_str(), path.c_str()) != 0) {
+      return ErrnoStatus("rename " + tmp + " to " + path.string(), errno);
+    }
+    return Status::Ok();
+  }
+  // link() refuses an existing target atomically, unlike rename().
+  if (link(tmp.c_str(), path.c_str()) != 0) {
+    int err = errno;
+    if (err == EEXIST) return {Code::kAlreadyExists, path.string() + " exists; not overwriting"};
+    return ErrnoStatus("link " + tmp + " to " + path.string(), err);
+  }
+  unlink(tmp.c_str());
+  return Status::Ok();
+}
+
 }  // namespace
 
-Status WriteFileAtomic(const std::filesystem::path& path, std::string_view data, mode_t mode) {
+Status WriteFileAtomic(const std::filesystem::path& path, std::string_view data, mode_t mode,
+                       IfExists if_exists) {
   std::filesystem::path dir = path.parent_path();
   if (dir.empty()) dir = ".";
   std::string tmpl = (dir / ("." + path.filename().string() + ".XXXXXX")).string();
-  int raw = mkstemp(tmpl.data());
-  if (raw < 0) return ErrnoStatus("create a temporary file in " + dir.string(), errno);
-  Fd fd(raw);
+  UniqueFd fd(mkstemp(tmpl.data()));
+  if (!fd.valid()) return ErrnoStatus("create a temporary file in " + dir.string(), errno);
   auto fail = [&](Status s) {
     unlink(tmpl.c_str());
     return s;
@@ -54,12 +59,10 @@ Status WriteFileAtomic(const std::filesystem::path& path, std::string_view data,
   if (fchmod(fd.get(), mode) != 0) return fail(ErrnoStatus("chmod " + tmpl, errno));
   if (Status s = WriteAll(fd.get(), data, tmpl); !s.ok()) return fail(std::move(s));
   if (fsync(fd.get()) != 0) return fail(ErrnoStatus("fsync " + tmpl, errno));
-  if (close(fd.Release()) != 0) return fail(ErrnoStatus("close " + tmpl, errno));
-  if (rename(tmpl.c_str(), path.c_str()) != 0) {
-    return fail(ErrnoStatus("rename " + tmpl + " to " + path.string(), errno));
-  }
-  Fd dfd(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (dfd.get() >= 0) fsync(dfd.get());
+  if (Status s = fd.Close(tmpl); !s.ok()) return fail(std::move(s));
+  if (Status s = Publish(tmpl, path, if_exists); !s.ok()) return fail(std::move(s));
+  UniqueFd dfd(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (dfd.valid()) fsync(dfd.get());
   return Status::Ok();
 }
 
@@ -72,8 +75,8 @@ Status EnsureDirectory(const std::filesystem::path& path, mode_t mode) {
 }
 
 Result<std::string> ReadFile(const std::filesystem::path& path) {
-  Fd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (fd.get() < 0) return ErrnoStatus("open " + path.string(), errno);
+  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return ErrnoStatus("open " + path.string(), errno);
   std::string out;
   char buf[8192];
   while (true) {

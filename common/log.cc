@@ -7,10 +7,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
-#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
+
+#include "gateway_agent/thread_annotations.h"
 
 #define SD_JOURNAL_SUPPRESS_LOCATION
 #include <systemd/sd-journal.h>
@@ -25,11 +26,11 @@ struct RepeatState {
 };
 
 struct Logger {
-  std::mutex mu;
-  Level level = Level::kInfo;
-  Sink sink = Sink::kAuto;
-  Writer writer;
-  std::unordered_map<std::string, RepeatState> repeats;
+  Mutex mu;
+  Level level GA_GUARDED_BY(mu) = Level::kInfo;
+  Sink sink GA_GUARDED_BY(mu) = Sink::kAuto;
+  Writer writer GA_GUARDED_BY(mu);
+  std::unordered_map<std::string, RepeatState> repeats GA_GUARDED_BY(mu);
 };
 
 Logger& Get() {
@@ -127,29 +128,33 @@ std::string_view LevelName(Level level) {
 }
 
 void SetLevel(Level level) {
-  std::lock_guard lock(Get().mu);
-  Get().level = level;
+  Logger& lg = Get();
+  MutexLock lock(lg.mu);
+  lg.level = level;
 }
 
 Level GetLevel() {
-  std::lock_guard lock(Get().mu);
-  return Get().level;
+  Logger& lg = Get();
+  MutexLock lock(lg.mu);
+  return lg.level;
 }
 
 void SetSink(Sink sink) {
-  std::lock_guard lock(Get().mu);
-  Get().sink = sink;
+  Logger& lg = Get();
+  MutexLock lock(lg.mu);
+  lg.sink = sink;
 }
 
 void SetWriterForTest(Writer writer) {
-  std::lock_guard lock(Get().mu);
-  Get().writer = std::move(writer);
-  Get().repeats.clear();
+  Logger& lg = Get();
+  MutexLock lock(lg.mu);
+  lg.writer = std::move(writer);
+  lg.repeats.clear();
 }
 
 void Write(Level level, std::string_view message, std::initializer_list<Field> fields) {
   Logger& lg = Get();
-  std::lock_guard lock(lg.mu);
+  MutexLock lock(lg.mu);
   if (level < lg.level) return;
 
   std::string key(LevelName(level));

@@ -33,7 +33,7 @@ void SharedTokenBucket::Take(double n) {
   while (true) {
     std::chrono::nanoseconds wait;
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(mu_);
       if (bucket_.TryTake(n)) return;
       wait = bucket_.TimeUntil(n);
     }

@@ -278,7 +278,7 @@ class Reader {
     if (n == nullptr) return;
     if (!n->is_integer()) return Expected(*n, key, "an integer handle such as 0x81000001");
     int64_t v = n->as_integer()->get();
-    if (v < 0x81000000 || v > 0x81FFFFFF) {
+    if (!IsPersistentHandle(v)) {
       return Problem(n->source(), Dotted(key),
                      "must be a persistent handle between 0x81000000 and 0x81FFFFFF");
     }

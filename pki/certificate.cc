@@ -15,12 +15,6 @@
 namespace ga::pki {
 namespace {
 
-std::string BioText(BIO* bio) {
-  char* data = nullptr;
-  long len = BIO_get_mem_data(bio, &data);
-  return len > 0 ? std::string(data, static_cast<size_t>(len)) : std::string();
-}
-
 bool IsBlank(std::string_view s) {
   for (char c : s) {
     if (!std::isspace(static_cast<unsigned char>(c))) return false;
@@ -96,7 +90,7 @@ Result<std::string> CertificateToPem(const X509* cert) {
   if (!bio || PEM_write_bio_X509(bio.get(), cert) != 1) {
     return OpenSslError("PEM_write_bio_X509");
   }
-  return BioText(bio.get());
+  return MemoryBioText(bio.get());
 }
 
 Result<std::string> CertificateToDer(const X509* cert) {
@@ -107,15 +101,6 @@ Result<std::string> CertificateToDer(const X509* cert) {
   std::string out(reinterpret_cast<char*>(der), static_cast<size_t>(len));
   OPENSSL_free(der);
   return out;
-}
-
-Result<std::string> CsrToPem(const X509_REQ* csr) {
-  if (csr == nullptr) return InvalidArgument("CsrToPem: no CSR");
-  BioPtr bio(BIO_new(BIO_s_mem()));
-  if (!bio || PEM_write_bio_X509_REQ(bio.get(), csr) != 1) {
-    return OpenSslError("PEM_write_bio_X509_REQ");
-  }
-  return BioText(bio.get());
 }
 
 Result<std::vector<X509Ptr>> ParseCertificatesPem(std::string_view pem, std::string_view source) {
@@ -195,7 +180,7 @@ std::string NameToString(const X509_NAME* name) {
     ClearOpenSslErrors();
     return "";
   }
-  return BioText(bio.get());
+  return MemoryBioText(bio.get());
 }
 
 bool HasOrganizationalUnit(const X509_NAME* name, std::string_view ou) {

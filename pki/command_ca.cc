@@ -13,27 +13,11 @@
 #include <filesystem>
 
 #include "gateway_agent/pki/certificate.h"
+#include "gateway_agent/unique_fd.h"
 #include "issuing.h"
 
 namespace ga::pki::internal {
 namespace {
-
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() { Reset(); }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  void Reset() {
-    if (fd_ >= 0) close(fd_);
-    fd_ = -1;
-  }
-
- private:
-  int fd_ = -1;
-};
 
 std::string CommandLine(const std::vector<std::string>& argv) {
   std::string line;
@@ -167,11 +151,11 @@ Result<ChildOutput> RunChild(const std::vector<std::string>& argv, std::string_v
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
     return ErrnoStatus("socketpair", errno);
   }
-  Fd in_parent(sv[0]), in_child(sv[1]);
+  UniqueFd in_parent(sv[0]), in_child(sv[1]);
   if (pipe2(out, O_CLOEXEC) != 0) return ErrnoStatus("pipe", errno);
-  Fd out_parent(out[0]), out_child(out[1]);
+  UniqueFd out_parent(out[0]), out_child(out[1]);
   if (pipe2(err, O_CLOEXEC) != 0) return ErrnoStatus("pipe", errno);
-  Fd err_parent(err[0]), err_child(err[1]);
+  UniqueFd err_parent(err[0]), err_child(err[1]);
 
   auto deadline = std::chrono::steady_clock::now() + timeout;
   pid_t pid = fork();
@@ -199,9 +183,9 @@ Result<ChildOutput> RunChild(const std::vector<std::string>& argv, std::string_v
     _exit(127);
   }
   setpgid(pid, pid);  // also here: no race with the kill below
-  in_child.Reset();
-  out_child.Reset();
-  err_child.Reset();
+  in_child.reset();
+  out_child.reset();
+  err_child.reset();
   fcntl(out_parent.get(), F_SETFL, O_NONBLOCK);
   fcntl(err_parent.get(), F_SETFL, O_NONBLOCK);
 
@@ -209,10 +193,10 @@ Result<ChildOutput> RunChild(const std::vector<std::string>& argv, std::string_v
   size_t written = 0;
   if (input.empty()) {
     shutdown(in_parent.get(), SHUT_WR);
-    in_parent.Reset();
+    in_parent.reset();
   }
   bool out_open = true, err_open = true;
-  while (out_open || err_open || in_parent.get() >= 0) {
+  while (out_open || err_open || in_parent.valid()) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
@@ -223,7 +207,7 @@ Result<ChildOutput> RunChild(const std::vector<std::string>& argv, std::string_v
     pollfd fds[3];
     int n = 0;
     int in_idx = -1, out_idx = -1, err_idx = -1;
-    if (in_parent.get() >= 0) fds[in_idx = n++] = {in_parent.get(), POLLOUT, 0};
+    if (in_parent.valid()) fds[in_idx = n++] = {in_parent.get(), POLLOUT, 0};
     if (out_open) fds[out_idx = n++] = {out_parent.get(), POLLIN, 0};
     if (err_open) fds[err_idx = n++] = {err_parent.get(), POLLIN, 0};
     int ready = poll(fds, n, static_cast<int>(std::min<int64_t>(left.count(), 1000)));
@@ -240,7 +224,7 @@ Result<ChildOutput> RunChild(const std::vector<std::string>& argv, std::string_v
       // A command that closes its stdin early just does not get the rest.
       if ((w < 0 && errno != EAGAIN && errno != EINTR) || written == input.size()) {
         shutdown(in_parent.get(), SHUT_WR);
-        in_parent.Reset();
+        in_parent.reset();
       }
     }
     char buf[16384];

@@ -8,9 +8,9 @@
 #include <string>
 #include <string_view>
 
+#include "gateway_agent/openssl.h"
 #include "gateway_agent/pki/local_ca.h"
 #include "gateway_agent/status.h"
-#include "gateway_agent/tpm/openssl_error.h"
 
 namespace ga::pki::internal {
 

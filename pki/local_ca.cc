@@ -7,15 +7,16 @@
 
 #include <cctype>
 #include <cstdio>
-#include <mutex>
 #include <sstream>
 
 #include "command_ca.h"
 #include "gateway_agent/files.h"
 #include "gateway_agent/pki/certificate.h"
+#include "gateway_agent/thread_annotations.h"
 #include "gateway_agent/tpm/csr.h"
 #include "gateway_agent/tpm/openssl_provider.h"
 #include "gateway_agent/tpm/tpm_key.h"
+#include "gateway_agent/tpm_handle.h"
 #include "issuing.h"
 
 namespace ga::pki {
@@ -55,7 +56,7 @@ class KeyedCa final : public LocalCa {
   Result<IssuedCertificate> Sign(const CertificateRequest& request) override {
     // The CA may have expired since it was opened by a long-running agent.
     GA_RETURN_IF_ERROR(internal::CheckCaCertificate(cert_.get(), cert_source_));
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(mu_);
     GA_ASSIGN_OR_RETURN(X509Ptr cert, internal::BuildCertificate(request, cert_.get(), key_.get()));
     IssuedCertificate issued;
     issued.cert = std::move(cert);
@@ -66,8 +67,8 @@ class KeyedCa final : public LocalCa {
  private:
   std::string backend_;
   X509Ptr cert_;
-  std::mutex mu_;   // one signature at a time with key_
-  EvpPkeyPtr key_;  // guarded by mu_
+  Mutex mu_;  // one signature at a time with key_
+  EvpPkeyPtr key_ GA_GUARDED_BY(mu_);
   std::string cert_source_;
 };
 
@@ -422,13 +423,8 @@ Result<CaDirectory> ReadCaDirectory(const fs::path& dir) {
   out.tcti = root["tcti"].value_or(std::string());
   std::string srk = root["srk_handle"].value_or(std::string());
   if (!srk.empty()) {
-    char* end = nullptr;
-    unsigned long h = std::strtoul(srk.c_str(), &end, 0);
-    if (end == nullptr || *end != '\0' || h < 0x81000000ul || h > 0x81fffffful) {
-      return InvalidArgument(file.string() + ": srk_handle \"" + srk +
-                             "\" is not a persistent handle");
-    }
-    out.srk_handle = static_cast<uint32_t>(h);
+    GA_ASSIGN_OR_RETURN(out.srk_handle,
+                        ParsePersistentHandle(srk).With(file.string() + ": srk_handle"));
   }
   return out;
 }

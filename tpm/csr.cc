@@ -87,14 +87,4 @@ Result<X509ReqPtr> MakeCsr(EVP_PKEY* key, std::string_view subject) {
   return req;
 }
 
-Result<std::string> CsrToPem(X509_REQ* csr) {
-  BioPtr bio(BIO_new(BIO_s_mem()));
-  if (!bio || PEM_write_bio_X509_REQ(bio.get(), csr) != 1) {
-    return OpenSslError("PEM_write_bio_X509_REQ");
-  }
-  char* data = nullptr;
-  long len = BIO_get_mem_data(bio.get(), &data);
-  return std::string(data, static_cast<size_t>(len));
-}
-
 }  // namespace ga::tpm

@@ -13,7 +13,8 @@
 #include <cstring>
 #include <thread>
 
-#include "gateway_agent/tpm/openssl_error.h"
+#include "gateway_agent/openssl.h"
+#include "gateway_agent/tpm_handle.h"
 #include "tss_error.h"
 
 namespace ga::tpm {
@@ -136,10 +137,6 @@ std::string FourChars(uint32_t v) {
   return s;
 }
 
-bool IsPersistentHandle(uint32_t h) {
-  return (h & 0xff000000) == 0x81000000;
-}
-
 Result<ESYS_TR> FindSrk(TpmContext::Esys& e, uint32_t handle, std::string_view where) {
   ESYS_TR tr = ESYS_TR_NONE;
   TSS2_RC rc = Esys_TR_FromTPMPublic(e.ctx, handle, ESYS_TR_NONE, ESYS_TR_NONE, ESYS_TR_NONE, &tr);
@@ -178,6 +175,7 @@ Result<std::shared_ptr<TpmContext>> TpmContext::Open(const TpmOptions& options) 
                            " is not a persistent handle (0x81000000-0x81ffffff)");
   }
   std::shared_ptr<TpmContext> tpm(new TpmContext(options));
+  MutexLock lock(tpm->mu_);  // not shared yet, but the analysis cannot know
   Esys& e = *tpm->esys_;
   std::string where = "tcti " + options.tcti;
   TSS2_RC rc = Tss2_TctiLdr_Initialize(options.tcti.c_str(), &e.tcti);
@@ -196,7 +194,7 @@ Result<std::shared_ptr<TpmContext>> TpmContext::Open(const TpmOptions& options) 
 }
 
 Result<bool> TpmContext::EnsureSrk() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   return EnsureSrkLocked();
 }
 
@@ -229,7 +227,7 @@ Result<bool> TpmContext::EnsureSrkLocked() {
 }
 
 Result<TpmKeyBlob> TpmContext::CreateKey(KeyAlgorithm algorithm) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   GA_ASSIGN_OR_RETURN(bool created, EnsureSrkLocked());
   (void)created;
   Esys& e = *esys_;
@@ -287,7 +285,7 @@ Result<std::string> TpmContext::SignDigest(const TpmKeyBlob& key, std::string_vi
     return Internal("a validated key blob does not unmarshal");
   }
 
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   GA_ASSIGN_OR_RETURN(bool created, EnsureSrkLocked());
   (void)created;
   Esys& e = *esys_;
@@ -389,12 +387,12 @@ Result<std::vector<uint32_t>> ListTransient(ESYS_CONTEXT* ctx, std::string_view 
 }  // namespace
 
 Result<std::vector<uint32_t>> TpmContext::TransientHandles() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   return ListTransient(esys_->ctx, "tcti " + options_.tcti);
 }
 
 Result<int> TpmContext::FlushStaleTransientObjects() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   std::string where = "tcti " + options_.tcti;
   GA_ASSIGN_OR_RETURN(std::vector<uint32_t> handles, ListTransient(esys_->ctx, where));
   int flushed = 0;
@@ -415,7 +413,7 @@ Result<int> TpmContext::FlushStaleTransientObjects() {
 }
 
 Result<TpmInfo> TpmContext::Info() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(mu_);
   ESYS_CONTEXT* ctx = esys_->ctx;
   std::string where = "tcti " + options_.tcti;
   TpmInfo info;

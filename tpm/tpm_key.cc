@@ -1,12 +1,9 @@
 #include "gateway_agent/tpm/tpm_key.h"
 
-#include <fcntl.h>
 #include <openssl/bio.h>
 #include <openssl/pem.h>
-#include <sys/stat.h>
 #include <tss2/tss2_mu.h>
 #include <tss2/tss2_tpm2_types.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -14,7 +11,8 @@
 #include <fstream>
 #include <sstream>
 
-#include "gateway_agent/tpm/openssl_error.h"
+#include "gateway_agent/files.h"
+#include "gateway_agent/openssl.h"
 
 namespace ga::tpm {
 namespace {
@@ -263,57 +261,12 @@ std::string TpmKeyBlob::ToPem() const {
   BioPtr bio(BIO_new(BIO_s_mem()));
   PEM_write_bio(bio.get(), kPemLabel, "", reinterpret_cast<const unsigned char*>(der.data()),
                 static_cast<long>(der.size()));
-  char* data = nullptr;
-  long len = BIO_get_mem_data(bio.get(), &data);
-  return std::string(data, static_cast<size_t>(len));
+  return MemoryBioText(bio.get());
 }
 
 Status TpmKeyBlob::WriteFile(const std::filesystem::path& path, bool overwrite) const {
-  std::string pem = ToPem();
-  std::string tmp = path.string() + ".tmp.XXXXXX";
-  int fd = mkstemp(tmp.data());  // mode 0600
-  if (fd < 0) return ErrnoStatus("create temporary file for " + path.string(), errno);
-  auto fail = [&](std::string what) {
-    int err = errno;
-    if (fd >= 0) close(fd);
-    unlink(tmp.c_str());
-    return ErrnoStatus(what, err);
-  };
-  if (fchmod(fd, 0600) != 0) return fail("chmod " + tmp);
-  size_t done = 0;
-  while (done < pem.size()) {
-    ssize_t n = write(fd, pem.data() + done, pem.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return fail("write " + tmp);
-    done += static_cast<size_t>(n);
-  }
-  if (fsync(fd) != 0) return fail("fsync " + tmp);
-  if (close(fd) != 0) {
-    fd = -1;
-    return fail("close " + tmp);
-  }
-  fd = -1;
-  if (overwrite) {
-    if (rename(tmp.c_str(), path.c_str()) != 0) return fail("rename to " + path.string());
-  } else {
-    // link() refuses an existing target atomically, unlike rename().
-    if (link(tmp.c_str(), path.c_str()) != 0) {
-      int err = errno;
-      unlink(tmp.c_str());
-      if (err == EEXIST) {
-        return {Code::kAlreadyExists, "key file " + path.string() + " exists; not overwriting"};
-      }
-      return ErrnoStatus("link " + path.string(), err);
-    }
-    unlink(tmp.c_str());
-  }
-  std::filesystem::path dir = path.parent_path().empty() ? "." : path.parent_path();
-  int dfd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    fsync(dfd);
-    close(dfd);
-  }
-  return Status::Ok();
+  return WriteFileAtomic(path, ToPem(), 0600, overwrite ? IfExists::kReplace : IfExists::kRefuse)
+      .With("key file");
 }
 
 size_t TpmKeyBlob::max_signature_size() const {

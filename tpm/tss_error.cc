@@ -15,12 +15,6 @@ TSS2_RC BaseRc(TSS2_RC rc) {
   return rc & 0xfff;
 }
 
-std::string HandleHex(uint32_t handle) {
-  char buf[16];
-  std::snprintf(buf, sizeof(buf), "0x%08x", handle);
-  return buf;
-}
-
 Status TssError(std::string_view function, TSS2_RC rc, std::string_view where) {
   std::string m(function);
   if (!where.empty()) {

@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "gateway_agent/status.h"
+#include "gateway_agent/tpm_handle.h"
 
 namespace ga::tpm {
 
@@ -17,7 +18,5 @@ TSS2_RC BaseRc(TSS2_RC rc);
 // "<function> (<where>): <Tss2_RC_Decode text> (0x...)". Code: Unavailable for
 // TCTI/communication failures and DA lockout, kTpm otherwise.
 Status TssError(std::string_view function, TSS2_RC rc, std::string_view where);
-
-std::string HandleHex(uint32_t handle);
 
 }  // namespace ga::tpm

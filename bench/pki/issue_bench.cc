@@ -55,7 +55,7 @@ int main(int argc, char** argv) {
   ga::EvpPkeyPtr device_key(EVP_PKEY_Q_keygen(*libctx, nullptr, "EC", "P-256"));
   auto csr = ga::tpm::MakeCsr(device_key.get(), "CN=bench-thing");
   if (!csr.ok()) return Fail("csr", csr.status());
-  auto csr_pem = ga::pki::CsrToPem(csr->get());
+  auto csr_pem = ga::CsrToPem(csr->get());
   if (!csr_pem.ok()) return Fail("csr pem", csr_pem.status());
   if (auto s = ga::WriteFileAtomic(dir / "dev.csr", *csr_pem, 0644); !s.ok()) return Fail("w", s);
 

@@ -217,7 +217,7 @@ TEST_P(CrashTest, ResumesWithOneKeyAndOneCertificate) {
   }
   EXPECT_EQ(keys, 3);
 
-  auto tpm = tpm::TpmContext::Open({(*h)->tpm().tcti(), tpm::kDefaultSrkHandle});
+  auto tpm = tpm::TpmContext::Open({(*h)->tpm().tcti(), kDefaultSrkHandle});
   ASSERT_TRUE(tpm.ok()) << tpm.status().ToString();
   auto handles = (*tpm)->TransientHandles();
   ASSERT_TRUE(handles.ok());

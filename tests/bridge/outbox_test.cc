@@ -1,8 +1,10 @@
 #include "gateway_agent/bridge/outbox.h"
 
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
 #include "fixtures.h"
+#include "gateway_agent/sqlite.h"
 
 namespace ga::bridge {
 namespace {

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "fixtures.h"
-#include "gateway_agent/tpm/openssl_error.h"
+#include "gateway_agent/openssl.h"
 
 namespace ga::pki::testing {
 

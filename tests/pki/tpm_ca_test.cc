@@ -55,7 +55,7 @@ class TpmCaTest : public ::testing::Test {
     EXPECT_TRUE(dir.ok()) << dir.status().ToString();
     if (!dir.ok()) return {};
     EXPECT_EQ(dir->tcti, swtpm_->tcti());
-    EXPECT_EQ(dir->srk_handle, tpm::kDefaultSrkHandle);
+    EXPECT_EQ(dir->srk_handle, kDefaultSrkHandle);
     return dir->ca;
   }
   // Issues a certificate for a fresh software key and checks it with openssl.

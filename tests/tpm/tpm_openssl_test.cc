@@ -8,8 +8,8 @@
 #include <openssl/x509v3.h>
 
 #include "fixtures.h"
+#include "gateway_agent/openssl.h"
 #include "gateway_agent/tpm/csr.h"
-#include "gateway_agent/tpm/openssl_error.h"
 #include "gateway_agent/tpm/openssl_provider.h"
 #include "gateway_agent/tpm/tpm_context.h"
 #include "tpm_test_support.h"

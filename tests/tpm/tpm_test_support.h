@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "fixtures.h"
-#include "gateway_agent/tpm/openssl_error.h"
+#include "gateway_agent/openssl.h"
 #include "gateway_agent/tpm/tpm_context.h"
 
 namespace ga::tpm::testing {

@@ -11,11 +11,18 @@
 
 namespace ga {
 
+// What WriteFileAtomic does when `path` already exists.
+enum class IfExists {
+  kReplace,  // rename() over it
+  kRefuse,   // AlreadyExists: link() refuses an existing target atomically
+};
+
 // Writes `data` to `path` atomically: a temporary file in the same directory
-// (created with `mode`), fsync, rename over `path`, fsync of the directory.
-// A reader sees either the old or the new content, never a torn file.
-Status WriteFileAtomic(const std::filesystem::path& path, std::string_view data,
-                       mode_t mode = 0600);
+// (created with `mode`), fsync, rename (or link) to `path`, fsync of the
+// directory. A reader sees either the old or the new content, never a torn
+// file. On failure no temporary file is left behind.
+Status WriteFileAtomic(const std::filesystem::path& path, std::string_view data, mode_t mode = 0600,
+                       IfExists if_exists = IfExists::kReplace);
 
 // Creates `path` (and missing parents) and ensures it has exactly `mode`.
 Status EnsureDirectory(const std::filesystem::path& path, mode_t mode = 0700);

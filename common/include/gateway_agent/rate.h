@@ -5,8 +5,9 @@
 
 #include <chrono>
 #include <cstdint>
-#include <mutex>
 #include <random>
+
+#include "gateway_agent/thread_annotations.h"
 
 namespace ga {
 
@@ -39,8 +40,8 @@ class SharedTokenBucket {
   void Take(double n = 1);
 
  private:
-  std::mutex mu_;
-  TokenBucket bucket_;
+  Mutex mu_;
+  TokenBucket bucket_ GA_GUARDED_BY(mu_);
 };
 
 struct BackoffPolicy {

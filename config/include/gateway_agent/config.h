@@ -14,6 +14,7 @@
 #include "gateway_agent/aws_iot.h"
 #include "gateway_agent/log.h"
 #include "gateway_agent/status.h"
+#include "gateway_agent/tpm_handle.h"
 
 namespace ga {
 
@@ -39,7 +40,7 @@ struct AgentConfig {
 
 struct TpmConfig {
   std::string tcti = "device:/dev/tpmrm0";
-  uint32_t srk_handle = 0x81000001;
+  uint32_t srk_handle = kDefaultSrkHandle;
   KeyType key_type = KeyType::kEccP256;
 };
 

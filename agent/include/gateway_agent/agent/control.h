@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "gateway_agent/status.h"
+#include "gateway_agent/unique_fd.h"
 
 namespace ga {
 
@@ -35,8 +36,8 @@ class ControlServer {
  private:
   ControlServer() = default;
   void Serve();
-  int fd_ = -1;
-  int wake_[2] = {-1, -1};
+  UniqueFd fd_;
+  UniqueFd wake_read_, wake_write_;  // a byte written to wake_write_ stops Serve
   std::filesystem::path path_;
   ControlHandler handler_;
   std::thread thread_;

@@ -9,18 +9,20 @@
 // open the same database read-only at the same time.
 #pragma once
 
-#include <sqlite3.h>
-
 #include <cstdint>
 #include <filesystem>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "gateway_agent/status.h"
+#include "gateway_agent/thread_annotations.h"
+
+namespace ga::sqlite {
+class Database;
+}  // namespace ga::sqlite
 
 namespace ga {
 
@@ -79,25 +81,25 @@ class IdentityStore {
   IdentityStore& operator=(const IdentityStore&) = delete;
 
   static constexpr int kSchemaVersion = 1;
-  int schema_version();
+  int schema_version() GA_EXCLUDES(mu_);
 
   // Inserts a new identity (state NEW). AlreadyExists when the name or thing
   // is taken by an identity that is not removed; a removed one is replaced.
-  Status Add(const Identity& identity);
+  Status Add(const Identity& identity) GA_EXCLUDES(mu_);
   // Writes every field of `identity` (by name) in one transaction.
-  Status Update(const Identity& identity);
-  Result<Identity> Get(std::string_view name);
+  Status Update(const Identity& identity) GA_EXCLUDES(mu_);
+  Result<Identity> Get(std::string_view name) GA_EXCLUDES(mu_);
   // All identities, the gateway first, then sensors by name.
-  Result<std::vector<Identity>> List(bool include_removed = false);
+  Result<std::vector<Identity>> List(bool include_removed = false) GA_EXCLUDES(mu_);
 
  private:
-  IdentityStore(sqlite3* db, std::filesystem::path path);
-  Status Exec(const char* sql);
-  Status Migrate();
+  IdentityStore(std::unique_ptr<sqlite::Database> db, std::filesystem::path path);
+  int SchemaVersion() GA_REQUIRES(mu_);
+  Status Migrate() GA_EXCLUDES(mu_);
 
-  std::mutex mu_;
-  sqlite3* db_;
-  std::filesystem::path path_;
+  Mutex mu_;
+  const std::unique_ptr<sqlite::Database> db_ GA_PT_GUARDED_BY(mu_);
+  const std::filesystem::path path_;
 };
 
 Millis NowMillis();

@@ -15,8 +15,6 @@
 // it (`gateway-agent status`) through OutboxStats.
 #pragma once
 
-#include <sqlite3.h>
-
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -26,8 +24,11 @@
 #include <vector>
 
 #include "gateway_agent/config.h"
-#include "gateway_agent/sqlite.h"
 #include "gateway_agent/status.h"
+
+namespace ga::sqlite {
+class Database;
+}  // namespace ga::sqlite
 
 namespace ga::bridge {
 
@@ -96,26 +97,24 @@ class Outbox {
   int64_t total_bytes() const { return total_bytes_; }
 
  private:
-  Outbox(sqlite3* db, OutboxLimits limits) : db_(db), limits_(limits) {}
+  Outbox(std::unique_ptr<sqlite::Database> db, OutboxLimits limits);
   Status Exec(const char* sql);
   Result<int64_t> ReadSqliteSequence();
   Status DropAutoincrement(int64_t sequence);
-  // A statement prepared once and kept (reset, bindings cleared) for the
-  // statements on the per-message path.
-  Result<sqlite3_stmt*> Cached(const char* sql);
   Status Count(const std::string& identity, const char* name, int64_t n);
   Status DropOldestUntil(uint64_t bytes_needed);
   // Within a transaction; adds the bytes freed to *bytes.
   Status DeleteAcked(const std::vector<int64_t>& seqs, int64_t* bytes);
 
-  sqlite3* db_;
-  std::map<const char*, sqlite::Stmt> cache_;
+  std::unique_ptr<sqlite::Database> db_;
   OutboxLimits limits_;
   int64_t total_bytes_ = 0;
   int64_t next_seq_ = 1;
 };
 
-// For `gateway-agent status`, from another process: per identity.
+// For `gateway-agent status`, from another process: per identity. Empty when
+// there is no outbox yet (nothing bridged); an error when it exists but
+// cannot be read.
 Result<std::map<std::string, IdentityOutboxStats>> ReadOutboxStats(
     const std::filesystem::path& path);
 

@@ -13,8 +13,8 @@
 #include <string_view>
 #include <vector>
 
+#include "gateway_agent/openssl.h"
 #include "gateway_agent/status.h"
-#include "gateway_agent/tpm/openssl_error.h"
 
 namespace ga::pki {
 
@@ -25,7 +25,6 @@ std::string AwsCertificateId(const X509* cert);
 
 Result<std::string> CertificateToPem(const X509* cert);
 Result<std::string> CertificateToDer(const X509* cert);
-Result<std::string> CsrToPem(const X509_REQ* csr);
 
 // Parses every certificate of a PEM text, in order. InvalidArgument (naming
 // `source`) when there is none, when a block is not a certificate, or when

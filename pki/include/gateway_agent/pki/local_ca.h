@@ -24,9 +24,10 @@
 #include <vector>
 
 #include "gateway_agent/config.h"
+#include "gateway_agent/openssl.h"
 #include "gateway_agent/status.h"
-#include "gateway_agent/tpm/openssl_error.h"
 #include "gateway_agent/tpm/tpm_context.h"
+#include "gateway_agent/tpm_handle.h"
 
 namespace ga::pki {
 
@@ -154,7 +155,7 @@ Result<CaInitResult> InitLocalCa(const CaInitOptions& options);
 struct CaDirectory {
   CaConfig ca;
   std::string tcti;
-  uint32_t srk_handle = tpm::kDefaultSrkHandle;
+  uint32_t srk_handle = kDefaultSrkHandle;
 };
 Result<CaDirectory> ReadCaDirectory(const std::filesystem::path& dir);
 

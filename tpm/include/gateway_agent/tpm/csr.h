@@ -4,8 +4,8 @@
 #include <string>
 #include <string_view>
 
+#include "gateway_agent/openssl.h"
 #include "gateway_agent/status.h"
-#include "gateway_agent/tpm/openssl_error.h"
 
 namespace ga::tpm {
 
@@ -14,9 +14,7 @@ namespace ga::tpm {
 Result<X509NamePtr> ParseSubject(std::string_view subject);
 
 // A CSR for `subject` carrying `key`'s public key, signed by `key` with
-// SHA-256 in LibCtx().
+// SHA-256 in LibCtx(). CsrToPem (gateway_agent/openssl.h) gives its PEM.
 Result<X509ReqPtr> MakeCsr(EVP_PKEY* key, std::string_view subject);
-
-Result<std::string> CsrToPem(X509_REQ* csr);
 
 }  // namespace ga::tpm

@@ -18,8 +18,8 @@
 
 #include <memory>
 
+#include "gateway_agent/openssl.h"
 #include "gateway_agent/status.h"
-#include "gateway_agent/tpm/openssl_error.h"
 #include "gateway_agent/tpm/tpm_context.h"
 #include "gateway_agent/tpm/tpm_key.h"
 

@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "gateway_agent/openssl.h"
 #include "gateway_agent/status.h"
-#include "gateway_agent/tpm/openssl_error.h"
 
 namespace ga::tpm {
 

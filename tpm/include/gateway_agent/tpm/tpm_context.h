@@ -13,13 +13,14 @@
 
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "gateway_agent/status.h"
+#include "gateway_agent/thread_annotations.h"
 #include "gateway_agent/tpm/tpm_key.h"
+#include "gateway_agent/tpm_handle.h"
 
 namespace ga::tpm {
 
@@ -93,11 +94,12 @@ class TpmContext {
 
  private:
   explicit TpmContext(TpmOptions options);
-  Result<bool> EnsureSrkLocked();
+  Result<bool> EnsureSrkLocked() GA_REQUIRES(mu_);
 
-  TpmOptions options_;
-  std::mutex mu_;
-  std::unique_ptr<Esys> esys_;  // guarded by mu_
+  const TpmOptions options_;
+  // One TPM command at a time on the ESAPI context.
+  Mutex mu_;
+  const std::unique_ptr<Esys> esys_ GA_PT_GUARDED_BY(mu_);
 };
 
 }  // namespace ga::tpm

@@ -12,13 +12,13 @@
 #include <string_view>
 
 #include "gateway_agent/status.h"
+#include "gateway_agent/tpm_handle.h"
 
 namespace ga::tpm {
 
 // Handle value "owner hierarchy" in a key file: the key's parent is the
 // primary key made from the standard ECC SRK template (tpm2-openssl writes this).
 inline constexpr uint32_t kOwnerHierarchy = 0x40000001;
-inline constexpr uint32_t kDefaultSrkHandle = 0x81000001;
 
 enum class KeyAlgorithm { kEccP256, kRsa2048 };
 
@@ -36,8 +36,8 @@ class TpmKeyBlob {
   static Result<TpmKeyBlob> ReadFile(const std::filesystem::path& path);
 
   std::string ToPem() const;
-  // Writes the PEM with mode 0600, atomically (temporary file + rename). Fails
-  // with AlreadyExists when `path` exists and !overwrite.
+  // Writes the PEM with mode 0600 by WriteFileAtomic. Fails with
+  // AlreadyExists when `path` exists and !overwrite.
   Status WriteFile(const std::filesystem::path& path, bool overwrite = false) const;
 
   KeyAlgorithm algorithm() const { return algorithm_; }

@@ -1,5 +1,5 @@
-// OpenSSL errors as ga::Status, and owners for the OpenSSL handles the tpm/
-// API hands out. Shared with pki/ and bridge/.
+// OpenSSL for every part: errors as ga::Status, owners for its handles, and
+// the PEM text of a memory BIO or a CSR.
 #pragma once
 
 #include <openssl/evp.h>
@@ -7,6 +7,7 @@
 #include <openssl/x509.h>
 
 #include <memory>
+#include <string>
 #include <string_view>
 
 #include "gateway_agent/status.h"
@@ -18,6 +19,11 @@ namespace ga {
 // OpenSSL call, before anything else can push or clear errors. When the queue
 // is empty the message says so, so the Status is never empty.
 Status OpenSslError(std::string_view what, Code code = Code::kCrypto);
+
+// Drains this thread's OpenSSL error queue: "<error 1>; <error 2>", with each
+// error's data in parentheses; "" when the queue is empty. For callers that
+// report the text in their own form; others use OpenSslError.
+std::string DrainOpenSslErrors();
 
 // Removes whatever an earlier, already handled failure left on the queue.
 void ClearOpenSslErrors();
@@ -55,5 +61,11 @@ using X509NamePtr = std::unique_ptr<X509_NAME, X509NameDeleter>;
 using SslCtxPtr = std::unique_ptr<SSL_CTX, SslCtxDeleter>;
 using SslPtr = std::unique_ptr<SSL, SslDeleter>;
 using BioPtr = std::unique_ptr<BIO, BioDeleter>;
+
+// The bytes written to a memory BIO (BIO_s_mem) so far.
+std::string MemoryBioText(BIO* bio);
+
+// The PEM "CERTIFICATE REQUEST" block of `csr`.
+Result<std::string> CsrToPem(const X509_REQ* csr);
 
 }  // namespace ga

@@ -8,9 +8,9 @@
 
 #include "gateway_agent/files.h"
 #include "gateway_agent/log.h"
+#include "gateway_agent/openssl.h"
 #include "gateway_agent/pki/certificate.h"
 #include "gateway_agent/tpm/csr.h"
-#include "gateway_agent/openssl.h"
 #include "gateway_agent/tpm/openssl_provider.h"
 
 namespace ga {

@@ -60,4 +60,9 @@ std::chrono::nanoseconds ConnectScheduler::TryAdmit(const std::string& client) {
   return std::chrono::nanoseconds(0);
 }
 
+void ConnectScheduler::AttemptDone(const std::string& client) {
+  MutexLock lock(mu_);
+  last_connect_[client] = clock_.Now();
+}
+
 }  // namespace ga

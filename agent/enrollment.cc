@@ -183,6 +183,7 @@ Status Enrollment::Register(Identity& identity) {
 
   StepContext steps = Steps();
   Result<ConnectAttempt> attempt = ConnectOnce(identity, steps);
+  scheduler_->AttemptDone(identity.name);
   if (!attempt.ok()) return Retry(identity, "key: " + attempt.status().message(), false);
   const ConnectAttempt& a = *attempt;
   ConnectVerdict verdict =

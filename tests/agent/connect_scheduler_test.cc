@@ -92,6 +92,19 @@ TEST(ConnectScheduler, OneConnectPerClientIdPerSpacingOthersUnaffected) {
   EXPECT_EQ(s.TryAdmit("s1"), nanoseconds(kPerClientIdSpacing));
 }
 
+TEST(ConnectScheduler, TheSpacingCountsFromTheEndOfASlowAttempt) {
+  FakeClock clock;
+  ConnectScheduler s(Pacing(100), clock, 5);
+  EXPECT_EQ(s.TryAdmit("s1"), 0ns);
+  // The handshake waited 700 ms for the TPM: the CONNECT left about then.
+  clock.Advance(700ms);
+  s.AttemptDone("s1");
+  clock.Advance(kPerClientIdSpacing - 700ms);
+  EXPECT_EQ(s.TryAdmit("s1"), nanoseconds(700ms));
+  clock.Advance(700ms);
+  EXPECT_EQ(s.TryAdmit("s1"), 0ns);
+}
+
 TEST(ConnectScheduler, TheAccountRateAllowsItsBurstThenOneSlotPerInterval) {
   FakeClock clock;
   ConnectScheduler s(Pacing(5), clock, 5);

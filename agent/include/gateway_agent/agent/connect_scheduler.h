@@ -53,6 +53,13 @@ class ConnectScheduler {
   // first asked, however often each one asks.
   std::chrono::nanoseconds TryAdmit(const std::string& client) GA_EXCLUDES(mu_);
 
+  // The admitted attempt of `client` is over. Its CONNECT went out some time
+  // after the admission (TCP, then a TLS handshake that waits for the TPM),
+  // so the spacing of the next one counts from now: AWS counts from the
+  // CONNECT it received, and a slow handshake followed by a fast one would
+  // otherwise bring two within a second.
+  void AttemptDone(const std::string& client) GA_EXCLUDES(mu_);
+
   const BackoffPolicy& backoff() const { return pacing_.backoff; }
 
  private:

@@ -10,12 +10,22 @@
 
 namespace ga {
 
-Result<bridge::BridgeIdentity> ToBridgeIdentity(const Identity& id,
-                                                const std::shared_ptr<tpm::TpmContext>& tpm) {
+namespace {
+
+// What the bridge knows of `id` without its key: offline until ACTIVE.
+bridge::BridgeIdentity Offline(const Identity& id) {
   bridge::BridgeIdentity b;
   b.name = id.name;
   b.thing = id.thing;
   b.sensor = id.kind == IdentityKind::kSensor;
+  return b;
+}
+
+}  // namespace
+
+Result<bridge::BridgeIdentity> ToBridgeIdentity(const Identity& id,
+                                                const std::shared_ptr<tpm::TpmContext>& tpm) {
+  bridge::BridgeIdentity b = Offline(id);
   if (id.state == EnrollmentState::kShared) {
     b.via = kGatewayIdentity;  // no key of its own
     return b;
@@ -40,11 +50,7 @@ void TellBridge(bridge::Bridge& bridge, const std::shared_ptr<tpm::TpmContext>& 
   auto b = ToBridgeIdentity(id, tpm);
   if (b.ok()) return bridge.Upsert(*b);
   log::Error("not connecting to AWS IoT: " + b.status().message(), {{"IDENTITY", id.name}});
-  bridge::BridgeIdentity offline;
-  offline.name = id.name;
-  offline.thing = id.thing;
-  offline.sensor = id.kind == IdentityKind::kSensor;
-  bridge.Upsert(offline);
+  bridge.Upsert(Offline(id));
 }
 
 }  // namespace ga

@@ -50,14 +50,13 @@ class Bridge::Loop {
     GA_ASSIGN_OR_RETURN(TopicMap topics, TopicMap::Create(options.local.ingest_filter,
                                                           options.bridge.cloud_topic_template,
                                                           options.bridge.command_filter));
-    std::unique_ptr<Loop> loop(
-        new Loop(std::move(options), std::move(outbox), std::move(events), std::move(topics)));
+    std::unique_ptr<Loop> loop(new Loop(std::move(outbox), std::move(events), std::move(topics)));
     LocalLink::Parts local{*loop->events_,    loop->agenda_, loop->staging_, loop->topics_,
                            loop->identities_, loop->rng_,    local_connected};
-    GA_ASSIGN_OR_RETURN(loop->local_, LocalLink::Create(loop->options_.local, local));
-    CloudLinks::Settings settings{loop->options_.aws, loop->options_.bridge,
-                                  loop->options_.connect_interrupt_signal,
-                                  loop->options_.release_free_memory};
+    GA_ASSIGN_OR_RETURN(loop->local_, LocalLink::Create(options.local, local));
+    CloudLinks::Settings settings{std::move(options.aws), std::move(options.bridge),
+                                  options.connect_interrupt_signal,
+                                  std::move(options.release_free_memory)};
     CloudLinks::Parts cloud{*loop->events_, loop->agenda_, *loop->outbox_, loop->staging_,
                             loop->topics_,  *loop->local_, loop->rng_};
     loop->clouds_ = std::make_unique<CloudLinks>(std::move(settings), cloud);
@@ -146,10 +145,8 @@ class Bridge::Loop {
   }
 
  private:
-  Loop(Options options, std::unique_ptr<Outbox> outbox, std::unique_ptr<EventLoop> events,
-       TopicMap topics)
-      : options_(std::move(options)),
-        outbox_(std::move(outbox)),
+  Loop(std::unique_ptr<Outbox> outbox, std::unique_ptr<EventLoop> events, TopicMap topics)
+      : outbox_(std::move(outbox)),
         events_(std::move(events)),
         topics_(std::move(topics)),
         staging_(*outbox_),
@@ -204,7 +201,6 @@ class Bridge::Loop {
     local_.reset();
   }
 
-  const Options options_;
   std::unique_ptr<Outbox> outbox_;
   std::unique_ptr<EventLoop> events_;
   const TopicMap topics_;

@@ -16,25 +16,26 @@ namespace {
 // The interrupt signal of the pool whose job runs on this thread.
 thread_local int current_interrupt_signal = 0;
 
+// Blocks or unblocks `sig` (0: none) on the calling thread.
+void MaskSignal(int sig, int how) {
+  if (sig == 0) return;
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, sig);
+  pthread_sigmask(how, &set, nullptr);
+}
+
 }  // namespace
 
 HandshakePool::HandshakePool(int threads, int interrupt_signal)
     : threads_(threads), interrupt_signal_(interrupt_signal) {}
 
 void HandshakePool::MaskInterrupt(int how) const {
-  if (interrupt_signal_ == 0) return;
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, interrupt_signal_);
-  pthread_sigmask(how, &set, nullptr);
+  MaskSignal(interrupt_signal_, how);
 }
 
 void HandshakePool::ShieldCurrentThread() {
-  if (current_interrupt_signal == 0) return;
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, current_interrupt_signal);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  MaskSignal(current_interrupt_signal, SIG_BLOCK);
 }
 
 int HandshakePool::InterruptibleConnect(const std::function<int()>& connect) {

@@ -18,6 +18,7 @@
 
 #include "gateway_agent/aws_iot.h"
 #include "gateway_agent/openssl.h"
+#include "gateway_agent/tls_step.h"
 #include "gateway_agent/tpm/tls_client.h"
 #include "gateway_agent/unique_fd.h"
 
@@ -33,18 +34,6 @@ ConnectAttempt Network(std::string detail, bool name_not_found = false) {
   a.name_not_found = name_not_found;
   a.detail = std::move(detail);
   return a;
-}
-
-// Waits until `fd` is readable/writable or the deadline passes.
-bool WaitFd(int fd, short events, Clock::time_point deadline) {
-  while (true) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-    if (left.count() <= 0) return false;
-    pollfd p{fd, events, 0};
-    int rc = poll(&p, 1, static_cast<int>(left.count()));
-    if (rc > 0) return true;
-    if (rc < 0 && errno != EINTR) return false;
-  }
 }
 
 // OpenSSL records a received alert as reason SSL_AD_REASON_OFFSET + alert.
@@ -87,30 +76,7 @@ std::string ConnectPacket(std::string_view client_id, int keepalive) {
   return packet + body;
 }
 
-// Drives an SSL operation on a non-blocking socket until it completes, fails
-// or the deadline passes. Returns the SSL_get_error code (SSL_ERROR_NONE on success).
-template <typename Op>
-int Drive(SSL* ssl, int fd, Clock::time_point deadline, Op op, int* result) {
-  while (true) {
-    ERR_clear_error();
-    int rc = op();
-    if (rc > 0) {
-      *result = rc;
-      return SSL_ERROR_NONE;
-    }
-    int err = SSL_get_error(ssl, rc);
-    if (err == SSL_ERROR_WANT_READ) {
-      if (!WaitFd(fd, POLLIN, deadline)) return -1;
-    } else if (err == SSL_ERROR_WANT_WRITE) {
-      if (!WaitFd(fd, POLLOUT, deadline)) return -1;
-    } else {
-      *result = rc;
-      return err;
-    }
-  }
-}
-
-ConnectAttempt FromTlsFailure(SSL* ssl, int err, std::string_view stage) {
+ConnectAttempt FromTlsFailure(SSL* ssl, const tls::StepResult& step, std::string_view stage) {
   ConnectAttempt a;
   long verify = SSL_get_verify_result(ssl);
   int alert = ReceivedAlert();
@@ -128,11 +94,12 @@ ConnectAttempt FromTlsFailure(SSL* ssl, int err, std::string_view stage) {
                SSL_alert_desc_string_long(alert) + ")";
     return a;
   }
-  if (err == -1) {
+  if (step.end == tls::StepEnd::kTimeout) {
     a.outcome = ConnectOutcome::kClosed;
     a.detail = std::string(stage) + ": no answer from the server in time";
     return a;
   }
+  if (errors.empty() && step.socket_error != 0) errors = std::strerror(step.socket_error);
   a.outcome = ConnectOutcome::kClosed;
   a.detail = std::string(stage) + ": the server closed the connection" +
              (errors.empty() ? std::string() : " (" + errors + ")");
@@ -190,15 +157,14 @@ ConnectAttempt AttemptConnect(const ConnectOptions& options) {
     if (!s.valid()) continue;
     int rc = connect(s.get(), ai->ai_addr, ai->ai_addrlen);
     if (rc != 0 && errno == EINPROGRESS) {
-      if (WaitFd(s.get(), POLLOUT, Clock::now() + options.timeout)) {
-        int soerr = 0;
-        socklen_t len = sizeof soerr;
-        getsockopt(s.get(), SOL_SOCKET, SO_ERROR, &soerr, &len);
-        rc = soerr == 0 ? 0 : -1;
-        errno = soerr;
-      } else {
-        errno = ETIMEDOUT;
-      }
+      tls::StepResult w = tls::WaitFd(s.get(), POLLOUT, Clock::now() + options.timeout);
+      int soerr = 0;
+      socklen_t len = sizeof soerr;
+      getsockopt(s.get(), SOL_SOCKET, SO_ERROR, &soerr, &len);
+      if (w.end == tls::StepEnd::kTimeout) soerr = ETIMEDOUT;
+      if (w.end == tls::StepEnd::kSocket) soerr = w.socket_error;
+      rc = soerr == 0 ? 0 : -1;
+      errno = soerr;
     }
     if (rc == 0) {
       sock = std::move(s);
@@ -234,17 +200,14 @@ ConnectAttempt AttemptConnect(const ConnectOptions& options) {
   if (!is_ip) SSL_set_tlsext_host_name(ssl.get(), options.host.c_str());
 
   const auto deadline = Clock::now() + options.timeout;
-  int result = 0;
-  int err = Drive(
-      ssl.get(), fd, deadline, [&] { return SSL_connect(ssl.get()); }, &result);
-  if (err != SSL_ERROR_NONE) return FromTlsFailure(ssl.get(), err, "TLS handshake");
+  tls::StepResult step = tls::Step(ssl.get(), fd, deadline, [&] { return SSL_connect(ssl.get()); });
+  if (step.end != tls::StepEnd::kDone) return FromTlsFailure(ssl.get(), step, "TLS handshake");
 
   std::string connect = ConnectPacket(options.client_id, options.keepalive_seconds);
-  err = Drive(
-      ssl.get(), fd, deadline,
-      [&] { return SSL_write(ssl.get(), connect.data(), static_cast<int>(connect.size())); },
-      &result);
-  if (err != SSL_ERROR_NONE) return FromTlsFailure(ssl.get(), err, "sending CONNECT");
+  step = tls::Step(ssl.get(), fd, deadline, [&] {
+    return SSL_write(ssl.get(), connect.data(), static_cast<int>(connect.size()));
+  });
+  if (step.end != tls::StepEnd::kDone) return FromTlsFailure(ssl.get(), step, "sending CONNECT");
 
   // CONNACK: 0x20 0x02 <session present> <return code>. With TLS 1.3 the
   // server judges the client certificate after the handshake, so a refusal
@@ -252,18 +215,17 @@ ConnectAttempt AttemptConnect(const ConnectOptions& options) {
   unsigned char connack[4];
   size_t got = 0;
   while (got < sizeof connack) {
-    err = Drive(
-        ssl.get(), fd, deadline,
-        [&] { return SSL_read(ssl.get(), connack + got, static_cast<int>(sizeof connack - got)); },
-        &result);
-    if (err != SSL_ERROR_NONE) {
-      ConnectAttempt a = FromTlsFailure(ssl.get(), err, "waiting for CONNACK");
-      if (a.outcome == ConnectOutcome::kClosed && err != -1) {
+    step = tls::Step(ssl.get(), fd, deadline, [&] {
+      return SSL_read(ssl.get(), connack + got, static_cast<int>(sizeof connack - got));
+    });
+    if (step.end != tls::StepEnd::kDone) {
+      ConnectAttempt a = FromTlsFailure(ssl.get(), step, "waiting for CONNACK");
+      if (a.outcome == ConnectOutcome::kClosed && step.end != tls::StepEnd::kTimeout) {
         a.detail = "closed after CONNECT without CONNACK";
       }
       return a;
     }
-    got += static_cast<size_t>(result);
+    got += static_cast<size_t>(step.rc);
   }
   ConnectAttempt a;
   if (connack[0] != 0x20 || connack[1] != 0x02) {
@@ -287,9 +249,8 @@ ConnectAttempt AttemptConnect(const ConnectOptions& options) {
   a.outcome = ConnectOutcome::kAccepted;
   a.detail = "CONNACK accepted";
   const char disconnect[2] = {static_cast<char>(0xE0), 0};
-  Drive(
-      ssl.get(), fd, Clock::now() + std::chrono::seconds(1),
-      [&] { return SSL_write(ssl.get(), disconnect, 2); }, &result);
+  tls::Step(ssl.get(), fd, Clock::now() + std::chrono::seconds(1),
+            [&] { return SSL_write(ssl.get(), disconnect, 2); });  // best effort
   SSL_shutdown(ssl.get());
   ERR_clear_error();
   return a;

@@ -155,10 +155,16 @@ void CloudLinks::Connect(CloudConnection& c) {
     // endpoint in turn (its asynchronous connect stops at the first).
     int rc = handshakes_.InterruptibleConnect(
         [&] { return mosquitto_connect(m, host.c_str(), port, keepalive); });
-    if (rc == MOSQ_ERR_SUCCESS) rc = FinishTlsHandshake(m, handshakes_.stopping());
+    std::string why;
+    if (rc == MOSQ_ERR_SUCCESS) {
+      HandshakeEnd end = FinishTlsHandshake(m, handshakes_.stopping());
+      rc = end.rc;
+      why = std::move(end.why);
+    } else {
+      // errno belongs to this thread: turn it into text here.
+      why = rc == MOSQ_ERR_ERRNO ? std::strerror(errno) : mosquitto_strerror(rc);
+    }
     CloudTlsContext::PresentOnThisThread(nullptr);
-    // errno belongs to this thread: turn it into text here.
-    std::string why = rc == MOSQ_ERR_ERRNO ? std::strerror(errno) : mosquitto_strerror(rc);
     parts_.loop.Post([this, conn, rc, why] { HandshakeDone(*conn, rc, why); });
   });
 }

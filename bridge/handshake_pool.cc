@@ -1,13 +1,12 @@
 #include "handshake_pool.h"
 
 #include <openssl/ssl.h>
-#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 
-#include <algorithm>
-#include <cerrno>
 #include <chrono>
+
+#include "gateway_agent/tls_step.h"
 
 namespace ga::bridge {
 
@@ -111,36 +110,29 @@ void HandshakePool::Work() {
   mu_.unlock();
 }
 
-int FinishTlsHandshake(mosquitto* m, const std::atomic<bool>& stop) {
-  using Clock = std::chrono::steady_clock;
+HandshakeEnd FinishTlsHandshake(mosquitto* m, const std::atomic<bool>& stop) {
   auto* ssl = static_cast<SSL*>(mosquitto_ssl_get(m));
-  if (ssl == nullptr) return MOSQ_ERR_SUCCESS;  // not TLS
-  auto deadline = Clock::now() + std::chrono::seconds(30);
-  while (!SSL_is_init_finished(ssl)) {
-    int fd = mosquitto_socket(m);
-    if (fd < 0) return MOSQ_ERR_CONN_LOST;
-    auto left =
-        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-    if (left <= 0) return MOSQ_ERR_TIMEOUT;
-    if (stop) return MOSQ_ERR_CONN_LOST;
-    pollfd p{fd, static_cast<short>(POLLIN | POLLRDHUP | (mosquitto_want_write(m) ? POLLOUT : 0)),
-             0};
-    int n = poll(&p, 1, static_cast<int>(std::min<int64_t>(left, 500)));
-    if (n < 0 && errno != EINTR) return MOSQ_ERR_ERRNO;
-    if (n <= 0) continue;
-    if (p.revents & (POLLERR | POLLHUP | POLLRDHUP)) {
-      // Refused, reset or closed: say why instead of stepping SSL_connect on a dead socket.
-      int err = 0;
-      socklen_t len = sizeof err;
-      getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
-      if (err == 0) return MOSQ_ERR_CONN_LOST;
-      errno = err;
-      return MOSQ_ERR_ERRNO;
-    }
-    int rc = (p.revents & POLLOUT) ? mosquitto_loop_write(m, 1) : mosquitto_loop_read(m, 1);
-    if (rc != MOSQ_ERR_SUCCESS) return rc;
+  if (ssl == nullptr) return {MOSQ_ERR_SUCCESS, ""};  // not TLS
+  const int fd = mosquitto_socket(m);
+  if (fd < 0) return {MOSQ_ERR_CONN_LOST, mosquitto_strerror(MOSQ_ERR_CONN_LOST)};
+  tls::StepResult r = tls::Step(
+      ssl, fd, std::chrono::steady_clock::now() + kTlsHandshakeTimeout,
+      [ssl] { return SSL_connect(ssl); }, &stop);
+  if (r.end == tls::StepEnd::kDone) {
+    // libmosquitto still waits for its own SSL_connect to finish before it
+    // sends CONNECT: one read step lets it see the handshake is over.
+    int rc = mosquitto_loop_read(m, 1);
+    return {rc, rc == MOSQ_ERR_SUCCESS ? "" : mosquitto_strerror(rc)};
   }
-  return MOSQ_ERR_SUCCESS;
+  // The socket stays with libmosquitto until the next connect; close the
+  // connection itself now so the server does not wait on it.
+  shutdown(fd, SHUT_RDWR);
+  switch (r.end) {
+    case tls::StepEnd::kTimeout: return {MOSQ_ERR_TIMEOUT, "TLS handshake timed out"};
+    case tls::StepEnd::kStopped: return {MOSQ_ERR_CONN_LOST, "stopping"};
+    case tls::StepEnd::kSocket: return {MOSQ_ERR_ERRNO, tls::Describe(r)};
+    default: return {MOSQ_ERR_TLS, "TLS handshake: " + tls::Describe(r)};
+  }
 }
 
 }  // namespace ga::bridge

@@ -8,10 +8,12 @@
 #include <pthread.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
 #include <set>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -64,11 +66,17 @@ class HandshakePool {
   std::set<pthread_t> connecting_ GA_GUARDED_BY(connecting_mu_);  // threads inside a TCP connect
 };
 
+inline constexpr std::chrono::seconds kTlsHandshakeTimeout(30);
+
+struct HandshakeEnd {
+  int rc;           // MOSQ_ERR_*
+  std::string why;  // what failed, for the log ("" on success)
+};
+
 // Drives the TLS handshake that mosquitto_connect started on its (by then
-// non-blocking) socket to the end, within 30 s or until `stop`. While the
-// handshake runs, libmosquitto's loop_read/loop_write only step SSL_connect:
-// no packet is read and no callback runs, so this is safe on a thread other
-// than the loop's. Returns a MOSQ_ERR_* code (MOSQ_ERR_ERRNO: see errno).
-int FinishTlsHandshake(mosquitto* m, const std::atomic<bool>& stop);
+// non-blocking) socket to the end, within kTlsHandshakeTimeout or until
+// `stop`. Until libmosquitto sees the handshake finished it reads no packet
+// and runs no callback, so this is safe on a thread other than the loop's.
+HandshakeEnd FinishTlsHandshake(mosquitto* m, const std::atomic<bool>& stop);
 
 }  // namespace ga::bridge

@@ -233,7 +233,12 @@ bool WaitForLocalBroker(bridge::Bridge& bridge, const Config& config, ServiceNot
     }
     int sig = notifier.WaitForSignal(signals, std::chrono::milliseconds(50));
     if (sig == SIGTERM || sig == SIGINT) return false;
-    if (sig == SIGHUP) *reload = true;
+    if (sig == SIGHUP && !*reload) {
+      log::Info(
+          "reload asked for before the service is ready: applied once the local broker "
+          "is reached");
+      *reload = true;
+    }
   }
   return true;
 }

@@ -10,7 +10,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -178,20 +180,49 @@ std::string Log(AgentHarness& h) {
 }
 
 // True once the sim lists every one of `things` as a connected client.
-bool WaitForSimClients(IotSim& sim, const std::vector<std::string>& things,
-                       std::chrono::seconds timeout) {
-  auto all_up = [&] {
-    auto r = sim.Http("GET", "/_sim/clients");
-    for (const auto& thing : things) {
-      if (r.body.find("\"clientId\":\"" + thing + "\"") == std::string::npos) return false;
-    }
-    return true;
-  };
+// The clients connected to iot-sim, from its control API.
+nlohmann::json SimClients(IotSim& sim) {
+  auto r = nlohmann::json::parse(sim.Http("GET", "/_sim/clients").body, nullptr, false);
+  return r.is_object() && r.contains("clients") ? r["clients"] : nlohmann::json::array();
+}
+
+bool WaitUntil(const std::function<bool()>& done, std::chrono::seconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!all_up() && std::chrono::steady_clock::now() < deadline) {
+  while (!done() && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(200ms);
   }
-  return all_up();
+  return done();
+}
+
+bool WaitForSimClients(IotSim& sim, const std::vector<std::string>& things,
+                       std::chrono::seconds timeout) {
+  return WaitUntil(
+      [&] {
+        auto clients = SimClients(sim);
+        for (const auto& thing : things) {
+          bool up = std::any_of(clients.begin(), clients.end(),
+                                [&](const auto& c) { return c.value("clientId", "") == thing; });
+          if (!up) return false;
+        }
+        return true;
+      },
+      timeout);
+}
+
+// Waits until iot-sim has stored `client_id`'s subscription to `filter`.
+bool WaitForSimSubscription(IotSim& sim, const std::string& client_id, const std::string& filter,
+                            std::chrono::seconds timeout) {
+  return WaitUntil(
+      [&] {
+        for (const auto& c : SimClients(sim)) {
+          if (c.value("clientId", "") != client_id || !c.contains("subscriptions")) continue;
+          for (const auto& f : c["subscriptions"]) {
+            if (f == filter) return true;
+          }
+        }
+        return false;
+      },
+      timeout);
 }
 
 bool WaitForLocalMessage(LocalClient& client, size_t n, std::chrono::seconds timeout) {
@@ -662,8 +693,8 @@ TEST(Bridge, CommandsQueuedWhileOfflineAllArriveOnReconnect) {
   ASSERT_TRUE(h.ok()) << h.status().ToString();
   ASSERT_TRUE((*h)->StartAgent().ok());
   ASSERT_TRUE((*h)->WaitForState("ACTIVE", 2, 90s)) << Log(**h);
-  ASSERT_TRUE(WaitForSimClients((*h)->sim(), {"gw-test:s1"}, 30s)) << Log(**h);
-  std::this_thread::sleep_for(500ms);  // its SUBSCRIBE for cmd/gw-test:s1/# is in
+  ASSERT_TRUE(WaitForSimSubscription((*h)->sim(), "gw-test:s1", "cmd/gw-test:s1/#", 30s))
+      << Log(**h);
   ASSERT_TRUE((*h)->agent().Signal(SIGTERM, 20s).has_value());
 
   constexpr int kCommands = 300;

@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -53,6 +54,12 @@ struct Notification {
     auto eq = assignment.find('=');
     auto value = Get(assignment.substr(0, eq));
     return value && *value == assignment.substr(eq + 1);
+  }
+  // True when the variable's value starts with what follows '='.
+  bool HasPrefix(std::string_view assignment) const {
+    auto eq = assignment.find('=');
+    auto value = Get(assignment.substr(0, eq));
+    return value && value->compare(0, assignment.size() - eq - 1, assignment.substr(eq + 1)) == 0;
   }
 };
 
@@ -107,14 +114,15 @@ class NotifySocket {
     return note;
   }
 
-  // Receives until a datagram has `assignment` ("READY=1"); nullopt after `timeout`.
+  // Receives until a datagram has `assignment` ("READY=1"; with `prefix`, a
+  // value that starts with the given one); nullopt after `timeout`.
   std::optional<Notification> WaitFor(std::string_view assignment,
-                                      std::chrono::milliseconds timeout) {
+                                      std::chrono::milliseconds timeout, bool prefix = false) {
     auto deadline = Clock::now() + timeout;
     while (Clock::now() < deadline) {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
       auto note = Receive(std::max(left, 1ms));
-      if (note && note->Has(assignment)) return note;
+      if (note && (prefix ? note->HasPrefix(assignment) : note->Has(assignment))) return note;
     }
     return std::nullopt;
   }
@@ -156,6 +164,16 @@ class SdNotifyTest : public ::testing::Test {
     ASSERT_TRUE(ready) << "no READY=1; agent log:\n" << AgentLog();
   }
 
+  // Waits until the agent's log holds `text`.
+  bool WaitForLog(std::string_view text, std::chrono::milliseconds timeout) const {
+    auto deadline = Clock::now() + timeout;
+    while (AgentLog().find(text) == std::string::npos) {
+      if (Clock::now() > deadline) return false;
+      std::this_thread::sleep_for(20ms);
+    }
+    return true;
+  }
+
   std::string AgentLog() const {
     std::ifstream in(harness_->dir() / "agent.log");
     std::stringstream ss;
@@ -166,12 +184,13 @@ class SdNotifyTest : public ::testing::Test {
   // The identity names `gateway-agent status --json` lists (removed ones are not listed).
   std::vector<std::string> ListedIdentities() {
     std::string json = harness_->StatusJson();
+    auto status = nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false);
     std::vector<std::string> names;
-    const std::string key = "{\"name\":\"";
-    for (size_t at = json.find(key); at != std::string::npos; at = json.find(key, at + 1)) {
-      size_t begin = at + key.size();
-      names.push_back(json.substr(begin, json.find('"', begin) - begin));
+    if (!status.is_object() || !status.contains("identities")) {
+      ADD_FAILURE() << "status --json is not a status report: " << json;
+      return names;
     }
+    for (const auto& id : status["identities"]) names.push_back(id.value("name", ""));
     return names;
   }
 
@@ -293,10 +312,12 @@ TEST_F(SdNotifyTest, ReloadAppliesSensorChangesAndKeepsRunTimeSensors) {
 TEST_F(SdNotifyTest, AReloadAskedForBeforeReadyIsAppliedOnceReady) {
   harness_->broker().process().Stop();  // no local broker: the agent cannot be ready
   ASSERT_TRUE(StartAgent().ok());
-  std::this_thread::sleep_for(1s);
+  // From this status on the agent takes SIGHUP as a reload to apply later.
+  ASSERT_TRUE(notify_->WaitFor("STATUS=waiting for the local broker", 30s, /*prefix=*/true))
+      << AgentLog();
   harness_->RewriteConfig([](std::string& text) { text += "[[sensor]]\nid = \"late\"\n"; });
   ASSERT_EQ(kill(harness_->agent().pid(), SIGHUP), 0);
-  std::this_thread::sleep_for(500ms);
+  ASSERT_TRUE(WaitForLog("reload asked for before the service is ready", 10s)) << AgentLog();
   EXPECT_FALSE(Contains(ListedIdentities(), "late"));
   ASSERT_TRUE(harness_->broker().Restart().ok());
   ASSERT_TRUE(notify_->WaitFor("READY=1", 60s)) << AgentLog();

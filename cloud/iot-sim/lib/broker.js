@@ -76,6 +76,11 @@ export class Broker {
       const gate = client && client.conn instanceof Gate ? client.conn : null;
       this.onPublished(packet, gate);
     });
+    // aedes emits this once the subscriptions are stored (persistent sessions included).
+    this.aedes.on('subscribe', (subscriptions, client) => {
+      const gate = client && client.conn instanceof Gate ? client.conn : null;
+      if (gate) for (const s of subscriptions) gate.subscriptions.add(s.topic);
+    });
     this.server = tls.createServer({
       key: this.serverTls.key,
       cert: this.serverTls.cert,
@@ -204,7 +209,8 @@ export class Broker {
         tlsVersion: g.facts.tlsVersion,
         alpn: g.facts.alpn || null,
         servername: g.facts.servername,
-        connectedAt: g.connectedAt
+        connectedAt: g.connectedAt,
+        subscriptions: [...g.subscriptions]
       });
     }
     return out;
@@ -240,6 +246,7 @@ class Gate extends Duplex {
     this.byteBucket = new TokenBucket(o.maxThroughput);
     this.authzCache = new Map();
     this.authzEpoch = -1;
+    this.subscriptions = new Set(); // filters this connection subscribed to (stored by aedes)
     this.thingCache = undefined;
     this.inputEnded = false;
     socket.on('data', (d) => this.onData(d));

@@ -76,11 +76,14 @@ void RegisterRunCommands(CLI::App& app, const GlobalOptions& global, int& exit_c
     }
     // Without the outbox the identities are still worth showing; the
     // missing traffic is reported and the command fails.
-    auto traffic = bridge::ReadOutboxStats(config->agent.state_dir / bridge::kOutboxDb);
+    const auto outbox = config->agent.state_dir / bridge::kOutboxDb;
+    auto traffic = bridge::ReadOutboxStats(outbox);
+    auto unknown = bridge::ReadUnknownSenders(outbox);
     BridgeStats stats = traffic.ok() ? *traffic : BridgeStats{};
-    std::cout << (*json ? StatusJson(*list, NowMillis(), stats)
-                        : StatusTable(*list, NowMillis(), stats));
-    exit_code = traffic.ok() ? 0 : Fail(traffic.status());
+    bridge::UnknownSenderReport strangers = unknown.ok() ? *unknown : bridge::UnknownSenderReport{};
+    std::cout << (*json ? StatusJson(*list, NowMillis(), stats, strangers)
+                        : StatusTable(*list, NowMillis(), stats, strangers));
+    exit_code = !traffic.ok() ? Fail(traffic.status()) : !unknown.ok() ? Fail(unknown.status()) : 0;
   });
 
   auto* probe = app.add_subcommand(

@@ -52,7 +52,8 @@ Traffic TrafficOf(const BridgeStats& bridge, const std::string& name, Millis now
   t.bytes = s.bytes;
   t.oldest_age_s = s.oldest_ms > 0 ? std::max<int64_t>(0, (now - s.oldest_ms) / 1000) : 0;
   t.sent = counter(bridge::kSent);
-  t.rejected = counter(bridge::kRejectedLimit) + counter(bridge::kRejectedFull);
+  t.rejected = counter(bridge::kRejectedLimit) + counter(bridge::kRejectedFull) +
+               counter(bridge::kRejectedTopic);
   t.dropped = counter(bridge::kDroppedFull) + counter(bridge::kDroppedAge) +
               counter(bridge::kDroppedUnknown);
   return t;
@@ -61,7 +62,7 @@ Traffic TrafficOf(const BridgeStats& bridge, const std::string& name, Millis now
 }  // namespace
 
 std::string StatusTable(const std::vector<Identity>& identities, Millis now,
-                        const BridgeStats& bridge) {
+                        const BridgeStats& bridge, const bridge::UnknownSenderReport& unknown) {
   std::string out;
   char line[512];
   std::snprintf(line, sizeof line,
@@ -98,11 +99,21 @@ std::string StatusTable(const std::vector<Identity>& identities, Millis now,
   out += std::to_string(active) + "/" + std::to_string(identities.size()) + " active";
   if (shared) out += ", " + std::to_string(shared) + " over the gateway's connection";
   out += "\n";
+  if (unknown.dropped > 0) {
+    out += "unknown sensor ids: " + std::to_string(unknown.dropped) + " message(s) dropped";
+    if (!unknown.recent.empty()) {
+      out += "; recent:";
+      for (const auto& u : unknown.recent) {
+        out += " " + u.id + " (" + std::to_string(u.messages) + ")";
+      }
+    }
+    out += "\n";
+  }
   return out;
 }
 
 std::string StatusJson(const std::vector<Identity>& identities, Millis now,
-                       const BridgeStats& bridge) {
+                       const BridgeStats& bridge, const bridge::UnknownSenderReport& unknown) {
   // Keys keep the order they are written in: programs may read the output
   // with line-oriented tools, and its order is part of what we ship.
   using Json = nlohmann::ordered_json;
@@ -140,7 +151,13 @@ std::string StatusJson(const std::vector<Identity>& identities, Millis now,
     by_state[std::string(StateName(static_cast<EnrollmentState>(s)))] = counts[s];
   }
   by_state["total"] = identities.size();
-  Json out = {{"identities", std::move(list)}, {"counts", std::move(by_state)}};
+  Json recent = Json::array();
+  for (const auto& u : unknown.recent) {
+    recent.push_back({{"id", u.id}, {"messages", u.messages}, {"lastSeen", Iso8601(u.last_ms)}});
+  }
+  Json out = {{"identities", std::move(list)},
+              {"counts", std::move(by_state)},
+              {"unknownSensors", {{"dropped", unknown.dropped}, {"recent", std::move(recent)}}}};
   // Text from peers (TLS alerts, CA error output) may not be UTF-8.
   return out.dump(-1, ' ', false, Json::error_handler_t::replace) + "\n";
 }

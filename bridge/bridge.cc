@@ -51,8 +51,8 @@ class Bridge::Loop {
                                                           options.bridge.cloud_topic_template,
                                                           options.bridge.command_filter));
     std::unique_ptr<Loop> loop(new Loop(std::move(outbox), std::move(events), std::move(topics)));
-    LocalLink::Parts local{*loop->events_,    loop->agenda_, loop->staging_, loop->topics_,
-                           loop->identities_, loop->rng_,    local_connected};
+    LocalLink::Parts local{*loop->events_, loop->agenda_,     loop->staging_, *loop->outbox_,
+                           loop->topics_,  loop->identities_, loop->rng_,     local_connected};
     GA_ASSIGN_OR_RETURN(loop->local_, LocalLink::Create(options.local, local));
     CloudLinks::Settings settings{std::move(options.aws), std::move(options.bridge),
                                   options.connect_interrupt_signal,

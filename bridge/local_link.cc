@@ -54,8 +54,9 @@ Status LocalLink::NewClient() {
       return {Code::kMqtt, "local.username: " + std::string(mosquitto_strerror(rc))};
     }
   }
-  mosquitto_connect_callback_set(
-      m, [](mosquitto*, void* self, int rc) { static_cast<LocalLink*>(self)->OnConnect(rc); });
+  mosquitto_connect_with_flags_callback_set(m, [](mosquitto*, void* self, int rc, int flags) {
+    static_cast<LocalLink*>(self)->OnConnect(rc, (flags & 0x01) != 0);
+  });
   mosquitto_message_callback_set(m, [](mosquitto*, void* self, const mosquitto_message* msg) {
     static_cast<LocalLink*>(self)->OnMessage(msg);
   });
@@ -84,8 +85,9 @@ void LocalLink::Connect() {
   parts_.loop.Watch(conn_);
 }
 
-void LocalLink::OnConnect(int rc) {
+void LocalLink::OnConnect(int rc, bool session_present) {
   conn_.connecting = false;
+  fresh_session_ = !session_present;
   if (rc != 0) {
     log::Error(std::string("local broker refused the connection: ") + mosquitto_connack_string(rc));
     mosquitto_disconnect(conn_.mosq.get());
@@ -107,11 +109,23 @@ void LocalLink::OnMessage(const mosquitto_message* msg) {
   conn_.bytes_read += 1 + length_bytes + remaining;
   auto parsed = parts_.topics.ParseLocal(topic);
   if (!parsed) return;
+  if (msg->retain && !fresh_session_) {
+    // MQTT sets RETAIN only on a copy sent because a subscription was made:
+    // this session saw the live publish already (or was subscribed when it
+    // was made), so a retained message is bridged once, not per reconnect.
+    return;
+  }
   auto it = parts_.identities.find(parsed->sensor);
   if (it == parts_.identities.end() || !it->second.sensor) {
-    parts_.staging.Count(std::string(parsed->sensor), kDroppedUnknown);
-    log::Warning("dropped a message from unknown sensor \"" + std::string(parsed->sensor) +
-                 "\" on " + std::string(topic) + " (add it with gateway-agent sensor add)");
+    unknown_.Note(parsed->sensor, topic, Clock::now(), NowMs());
+    return;
+  }
+  if (!parsed->has_rest) {
+    parts_.staging.Count(std::string(parsed->sensor), kRejectedTopic);
+    log::Warning("not sent: sensor " + std::string(parsed->sensor) + ", topic " +
+                     log::Printable(topic) + ": nothing follows the sensor id (publish to " +
+                     std::string(topic) + "/<something>)",
+                 {{"IDENTITY", std::string(parsed->sensor)}});
     return;
   }
   std::string cloud_topic = parts_.topics.CloudTopic(it->second.thing, parsed->rest);
@@ -161,6 +175,13 @@ void LocalLink::Tick(Clock::time_point now) {
     if (rc != MOSQ_ERR_SUCCESS) Lost(rc);
   }
   parts_.agenda.MarkWrite(conn_);
+  FlushUnknownSenders(now, /*force=*/false);
+}
+
+void LocalLink::FlushUnknownSenders(Clock::time_point now, bool force) {
+  if (Status s = unknown_.Flush(parts_.outbox, now, force); !s.ok()) {
+    log::Error("counting messages from unknown sensors: " + s.message());
+  }
 }
 
 void LocalLink::Lost(int rc) {
@@ -193,6 +214,7 @@ void LocalLink::Deliver(const std::string& topic, const void* payload, int lengt
 }
 
 void LocalLink::Disconnect() {
+  FlushUnknownSenders(Clock::now(), /*force=*/true);
   if (conn_.mosq && conn_.connected) mosquitto_disconnect(conn_.mosq.get());
 }
 

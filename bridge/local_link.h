@@ -5,7 +5,8 @@
 // commit; its PUBACK waits in libmosquitto's queue (the client is marked
 // threaded) until the loop writes, after the commit. Messages from unknown
 // sensors, from the gateway's own id and over AWS's limits are counted, not
-// sent.
+// sent. A retained message is bridged when it is published, not again each
+// time the subscription is made (see fresh_session_).
 #pragma once
 
 #include <atomic>
@@ -20,6 +21,7 @@
 #include "mqtt_connection.h"
 #include "outbox_staging.h"
 #include "topic_map.h"
+#include "unknown_senders.h"
 
 namespace ga::bridge {
 
@@ -32,6 +34,7 @@ class LocalLink {
     EventLoop& loop;
     Agenda& agenda;
     OutboxStaging& staging;
+    Outbox& outbox;  // unknown-sender counts, written apart from the messages
     const TopicMap& topics;
     const IdentityTable& identities;
     std::mt19937_64& rng;
@@ -67,14 +70,19 @@ class LocalLink {
   LocalLink(const LocalConfig& config, std::string password, Parts parts);
   Status NewClient();
   void Connect();
-  void OnConnect(int rc);
+  void OnConnect(int rc, bool session_present);
   void OnMessage(const mosquitto_message* msg);
   void SetConnected(bool up);
+  void FlushUnknownSenders(Clock::time_point now, bool force);
 
   const LocalConfig config_;
   const std::string password_;
   Parts parts_;
   MqttConnection conn_;
+  UnknownSenders unknown_;
+  // The broker had no session for us at the last CONNACK: the retained
+  // copies the subscription brings are new to us.
+  bool fresh_session_ = true;
 };
 
 }  // namespace ga::bridge

@@ -44,6 +44,11 @@ constexpr const char* kSchema = "CREATE TABLE IF NOT EXISTS messages " GA_MESSAG
     identity TEXT PRIMARY KEY,
     connected INTEGER NOT NULL
   );
+  CREATE TABLE IF NOT EXISTS unknown_senders (
+    id TEXT PRIMARY KEY,
+    messages INTEGER NOT NULL,
+    last_ms INTEGER NOT NULL
+  );
   CREATE TABLE IF NOT EXISTS last_seq (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     seq INTEGER NOT NULL
@@ -391,6 +396,29 @@ Status Outbox::Forget(const std::string& identity) {
   return Status::Ok();
 }
 
+Status Outbox::RecordUnknownSenders(int64_t dropped, const std::vector<UnknownSender>& recent) {
+  sqlite::Transaction tx(*db_);
+  GA_RETURN_IF_ERROR(tx.begun());
+  GA_RETURN_IF_ERROR(Count(kUnknownSenders, kDroppedUnknown, dropped));
+  GA_ASSIGN_OR_RETURN(Stmt up, db_->Prepare("INSERT INTO unknown_senders (id, messages, last_ms) "
+                                            "VALUES (?1, ?2, ?3) ON CONFLICT(id) DO UPDATE SET "
+                                            "messages = messages + excluded.messages, "
+                                            "last_ms = excluded.last_ms"));
+  for (const UnknownSender& u : recent) {
+    BindText(up.get(), 1, u.id);
+    sqlite3_bind_int64(up.get(), 2, u.messages);
+    sqlite3_bind_int64(up.get(), 3, u.last_ms);
+    if (sqlite3_step(up.get()) != SQLITE_DONE) return SqliteError(*db_, "record unknown senders");
+    sqlite3_reset(up.get());
+  }
+  GA_ASSIGN_OR_RETURN(Stmt trim,
+                      db_->Prepare("DELETE FROM unknown_senders WHERE id NOT IN (SELECT id FROM "
+                                   "unknown_senders ORDER BY last_ms DESC LIMIT ?1)"));
+  sqlite3_bind_int64(trim.get(), 1, static_cast<int64_t>(kUnknownSendersKept));
+  if (sqlite3_step(trim.get()) != SQLITE_DONE) return SqliteError(*db_, "trim unknown senders");
+  return tx.Commit();
+}
+
 Status Outbox::SetConnected(const std::string& identity, bool connected) {
   GA_ASSIGN_OR_RETURN(Stmt s,
                       db_->Prepare("INSERT INTO connections (identity, connected) VALUES "
@@ -408,7 +436,7 @@ Result<std::map<std::string, IdentityOutboxStats>> ReadOutboxStats(
   auto db = sqlite::Database::Open(path, {.read_only = true});
   if (!db.ok()) {
     if (db.status().code() == Code::kNotFound) return out;  // no outbox yet: nothing bridged
-    return std::move(db).take_status().With("outbox");
+    return std::move(db).take_status().With("outbox " + path.string());
   }
   {
     GA_ASSIGN_OR_RETURN(Stmt s, (*db)->Prepare("SELECT identity, COUNT(*), SUM(LENGTH(payload)), "
@@ -431,6 +459,33 @@ Result<std::map<std::string, IdentityOutboxStats>> ReadOutboxStats(
     while (sqlite3_step(s.get()) == SQLITE_ROW) {
       out[Text(s.get(), 0)].connected = sqlite3_column_int(s.get(), 1) != 0;
     }
+  }
+  return out;
+}
+
+Result<UnknownSenderReport> ReadUnknownSenders(const std::filesystem::path& path) {
+  UnknownSenderReport out;
+  auto db = sqlite::Database::Open(path, {.read_only = true});
+  if (!db.ok()) {
+    if (db.status().code() == Code::kNotFound) return out;  // no outbox yet
+    return std::move(db).take_status().With("outbox " + path.string());
+  }
+  {
+    GA_ASSIGN_OR_RETURN(Stmt s, (*db)->Prepare("SELECT value FROM counters WHERE identity = ?1 "
+                                               "AND name = ?2"));
+    BindText(s.get(), 1, kUnknownSenders);
+    BindText(s.get(), 2, kDroppedUnknown);
+    if (sqlite3_step(s.get()) == SQLITE_ROW) out.dropped = sqlite3_column_int64(s.get(), 0);
+  }
+  // An outbox from before the table existed has none.
+  GA_ASSIGN_OR_RETURN(Stmt t, (*db)->Prepare("SELECT COUNT(*) FROM sqlite_master WHERE type = "
+                                             "'table' AND name = 'unknown_senders'"));
+  if (sqlite3_step(t.get()) != SQLITE_ROW || sqlite3_column_int64(t.get(), 0) == 0) return out;
+  GA_ASSIGN_OR_RETURN(Stmt s, (*db)->Prepare("SELECT id, messages, last_ms FROM unknown_senders "
+                                             "ORDER BY last_ms DESC, id"));
+  while (sqlite3_step(s.get()) == SQLITE_ROW) {
+    out.recent.push_back(
+        {Text(s.get(), 0), sqlite3_column_int64(s.get(), 1), sqlite3_column_int64(s.get(), 2)});
   }
   return out;
 }

@@ -37,7 +37,7 @@ std::optional<TopicMap::SensorTopic> TopicMap::ParseLocal(std::string_view topic
     start = slash + 1;
   }
   size_t slash = topic.find('/', start);
-  if (slash == std::string_view::npos) return std::nullopt;  // no level after the sensor id
+  if (slash == std::string_view::npos) return SensorTopic{topic.substr(start), {}, false};
   SensorTopic t{topic.substr(start, slash - start), topic.substr(slash + 1)};
   if (t.rest == "cmd" || t.rest.starts_with("cmd/")) return std::nullopt;  // our own deliveries
   return t;

@@ -28,8 +28,9 @@ class TopicMap {
   struct SensorTopic {
     std::string_view sensor;
     std::string_view rest;
+    bool has_rest = true;  // false: nothing follows the id (`sensors/s1`), not sendable
   };
-  // nullopt when `topic` has no level after the sensor id, or is a command
+  // nullopt when `topic` does not reach the sensor id level, or is a command
   // delivery (`<prefix><id>/cmd[/...]`).
   std::optional<SensorTopic> ParseLocal(std::string_view topic) const;
 

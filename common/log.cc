@@ -199,4 +199,22 @@ void Write(Level level, std::string_view message, std::initializer_list<Field> f
     WriteStderr(level, line, fields);
 }
 
+std::string Printable(std::string_view text, size_t max_bytes) {
+  std::string out;
+  size_t used = 0;
+  for (; used < text.size() && out.size() < max_bytes; ++used) {
+    auto c = static_cast<unsigned char>(text[used]);
+    if (c >= 0x20 && c < 0x7f && c != '\\') {
+      out += static_cast<char>(c);
+    } else {
+      static constexpr char kHex[] = "0123456789abcdef";
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 0xf];
+    }
+  }
+  if (used < text.size()) out += "...(+" + std::to_string(text.size() - used) + " bytes)";
+  return out;
+}
+
 }  // namespace ga::log

@@ -7,7 +7,13 @@
 namespace ga::sqlite {
 
 Status Error(sqlite3* db, std::string_view what) {
-  return {Code::kIo, std::string(what) + ": " + sqlite3_errmsg(db)};
+  // Every error names the file: "file is not a database" alone says not which.
+  const char* file = db != nullptr ? sqlite3_db_filename(db, "main") : nullptr;
+  std::string where;
+  if (file != nullptr && *file != '\0' && what.find(file) == std::string_view::npos) {
+    where = std::string(" (") + file + ")";
+  }
+  return {Code::kIo, std::string(what) + where + ": " + sqlite3_errmsg(db)};
 }
 
 Result<Stmt> Prepare(sqlite3* db, const char* sql) {
@@ -44,11 +50,10 @@ Result<std::unique_ptr<Database>> Database::Open(const std::filesystem::path& pa
   }
   sqlite3_busy_timeout(raw, static_cast<int>(options.busy_timeout.count()));
   if (!options.read_only) {
-    GA_RETURN_IF_ERROR(db->Exec("PRAGMA journal_mode=WAL").With(path.string()));
+    GA_RETURN_IF_ERROR(db->Exec("PRAGMA journal_mode=WAL"));
     GA_RETURN_IF_ERROR(db->Exec(options.durability == Durability::kPowerLoss
                                     ? "PRAGMA synchronous=FULL"
-                                    : "PRAGMA synchronous=NORMAL")
-                           .With(path.string()));
+                                    : "PRAGMA synchronous=NORMAL"));
   }
   return db;
 }
@@ -63,6 +68,8 @@ Status Database::Exec(const char* sql) {
   if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
     std::string m = err ? err : sqlite3_errmsg(db_);
     sqlite3_free(err);
+    const char* file = sqlite3_db_filename(db_, "main");
+    if (file != nullptr && *file != '\0') m = std::string(file) + ": " + m;
     return {Code::kIo, m};
   }
   return Status::Ok();

@@ -35,9 +35,14 @@ TEST(TopicMap, SplitsALocalTopicAtTheSensorLevel) {
   EXPECT_EQ(d->rest, "x");
 }
 
-TEST(TopicMap, IgnoresTopicsWithoutALevelAfterTheSensorAndCommandDeliveries) {
+TEST(TopicMap, IgnoresCommandDeliveriesAndMarksTopicsWithoutALevelAfterTheSensor) {
   TopicMap map = Map();
-  EXPECT_FALSE(map.ParseLocal("sensors/s1").has_value());
+  // `sensors/s1` names the sensor (its message is counted as not sendable).
+  auto bare = map.ParseLocal("sensors/s1");
+  ASSERT_TRUE(bare.has_value());
+  EXPECT_EQ(bare->sensor, "s1");
+  EXPECT_FALSE(bare->has_rest);
+  EXPECT_TRUE(map.ParseLocal("sensors/s1/")->has_rest);
   EXPECT_FALSE(map.ParseLocal("sensors").has_value());
   EXPECT_FALSE(map.ParseLocal("sensors/s1/cmd").has_value());
   EXPECT_FALSE(map.ParseLocal("sensors/s1/cmd/reboot").has_value());

@@ -57,4 +57,9 @@ inline void Error(std::string_view m, std::initializer_list<Field> f = {}) {
   Write(Level::kError, m, f);
 }
 
+// Text from outside (a topic, an id a LAN client chose) made safe for a log
+// line: control characters and bytes over 0x7e escaped (\x00), and cut to
+// about `max_bytes` with how much was left out ("...(+29936 bytes)").
+std::string Printable(std::string_view text, size_t max_bytes = 128);
+
 }  // namespace ga::log

@@ -76,7 +76,7 @@ class Database {
   // bindings cleared. For statements on a hot path.
   Result<sqlite3_stmt*> Cached(const char* sql);
 
-  // "<what>: <sqlite's message for the last failure>" as an I/O error.
+  // "<what> (<file>): <sqlite's message for the last failure>" as an I/O error.
   Status Error(std::string_view what) const { return sqlite::Error(db_, what); }
 
   // Rows changed by the last INSERT, UPDATE or DELETE.

@@ -15,10 +15,13 @@ namespace ga {
 using BridgeStats = std::map<std::string, bridge::IdentityOutboxStats>;
 
 std::string StatusTable(const std::vector<Identity>& identities, Millis now,
-                        const BridgeStats& bridge = {});
+                        const BridgeStats& bridge = {},
+                        const bridge::UnknownSenderReport& unknown = {});
 
-// {"identities":[{"name":…,"kind":…,"thing":…,"state":…,…}],"counts":{…}}
+// {"identities":[{"name":…,"kind":…,"thing":…,"state":…,…}],"counts":{…},
+//  "unknownSensors":{"dropped":…,"recent":[{"id":…,"messages":…,"lastSeen":…}]}}
 std::string StatusJson(const std::vector<Identity>& identities, Millis now,
-                       const BridgeStats& bridge = {});
+                       const BridgeStats& bridge = {},
+                       const bridge::UnknownSenderReport& unknown = {});
 
 }  // namespace ga

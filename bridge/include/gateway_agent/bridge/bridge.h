@@ -24,6 +24,7 @@
 // event_loop (epoll and posted work), mqtt_connection (libmosquitto glue),
 // agenda (connections with news), handshake_pool (blocking connects),
 // cloud_tls (the shared TLS context), local_link (the local broker),
+// unknown_senders (bounded accounting of unknown sensor ids),
 // outbox_staging (group commit), cloud_links / cloud_send / shared_mode (the
 // cloud connections), send_budget (the send scheduler), outbox (SQLite).
 #pragma once

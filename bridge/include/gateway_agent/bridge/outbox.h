@@ -47,6 +47,25 @@ inline constexpr const char* kDroppedAge = "dropped_age";        // older than o
 inline constexpr const char* kRejectedFull = "rejected_full";    // on_full = reject-new
 inline constexpr const char* kRejectedLimit = "rejected_limit";  // payload/topic over AWS limits
 inline constexpr const char* kDroppedUnknown = "dropped_unknown_sensor";
+inline constexpr const char* kRejectedTopic = "rejected_topic";  // nothing after the sensor id
+
+// Messages from sensor ids the bridge does not know are counted under this
+// name (no sensor id contains '*'), and the most recent ids kept, at most
+// kUnknownSendersKept of them, each cut short: a LAN client choosing random
+// ids cannot grow the outbox.
+inline constexpr const char* kUnknownSenders = "*";
+inline constexpr size_t kUnknownSendersKept = 16;
+
+struct UnknownSender {
+  std::string id;  // as shown (escaped, cut)
+  int64_t messages = 0;
+  int64_t last_ms = 0;
+};
+
+struct UnknownSenderReport {
+  int64_t dropped = 0;
+  std::vector<UnknownSender> recent;  // most recent first
+};
 
 struct IdentityOutboxStats {
   int64_t messages = 0;
@@ -94,6 +113,11 @@ class Outbox {
 
   Status SetConnected(const std::string& identity, bool connected);
 
+  // Adds `dropped` to the unknown-sender counter and records `recent` (ids
+  // with the messages since the last record), keeping the newest
+  // kUnknownSendersKept ids; one transaction.
+  Status RecordUnknownSenders(int64_t dropped, const std::vector<UnknownSender>& recent);
+
   int64_t total_bytes() const { return total_bytes_; }
 
  private:
@@ -117,5 +141,8 @@ class Outbox {
 // cannot be read.
 Result<std::map<std::string, IdentityOutboxStats>> ReadOutboxStats(
     const std::filesystem::path& path);
+
+// For `gateway-agent status`: messages dropped from unknown sensor ids.
+Result<UnknownSenderReport> ReadUnknownSenders(const std::filesystem::path& path);
 
 }  // namespace ga::bridge

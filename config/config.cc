@@ -706,21 +706,11 @@ Result<std::string> ReadConfigText(const std::filesystem::path& path) {
     return InvalidArgument("reading the configuration: " + path.string() +
                            " is not a regular file; give --config a TOML file");
   }
-  std::string out;
-  char buf[8192];
-  while (true) {
-    ssize_t n = read(fd.get(), buf, sizeof buf);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return ErrnoStatus("reading the configuration: read " + path.string(), errno);
-    }
-    if (n == 0) return out;
-    out.append(buf, static_cast<size_t>(n));
-    if (out.size() > kMaxConfigBytes) {
-      return InvalidArgument("reading the configuration: " + path.string() + " is larger than " +
-                             std::to_string(kMaxConfigBytes) + " bytes; is it the right file?");
-    }
+  if (static_cast<size_t>(st.st_size) > kMaxConfigBytes) {
+    return InvalidArgument("reading the configuration: " + path.string() + " is larger than " +
+                           std::to_string(kMaxConfigBytes) + " bytes; is it the right file?");
   }
+  return ReadFile(path).With("reading the configuration");
 }
 
 }  // namespace

@@ -1,9 +1,11 @@
 // `gateway-agent check-config`, run as a user would.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <fstream>
 
 #include "fixtures.h"
+#include "gateway_agent/config.h"
 
 namespace ga {
 namespace {
@@ -56,6 +58,49 @@ TEST(CheckConfig, UnreadableFileExitsOne) {
   auto r = RunCommand({GA_AGENT_BINARY, "check-config", "--config", "/nonexistent/agent.toml"});
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("/nonexistent/agent.toml"), std::string::npos) << r.output;
+}
+
+// /dev/zero, a FIFO nobody writes to and an oversized file are refused at
+// once, naming the file, instead of being read forever.
+TEST(CheckConfig, RefusesWhatIsNotABoundedRegularFile) {
+  testing::TempDir dir;
+  auto fifo = dir / "fifo.toml";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  auto big = dir / "big.toml";
+  std::ofstream(big) << "# " << std::string(kMaxConfigBytes + 10, 'x') << "\n";
+  for (const std::string& path : {std::string("/dev/zero"), fifo.string(), big.string()}) {
+    auto r = RunCommand({GA_AGENT_BINARY, "check-config", "--config", path});
+    EXPECT_NE(r.exit_code, 0) << path << ": " << r.output;
+    EXPECT_NE(r.output.find(path), std::string::npos) << r.output;
+  }
+}
+
+// `run` and `check-config` refuse the same files with the same messages.
+TEST(CheckConfig, RunRefusesWhatCheckConfigRefusesWithTheSameMessage) {
+  testing::TempDir dir;
+  const std::vector<std::string> extras = {
+      "[local]\ningest_filter = \"sensors/#\"\n",
+      "[local]\ningest_filter = \"#/+/x\"\n",
+      "[bridge]\ncloud_topic_template = \"dt/{thing}/{rest}/#\"\n",
+      "[bridge]\ncloud_topic_template = \"$aws/x/{thing}\"\n",
+      "[[sensor]]\nid = \"gateway\"\n",
+  };
+  for (size_t i = 0; i < extras.size(); ++i) {
+    auto path = dir / ("bad-" + std::to_string(i) + ".toml");
+    std::ofstream(path) << "[agent]\nthing_name = \"gw-1\"\nstate_dir = \""
+                        << (dir / "state").string()
+                        << "\"\n[aws]\nendpoint = \"x-ats.iot.eu-west-1.amazonaws.com\"\n"
+                        << extras[i];
+    auto check = RunCommand({GA_AGENT_BINARY, "check-config", "--config", path.string()});
+    auto run = RunCommand({GA_AGENT_BINARY, "run", "--config", path.string()});
+    EXPECT_EQ(check.exit_code, 2) << check.output;
+    EXPECT_EQ(run.exit_code, 2) << run.output;
+    // The problem lines (file: key: message) appear in both outputs.
+    std::string first = check.output.substr(0, check.output.find('\n'));
+    EXPECT_NE(first.find(path.string()), std::string::npos) << check.output;
+    EXPECT_NE(run.output.find(first), std::string::npos) << first << "\n" << run.output;
+    EXPECT_FALSE(std::filesystem::exists(dir / "state"));
+  }
 }
 
 // A config that is valid but for [local] password_file = `password_file`.

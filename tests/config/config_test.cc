@@ -155,6 +155,37 @@ thing_name = "x"
   EXPECT_EQ(p.problems.size(), 4u) << all;
 }
 
+// Each of these was accepted by check-config although the agent cannot work with it.
+TEST(Config, RefusesWhatTheAgentCannotRun) {
+  struct Case {
+    std::string extra;
+    std::string expected;
+  };
+  const std::vector<Case> cases = {
+      {"[local]\ningest_filter = \"sensors/#\"\n",
+       "local.ingest_filter: \"sensors/#\" has no \"+\" level"},
+      {"[local]\ningest_filter = \"#/+/x\"\n",
+       "local.ingest_filter: \"#/+/x\" has \"#\" that is not alone"},
+      {"[local]\ningest_filter = \"sensors/a+/#\"\n", "has \"+\" that is not alone in its level"},
+      {"[local]\ningest_filter = \"$SYS/+/#\"\n",
+       "local.ingest_filter: \"$SYS/+/#\" starts with \"$\""},
+      {"[bridge]\ncloud_topic_template = \"dt/{thing}/{rest}/#\"\n",
+       "bridge.cloud_topic_template: \"dt/{thing}/{rest}/#\" contains a wildcard"},
+      {"[bridge]\ncloud_topic_template = \"$aws/things/{thing}/{rest}\"\n",
+       "bridge.cloud_topic_template: \"$aws/things/{thing}/{rest}\" starts with \"$\""},
+      {"[[sensor]]\nid = \"gateway\"\n", "sensor[0].id: \"gateway\" is the gateway's own identity"},
+  };
+  for (const auto& c : cases) {
+    ParsedConfig p = ParseConfig(std::string(kMinimal) + c.extra, "a.toml");
+    EXPECT_FALSE(p.ok()) << c.extra;
+    EXPECT_NE(Joined(p).find(c.expected), std::string::npos) << c.extra << "\n" << Joined(p);
+  }
+  // state_dir = "" sits in [agent], which kMinimal already opens.
+  ParsedConfig p = ParseConfig(
+      "[agent]\nthing_name = \"gw-1\"\nstate_dir = \"\"\n[aws]\nendpoint = \"e\"\n", "a.toml");
+  EXPECT_NE(Joined(p).find("agent.state_dir: must not be empty"), std::string::npos) << Joined(p);
+}
+
 TEST(Config, SensorsOverTheGatewaysConnection) {
   std::string text = std::string(kMinimal) + R"(
 [[sensor]]

@@ -156,6 +156,10 @@ bool IsValidThingName(std::string_view name);
 // gateway's own thing name may not contain it, so the gateway policy's
 // "<gateway thing>:*" reaches no other gateway's things (cloud/README.md).
 inline constexpr char kThingSeparator = ':';
+// The gateway's own identity name: no sensor may take it as its id.
+inline constexpr std::string_view kGatewayIdentityName = "gateway";
+// A configuration file larger than this is refused (it is not a configuration).
+inline constexpr size_t kMaxConfigBytes = 1024 * 1024;
 // A thing name the agent can enroll: it becomes the certificate's subject CN,
 // which X.509 limits to 64 characters.
 inline constexpr size_t kMaxEnrollableThingName = aws::kMaxCommonNameBytes;

@@ -28,11 +28,34 @@ struct TpmContext::Esys {
   Esys() = default;
   Esys(const Esys&) = delete;
   Esys& operator=(const Esys&) = delete;
-  ~Esys() {
+  ~Esys() { Close(); }
+  void Close() {
     if (ctx != nullptr) Esys_Finalize(&ctx);
     if (tcti != nullptr) Tss2_TctiLdr_Finalize(&tcti);
+    srk = ESYS_TR_NONE;
   }
+  // Opens the TCTI and the ESYS context and sends TPM2_Startup(CLEAR) (an
+  // already started TPM is fine).
+  Status Connect(const std::string& tcti_config);
 };
+
+Status TpmContext::Esys::Connect(const std::string& tcti_config) {
+  Close();
+  std::string where = "tcti " + tcti_config;
+  TSS2_RC rc = Tss2_TctiLdr_Initialize(tcti_config.c_str(), &tcti);
+  if (rc != TSS2_RC_SUCCESS) {
+    Status s = TssError("Tss2_TctiLdr_Initialize", rc, where);
+    return Status(Code::kUnavailable,
+                  "no TPM reachable at TCTI \"" + tcti_config + "\": " + s.message());
+  }
+  rc = Esys_Initialize(&ctx, tcti, nullptr);
+  if (rc != TSS2_RC_SUCCESS) return TssError("Esys_Initialize", rc, where);
+  rc = Esys_Startup(ctx, TPM2_SU_CLEAR);
+  if (rc != TSS2_RC_SUCCESS && BaseRc(rc) != TPM2_RC_INITIALIZE) {
+    return TssError("Esys_Startup", rc, where);
+  }
+  return Status::Ok();
+}
 
 namespace {
 
@@ -176,26 +199,53 @@ Result<std::shared_ptr<TpmContext>> TpmContext::Open(const TpmOptions& options) 
   }
   std::shared_ptr<TpmContext> tpm(new TpmContext(options));
   MutexLock lock(tpm->mu_);  // not shared yet, but the analysis cannot know
-  Esys& e = *tpm->esys_;
-  std::string where = "tcti " + options.tcti;
-  TSS2_RC rc = Tss2_TctiLdr_Initialize(options.tcti.c_str(), &e.tcti);
-  if (rc != TSS2_RC_SUCCESS) {
-    Status s = TssError("Tss2_TctiLdr_Initialize", rc, where);
-    return Status(Code::kUnavailable,
-                  "no TPM reachable at TCTI \"" + options.tcti + "\": " + s.message());
-  }
-  rc = Esys_Initialize(&e.ctx, e.tcti, nullptr);
-  if (rc != TSS2_RC_SUCCESS) return TssError("Esys_Initialize", rc, where);
-  rc = Esys_Startup(e.ctx, TPM2_SU_CLEAR);
-  if (rc != TSS2_RC_SUCCESS && BaseRc(rc) != TPM2_RC_INITIALIZE) {
-    return TssError("Esys_Startup", rc, where);
-  }
+  GA_RETURN_IF_ERROR(tpm->esys_->Connect(options.tcti));
   return tpm;
+}
+
+Status TpmContext::Health() {
+  MutexLock lock(mu_);
+  return unreachable_;
+}
+
+Status TpmContext::ReconnectLocked() {
+  Status s = esys_->Connect(options_.tcti);
+  if (s.ok()) {
+    unreachable_ = Status::Ok();
+    reconnect_backoff_ = std::chrono::milliseconds(0);
+    return s;
+  }
+  esys_->Close();
+  constexpr std::chrono::milliseconds kFirst(100), kMax(5000);
+  reconnect_backoff_ = std::min(kMax, std::max(kFirst, reconnect_backoff_ * 2));
+  next_reconnect_ = std::chrono::steady_clock::now() + reconnect_backoff_;
+  unreachable_ = Unavailable("TPM unreachable: " + options_.tcti + ": " + s.message());
+  return unreachable_;
+}
+
+template <typename R, typename... P, typename... A>
+R TpmContext::WithReconnect(R (TpmContext::*op)(P...), A&&... args) {
+  if (!unreachable_.ok() || esys_->ctx == nullptr) {
+    if (std::chrono::steady_clock::now() < next_reconnect_) return unreachable_;
+    GA_RETURN_IF_ERROR(ReconnectLocked());
+  }
+  (void)TakeConnectionLost();
+  R first = (this->*op)(args...);
+  if (first.ok() || !TakeConnectionLost()) return first;
+  GA_RETURN_IF_ERROR(ReconnectLocked());
+  R second = (this->*op)(args...);
+  if (!second.ok() && TakeConnectionLost()) {
+    unreachable_ =
+        Unavailable("TPM unreachable: " + options_.tcti + ": " + second.status().message());
+    reconnect_backoff_ = std::chrono::milliseconds(100);
+    next_reconnect_ = std::chrono::steady_clock::now() + reconnect_backoff_;
+  }
+  return second;
 }
 
 Result<bool> TpmContext::EnsureSrk() {
   MutexLock lock(mu_);
-  return EnsureSrkLocked();
+  return WithReconnect(&TpmContext::EnsureSrkLocked);
 }
 
 Result<bool> TpmContext::EnsureSrkLocked() {
@@ -228,6 +278,10 @@ Result<bool> TpmContext::EnsureSrkLocked() {
 
 Result<TpmKeyBlob> TpmContext::CreateKey(KeyAlgorithm algorithm) {
   MutexLock lock(mu_);
+  return WithReconnect(&TpmContext::CreateKeyLocked, algorithm);
+}
+
+Result<TpmKeyBlob> TpmContext::CreateKeyLocked(KeyAlgorithm algorithm) {
   GA_ASSIGN_OR_RETURN(bool created, EnsureSrkLocked());
   (void)created;
   Esys& e = *esys_;
@@ -275,6 +329,14 @@ Result<std::string> TpmContext::SignDigest(const TpmKeyBlob& key, std::string_vi
     return FailedPrecondition("the key's parent is " + HandleHex(key.parent()) +
                               " but the SRK is configured at " + HandleHex(options_.srk_handle));
   }
+  MutexLock lock(mu_);
+  return WithReconnect(&TpmContext::SignLocked, key, digest);
+}
+
+Result<std::string> TpmContext::SignLocked(const TpmKeyBlob& key, std::string_view digest) {
+  TPMI_ALG_HASH hash = digest.size() == 32   ? TPM2_ALG_SHA256
+                       : digest.size() == 48 ? TPM2_ALG_SHA384
+                                             : TPM2_ALG_SHA512;
   TPM2B_PUBLIC pub{};
   TPM2B_PRIVATE priv{};
   if (Tss2_MU_TPM2B_PUBLIC_Unmarshal(reinterpret_cast<const uint8_t*>(key.public_area().data()),
@@ -284,8 +346,6 @@ Result<std::string> TpmContext::SignDigest(const TpmKeyBlob& key, std::string_vi
                                       &priv) != TSS2_RC_SUCCESS) {
     return Internal("a validated key blob does not unmarshal");
   }
-
-  MutexLock lock(mu_);
   GA_ASSIGN_OR_RETURN(bool created, EnsureSrkLocked());
   (void)created;
   Esys& e = *esys_;
@@ -388,6 +448,10 @@ Result<std::vector<uint32_t>> ListTransient(ESYS_CONTEXT* ctx, std::string_view 
 
 Result<std::vector<uint32_t>> TpmContext::TransientHandles() {
   MutexLock lock(mu_);
+  return WithReconnect(&TpmContext::TransientHandlesLocked);
+}
+
+Result<std::vector<uint32_t>> TpmContext::TransientHandlesLocked() {
   return ListTransient(esys_->ctx, "tcti " + options_.tcti);
 }
 
@@ -414,6 +478,10 @@ Result<int> TpmContext::FlushStaleTransientObjects() {
 
 Result<TpmInfo> TpmContext::Info() {
   MutexLock lock(mu_);
+  return WithReconnect(&TpmContext::InfoLocked);
+}
+
+Result<TpmInfo> TpmContext::InfoLocked() {
   ESYS_CONTEXT* ctx = esys_->ctx;
   std::string where = "tcti " + options_.tcti;
   TpmInfo info;

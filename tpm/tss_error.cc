@@ -15,6 +15,16 @@ TSS2_RC BaseRc(TSS2_RC rc) {
   return rc & 0xfff;
 }
 
+namespace {
+thread_local bool connection_lost = false;
+}  // namespace
+
+bool TakeConnectionLost() {
+  bool lost = connection_lost;
+  connection_lost = false;
+  return lost;
+}
+
 Status TssError(std::string_view function, TSS2_RC rc, std::string_view where) {
   std::string m(function);
   if (!where.empty()) {
@@ -33,6 +43,16 @@ Status TssError(std::string_view function, TSS2_RC rc, std::string_view where) {
   if (layer == TSS2_TCTI_RC_LAYER ||
       (layer == TSS2_ESAPI_RC_LAYER && (rc & 0xffff) == TSS2_BASE_RC_IO_ERROR)) {
     code = Code::kUnavailable;
+    connection_lost = true;
+  } else if (layer == TSS2_ESAPI_RC_LAYER && (rc & 0xffff) == TSS2_BASE_RC_BAD_SEQUENCE) {
+    // What ESAPI answers after a TCTI failure left a command half done.
+    code = Code::kUnavailable;
+    connection_lost = true;
+    m += "; the connection to the TPM was lost in the middle of a command";
+  } else if (base == TPM2_RC_INITIALIZE && function != "Esys_Startup") {
+    code = Code::kUnavailable;
+    connection_lost = true;
+    m += "; the TPM restarted";
   } else if (base == TPM2_RC_LOCKOUT) {
     code = Code::kUnavailable;
     m += "; the TPM is in dictionary-attack lockout: wait for the recovery time or clear it "

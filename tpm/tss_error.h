@@ -19,4 +19,9 @@ TSS2_RC BaseRc(TSS2_RC rc);
 // TCTI/communication failures and DA lockout, kTpm otherwise.
 Status TssError(std::string_view function, TSS2_RC rc, std::string_view where);
 
+// Whether a TssError made on this thread since the last call reported a lost
+// TPM connection (TCTI failure, ESAPI out of sequence after one, or a TPM that
+// restarted and awaits TPM2_Startup). Clears the flag.
+bool TakeConnectionLost();
+
 }  // namespace ga::tpm

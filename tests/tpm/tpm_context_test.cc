@@ -268,6 +268,52 @@ TEST_F(TpmContextTest, DictionaryAttackLockoutIsReported) {
   ExpectNoTransients(*tpm);
 }
 
+// swtpm killed under an open context and started again on the same port and
+// state: the context reconnects by itself, says "TPM unreachable" meanwhile,
+// and keys made before keep signing.
+TEST_F(TpmContextTest, ReconnectsAfterTheTpmRestarts) {
+  auto tpm = Open();
+  ASSERT_NE(tpm, nullptr);
+  auto key = tpm->CreateKey();
+  ASSERT_TRUE(key.ok()) << key.status().ToString();
+  EXPECT_TRUE(tpm->Health().ok());
+
+  swtpm_->Kill();
+  auto lost = tpm->SignDigest(*key, Sha256("while away"));
+  ASSERT_FALSE(lost.ok());
+  EXPECT_EQ(lost.status().code(), Code::kUnavailable) << lost.status().ToString();
+  Status health = tpm->Health();
+  EXPECT_EQ(health.code(), Code::kUnavailable);
+  EXPECT_TRUE(Contains(health, "TPM unreachable: " + swtpm_->tcti() + ": ")) << health.ToString();
+  // Paced: a second call right away does not reconnect, it reports the same.
+  auto again = tpm->CreateKey();
+  ASSERT_FALSE(again.ok());
+  EXPECT_TRUE(Contains(again.status(), "TPM unreachable")) << again.status().ToString();
+
+  ASSERT_TRUE(swtpm_->Relaunch().ok());
+  Result<std::string> sig = Unavailable("not tried");
+  for (int i = 0; i < 100 && !sig.ok(); ++i) {  // the pacing is at most 5 s
+    sig = tpm->SignDigest(*key, Sha256("back"));
+    if (!sig.ok()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(sig.ok()) << sig.status().ToString();
+  EXPECT_TRUE(VerifySha256(*key, "back", *sig));
+  EXPECT_TRUE(tpm->Health().ok()) << tpm->Health().ToString();
+  auto fresh = tpm->CreateKey();
+  ASSERT_TRUE(fresh.ok()) << fresh.status().ToString();
+  auto fresh_sig = tpm->SignDigest(*fresh, Sha256("fresh"));
+  ASSERT_TRUE(fresh_sig.ok()) << fresh_sig.status().ToString();
+  EXPECT_TRUE(VerifySha256(*fresh, "fresh", *fresh_sig));
+
+  // A restart between two calls (no call sees the TPM away): the next call
+  // reconnects and succeeds on its first try, transparently.
+  ASSERT_TRUE(swtpm_->Restart().ok());
+  auto after = tpm->SignDigest(*key, Sha256("after restart"));
+  ASSERT_TRUE(after.ok()) << after.status().ToString();
+  EXPECT_TRUE(VerifySha256(*key, "after restart", *after));
+  ExpectNoTransients(*tpm);
+}
+
 TEST_F(TpmContextTest, ManyOperationsAndFailuresLeaveNoTransientObject) {
   auto other_swtpm = Swtpm::Start();
   ASSERT_TRUE(other_swtpm.ok());

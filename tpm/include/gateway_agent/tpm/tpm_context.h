@@ -6,11 +6,19 @@
 // without resource manager serves one command at a time). Share one
 // TpmContext (std::shared_ptr) among all keys of the process.
 //
+// Lost TPM: when the TCTI reports a lost connection (swtpm, tpm2-abrmd or the
+// kernel resource manager restarted), the context reopens its TCTI and ESYS
+// context, finds the SRK again and retries the command once, transparently to
+// callers. While the TPM stays away, reconnects are paced (100 ms doubling to
+// 5 s): calls in between fail at once with Unavailable "TPM unreachable:
+// <tcti>: <error>", and Health() says the same.
+//
 // Transient objects: every key is loaded, used and flushed within one call,
 // also on failure. After any call returns, this context has left no transient
 // object in the TPM (swtpm has 3 slots and no resource manager).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -89,17 +97,35 @@ class TpmContext {
   // connection sees only its own objects, so this finds none.
   Result<int> FlushStaleTransientObjects();
 
+  // OK while the TPM answers; Unavailable "TPM unreachable: <tcti>: <error>"
+  // from the first lost command until a reconnect succeeds.
+  Status Health();
+
   // The low-level context; exists only inside the implementation.
   struct Esys;
 
  private:
   explicit TpmContext(TpmOptions options);
   Result<bool> EnsureSrkLocked() GA_REQUIRES(mu_);
+  Result<TpmKeyBlob> CreateKeyLocked(KeyAlgorithm algorithm) GA_REQUIRES(mu_);
+  Result<std::string> SignLocked(const TpmKeyBlob& key, std::string_view digest) GA_REQUIRES(mu_);
+  Result<std::vector<uint32_t>> TransientHandlesLocked() GA_REQUIRES(mu_);
+  Result<TpmInfo> InfoLocked() GA_REQUIRES(mu_);
+  // Closes the TCTI and ESYS contexts and opens them again; records the
+  // outcome in unreachable_ and paces the next attempt.
+  Status ReconnectLocked() GA_REQUIRES(mu_);
+  // Runs op; when it fails because the TPM connection is lost, reconnects and
+  // runs it once more. Waits out the reconnect pacing by failing at once.
+  template <typename R, typename... P, typename... A>
+  R WithReconnect(R (TpmContext::*op)(P...), A&&... args) GA_REQUIRES(mu_);
 
   const TpmOptions options_;
   // One TPM command at a time on the ESAPI context.
   Mutex mu_;
   const std::unique_ptr<Esys> esys_ GA_PT_GUARDED_BY(mu_);
+  Status unreachable_ GA_GUARDED_BY(mu_);  // OK while the TPM answers
+  std::chrono::milliseconds reconnect_backoff_ GA_GUARDED_BY(mu_){0};
+  std::chrono::steady_clock::time_point next_reconnect_ GA_GUARDED_BY(mu_);
 };
 
 }  // namespace ga::tpm

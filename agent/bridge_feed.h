@@ -7,6 +7,7 @@
 
 #include "gateway_agent/agent/identity_store.h"
 #include "gateway_agent/bridge/bridge.h"
+#include "gateway_agent/config.h"
 #include "gateway_agent/status.h"
 #include "gateway_agent/tpm/tpm_context.h"
 
@@ -14,7 +15,7 @@ namespace ga {
 
 // The name of the gateway's own identity, whose connection carries the
 // sensors in shared mode.
-inline constexpr const char* kGatewayIdentity = "gateway";
+inline constexpr const char* kGatewayIdentity = kGatewayIdentityName.data();
 
 // The bridge's view of `id`. An ACTIVE identity's key blob and chain are
 // loaded (no TPM command runs: the key is loaded at its first signature);

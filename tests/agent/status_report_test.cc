@@ -18,7 +18,8 @@ TEST(StatusJson, KeepsItsShapeAndEscapesText) {
   BridgeStats bridge;
   bridge["s1"].messages = 2;
   bridge["s1"].bytes = 40;
-  std::string json = StatusJson({id}, 1'767'225'600'000, bridge);
+  bridge::UnknownSenderReport unknown{3, {{"nobody", 3, 1'767'225'600'000}}};
+  std::string json = StatusJson({id}, 1'767'225'600'000, bridge, unknown);
   EXPECT_EQ(json,
             "{\"identities\":[{\"name\":\"s1\",\"kind\":\"sensor\",\"thing\":\"gw-1-s1\","
             "\"state\":\"REGISTERING\",\"attempts\":3,\"nextAttempt\":\"\","
@@ -29,14 +30,16 @@ TEST(StatusJson, KeepsItsShapeAndEscapesText) {
             "\"outbox\":{\"messages\":2,\"bytes\":40,\"oldestAgeSeconds\":0},"
             "\"sent\":0,\"rejected\":0,\"dropped\":0}],"
             "\"counts\":{\"NEW\":0,\"KEYED\":0,\"CERTIFIED\":0,\"REGISTERING\":1,\"ACTIVE\":0,"
-            "\"PARKED\":0,\"REMOVED\":0,\"SHARED\":0,\"total\":1}}\n");
+            "\"PARKED\":0,\"REMOVED\":0,\"SHARED\":0,\"total\":1},"
+            "\"unknownSensors\":{\"dropped\":3,\"recent\":[{\"id\":\"nobody\",\"messages\":3,"
+            "\"lastSeen\":\"2026-01-01T00:00:00Z\"}]}}\n");
 }
 
 TEST(StatusJson, NoIdentities) {
   EXPECT_EQ(StatusJson({}, 0),
             "{\"identities\":[],\"counts\":{\"NEW\":0,\"KEYED\":0,\"CERTIFIED\":0,"
             "\"REGISTERING\":0,\"ACTIVE\":0,\"PARKED\":0,\"REMOVED\":0,\"SHARED\":0,"
-            "\"total\":0}}\n");
+            "\"total\":0},\"unknownSensors\":{\"dropped\":0,\"recent\":[]}}\n");
 }
 
 TEST(StatusJson, TextThatIsNotUtf8IsReplacedNotFatal) {

@@ -74,9 +74,18 @@ Status EnsureDirectory(const std::filesystem::path& path, mode_t mode) {
   return Status::Ok();
 }
 
-Result<std::string> ReadFile(const std::filesystem::path& path) {
-  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+Result<std::string> ReadFile(const std::filesystem::path& path, size_t max_bytes) {
+  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC | (max_bytes > 0 ? O_NONBLOCK : 0)));
   if (!fd.valid()) return ErrnoStatus("open " + path.string(), errno);
+  if (max_bytes > 0) {
+    struct stat st {};
+    if (fstat(fd.get(), &st) != 0) return ErrnoStatus("stat " + path.string(), errno);
+    if (!S_ISREG(st.st_mode)) return InvalidArgument(path.string() + " is not a regular file");
+    if (static_cast<size_t>(st.st_size) > max_bytes) {
+      return InvalidArgument(path.string() + " is larger than " + std::to_string(max_bytes) +
+                             " bytes; is it the right file?");
+    }
+  }
   std::string out;
   char buf[8192];
   while (true) {

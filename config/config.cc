@@ -1,19 +1,15 @@
 #include "gateway_agent/config.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
 #include <toml++/toml.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <set>
 #include <sstream>
 
 #include "gateway_agent/files.h"
-#include "gateway_agent/unique_fd.h"
+#include "topic_rules.h"
 
 namespace ga {
 
@@ -478,49 +474,6 @@ class Writer {
   std::ostringstream out_;
 };
 
-bool IsTopicLevelSafe(std::string_view s) {
-  return s.find_first_of("+#") == std::string_view::npos;
-}
-
-std::vector<std::string_view> TopicLevels(std::string_view topic) {
-  std::vector<std::string_view> levels;
-  size_t start = 0;
-  while (true) {
-    size_t slash = topic.find('/', start);
-    levels.push_back(topic.substr(start, slash == std::string_view::npos ? slash : slash - start));
-    if (slash == std::string_view::npos) return levels;
-    start = slash + 1;
-  }
-}
-
-// Why `filter` is not a valid MQTT topic filter the agent may use, or "" when it is:
-// no "$" topics, "#" only last and alone in its level, "+" alone in its level.
-std::string TopicFilterProblem(std::string_view filter) {
-  if (filter.empty()) return "is empty";
-  if (filter.front() == '$') return "starts with \"$\" (reserved topics such as $aws/...)";
-  std::vector<std::string_view> levels = TopicLevels(filter);
-  for (size_t i = 0; i < levels.size(); ++i) {
-    std::string_view level = levels[i];
-    if (level.find('#') != std::string_view::npos && (level != "#" || i + 1 != levels.size())) {
-      return "has \"#\" that is not alone in the last level";
-    }
-    if (level.find('+') != std::string_view::npos && level != "+") {
-      return "has \"+\" that is not alone in its level";
-    }
-  }
-  return "";
-}
-
-// Why `topic` is not a valid publish topic (template), or "" when it is.
-std::string PublishTopicProblem(std::string_view topic) {
-  if (topic.empty()) return "is empty";
-  if (topic.front() == '$') return "starts with \"$\" (reserved topics such as $aws/...)";
-  if (topic.find_first_of("+#") != std::string_view::npos) {
-    return "contains a wildcard (+ or #), which a publish topic may not";
-  }
-  return "";
-}
-
 // Checks that span sections: required keys, relations between keys, names.
 void Validate(Config& c, const std::string& file, std::vector<ConfigProblem>& problems) {
   auto problem = [&](int line, std::string key, std::string message) {
@@ -573,20 +526,8 @@ void Validate(Config& c, const std::string& file, std::vector<ConfigProblem>& pr
     problem(0, "bridge.cloud_topic_template",
             "\"" + c.bridge.cloud_topic_template + "\" " + why + ", such as \"dt/{thing}/{rest}\"");
   }
-  const std::string& filter = c.local.ingest_filter;
-  if (std::string why = TopicFilterProblem(filter); !why.empty()) {
-    problem(0, "local.ingest_filter",
-            "\"" + filter + "\" " + why + "; use a topic filter such as \"sensors/+/#\"");
-  } else if (filter.find('/') == std::string::npos) {
-    problem(0, "local.ingest_filter", "must be a topic filter such as \"sensors/+/#\"");
-  } else {
-    std::vector<std::string_view> levels = TopicLevels(filter);
-    if (std::find(levels.begin(), levels.end(), "+") == levels.end()) {
-      problem(0, "local.ingest_filter",
-              "\"" + filter +
-                  "\" has no \"+\" level: the level that carries the sensor id must be \"+\", "
-                  "such as \"sensors/+/#\"");
-    }
+  if (std::string why = IngestFilterProblem(c.local.ingest_filter); !why.empty()) {
+    problem(0, "local.ingest_filter", "\"" + c.local.ingest_filter + "\" " + why);
   }
   if (c.agent.state_dir.empty()) {
     problem(0, "agent.state_dir", "must not be empty: the directory for state.db and keys");
@@ -691,32 +632,9 @@ ParsedConfig ParseConfig(std::string_view text, std::string_view file_name) {
   return result;
 }
 
-namespace {
-
-// Reads at most kMaxConfigBytes of a regular file: /dev/zero, a FIFO or a huge
-// file is refused instead of read forever.
-Result<std::string> ReadConfigText(const std::filesystem::path& path) {
-  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
-  if (!fd.valid()) return ErrnoStatus("reading the configuration: open " + path.string(), errno);
-  struct stat st {};
-  if (fstat(fd.get(), &st) != 0) {
-    return ErrnoStatus("reading the configuration: stat " + path.string(), errno);
-  }
-  if (!S_ISREG(st.st_mode)) {
-    return InvalidArgument("reading the configuration: " + path.string() +
-                           " is not a regular file; give --config a TOML file");
-  }
-  if (static_cast<size_t>(st.st_size) > kMaxConfigBytes) {
-    return InvalidArgument("reading the configuration: " + path.string() + " is larger than " +
-                           std::to_string(kMaxConfigBytes) + " bytes; is it the right file?");
-  }
-  return ReadFile(path).With("reading the configuration");
-}
-
-}  // namespace
-
 Result<ParsedConfig> LoadConfig(const std::filesystem::path& path) {
-  GA_ASSIGN_OR_RETURN(std::string text, ReadConfigText(path));
+  GA_ASSIGN_OR_RETURN(std::string text,
+                      ReadFile(path, kMaxConfigBytes).With("reading the configuration"));
   ParsedConfig parsed = ParseConfig(text, path.string());
   // A file named by the config that the agent reads only once running: an
   // unreadable one makes the configuration unusable, so say so here.

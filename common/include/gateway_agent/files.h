@@ -27,6 +27,8 @@ Status WriteFileAtomic(const std::filesystem::path& path, std::string_view data,
 // Creates `path` (and missing parents) and ensures it has exactly `mode`.
 Status EnsureDirectory(const std::filesystem::path& path, mode_t mode = 0700);
 
-Result<std::string> ReadFile(const std::filesystem::path& path);
+// The whole file. With `max_bytes`, only a regular file of at most that size
+// (InvalidArgument otherwise): /dev/zero or a FIFO is refused, not read forever.
+Result<std::string> ReadFile(const std::filesystem::path& path, size_t max_bytes = 0);
 
 }  // namespace ga

@@ -204,14 +204,20 @@ Result<std::shared_ptr<TpmContext>> TpmContext::Open(const TpmOptions& options) 
 }
 
 Status TpmContext::Health() {
-  MutexLock lock(mu_);
-  return unreachable_;
+  MutexLock lock(health_mu_);
+  return health_;
+}
+
+void TpmContext::SetUnreachable(Status status) {
+  unreachable_ = std::move(status);
+  MutexLock lock(health_mu_);
+  health_ = unreachable_;
 }
 
 Status TpmContext::ReconnectLocked() {
   Status s = esys_->Connect(options_.tcti);
   if (s.ok()) {
-    unreachable_ = Status::Ok();
+    SetUnreachable(Status::Ok());
     reconnect_backoff_ = std::chrono::milliseconds(0);
     return s;
   }
@@ -219,7 +225,7 @@ Status TpmContext::ReconnectLocked() {
   constexpr std::chrono::milliseconds kFirst(100), kMax(5000);
   reconnect_backoff_ = std::min(kMax, std::max(kFirst, reconnect_backoff_ * 2));
   next_reconnect_ = std::chrono::steady_clock::now() + reconnect_backoff_;
-  unreachable_ = Unavailable("TPM unreachable: " + options_.tcti + ": " + s.message());
+  SetUnreachable(Unavailable("TPM unreachable: " + options_.tcti + ": " + s.message()));
   return unreachable_;
 }
 
@@ -235,8 +241,8 @@ R TpmContext::WithReconnect(R (TpmContext::*op)(P...), A&&... args) {
   GA_RETURN_IF_ERROR(ReconnectLocked());
   R second = (this->*op)(args...);
   if (!second.ok() && TakeConnectionLost()) {
-    unreachable_ =
-        Unavailable("TPM unreachable: " + options_.tcti + ": " + second.status().message());
+    SetUnreachable(
+        Unavailable("TPM unreachable: " + options_.tcti + ": " + second.status().message()));
     reconnect_backoff_ = std::chrono::milliseconds(100);
     next_reconnect_ = std::chrono::steady_clock::now() + reconnect_backoff_;
   }
@@ -474,6 +480,15 @@ Result<int> TpmContext::FlushStaleTransientObjects() {
     ++flushed;
   }
   return flushed;
+}
+
+Status TpmContext::Probe() {
+  MutexLock lock(mu_);
+  return WithReconnect(&TpmContext::ProbeLocked).status();
+}
+
+Result<uint32_t> TpmContext::ProbeLocked() {
+  return GetProperty(esys_->ctx, TPM2_PT_MANUFACTURER, "tcti " + options_.tcti);
 }
 
 Result<TpmInfo> TpmContext::Info() {

@@ -98,8 +98,12 @@ class TpmContext {
   Result<int> FlushStaleTransientObjects();
 
   // OK while the TPM answers; Unavailable "TPM unreachable: <tcti>: <error>"
-  // from the first lost command until a reconnect succeeds.
-  Status Health();
+  // from the first lost command until a reconnect succeeds. Never waits for
+  // a TPM command in progress.
+  Status Health() GA_EXCLUDES(health_mu_);
+  // One cheap command (a property read), reconnecting when the TPM was lost:
+  // lets an idle agent notice the TPM leaving and coming back.
+  Status Probe();
 
   // The low-level context; exists only inside the implementation.
   struct Esys;
@@ -111,9 +115,11 @@ class TpmContext {
   Result<std::string> SignLocked(const TpmKeyBlob& key, std::string_view digest) GA_REQUIRES(mu_);
   Result<std::vector<uint32_t>> TransientHandlesLocked() GA_REQUIRES(mu_);
   Result<TpmInfo> InfoLocked() GA_REQUIRES(mu_);
+  Result<uint32_t> ProbeLocked() GA_REQUIRES(mu_);
   // Closes the TCTI and ESYS contexts and opens them again; records the
   // outcome in unreachable_ and paces the next attempt.
   Status ReconnectLocked() GA_REQUIRES(mu_);
+  void SetUnreachable(Status status) GA_REQUIRES(mu_) GA_EXCLUDES(health_mu_);
   // Runs op; when it fails because the TPM connection is lost, reconnects and
   // runs it once more. Waits out the reconnect pacing by failing at once.
   template <typename R, typename... P, typename... A>
@@ -124,6 +130,9 @@ class TpmContext {
   Mutex mu_;
   const std::unique_ptr<Esys> esys_ GA_PT_GUARDED_BY(mu_);
   Status unreachable_ GA_GUARDED_BY(mu_);  // OK while the TPM answers
+  // A copy of unreachable_ for Health(), which must not wait for mu_.
+  Mutex health_mu_;
+  Status health_ GA_GUARDED_BY(health_mu_);
   std::chrono::milliseconds reconnect_backoff_ GA_GUARDED_BY(mu_){0};
   std::chrono::steady_clock::time_point next_reconnect_ GA_GUARDED_BY(mu_);
 };

@@ -24,7 +24,11 @@ bridge::BridgeIdentity Offline(const Identity& id) {
 }  // namespace
 
 Result<bridge::BridgeIdentity> ToBridgeIdentity(const Identity& id,
-                                                const std::shared_ptr<tpm::TpmContext>& tpm) {
+                                                const std::shared_ptr<tpm::TpmContext>& tpm,
+                                                CredentialFault* fault) {
+  CredentialFault ignored;
+  if (fault == nullptr) fault = &ignored;
+  *fault = CredentialFault::kNone;
   bridge::BridgeIdentity b = Offline(id);
   if (id.state == EnrollmentState::kShared) {
     b.via = kGatewayIdentity;  // no key of its own
@@ -33,24 +37,36 @@ Result<bridge::BridgeIdentity> ToBridgeIdentity(const Identity& id,
   b.active = id.state == EnrollmentState::kActive;
   if (!b.active) return b;
   const std::string where = "identity " + id.name;
+  *fault = CredentialFault::kKey;
   GA_ASSIGN_OR_RETURN(tpm::TpmKeyBlob blob,
                       tpm::TpmKeyBlob::ReadFile(id.key_file).With(where + ": key"));
   GA_ASSIGN_OR_RETURN(EvpPkeyPtr key, tpm::MakeEvpPkey(tpm, blob).With(where));
+  *fault = CredentialFault::kCertificate;
   GA_ASSIGN_OR_RETURN(tpm::ClientIdentity credentials,
                       tpm::LoadClientIdentity(std::move(key), id.chain_file).With(where));
   b.uses_gateway_policy =
       pki::HasOrganizationalUnit(X509_get_subject_name(credentials.leaf.get()), "gateway");
   b.credentials = std::make_shared<const tpm::ClientIdentity>(std::move(credentials));
+  *fault = CredentialFault::kNone;
   return b;
 }
 
-void TellBridge(bridge::Bridge& bridge, const std::shared_ptr<tpm::TpmContext>& tpm,
-                const Identity& id) {
-  if (id.state == EnrollmentState::kRemoved) return bridge.Remove(id.name);
-  auto b = ToBridgeIdentity(id, tpm);
-  if (b.ok()) return bridge.Upsert(*b);
-  log::Error("not connecting to AWS IoT: " + b.status().message(), {{"IDENTITY", id.name}});
+CredentialCheck TellBridge(bridge::Bridge& bridge, const std::shared_ptr<tpm::TpmContext>& tpm,
+                           const Identity& id) {
+  CredentialCheck check;
+  if (id.state == EnrollmentState::kRemoved) {
+    bridge.Remove(id.name);
+    return check;
+  }
+  auto b = ToBridgeIdentity(id, tpm, &check.fault);
+  if (b.ok()) {
+    bridge.Upsert(*b);
+    return check;
+  }
+  check.problem = b.status().message();
+  log::Error("not connecting to AWS IoT: " + check.problem, {{"IDENTITY", id.name}});
   bridge.Upsert(Offline(id));
+  return check;
 }
 
 }  // namespace ga

@@ -17,15 +17,30 @@ namespace ga {
 // sensors in shared mode.
 inline constexpr const char* kGatewayIdentity = kGatewayIdentityName.data();
 
+// What stops an ACTIVE identity's key and certificate from being used.
+enum class CredentialFault {
+  kNone,
+  kKey,          // the key blob is missing or unreadable: a new key is needed
+  kCertificate,  // the chain is missing, unreadable or not for this key
+};
+
+struct CredentialCheck {
+  CredentialFault fault = CredentialFault::kNone;
+  std::string problem;  // names the identity and the file
+};
+
 // The bridge's view of `id`. An ACTIVE identity's key blob and chain are
 // loaded (no TPM command runs: the key is loaded at its first signature);
-// an error names the identity and the file.
+// an error names the identity and the file, and `fault` (when given) says
+// which of the two is at fault.
 Result<bridge::BridgeIdentity> ToBridgeIdentity(const Identity& id,
-                                                const std::shared_ptr<tpm::TpmContext>& tpm);
+                                                const std::shared_ptr<tpm::TpmContext>& tpm,
+                                                CredentialFault* fault = nullptr);
 
 // Upserts or removes `id` in the bridge. An ACTIVE identity whose key or
-// chain cannot be loaded is logged and kept offline (its messages wait).
-void TellBridge(bridge::Bridge& bridge, const std::shared_ptr<tpm::TpmContext>& tpm,
-                const Identity& id);
+// chain cannot be loaded is logged and kept offline (its messages wait);
+// the returned check says why.
+CredentialCheck TellBridge(bridge::Bridge& bridge, const std::shared_ptr<tpm::TpmContext>& tpm,
+                           const Identity& id);
 
 }  // namespace ga

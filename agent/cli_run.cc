@@ -81,9 +81,15 @@ void RegisterRunCommands(CLI::App& app, const GlobalOptions& global, int& exit_c
     auto unknown = bridge::ReadUnknownSenders(outbox);
     BridgeStats stats = traffic.ok() ? *traffic : BridgeStats{};
     bridge::UnknownSenderReport strangers = unknown.ok() ? *unknown : bridge::UnknownSenderReport{};
-    std::cout << (*json ? StatusJson(*list, NowMillis(), stats, strangers)
-                        : StatusTable(*list, NowMillis(), stats, strangers));
-    exit_code = !traffic.ok() ? Fail(traffic.status()) : !unknown.ok() ? Fail(unknown.status()) : 0;
+    const Millis now = NowMillis();
+    LiveHealth live = JudgeHealth(config->agent.runtime_dir / kHealthFile, now);
+    std::cout << (*json ? StatusJson(*list, now, stats, strangers, &live)
+                        : StatusTable(*list, now, stats, strangers, &live));
+    // Something needs attention: exit 1, like a failure, after the report.
+    exit_code = !traffic.ok()                      ? Fail(traffic.status())
+                : !unknown.ok()                    ? Fail(unknown.status())
+                : NeedsAttention(*list, now, live) ? 1
+                                                   : 0;
   });
 
   auto* probe = app.add_subcommand(

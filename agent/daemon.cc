@@ -6,12 +6,14 @@
 #include <systemd/sd-daemon.h>
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <sstream>
 #include <string>
 #include <utility>
 
 #include "bridge_feed.h"
+#include "gateway_agent/agent/agent_health.h"
 #include "gateway_agent/agent/control.h"
 #include "gateway_agent/agent/enrollment.h"
 #include "gateway_agent/agent/identity_store.h"
@@ -22,6 +24,7 @@
 #include "gateway_agent/pki/local_ca.h"
 #include "gateway_agent/thread_annotations.h"
 #include "gateway_agent/tpm/tpm_context.h"
+#include "health_monitor.h"
 #include "process.h"
 #include "sensor_roster.h"
 
@@ -218,13 +221,18 @@ Config ReloadConfig(const Config& running, Enrollment& enrollment) {
 // broker; false when asked to stop meanwhile. A SIGHUP meanwhile sets
 // `reload` (applied once the service is ready).
 bool WaitForLocalBroker(bridge::Bridge& bridge, const Config& config, ServiceNotifier& notifier,
-                        const sigset_t& signals, bool* reload) {
+                        const sigset_t& signals, bool* reload, const std::function<void()>& tick) {
   const std::string where = config.local.unix_socket.empty()
                                 ? config.local.host + ":" + std::to_string(config.local.port)
                                 : config.local.unix_socket.string();
   bool logged = false;
   auto started = SteadyClock::now();
+  auto next_tick = started + std::chrono::seconds(1);
   while (!bridge.local_connected()) {
+    if (SteadyClock::now() >= next_tick) {
+      tick();
+      next_tick = SteadyClock::now() + std::chrono::seconds(1);
+    }
     notifier.UpdateStatus("waiting for the local broker at " + where);
     if (!logged && SteadyClock::now() - started > std::chrono::seconds(5)) {
       log::Warning("still waiting for the local MQTT broker at " + where +
@@ -243,7 +251,34 @@ bool WaitForLocalBroker(bridge::Bridge& bridge, const Config& config, ServiceNot
   return true;
 }
 
+// STATUS=: the enrollment counts, and the first thing that needs attention.
+std::string StatusLine(const EnrollmentCounts& counts, const std::vector<std::string>& problems) {
+  std::string line = counts.ToString();
+  if (problems.empty()) return line;
+  line += "; needs attention: " + problems.front();
+  if (problems.size() > 1) {
+    line += " (+" + std::to_string(problems.size() - 1) + " more: gateway-agent status)";
+  }
+  return line;
+}
+
+// Whether a restart could get past a start-up failure of this kind.
+int ExitCodeFor(const Status& s) {
+  switch (s.code()) {
+    case Code::kInvalidArgument:
+    case Code::kNotFound:
+    case Code::kAlreadyExists:
+    case Code::kPermissionDenied:
+    case Code::kFailedPrecondition: return kExitNeedsOperator;
+    default: return kExitTransient;
+  }
+}
+
 }  // namespace
+
+Status CheckStartupFiles(const Config& config) {
+  return pki::CheckLocalCa(config.ca).With("[ca] in " + config.source.string());
+}
 
 int RunAgent(const Config& config) {
   // Signals are taken synchronously by the main thread; every thread started
@@ -255,11 +290,16 @@ int RunAgent(const Config& config) {
   signal(SIGPIPE, SIG_IGN);
 
   auto fail = [](const Status& s) {
-    log::Error(s.message());
+    int code = ExitCodeFor(s);
+    log::Error(s.message() + (code == kExitNeedsOperator
+                                  ? " (not retried: fix this, then start the agent again)"
+                                  : ""));
     sd_notifyf(0, "STATUS=failed: %s", s.message().c_str());
-    return 1;
+    return code;
   };
-  Status s = EnsureDirectory(config.agent.state_dir, 0700);
+  Status s = CheckStartupFiles(config);
+  if (!s.ok()) return fail(s);
+  s = EnsureDirectory(config.agent.state_dir, 0700);
   if (!s.ok()) return fail(std::move(s).With("state directory"));
   s = EnsureDirectory(config.agent.runtime_dir, 0700);
   if (!s.ok()) return fail(std::move(s).With("runtime directory"));
@@ -285,20 +325,23 @@ int RunAgent(const Config& config) {
   bridge_options.state_dir = config.agent.state_dir;
   bridge_options.connect_interrupt_signal = InstallConnectInterruptSignal();
   bridge_options.release_free_memory = ReleaseFreeHeap;
+  bridge_options.tpm_problem = [tpm = *tpm] {
+    Status h = tpm->Health();
+    return h.ok() ? std::string() : h.message();
+  };
   auto bridge = bridge::Bridge::Create(std::move(bridge_options));
   if (!bridge.ok()) return fail(bridge.status());
+  HealthMonitor health({*tpm, bridge->get(), config.agent.runtime_dir / kHealthFile});
 
   Enrollment::Options options;
   options.config = config;
   options.tpm = *tpm;
   options.store = store->get();
   options.issue = MakeIssuer(std::shared_ptr<pki::LocalCa>(std::move(*ca)));
-  options.on_change = [b = bridge->get(), tpm = *tpm](const Identity& id) {
-    TellBridge(*b, tpm, id);
-  };
+  options.on_change = [&health](const Identity& id) { health.Feed(id); };
   Enrollment enrollment(std::move(options));
   if (Status l = enrollment.Load(); !l.ok()) return fail(l);
-  for (const Identity& id : enrollment.Snapshot()) TellBridge(**bridge, *tpm, id);
+  for (const Identity& id : enrollment.Snapshot()) health.Feed(id);
 
   auto control = ControlServer::Start(config.agent.runtime_dir / kControlSocket,
                                       [&enrollment](const std::vector<std::string>& words) {
@@ -313,7 +356,9 @@ int RunAgent(const Config& config) {
   // and the bridge is connected to the local broker.
   ServiceNotifier notifier;
   bool reload = false;
-  if (!WaitForLocalBroker(**bridge, config, notifier, signals, &reload)) {
+  (void)health.Tick(enrollment);  // `status` sees the agent from now on
+  if (!WaitForLocalBroker(**bridge, config, notifier, signals, &reload,
+                          [&] { (void)health.Tick(enrollment); })) {
     notifier.Stopping();
     control->reset();
     (*bridge)->Stop();
@@ -330,9 +375,9 @@ int RunAgent(const Config& config) {
     if (std::exchange(reload, false) || sig == SIGHUP) {
       notifier.Reloading();
       running = ReloadConfig(running, enrollment);
-      notifier.Ready(enrollment.Counts().ToString());
+      notifier.Ready(StatusLine(enrollment.Counts(), health.Tick(enrollment)));
     } else {
-      notifier.UpdateStatus(enrollment.Counts().ToString());
+      notifier.UpdateStatus(StatusLine(enrollment.Counts(), health.Tick(enrollment)));
     }
   }
 

@@ -73,6 +73,11 @@ Result<Identity> Enrollment::RemoveSensor(const std::string& id) {
   return roster_->Remove(id);
 }
 
+Result<Identity> Enrollment::Reenroll(const std::string& name, EnrollmentState from,
+                                      const std::string& reason) {
+  return roster_->Reenroll(name, from, reason);
+}
+
 std::vector<Identity> Enrollment::Snapshot() {
   return table_->Snapshot();
 }

@@ -155,6 +155,44 @@ Result<Identity> SensorRoster::SetConnection(const std::string& id, SensorConnec
   return next;
 }
 
+Result<Identity> SensorRoster::Reenroll(const std::string& name, EnrollmentState from,
+                                        const std::string& reason) {
+  MutexLock changes(changes_mu_);
+  GA_ASSIGN_OR_RETURN(Identity identity, store_.Get(name));
+  if (identity.state != EnrollmentState::kActive) {
+    return FailedPrecondition("identity " + name + " is " + std::string(StateName(identity.state)) +
+                              ", not ACTIVE: nothing to enroll again");
+  }
+  table_.HoldForMove(name);
+  auto current = store_.Get(name);  // a step may have advanced it meanwhile
+  Status saved = current.status();
+  Identity next;
+  if (current.ok()) {
+    next = Reconnected(*current, from);
+    if (from == EnrollmentState::kKeyed) {
+      next.key_file = current->key_file;
+    } else if (!current->key_file.empty()) {
+      // MakeKey reuses a key file it can read: this one must not be.
+      std::error_code ignored;
+      std::filesystem::remove(current->key_file, ignored);
+    }
+    next.last_error = "enrolling again: " + reason;
+    saved = store_.Update(next);
+  }
+  table_.EndMove(name, saved.ok() ? std::optional<Identity>(next) : std::nullopt);
+  GA_RETURN_IF_ERROR(saved.With("enrolling identity " + name + " again"));
+  Changed(next);
+  log::Error(
+      "identity " + name + " cannot connect: " + reason + "; enrolling it again with " +
+          (from == EnrollmentState::kNew ? "a new TPM key and certificate"
+                                         : "a new certificate for its key") +
+          (identity.cert_id.empty() ? std::string()
+                                    : "; its old certificate " + identity.cert_id +
+                                          " stays in AWS IoT until deactivated"),
+      {{"IDENTITY", name}, {"THING", identity.thing}, {"STATE", std::string(StateName(from))}});
+  return next;
+}
+
 Result<Identity> SensorRoster::Remove(const std::string& id) {
   MutexLock changes(changes_mu_);
   GA_ASSIGN_OR_RETURN(Identity identity, store_.Get(id));

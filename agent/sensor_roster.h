@@ -39,6 +39,12 @@ class SensorRoster {
       GA_EXCLUDES(changes_mu_);
   // Marks the sensor REMOVED (committed first), then deletes its directory.
   Result<Identity> Remove(const std::string& id) GA_EXCLUDES(changes_mu_);
+  // An ACTIVE identity (the gateway or a sensor) that cannot work any more
+  // enrolls again from `from`: kNew (its key is gone: a new key, certificate
+  // and JITR) or kKeyed (its certificate does not fit its key: a new
+  // certificate for the same key, then JITR). Logged as an error with `reason`.
+  Result<Identity> Reenroll(const std::string& name, EnrollmentState from,
+                            const std::string& reason) GA_EXCLUDES(changes_mu_);
 
  private:
   Status CheckGatewayMayCarry(const std::string& thing, int more);

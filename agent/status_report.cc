@@ -59,10 +59,41 @@ Traffic TrafficOf(const BridgeStats& bridge, const std::string& name, Millis now
   return t;
 }
 
+std::string_view AgentName(LiveHealth::Agent agent) {
+  switch (agent) {
+    case LiveHealth::Agent::kRunning: return "running";
+    case LiveHealth::Agent::kNotRunning: return "not running";
+    case LiveHealth::Agent::kNotReporting: return "not reporting";
+  }
+  return "?";
+}
+
+bool Expired(const Identity& id, Millis now) {
+  return id.state == EnrollmentState::kActive && id.cert_not_after > 0 && id.cert_not_after <= now;
+}
+
 }  // namespace
 
+std::string IdentityProblem(const Identity& id, Millis now, const LiveHealth* live) {
+  if (Expired(id, now)) {
+    return "certificate " + id.cert_id.substr(0, 12) + "... expired on " +
+           Iso8601(id.cert_not_after) + ": AWS IoT refuses it (is the clock right?)";
+  }
+  if (live == nullptr || live->agent != LiveHealth::Agent::kRunning) return "";
+  auto it = live->report.identities.find(id.name);
+  return it == live->report.identities.end() ? "" : it->second;
+}
+
+bool NeedsAttention(const std::vector<Identity>& identities, Millis now, const LiveHealth& live) {
+  if (live.agent != LiveHealth::Agent::kRunning || !live.report.ok()) return true;
+  return std::any_of(identities.begin(), identities.end(), [&](const Identity& id) {
+    return id.state == EnrollmentState::kParked || !IdentityProblem(id, now, &live).empty();
+  });
+}
+
 std::string StatusTable(const std::vector<Identity>& identities, Millis now,
-                        const BridgeStats& bridge, const bridge::UnknownSenderReport& unknown) {
+                        const BridgeStats& bridge, const bridge::UnknownSenderReport& unknown,
+                        const LiveHealth* live) {
   std::string out;
   char line[512];
   std::snprintf(line, sizeof line,
@@ -83,6 +114,9 @@ std::string StatusTable(const std::vector<Identity>& identities, Millis now,
     if (id.state == EnrollmentState::kShared) {
       note = "travels over the gateway's connection";
     }
+    if (std::string problem = IdentityProblem(id, now, live); !problem.empty()) {
+      note = "PROBLEM: " + problem;
+    }
     Traffic t = TrafficOf(bridge, id.name, now);
     std::snprintf(line, sizeof line,
                   "%-16s %-7s %-28s %-11s %8d %-10s %-20s %-4s %7lld %9lld %7lld %5lld %5lld %s\n",
@@ -99,6 +133,14 @@ std::string StatusTable(const std::vector<Identity>& identities, Millis now,
   out += std::to_string(active) + "/" + std::to_string(identities.size()) + " active";
   if (shared) out += ", " + std::to_string(shared) + " over the gateway's connection";
   out += "\n";
+  if (live != nullptr) {
+    if (live->agent == LiveHealth::Agent::kRunning) {
+      out += "agent: running (pid " + std::to_string(live->report.pid) + ")\n";
+    } else {
+      out += "agent: " + std::string(AgentName(live->agent)) + ": " + live->agent_note + "\n";
+    }
+    for (const auto& p : live->report.problems) out += "needs attention: " + p + "\n";
+  }
   if (unknown.dropped > 0) {
     out += "unknown sensor ids: " + std::to_string(unknown.dropped) + " message(s) dropped";
     if (!unknown.recent.empty()) {
@@ -113,7 +155,8 @@ std::string StatusTable(const std::vector<Identity>& identities, Millis now,
 }
 
 std::string StatusJson(const std::vector<Identity>& identities, Millis now,
-                       const BridgeStats& bridge, const bridge::UnknownSenderReport& unknown) {
+                       const BridgeStats& bridge, const bridge::UnknownSenderReport& unknown,
+                       const LiveHealth* live) {
   // Keys keep the order they are written in: programs may read the output
   // with line-oriented tools, and its order is part of what we ship.
   using Json = nlohmann::ordered_json;
@@ -127,6 +170,7 @@ std::string StatusJson(const std::vector<Identity>& identities, Millis now,
         {"kind", KindName(id.kind)},
         {"thing", id.thing},
         {"state", StateName(id.state)},
+        {"problem", IdentityProblem(id, now, live)},
         {"attempts", id.attempts},
         {"nextAttempt", Iso8601(id.next_attempt)},
         {"lastError", id.last_error},
@@ -155,7 +199,15 @@ std::string StatusJson(const std::vector<Identity>& identities, Millis now,
   for (const auto& u : unknown.recent) {
     recent.push_back({{"id", u.id}, {"messages", u.messages}, {"lastSeen", Iso8601(u.last_ms)}});
   }
-  Json out = {{"identities", std::move(list)},
+  Json health = Json::object();
+  if (live != nullptr) {
+    health = {{"ok", !NeedsAttention(identities, now, *live)},
+              {"agent", AgentName(live->agent)},
+              {"note", live->agent_note},
+              {"problems", live->report.problems}};
+  }
+  Json out = {{"health", std::move(health)},
+              {"identities", std::move(list)},
               {"counts", std::move(by_state)},
               {"unknownSensors", {{"dropped", unknown.dropped}, {"recent", std::move(recent)}}}};
   // Text from peers (TLS alerts, CA error output) may not be UTF-8.

@@ -12,6 +12,7 @@
 #include "cloud_links.h"
 #include "event_loop.h"
 #include "gateway_agent/log.h"
+#include "gateway_agent/thread_annotations.h"
 #include "local_link.h"
 #include "outbox_staging.h"
 #include "topic_map.h"
@@ -54,9 +55,9 @@ class Bridge::Loop {
     LocalLink::Parts local{*loop->events_, loop->agenda_,     loop->staging_, *loop->outbox_,
                            loop->topics_,  loop->identities_, loop->rng_,     local_connected};
     GA_ASSIGN_OR_RETURN(loop->local_, LocalLink::Create(options.local, local));
-    CloudLinks::Settings settings{std::move(options.aws), std::move(options.bridge),
-                                  options.connect_interrupt_signal,
-                                  std::move(options.release_free_memory)};
+    CloudLinks::Settings settings{
+        std::move(options.aws), std::move(options.bridge), options.connect_interrupt_signal,
+        std::move(options.release_free_memory), std::move(options.tpm_problem)};
     CloudLinks::Parts cloud{*loop->events_, loop->agenda_, *loop->outbox_, loop->staging_,
                             loop->topics_,  *loop->local_, loop->rng_};
     loop->clouds_ = std::make_unique<CloudLinks>(std::move(settings), cloud);
@@ -122,6 +123,7 @@ class Bridge::Loop {
         next_tick = now + kTick;
         local_->Tick(now);
         clouds_->Tick(now);
+        PublishHealth();
       }
       agenda_.DrainSends([&](CloudConnection& c) { clouds_->Send(c); });
       agenda_.DrainWrites([&](MqttConnection& c) { Write(c); });
@@ -136,6 +138,11 @@ class Bridge::Loop {
   void Upsert(const BridgeIdentity& identity) {
     identities_[identity.name] = identity;
     clouds_->Upsert(identity);
+  }
+
+  BridgeHealth Health() const {
+    MutexLock lock(health_mu_);
+    return health_;
   }
 
   void Remove(const std::string& name) {
@@ -165,7 +172,13 @@ class Bridge::Loop {
   void CommitStaged(bool flush_acks) {
     const bool accepted = staging_.has_accepted();
     Status s = staging_.Commit(flush_acks);
-    if (s.ok()) return clouds_->TakeCommitted(staging_.committed());
+    if (s.ok()) {
+      if (accepted) outbox_problem_.clear();
+      return clouds_->TakeCommitted(staging_.committed());
+    }
+    // Typically the state directory's disk is full or read-only.
+    outbox_problem_ =
+        "outbox commit failed (is the state directory's disk full or read-only?): " + s.message();
     if (!accepted) {
       log::Error(s.message());  // only deletes: kept, and tried again
       return;
@@ -175,6 +188,17 @@ class Bridge::Loop {
     log::Error("outbox commit failed, reconnecting to the local broker so it redelivers: " +
                s.message());
     local_->DropUnacknowledged();
+  }
+
+  void PublishHealth() {
+    BridgeHealth h;
+    h.local_connected = local_->connected();
+    // Empty until a connect has failed (the first one is not a problem yet).
+    if (!h.local_connected) h.local_problem = local_->connection().problem;
+    h.outbox_problem = outbox_problem_;
+    clouds_->CollectProblems(h.cloud_problems);
+    MutexLock lock(health_mu_);
+    health_ = std::move(h);
   }
 
   void Expire() {
@@ -211,6 +235,9 @@ class Bridge::Loop {
   std::unique_ptr<LocalLink> local_;
   std::unique_ptr<CloudLinks> clouds_;
   bool stopping_ = false;
+  std::string outbox_problem_;
+  mutable Mutex health_mu_;
+  BridgeHealth health_ GA_GUARDED_BY(health_mu_);
 };
 
 namespace {
@@ -245,6 +272,10 @@ void Bridge::Stop() {
 
 void Bridge::Upsert(const BridgeIdentity& identity) {
   loop_->Post([loop = loop_.get(), identity] { loop->Upsert(identity); });
+}
+
+BridgeHealth Bridge::Health() const {
+  return loop_->Health();
 }
 
 void Bridge::Remove(const std::string& name) {

@@ -134,6 +134,7 @@ void CloudLinks::Connect(CloudConnection& c) {
   if (!c.mosq) {
     if (Status s = NewClient(c); !s.ok()) {
       log::Error("cloud connection " + c.name + ": " + s.message(), {{"IDENTITY", c.name}});
+      c.problem = s.message();
       return Lost(c, MOSQ_ERR_TLS);
     }
   }
@@ -183,8 +184,11 @@ void CloudLinks::HandshakeDone(CloudConnection& c, int rc, const std::string& wh
     }
   }
   if (rc != MOSQ_ERR_SUCCESS) {
-    log::Warning("cloud connection " + c.name + " to " + settings_.aws.endpoint + ": " + why,
-                 {{"IDENTITY", c.name}});
+    c.problem = "cannot connect to " + settings_.aws.endpoint + ": " + why;
+    // Every handshake signs with a TPM key: a TPM that is away is the cause.
+    std::string tpm = settings_.tpm_problem ? settings_.tpm_problem() : "";
+    if (!tpm.empty()) c.problem += " (" + tpm + ")";
+    log::Warning("cloud connection " + c.name + ": " + c.problem, {{"IDENTITY", c.name}});
     c.connecting = false;  // logged here; Lost only backs off
     return Lost(c, rc);
   }
@@ -205,6 +209,7 @@ void CloudLinks::OnConnect(mosquitto* m, int rc) {
   if (c == nullptr) return;
   c->connecting = false;
   if (rc != 0) {
+    c->problem = std::string("AWS IoT refused the connection: ") + mosquitto_connack_string(rc);
     log::Warning(
         "AWS IoT refused the connection of " + c->name + ": " + mosquitto_connack_string(rc),
         {{"IDENTITY", c->name}, {"THING", c->identity.thing}});
@@ -213,6 +218,7 @@ void CloudLinks::OnConnect(mosquitto* m, int rc) {
   }
   bool was_failing = c->failures > 0;
   c->failures = 0;
+  c->problem.clear();
   SetConnected(*c, true);
   log::Info("cloud connection " + c->name + " up as " + c->identity.thing,
             {{"IDENTITY", c->name}, {"THING", c->identity.thing}});
@@ -275,6 +281,11 @@ void CloudLinks::Lost(CloudConnection& c, int rc) {
   if (c.connected || c.connecting) {
     std::string why = rc == MOSQ_ERR_CONN_LOST ? "connection lost" : mosquitto_strerror(rc);
     log::Warning("MQTT connection " + c.name + " down: " + why, {{"IDENTITY", c.name}});
+    if (c.connected) {
+      c.problem = why + "; reconnecting";
+    } else if (c.problem.empty()) {
+      c.problem = "no answer to CONNECT from " + settings_.aws.endpoint + " (" + why + ")";
+    }
   }
   SetConnected(c, false);
   c.connecting = false;
@@ -336,6 +347,14 @@ void CloudLinks::Tick(Clock::time_point now) {
     }
     // Rate-limited connections, and anything not served on an event.
     parts_.agenda.MarkSend(*c);
+  }
+}
+
+void CloudLinks::CollectProblems(std::map<std::string, std::string>& out) const {
+  for (const auto& [name, c] : clouds_) {
+    const CloudConnection* own = c->carrier != nullptr ? c->carrier : c.get();
+    if (own->connected || own->problem.empty()) continue;
+    out[name] = own == c.get() ? own->problem : "carrier " + own->name + ": " + own->problem;
   }
 }
 

@@ -51,6 +51,7 @@ class CloudLinks {
     int connect_interrupt_signal = 0;  // see HandshakePool
     // Called once a burst of TLS handshakes is over (see ReleaseFreeMemory).
     std::function<void()> release_free_memory;
+    std::function<std::string()> tpm_problem;  // see Bridge::Options
   };
   CloudLinks(Settings settings, Parts parts);
   CloudLinks(const CloudLinks&) = delete;
@@ -84,6 +85,8 @@ class CloudLinks {
   void MarkAllWrite();
   // Forgets every connection (shutdown, after the last write).
   void Clear();
+  // Why each connection that failed is down (a carried sensor: its carrier's).
+  void CollectProblems(std::map<std::string, std::string>& out) const;
 
  private:
   // cloud_links.cc

@@ -1,5 +1,8 @@
 #include "local_link.h"
 
+#include <cerrno>
+#include <cstring>
+
 #include "gateway_agent/files.h"
 #include "gateway_agent/log.h"
 
@@ -78,8 +81,9 @@ void LocalLink::Connect() {
     rc = mosquitto_connect_async(conn_.mosq.get(), config_.host.c_str(), config_.port, keepalive);
   }
   if (rc != MOSQ_ERR_SUCCESS) {
-    log::Warning("local broker " + config_.host + ":" + std::to_string(config_.port) + ": " +
-                 mosquitto_strerror(rc));
+    std::string why = rc == MOSQ_ERR_ERRNO ? std::strerror(errno) : mosquitto_strerror(rc);
+    conn_.problem = "local broker " + Where() + ": " + why;
+    log::Warning(conn_.problem);
     return Lost(rc);
   }
   parts_.loop.Watch(conn_);
@@ -89,11 +93,15 @@ void LocalLink::OnConnect(int rc, bool session_present) {
   conn_.connecting = false;
   fresh_session_ = !session_present;
   if (rc != 0) {
-    log::Error(std::string("local broker refused the connection: ") + mosquitto_connack_string(rc));
+    conn_.problem = "local broker " + Where() +
+                    " refused the connection: " + mosquitto_connack_string(rc) +
+                    " (check [local] username and password_file)";
+    log::Error(conn_.problem);
     mosquitto_disconnect(conn_.mosq.get());
     return;
   }
   conn_.failures = 0;
+  conn_.problem.clear();
   SetConnected(true);
   log::Info("connected to the local broker; subscribing to " + config_.ingest_filter);
   mosquitto_subscribe(conn_.mosq.get(), nullptr, config_.ingest_filter.c_str(), 1);
@@ -189,6 +197,9 @@ void LocalLink::Lost(int rc) {
   if (conn_.connected || conn_.connecting) {
     std::string why = rc == MOSQ_ERR_CONN_LOST ? "connection lost" : mosquitto_strerror(rc);
     log::Warning("MQTT connection local down: " + why, {{"IDENTITY", conn_.name}});
+    if (conn_.connected || conn_.problem.empty()) {
+      conn_.problem = "local broker " + Where() + ": " + why + "; reconnecting";
+    }
   }
   SetConnected(false);
   conn_.connecting = false;
@@ -216,6 +227,11 @@ void LocalLink::Deliver(const std::string& topic, const void* payload, int lengt
 void LocalLink::Disconnect() {
   FlushUnknownSenders(Clock::now(), /*force=*/true);
   if (conn_.mosq && conn_.connected) mosquitto_disconnect(conn_.mosq.get());
+}
+
+std::string LocalLink::Where() const {
+  return config_.unix_socket.empty() ? config_.host + ":" + std::to_string(config_.port)
+                                     : config_.unix_socket.string();
 }
 
 void LocalLink::SetConnected(bool up) {

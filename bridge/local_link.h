@@ -48,6 +48,8 @@ class LocalLink {
 
   MqttConnection& connection() { return conn_; }
   bool connected() const { return conn_.connected; }
+  // "host:port" or the socket path of the local broker.
+  std::string Where() const;
 
   // Reads what the broker sent; stages its messages.
   void Read();

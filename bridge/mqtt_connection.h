@@ -40,6 +40,8 @@ struct MqttConnection {
   Clock::time_point next_connect{};
   Clock::time_point last_attempt{};
   int failures = 0;
+  // Why it is not connected (the last failure), for status; empty once up.
+  std::string problem;
   bool write_marked = false;  // in the Agenda's write list
   int published = 0;          // PUBLISH packets queued since the last write
   // Local connection: PUBLISH bytes read (counted by the message callback),

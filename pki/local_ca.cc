@@ -293,6 +293,18 @@ Result<std::unique_ptr<LocalCa>> OpenLocalCa(const CaConfig& config,
                                               config.cert.string()));
 }
 
+Status CheckLocalCa(const CaConfig& config) {
+  if (config.backend != CaBackend::kTpm) return OpenLocalCa(config, nullptr).status();
+  std::string what = "opening the tpm CA";
+  if (config.validity_days < 1) return InvalidArgument("validity_days must be at least 1");
+  auto cert = ReadCertificateFile(config.cert);
+  if (!cert.ok()) return std::move(cert).take_status().With(what);
+  GA_RETURN_IF_ERROR(internal::CheckCaCertificate(cert->get(), config.cert.string()).With(what));
+  auto blob = tpm::TpmKeyBlob::ReadFile(config.key);
+  if (!blob.ok()) return std::move(blob).take_status().With("CA key " + config.key.string());
+  return Status::Ok();
+}
+
 Result<CaInitResult> InitLocalCa(const CaInitOptions& options) {
   static constexpr std::string_view kWhat = "creating the CA";
   if (options.backend != CaBackend::kFile && options.backend != CaBackend::kTpm) {

@@ -87,8 +87,9 @@ CommandResult AgentHarness::Cli(std::vector<std::string> args) {
 }
 
 std::string AgentHarness::StatusJson() {
+  // Exit 1 with a report: something needs attention (a cloud outage, ...).
   auto r = Cli({"status", "--json"});
-  return r.exit_code == 0 ? r.output : "";
+  return r.exit_code <= 1 && r.output.rfind("{\"health\"", 0) == 0 ? r.output : "";
 }
 
 bool AgentHarness::WaitForState(const std::string& state, int count, std::chrono::seconds timeout,

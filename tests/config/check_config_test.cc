@@ -13,16 +13,26 @@ namespace {
 using testing::RunCommand;
 
 TEST(CheckConfig, AcceptsTheSample) {
-  auto r = RunCommand({GA_AGENT_BINARY, "check-config", "--config",
+  auto r = RunCommand({GA_AGENT_BINARY, "check-config", "--no-files", "--config",
                        std::string(GA_SOURCE_DIR) + "/config/gateway-agent.toml"});
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("valid"), std::string::npos) << r.output;
 }
 
+// Without --no-files the CA files are checked as run checks them: the
+// sample names a CA that `gateway-agent ca init` has not made here.
+TEST(CheckConfig, RefusesTheSampleUntilItsCaExists) {
+  auto r = RunCommand({GA_AGENT_BINARY, "check-config", "--config",
+                       std::string(GA_SOURCE_DIR) + "/config/gateway-agent.toml"});
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("run would refuse to start"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("/etc/gateway-agent/"), std::string::npos) << r.output;
+}
+
 TEST(CheckConfig, PrintsTheEffectiveConfig) {
   auto r = RunCommand({GA_AGENT_BINARY, "--config",
                        std::string(GA_SOURCE_DIR) + "/config/gateway-agent.toml", "check-config",
-                       "--print"});
+                       "--print", "--no-files"});
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("[bridge]\ncloud_topic_template = \"dt/{thing}/{rest}\""),
             std::string::npos)
@@ -138,8 +148,36 @@ TEST(CheckConfig, AMissingPasswordFileIsAProblemNamingTheKey) {
 
   // Once the file is there, the configuration is valid.
   std::ofstream(missing) << "secret\n";
-  auto ok = RunCommand({GA_AGENT_BINARY, "check-config", "--config", path.string()});
+  auto ok = RunCommand({GA_AGENT_BINARY, "check-config", "--no-files", "--config", path.string()});
   EXPECT_EQ(ok.exit_code, 0) << ok.output;
+}
+
+// A CA key that group or others can read: check-config refuses it with the
+// message run gives, and both exit 2 (a restart cannot fix it).
+TEST(CheckConfig, ACaKeyOthersCanReadIsRefusedByCheckConfigAsByRun) {
+  testing::TempDir dir;
+  auto ca_dir = dir / "ca";
+  auto init = RunCommand(
+      {GA_AGENT_BINARY, "ca", "init", "--subject", "CN=Test CA", "--out-dir", ca_dir.string()});
+  ASSERT_EQ(init.exit_code, 0) << init.output;
+  auto path = dir / "agent.toml";
+  std::ofstream(path)
+      << "[agent]\nthing_name = \"gw-1\"\nstate_dir = \"" << (dir / "state").string()
+      << "\"\nruntime_dir = \"" << (dir / "run").string()
+      << "\"\n[aws]\nendpoint = \"x-ats.iot.eu-west-1.amazonaws.com\"\n[ca]\ncert = \""
+      << (ca_dir / "ca.pem").string() << "\"\nkey = \"" << (ca_dir / "ca.key").string() << "\"\n";
+  auto ok = RunCommand({GA_AGENT_BINARY, "check-config", "--config", path.string()});
+  ASSERT_EQ(ok.exit_code, 0) << ok.output;
+
+  ASSERT_EQ(chmod((ca_dir / "ca.key").c_str(), 0644), 0);
+  auto r = RunCommand({GA_AGENT_BINARY, "check-config", "--config", path.string()});
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  const std::string why = "is accessible by group or others (mode 0644); run chmod 600";
+  EXPECT_NE(r.output.find(why), std::string::npos) << r.output;
+  auto run = RunCommand({GA_AGENT_BINARY, "run", "--config", path.string()});
+  EXPECT_EQ(run.exit_code, 2) << run.output;
+  EXPECT_NE(run.output.find(why), std::string::npos) << run.output;
+  EXPECT_FALSE(std::filesystem::exists(dir / "state")) << "run touched nothing before refusing";
 }
 
 TEST(CheckConfig, AnUnreadablePasswordFileIsAProblemNamingTheKey) {

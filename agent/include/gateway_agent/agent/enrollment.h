@@ -113,6 +113,10 @@ class Enrollment {
   // Stops the identity, deletes its key blob and files, marks it REMOVED.
   // Returns the identity as it was (for its certificate id).
   Result<Identity> RemoveSensor(const std::string& id);
+  // An ACTIVE identity whose key is gone (from kNew) or whose certificate
+  // does not fit its key (from kKeyed) enrolls again (SensorRoster::Reenroll).
+  Result<Identity> Reenroll(const std::string& name, EnrollmentState from,
+                            const std::string& reason);
 
   std::vector<Identity> Snapshot();
   EnrollmentCounts Counts();

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "gateway_agent/agent/agent_health.h"
 #include "gateway_agent/agent/identity_store.h"
 #include "gateway_agent/bridge/outbox.h"
 
@@ -14,14 +15,28 @@ namespace ga {
 // The bridge's figures per identity name (from the outbox database).
 using BridgeStats = std::map<std::string, bridge::IdentityOutboxStats>;
 
+// With `live` (the running agent's health report, agent_health.h), each
+// identity shows what stops it and the agent's own problems are listed;
+// without it only what the files tell (an expired certificate, a parked
+// identity).
 std::string StatusTable(const std::vector<Identity>& identities, Millis now,
                         const BridgeStats& bridge = {},
-                        const bridge::UnknownSenderReport& unknown = {});
+                        const bridge::UnknownSenderReport& unknown = {},
+                        const LiveHealth* live = nullptr);
 
-// {"identities":[{"name":…,"kind":…,"thing":…,"state":…,…}],"counts":{…},
+// {"health":{"ok":…,"agent":"running|not running|not reporting","note":…,"problems":[…]},
+//  "identities":[{"name":…,"kind":…,"thing":…,"state":…,"problem":…,…}],"counts":{…},
 //  "unknownSensors":{"dropped":…,"recent":[{"id":…,"messages":…,"lastSeen":…}]}}
 std::string StatusJson(const std::vector<Identity>& identities, Millis now,
                        const BridgeStats& bridge = {},
-                       const bridge::UnknownSenderReport& unknown = {});
+                       const bridge::UnknownSenderReport& unknown = {},
+                       const LiveHealth* live = nullptr);
+
+// What stops `id` from working ("" when nothing is known to).
+std::string IdentityProblem(const Identity& id, Millis now, const LiveHealth* live);
+
+// Whether `status` should exit non-zero: the agent is not running or not
+// reporting, it has a problem, or an identity has one or is parked.
+bool NeedsAttention(const std::vector<Identity>& identities, Millis now, const LiveHealth& live);
 
 }  // namespace ga

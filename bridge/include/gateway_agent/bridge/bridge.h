@@ -32,6 +32,7 @@
 #include <atomic>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -61,6 +62,16 @@ struct BridgeIdentity {
   std::string via;
 };
 
+// What stands in the bridge's way, for status and the service's STATUS=.
+struct BridgeHealth {
+  bool local_connected = false;
+  std::string local_problem;   // why the local broker cannot be reached
+  std::string outbox_problem;  // the last failed outbox commit, until one succeeds
+  // Identity name -> why its cloud connection is down (only those that have
+  // failed and are not connected).
+  std::map<std::string, std::string> cloud_problems;
+};
+
 class Bridge {
  public:
   struct Options {
@@ -76,6 +87,9 @@ class Bridge {
     // Called once a burst of TLS handshakes is over, to hand free heap back
     // to the system (e.g. malloc_trim); may be empty.
     std::function<void()> release_free_memory;
+    // What is wrong with the TPM ("" when nothing), added to the log line of
+    // a failed handshake: every handshake signs with a TPM key. May be empty.
+    std::function<std::string()> tpm_problem;
   };
 
   // Opens the outbox, checks the topic mapping and reads the local broker's
@@ -96,6 +110,8 @@ class Bridge {
   void Remove(const std::string& name);
 
   bool local_connected() const { return local_connected_; }
+  // Thread-safe; refreshed by the loop every tick.
+  BridgeHealth Health() const;
 
  private:
   class Loop;

@@ -107,6 +107,13 @@ class LocalCa {
   int validity_days_;
 };
 
+// What OpenLocalCa checks that needs no TPM: for a file CA everything
+// (the key is loaded and matched, then dropped); for a tpm CA the
+// certificate and that the key file is a TPM key blob; for a command CA the
+// command and, when given, the certificate. `gateway-agent check-config` and
+// `run` refuse the same files with it.
+Status CheckLocalCa(const CaConfig& config);
+
 // Opens the CA that `config` describes. `tpm` is required for the tpm
 // backend (opened by the caller from [tpm]) and ignored otherwise.
 // Checks, with errors naming the files: the certificate is a CA certificate

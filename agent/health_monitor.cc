@@ -1,0 +1,162 @@
+#include "health_monitor.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "gateway_agent/log.h"
+
+namespace ga {
+
+namespace {
+
+Millis WallMillis() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+HealthMonitor::HealthMonitor(Parts parts) : parts_(std::move(parts)) {
+  probe_ = std::thread([this] { ProbeTpm(); });
+}
+
+HealthMonitor::~HealthMonitor() {
+  {
+    MutexLock lock(probe_mu_);
+    stop_ = true;
+  }
+  probe_cv_.notify_all();
+  probe_.join();
+  std::error_code ignored;
+  std::filesystem::remove(parts_.report, ignored);
+}
+
+void HealthMonitor::ProbeTpm() {
+  auto stopped = [this] {
+    MutexLock lock(probe_mu_);
+    if (!stop_) probe_cv_.wait_for(probe_mu_, kTpmProbeEvery);
+    return stop_;
+  };
+  while (!stopped()) {
+    // Fails at once while reconnects are paced; its outcome shows in Health().
+    (void)parts_.tpm->Probe();
+  }
+}
+
+HealthMonitor::FileStamp HealthMonitor::Stamp(const std::string& path) {
+  FileStamp stamp;
+  struct stat st {};
+  if (path.empty() || stat(path.c_str(), &st) != 0) return stamp;
+  stamp.exists = true;
+  stamp.size = st.st_size;
+  stamp.mtime_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+  stamp.inode = static_cast<int64_t>(st.st_ino);
+  return stamp;
+}
+
+void HealthMonitor::Feed(const Identity& id) {
+  // Stamped before loading: a change made while loading is seen next time.
+  FileStamp key = Stamp(id.key_file), chain = Stamp(id.chain_file);
+  CredentialCheck check = TellBridge(*parts_.bridge, parts_.tpm, id);
+  MutexLock lock(mu_);
+  if (id.state != EnrollmentState::kActive) {
+    watched_.erase(id.name);
+    return;
+  }
+  watched_[id.name] = {id, key, chain, std::move(check)};
+}
+
+void HealthMonitor::RecheckFiles() {
+  std::vector<Watched> now;
+  {
+    MutexLock lock(mu_);
+    for (const auto& [name, w] : watched_) now.push_back(w);
+  }
+  for (const Watched& w : now) {
+    if (Stamp(w.identity.key_file) == w.key && Stamp(w.identity.chain_file) == w.chain) continue;
+    log::Warning("the key or certificate files of identity " + w.identity.name +
+                     " changed on disk: loading them again",
+                 {{"IDENTITY", w.identity.name}});
+    Feed(w.identity);
+  }
+}
+
+void HealthMonitor::Repair(Enrollment& enrollment) {
+  std::vector<Watched> faulty;
+  {
+    MutexLock lock(mu_);
+    for (const auto& [name, w] : watched_) {
+      if (w.check.fault != CredentialFault::kNone) faulty.push_back(w);
+    }
+  }
+  auto now = std::chrono::steady_clock::now();
+  for (const Watched& w : faulty) {
+    auto last = repaired_.find(w.identity.name);
+    if (last != repaired_.end() && now - last->second < kRepairSpacing) continue;
+    repaired_[w.identity.name] = now;
+    EnrollmentState from =
+        w.check.fault == CredentialFault::kKey ? EnrollmentState::kNew : EnrollmentState::kKeyed;
+    auto again = enrollment.Reenroll(w.identity.name, from, w.check.problem);
+    if (!again.ok()) {
+      log::Error("identity " + w.identity.name +
+                     " cannot connect and was not enrolled again: " + again.status().message(),
+                 {{"IDENTITY", w.identity.name}});
+    }
+  }
+}
+
+AgentHealth HealthMonitor::Gather() {
+  AgentHealth h;
+  h.pid = getpid();
+  h.updated = WallMillis();
+  if (Status tpm = parts_.tpm->Health(); !tpm.ok()) {
+    h.problems.push_back(tpm.message() + " (every TLS handshake and enrollment needs the TPM)");
+  }
+  bridge::BridgeHealth b = parts_.bridge->Health();
+  if (!b.local_problem.empty()) {
+    h.problems.push_back(b.local_problem + " (is mosquitto running? [local] in the config)");
+  }
+  if (!b.outbox_problem.empty()) h.problems.push_back(b.outbox_problem);
+  h.identities = std::move(b.cloud_problems);
+  MutexLock lock(mu_);
+  for (const auto& [name, w] : watched_) {
+    if (w.check.fault == CredentialFault::kNone) continue;
+    h.identities[name] = w.check.problem + "; enrolling it again";
+  }
+  return h;
+}
+
+std::vector<std::string> HealthMonitor::Tick(Enrollment& enrollment) {
+  auto now = std::chrono::steady_clock::now();
+  if (now >= next_files_check_) {
+    next_files_check_ = now + kFilesCheckEvery;
+    RecheckFiles();
+  }
+  Repair(enrollment);
+  AgentHealth h = Gather();
+  for (const auto& p : h.problems) {
+    if (std::find(last_.problems.begin(), last_.problems.end(), p) == last_.problems.end()) {
+      log::Warning("needs attention: " + p);
+    }
+  }
+  for (const auto& p : last_.problems) {
+    if (std::find(h.problems.begin(), h.problems.end(), p) == h.problems.end()) {
+      log::Info("resolved: " + p);
+    }
+  }
+  if (!h.SameAs(last_) || now >= next_write_) {
+    next_write_ = now + kHealthHeartbeat;
+    if (Status s = WriteHealth(parts_.report, h); !s.ok()) {
+      log::Warning("writing the health report for gateway-agent status: " + s.message());
+    }
+  }
+  std::vector<std::string> problems = h.problems;
+  for (const auto& [name, why] : h.identities) problems.push_back(name + ": " + why);
+  last_ = std::move(h);
+  return problems;
+}
+
+}  // namespace ga

@@ -1,0 +1,86 @@
+// The running agent's watch over what breaks while nobody looks: the TPM
+// (probed every few seconds, so an idle agent notices it leave and come
+// back), the bridge's links and outbox, and each ACTIVE identity's key and
+// certificate files (re-read when they change on disk). It writes the health
+// report that `gateway-agent status` reads (agent_health.h), gives the
+// service's STATUS= its first problem, and repairs what enrolling again can
+// repair: an identity whose key is gone gets a new key and certificate, one
+// whose certificate does not fit its key a new certificate (at most once per
+// kRepairSpacing per identity, so a fault that comes back is not a loop).
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bridge_feed.h"
+#include "gateway_agent/agent/agent_health.h"
+#include "gateway_agent/agent/enrollment.h"
+#include "gateway_agent/bridge/bridge.h"
+#include "gateway_agent/thread_annotations.h"
+#include "gateway_agent/tpm/tpm_context.h"
+
+namespace ga {
+
+class HealthMonitor {
+ public:
+  static constexpr std::chrono::seconds kTpmProbeEvery{3};
+  static constexpr std::chrono::seconds kFilesCheckEvery{3};
+  static constexpr std::chrono::minutes kRepairSpacing{10};
+
+  struct Parts {
+    std::shared_ptr<tpm::TpmContext> tpm;
+    bridge::Bridge* bridge = nullptr;
+    std::filesystem::path report;  // runtime_dir / kHealthFile
+  };
+  explicit HealthMonitor(Parts parts);
+  // Stops the TPM probe and removes the report (the agent is not running).
+  ~HealthMonitor();
+  HealthMonitor(const HealthMonitor&) = delete;
+  HealthMonitor& operator=(const HealthMonitor&) = delete;
+
+  // Tells the bridge about `id` (TellBridge) and keeps the outcome: a fault
+  // is shown and repaired, files that load are watched. Any thread.
+  void Feed(const Identity& id) GA_EXCLUDES(mu_);
+
+  // The main loop, about once a second: re-feeds identities whose files
+  // changed, repairs faulty ones through `enrollment`, and writes the report
+  // when it changed or is due. Returns the problems, for STATUS=.
+  std::vector<std::string> Tick(Enrollment& enrollment) GA_EXCLUDES(mu_);
+
+ private:
+  struct FileStamp {
+    bool exists = false;
+    int64_t size = 0, mtime_ns = 0, inode = 0;
+    bool operator==(const FileStamp&) const = default;
+  };
+  struct Watched {
+    Identity identity;
+    FileStamp key, chain;
+    CredentialCheck check;
+  };
+  static FileStamp Stamp(const std::string& path);
+  void ProbeTpm();
+  AgentHealth Gather() GA_EXCLUDES(mu_);
+  void Repair(Enrollment& enrollment) GA_EXCLUDES(mu_);
+  void RecheckFiles() GA_EXCLUDES(mu_);
+
+  Parts parts_;
+  Mutex mu_;
+  std::map<std::string, Watched> watched_ GA_GUARDED_BY(mu_);
+  std::map<std::string, std::chrono::steady_clock::time_point> repaired_;  // main loop only
+  AgentHealth last_;                                                       // main loop only
+  std::chrono::steady_clock::time_point next_files_check_{}, next_write_{};
+
+  Mutex probe_mu_;
+  std::condition_variable_any probe_cv_;
+  bool stop_ GA_GUARDED_BY(probe_mu_) = false;
+  std::thread probe_;
+};
+
+}  // namespace ga

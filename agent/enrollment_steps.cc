@@ -87,13 +87,16 @@ Status MakeCertificate(Identity& identity, const StepContext& ctx) {
   auto cert_path = dir / "cert.pem";
   auto chain_path = dir / "chain.pem";
 
-  // A certificate saved before a crash is reused when it is for this key.
+  // A certificate saved before a crash is reused when it is for this key and
+  // leads its chain (a chain overwritten since is not).
   auto cert_pem = ReadFile(cert_path);
   auto chain_pem = ReadFile(chain_path);
   bool reuse = false;
   if (cert_pem.ok() && chain_pem.ok()) {
     auto facts = ReadCertificate(*cert_pem, cert_path.string());
-    if (facts.ok() && EVP_PKEY_eq(X509_get0_pubkey(facts->cert.get()), key.get()) == 1) {
+    auto leaf = ReadCertificate(*chain_pem, chain_path.string());
+    if (facts.ok() && leaf.ok() && leaf->id == facts->id &&
+        EVP_PKEY_eq(X509_get0_pubkey(facts->cert.get()), key.get()) == 1) {
       reuse = true;
       identity.cert_id = facts->id;
       identity.cert_not_after = facts->not_after;

@@ -1,0 +1,232 @@
+// The agent left alone through the faults of a gateway's life: with the
+// gateway and two sensors bridging numbered messages, in turn the TPM goes
+// away and comes back, the state disk fills and is freed, the local broker
+// and the cloud stop and start, a key is deleted and a certificate
+// overwritten. After each, `status` names the problem within seconds, then
+// the agent recovers without a restart; every numbered message arrives
+// (duplicates allowed, counted) and AWS limits hold.
+#include <sys/mount.h>
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <set>
+
+#include "bridge_harness.h"
+
+namespace ga::testing {
+namespace {
+
+// A small tmpfs on the agent's state directory, unmounted when done.
+class SmallDisk {
+ public:
+  explicit SmallDisk(const std::filesystem::path& at) : at_(at) {
+    std::filesystem::create_directories(at);
+    mounted_ = mount("tmpfs", at.c_str(), "tmpfs", 0, "size=16m,mode=0700") == 0;
+  }
+  ~SmallDisk() {
+    if (mounted_) umount2(at_.c_str(), MNT_DETACH);
+  }
+  bool mounted() const { return mounted_; }
+
+  // Writes a file until the disk is full.
+  void Fill() {
+    std::ofstream f(at_ / "filler", std::ios::binary);
+    std::string chunk(64 * 1024, 'x');
+    while (f.write(chunk.data(), static_cast<std::streamsize>(chunk.size())) && f.flush()) {
+    }
+  }
+  void Free() { std::filesystem::remove(at_ / "filler"); }
+
+ private:
+  std::filesystem::path at_;
+  bool mounted_ = false;
+};
+
+class SelfHealing : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    HarnessOptions o;
+    o.sensors = 2;
+    auto h = AgentHarness::Start(o);
+    ASSERT_TRUE(h.ok()) << h.status().ToString();
+    h_ = std::move(*h);
+    disk_ = std::make_unique<SmallDisk>(h_->state_dir());
+    ASSERT_TRUE(h_->StartAgent().ok());
+    ASSERT_TRUE(h_->WaitForState("ACTIVE", 3, 90s)) << Log(*h_);
+  }
+  void TearDown() override {
+    if (h_ && h_->agent().running()) (void)h_->agent().Signal(SIGTERM, 20s);
+    disk_.reset();
+  }
+
+  // Numbered messages n in [from, to) for s1 and s2, accepted by the broker.
+  void Publish(int from, int to) {
+    LocalClient sensors(h_->broker().port(), "numbered-" + std::to_string(from));
+    ASSERT_TRUE(sensors.connected());
+    for (int n = from; n < to; ++n) {
+      for (const char* s : {"s1", "s2"}) {
+        ASSERT_TRUE(sensors.Publish(std::string("sensors/") + s + "/seq", std::to_string(n)));
+      }
+    }
+    ASSERT_TRUE(sensors.WaitAcked(2 * (to - from), 20s));
+    published_ = to;
+  }
+
+  // Collects what the cloud got; true once every message published so far
+  // arrived. iot-sim forgets its publish log on a restart: collect first.
+  bool AllArrived(std::chrono::seconds timeout) {
+    return WaitUntil(
+        [&] {
+          for (const auto& m : CloudPublishes(h_->sim())) {
+            if (m.topic.rfind("dt/", 0) != 0) continue;
+            for (int n = 0; n < published_; ++n) {
+              if (m.payload_b64 == Base64(std::to_string(n))) {
+                seen_[m.client_id].insert(n);
+                break;
+              }
+            }
+          }
+          for (const char* thing : {"gw-test:s1", "gw-test:s2"}) {
+            if (seen_[thing].size() != static_cast<size_t>(published_)) return false;
+          }
+          return true;
+        },
+        timeout);
+  }
+
+  nlohmann::json Status() { return Parse(h_->Cli({"status", "--json"}).output); }
+
+  // Waits until `status --json` satisfies `done`; returns the seconds it took
+  // (-1 on timeout).
+  double WaitForStatus(const std::function<bool(const nlohmann::json&)>& done,
+                       std::chrono::seconds timeout) {
+    auto start = std::chrono::steady_clock::now();
+    bool ok = WaitUntil(
+        [&] {
+          auto s = Status();
+          return s.is_object() && done(s);
+        },
+        timeout);
+    return ok ? std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()
+              : -1;
+  }
+
+  static bool HasProblem(const nlohmann::json& s, const std::string& text) {
+    for (const auto& p : s["health"].value("problems", nlohmann::json::array())) {
+      if (p.get<std::string>().find(text) != std::string::npos) return true;
+    }
+    return false;
+  }
+  static bool Healthy(const nlohmann::json& s) { return s["health"].value("ok", false); }
+  static std::string IdentityField(const nlohmann::json& s, const std::string& name,
+                                   const char* field) {
+    return Str(StatusOf(s.dump(), name), field);
+  }
+
+  void ExpectViolationsZero() {
+    auto count = h_->sim().ViolationCount();
+    ASSERT_TRUE(count.ok()) << count.status().ToString();
+    EXPECT_EQ(*count, 0) << h_->sim().Http("GET", "/_sim/violations").body;
+  }
+
+  std::unique_ptr<AgentHarness> h_;
+  std::unique_ptr<SmallDisk> disk_;
+  int published_ = 0;
+  std::map<std::string, std::set<int>> seen_;
+};
+
+TEST_F(SelfHealing, RecoversFromEachFaultWithoutARestartAndLosesNothing) {
+  const pid_t agent = h_->agent().pid();
+  Publish(0, 20);
+  ASSERT_TRUE(AllArrived(30s)) << Log(*h_);
+  ASSERT_GE(WaitForStatus(Healthy, 20s), 0) << Status().dump() << Log(*h_);
+
+  // 1. The TPM goes away (swtpm killed), then comes back.
+  h_->tpm().Kill();
+  double shown = WaitForStatus([](const auto& s) { return HasProblem(s, "TPM unreachable"); }, 30s);
+  EXPECT_GE(shown, 0) << Status().dump() << Log(*h_);
+  std::printf("[ figures  ] TPM killed: shown in status after %.1f s\n", shown);
+  Publish(20, 40);  // live connections need no TPM
+  ASSERT_TRUE(h_->tpm().Relaunch().ok());
+  double back = WaitForStatus([](const auto& s) { return !HasProblem(s, "TPM unreachable"); }, 30s);
+  EXPECT_GE(back, 0) << Status().dump() << Log(*h_);
+  std::printf("[ figures  ] TPM back: cleared after %.1f s\n", back);
+  ASSERT_TRUE(AllArrived(30s)) << Log(*h_);
+
+  // 2. The state directory's disk fills up, then is freed.
+  if (disk_->mounted()) {
+    disk_->Fill();
+    Publish(40, 60);  // the broker holds them while the outbox cannot commit
+    shown = WaitForStatus([](const auto& s) { return HasProblem(s, "outbox commit failed"); }, 30s);
+    EXPECT_GE(shown, 0) << Status().dump() << Log(*h_);
+    std::printf("[ figures  ] state disk full: shown in status after %.1f s\n", shown);
+    disk_->Free();
+    back = WaitForStatus([](const auto& s) { return !HasProblem(s, "outbox commit failed"); }, 30s);
+    EXPECT_GE(back, 0) << Status().dump() << Log(*h_);
+    ASSERT_TRUE(AllArrived(60s)) << Log(*h_);
+  } else {
+    std::printf("[ note     ] not root: the state-disk phase needs a tmpfs mount; skipped\n");
+  }
+
+  // 3. The local broker stops, then starts (with its persistent sessions).
+  h_->broker().process().Stop();
+  shown = WaitForStatus([](const auto& s) { return HasProblem(s, "local broker"); }, 30s);
+  EXPECT_GE(shown, 0) << Status().dump() << Log(*h_);
+  ASSERT_TRUE(h_->broker().Restart().ok());
+  back = WaitForStatus([](const auto& s) { return !HasProblem(s, "local broker"); }, 30s);
+  EXPECT_GE(back, 0) << Status().dump() << Log(*h_);
+  Publish(60, 80);
+  ASSERT_TRUE(AllArrived(30s)) << Log(*h_);
+
+  // 4. The cloud stops, then starts. The sim forgets its logs on a restart:
+  // its violations are read first.
+  ExpectViolationsZero();
+  h_->sim().process().Stop();
+  Publish(80, 100);
+  shown =
+      WaitForStatus([](const auto& s) { return !IdentityField(s, "s1", "problem").empty(); }, 60s);
+  EXPECT_GE(shown, 0) << Status().dump() << Log(*h_);
+  EXPECT_EQ(Status()["health"].value("ok", true), false);
+  ASSERT_TRUE(h_->sim().Restart().ok());
+  back = WaitForStatus(Healthy, 90s);
+  EXPECT_GE(back, 0) << Status().dump() << Log(*h_);
+  ASSERT_TRUE(AllArrived(60s)) << Log(*h_);
+
+  // 5. A key is deleted: the sensor enrolls again (new key, new certificate).
+  const std::string s1_cert = IdentityField(Status(), "s1", "certificateId");
+  std::filesystem::remove(h_->state_dir() / "identities" / "s1" / "key.tss2");
+  Publish(100, 120);
+  auto reenrolled = [&](const std::string& name, const std::string& old_cert) {
+    return [=](const nlohmann::json& s) {
+      return IdentityField(s, name, "state") == "ACTIVE" &&
+             IdentityField(s, name, "certificateId") != old_cert &&
+             IdentityField(s, name, "problem").empty();
+    };
+  };
+  back = WaitForStatus(reenrolled("s1", s1_cert), 90s);
+  EXPECT_GE(back, 0) << Status().dump() << Log(*h_);
+  std::printf("[ figures  ] key deleted: enrolled again in %.1f s\n", back);
+  ASSERT_TRUE(AllArrived(60s)) << Log(*h_);
+
+  // 6. A certificate is overwritten with another identity's: a new one is
+  // issued for the key the sensor has.
+  const std::string s2_cert = IdentityField(Status(), "s2", "certificateId");
+  std::filesystem::copy_file(h_->state_dir() / "identities" / "s1" / "chain.pem",
+                             h_->state_dir() / "identities" / "s2" / "chain.pem",
+                             std::filesystem::copy_options::overwrite_existing);
+  Publish(120, 140);
+  back = WaitForStatus(reenrolled("s2", s2_cert), 90s);
+  EXPECT_GE(back, 0) << Status().dump() << Log(*h_);
+  std::printf("[ figures  ] certificate overwritten: issued again in %.1f s\n", back);
+  ASSERT_TRUE(AllArrived(60s)) << Log(*h_);
+
+  ASSERT_GE(WaitForStatus(Healthy, 30s), 0) << Status().dump();
+  EXPECT_EQ(h_->agent().pid(), agent) << "the agent was restarted";
+  EXPECT_TRUE(h_->agent().running());
+  ExpectViolationsZero();
+}
+
+}  // namespace
+}  // namespace ga::testing

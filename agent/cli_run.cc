@@ -104,6 +104,18 @@ void RegisterRunCommands(CLI::App& app, const GlobalOptions& global, int& exit_c
     if (!store.ok()) return PrintError(store.status());
     auto id = (*store)->Get(*identity_name);
     if (!id.ok()) return PrintError(id.status());
+    // AWS IoT keeps one connection per client id: a probe would drop the
+    // running agent's connection (or its enrollment's attempt) of this thing.
+    LiveHealth live = JudgeHealth(config->agent.runtime_dir / kHealthFile, NowMillis());
+    if (live.agent != LiveHealth::Agent::kNotRunning) {
+      std::string who = live.agent == LiveHealth::Agent::kRunning
+                            ? "the agent is running (pid " + std::to_string(live.report.pid) + ")"
+                            : "the agent may be running (" + live.agent_note + ")";
+      return PrintError(FailedPrecondition(
+          who + " and connects as thing " + id->thing +
+          ": a probe with the same client id would drop that connection (AWS IoT keeps one "
+          "per client id). See gateway-agent status, or stop the agent to probe"));
+    }
     if (id->chain_file.empty()) {
       return PrintError(FailedPrecondition("identity " + id->name + " is " +
                                            std::string(StateName(id->state)) +

@@ -228,5 +228,22 @@ TEST_F(SelfHealing, RecoversFromEachFaultWithoutARestartAndLosesNothing) {
   ExpectViolationsZero();
 }
 
+// AWS IoT keeps one connection per client id: `probe` while the agent runs
+// would drop the agent's own connection, so it refuses and says why.
+TEST_F(SelfHealing, ProbeRefusesWhileTheAgentHoldsTheConnection) {
+  ASSERT_TRUE(WaitForSimClients(h_->sim(), {"gw-test:s1"}, 30s)) << Log(*h_);
+  auto refused = h_->Cli({"probe", "--identity", "s1"});
+  EXPECT_EQ(refused.exit_code, 1) << refused.output;
+  EXPECT_NE(refused.output.find("would drop that connection"), std::string::npos) << refused.output;
+  ASSERT_TRUE(h_->agent().Signal(SIGTERM, 20s).has_value());
+  // Stopped, the agent removed its health report: one probe, accepted
+  // (after AWS's one CONNECT per second per client id).
+  std::this_thread::sleep_for(1100ms);
+  auto probe = h_->Cli({"probe", "--identity", "s1"});
+  EXPECT_EQ(probe.exit_code, 0) << probe.output;
+  EXPECT_NE(probe.output.find("AWS IoT accepts this identity"), std::string::npos) << probe.output;
+  ExpectViolationsZero();
+}
+
 }  // namespace
 }  // namespace ga::testing

@@ -262,6 +262,22 @@ TEST_F(SdNotifyTest, StatusFollowsEnrollmentUntilEveryIdentityIsActive) {
   EXPECT_LT(sent, 30);
 }
 
+// The TPM going away while the agent runs shows in STATUS= (what systemctl
+// status prints) within seconds, and clears once it is back.
+TEST_F(SdNotifyTest, StatusNamesTheTpmWhileItIsAway) {
+  StartAndWaitReady();
+  ASSERT_FALSE(HasFatalFailure());
+  ASSERT_TRUE(notify_->WaitFor("STATUS=3/3 active", 90s)) << AgentLog();
+  harness_->tpm().Kill();
+  auto away = notify_->WaitFor(
+      "STATUS=3/3 active; needs attention: TPM unreachable: " + harness_->tpm().tcti(), 30s,
+      /*prefix=*/true);
+  ASSERT_TRUE(away) << "last status: " << notify_->history().back().text << "\n" << AgentLog();
+  ASSERT_TRUE(harness_->tpm().Relaunch().ok());
+  EXPECT_TRUE(notify_->WaitFor("STATUS=3/3 active", 30s)) << AgentLog();
+  EXPECT_TRUE(WaitForLog("resolved: TPM unreachable", 5s)) << AgentLog();
+}
+
 TEST_F(SdNotifyTest, WatchdogPingsAtHalfOfWatchdogUsec) {
   StartAndWaitReady();
   ASSERT_FALSE(HasFatalFailure());

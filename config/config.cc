@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "gateway_agent/files.h"
+#include "gateway_agent/log.h"
 #include "topic_rules.h"
 
 namespace ga {
@@ -474,10 +475,30 @@ class Writer {
   std::ostringstream out_;
 };
 
+// Where `dotted` ("agent.thing_name", "sensor[2].id") is in the file: the key's
+// value, else the closest table that holds it (a missing key: its section);
+// {0, 0} when none of it is in the file.
+std::pair<int, int> Place(const toml::table& root, std::string_view dotted) {
+  std::string path(dotted);
+  while (!path.empty()) {
+    if (toml::node_view<const toml::node> n = root.at_path(path); n) {
+      const auto& begin = n.node()->source().begin;
+      return {static_cast<int>(begin.line), static_cast<int>(begin.column)};
+    }
+    size_t cut = path.find_last_of(".[");
+    if (cut == std::string::npos) break;
+    path.resize(cut);
+  }
+  return {0, 0};
+}
+
 // Checks that span sections: required keys, relations between keys, names.
-void Validate(Config& c, const std::string& file, std::vector<ConfigProblem>& problems) {
-  auto problem = [&](int line, std::string key, std::string message) {
-    problems.push_back({file, line, line ? 1 : 0, std::move(key), std::move(message)});
+// Each problem points at its key's place in the file (or its section's).
+void Validate(Config& c, const toml::table& root, const std::string& file,
+              std::vector<ConfigProblem>& problems) {
+  auto problem = [&](int, std::string key, std::string message) {
+    auto [line, column] = Place(root, key);
+    problems.push_back({file, line, column, std::move(key), std::move(message)});
   };
   if (c.agent.thing_name.empty()) {
     problem(0, "agent.thing_name", "is required: the gateway's AWS IoT thing name");
@@ -604,7 +625,9 @@ std::string ConfigProblem::ToString() const {
   if (line > 0) s += ":" + std::to_string(line) + ":" + std::to_string(column);
   s += ": ";
   if (!key.empty()) s += key + ": ";
-  s += message;
+  // Values quoted from the file may hold control characters (a NUL, a
+  // newline): shown escaped, the message stays whole and on one line.
+  s += log::Printable(message, message.size() * 4 + 16);
   return s;
 }
 
@@ -624,7 +647,7 @@ ParsedConfig ParseConfig(std::string_view text, std::string_view file_name) {
   Reader reader(root, file, result.problems);
   VisitSections(reader, result.config);
   reader.Finish();
-  Validate(result.config, file, result.problems);
+  Validate(result.config, root, file, result.problems);
   std::stable_sort(result.problems.begin(), result.problems.end(),
                    [](const ConfigProblem& a, const ConfigProblem& b) {
                      return (a.line ? a.line : 1 << 30) < (b.line ? b.line : 1 << 30);

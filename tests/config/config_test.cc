@@ -186,6 +186,30 @@ TEST(Config, RefusesWhatTheAgentCannotRun) {
   EXPECT_NE(Joined(p).find("agent.state_dir: must not be empty"), std::string::npos) << Joined(p);
 }
 
+// Every problem points at its key (or, for a missing key, its section), and
+// control characters quoted from the file are shown escaped, whole.
+TEST(Config, ProblemsAcrossKeysHaveALineAndColumnAndReadableText) {
+  ParsedConfig p = ParseConfig(
+      "[agent]\n"                    // 1
+      "thing_name = \"bad name\"\n"  // 2
+      "[aws]\n"                      // 3
+      "endpoint = \"e\"\n"           // 4
+      "[ca]\n"                       // 5
+      "backend = \"command\"\n"      // 6
+      "[[sensor]]\n"                 // 7
+      "thing_name = \"x\"\n"         // 8
+      "id = \"a\\u0000b\\nc\"\n",    // 9
+      "a.toml");
+  std::string all = Joined(p);
+  EXPECT_NE(all.find("a.toml:2:14: agent.thing_name: \"bad name\" is not a valid thing name"),
+            std::string::npos)
+      << all;
+  EXPECT_NE(all.find("a.toml:5:1: ca.command: is required"), std::string::npos) << all;
+  EXPECT_NE(all.find("a.toml:9:6: sensor[0].id: \"a\\x00b\\x0ac\" is not a valid sensor id"),
+            std::string::npos)
+      << all;
+}
+
 TEST(Config, SensorsOverTheGatewaysConnection) {
   std::string text = std::string(kMinimal) + R"(
 [[sensor]]

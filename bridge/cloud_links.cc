@@ -1,6 +1,9 @@
 #include "cloud_links.h"
 
 #include <malloc.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 
 #include <cerrno>
 #include <cstdlib>
@@ -158,6 +161,11 @@ void CloudLinks::Connect(CloudConnection& c) {
         [&] { return mosquitto_connect(m, host.c_str(), port, keepalive); });
     std::string why;
     if (rc == MOSQ_ERR_SUCCESS) {
+      // Data the peer does not acknowledge for 1.5 keepalives ends the
+      // connection (a write into a half-open link would wait ~15 minutes).
+      unsigned user_timeout = static_cast<unsigned>(keepalive) * 1500u;
+      setsockopt(mosquitto_socket(m), IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout,
+                 sizeof user_timeout);
       HandshakeEnd end = FinishTlsHandshake(m, handshakes_.stopping());
       rc = end.rc;
       why = std::move(end.why);
@@ -219,6 +227,7 @@ void CloudLinks::OnConnect(mosquitto* m, int rc) {
   bool was_failing = c->failures > 0;
   c->failures = 0;
   c->problem.clear();
+  c->last_inbound = Clock::now();
   SetConnected(*c, true);
   log::Info("cloud connection " + c->name + " up as " + c->identity.thing,
             {{"IDENTITY", c->name}, {"THING", c->identity.thing}});
@@ -265,6 +274,7 @@ void CloudLinks::Read(CloudConnection& c) {
   parts_.agenda.MarkWrite(c);  // reading may queue PUBACKs, PINGREQs, ...
   int rc = ReadPackets(c);
   if (rc != MOSQ_ERR_SUCCESS) return Lost(c, rc);
+  c.last_inbound = Clock::now();
   parts_.agenda.MarkReread(c);
 }
 
@@ -336,6 +346,18 @@ void CloudLinks::Tick(Clock::time_point now) {
     } else if (c->connecting && now >= c->next_connect) {
       Lost(*c, MOSQ_ERR_CONN_LOST);
     }
+    if (c->connected && now - c->last_inbound > HalfOpenAfter()) {
+      // libmosquitto would wait a keepalive for the PINGREQ and another for
+      // its answer; a link that went silent is given up on at 1.5 x.
+      auto silent = std::chrono::duration_cast<std::chrono::seconds>(now - c->last_inbound);
+      std::string why = "no answer from " + settings_.aws.endpoint + " for " +
+                        std::to_string(silent.count()) + " s (1.5 x aws.keepalive): the link " +
+                        "is half-open; reconnecting";
+      log::Warning("cloud connection " + c->name + ": " + why, {{"IDENTITY", c->name}});
+      Lost(*c, MOSQ_ERR_KEEPALIVE);
+      c->problem = why;
+      continue;
+    }
     if (c->mosq && c->fd >= 0) {
       int rc = mosquitto_loop_misc(c->mosq.get());
       if (rc != MOSQ_ERR_SUCCESS) {
@@ -356,6 +378,10 @@ void CloudLinks::CollectProblems(std::map<std::string, std::string>& out) const 
     if (own->connected || own->problem.empty()) continue;
     out[name] = own == c.get() ? own->problem : "carrier " + own->name + ": " + own->problem;
   }
+}
+
+Clock::duration CloudLinks::HalfOpenAfter() const {
+  return std::chrono::duration_cast<Clock::duration>(settings_.aws.keepalive) * 3 / 2;
 }
 
 void CloudLinks::DisconnectAll() {

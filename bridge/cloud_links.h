@@ -100,6 +100,8 @@ class CloudLinks {
   void SetConnected(CloudConnection& c, bool up);
   CloudConnection* Of(mosquitto* m);
   void ReleaseFreeMemory(Clock::time_point now);
+  // A connected link silent for this long is half-open: 1.5 x aws.keepalive.
+  Clock::duration HalfOpenAfter() const;
   // cloud_send.cc
   bool SendOne(CloudConnection& sender, CloudConnection& via, Clock::time_point now);
   void OnPuback(mosquitto* m, int mid);

@@ -42,6 +42,8 @@ struct MqttConnection {
   int failures = 0;
   // Why it is not connected (the last failure), for status; empty once up.
   std::string problem;
+  // When the peer last sent anything (a half-open link sends nothing).
+  Clock::time_point last_inbound{};
   bool write_marked = false;  // in the Agenda's write list
   int published = 0;          // PUBLISH packets queued since the last write
   // Local connection: PUBLISH bytes read (counted by the message callback),

@@ -14,6 +14,7 @@
 #include <set>
 
 #include "bridge_harness.h"
+#include "tcp_relay.h"
 
 namespace ga::testing {
 namespace {
@@ -243,6 +244,66 @@ TEST_F(SelfHealing, ProbeRefusesWhileTheAgentHoldsTheConnection) {
   EXPECT_EQ(probe.exit_code, 0) << probe.output;
   EXPECT_NE(probe.output.find("AWS IoT accepts this identity"), std::string::npos) << probe.output;
   ExpectViolationsZero();
+}
+
+// A link that stops forwarding without closing (a modem gone without FIN or
+// RST): the agent gives up on it after 1.5 x aws.keepalive of silence,
+// reconnects, and every message accepted meanwhile arrives.
+TEST(HalfOpen, ASilentLinkIsDetectedAndReconnectedWithoutLoss) {
+  HarnessOptions o;
+  o.sensors = 1;
+  auto h = AgentHarness::Start(o);
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  auto relay = TcpRelay::Start((*h)->sim().mqtt_port());
+  ASSERT_TRUE(relay.ok()) << relay.status().ToString();
+  (*h)->RewriteConfig([&](std::string& text) {
+    std::string port = "port = " + std::to_string((*h)->sim().mqtt_port()) + "\n";
+    text.replace(text.find(port), port.size(),
+                 "port = " + std::to_string((*relay)->port()) + "\nkeepalive = \"5s\"\n");
+  });
+  ASSERT_TRUE((*h)->StartAgent().ok());
+  ASSERT_TRUE((*h)->WaitForState("ACTIVE", 2, 90s)) << Log(**h);
+  ASSERT_TRUE(WaitForSimClients((*h)->sim(), {"gw-test:s1"}, 30s)) << Log(**h);
+  LocalClient sensor((*h)->broker().port(), "half-open");
+  for (int n = 0; n < 10; ++n) sensor.Publish("sensors/s1/seq", std::to_string(n));
+  ASSERT_TRUE(WaitForCloudCount((*h)->sim(), 10, 30s, nullptr)) << Log(**h);
+
+  const int before = (*relay)->accepted();
+  auto stalled_at = std::chrono::steady_clock::now();
+  (*relay)->Stall();
+  for (int n = 10; n < 30; ++n) sensor.Publish("sensors/s1/seq", std::to_string(n));
+  ASSERT_TRUE(sensor.WaitAcked(30, 20s));
+  ASSERT_TRUE(
+      WaitUntil([&] { return Log(**h).find("the link is half-open") != std::string::npos; }, 30s))
+      << Log(**h);
+  double detected =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - stalled_at).count();
+  // Both connections (gateway, s1) come back through the relay.
+  ASSERT_TRUE(WaitUntil([&] { return (*relay)->accepted() >= before + 2; }, 60s)) << Log(**h);
+  double back =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - stalled_at).count();
+  std::printf(
+      "[ figures  ] half-open link, keepalive 5 s: detected after %.1f s, reconnected "
+      "after %.1f s\n",
+      detected, back);
+  // 1.5 x keepalive = 7.5 s; libmosquitto alone takes 2 x, TCP ~15 minutes.
+  EXPECT_LT(detected, 10.0) << Log(**h);
+
+  std::map<std::string, int> number_of;
+  for (int n = 0; n < 30; ++n) number_of[Base64(std::to_string(n))] = n;
+  std::set<int> seen;
+  ASSERT_TRUE(WaitUntil(
+      [&] {
+        for (const auto& m : CloudPublishes((*h)->sim())) {
+          if (m.topic == "dt/gw-test:s1/seq") seen.insert(number_of.at(m.payload_b64));
+        }
+        return seen.size() == 30;
+      },
+      60s))
+      << seen.size() << " of 30 arrived\n"
+      << Log(**h);
+  ASSERT_TRUE((*h)->agent().Signal(SIGTERM, 20s).has_value());
+  ExpectNoViolations(**h);
 }
 
 }  // namespace

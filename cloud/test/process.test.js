@@ -12,7 +12,7 @@ const run = promisify(execFile);
 
 test('--help documents the switches; bad arguments exit 2', async () => {
   const { stdout } = await run(process.execPath, [SIM_BIN, '--help']);
-  for (const flag of ['--data-dir', '--mqtt-port', '--api-port', '--lambda', '--lambda-delay-ms', '--refuse-at-tls', '--require-ca-in-chain', '--exit-on-stdin-eof']) {
+  for (const flag of ['--data-dir', '--mqtt-port', '--api-port', '--lambda', '--lambda-delay-ms', '--refuse-at-tls', '--require-ca-in-chain', '--port-443', '--exit-on-stdin-eof']) {
     assert.ok(stdout.includes(flag), flag);
   }
   await assert.rejects(run(process.execPath, [SIM_BIN]), (e) => e.code === 2 && /--data-dir is required/.test(e.stderr));

@@ -591,5 +591,37 @@ TEST(Bridge, ASlowTpmHandshakeDoesNotStallOtherConnections) {
   ASSERT_TRUE((*h)->agent().Signal(SIGTERM, 30s).has_value());
 }
 
+// AWS IoT's port 443 speaks MQTT only to a client that offers the ALPN
+// protocol x-amzn-mqtt-ca (iot-sim --port-443 models it): without aws.alpn
+// nothing gets through; with it (forced on by aws.port = 443) the gateway and
+// its sensor enroll and bridge.
+TEST(Bridge, Port443NeedsAlpnAndEnrollsAndBridgesWithIt) {
+  HarnessOptions o;
+  o.sensors = 1;
+  o.sim_args = {"--port-443"};
+  auto h = AgentHarness::Start(o);
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  ASSERT_TRUE((*h)->StartAgent().ok());
+  auto refused = [&] {
+    return (*h)->sim().Http("GET", "/_sim/refusals").body.find("without ALPN x-amzn-mqtt-ca") !=
+           std::string::npos;
+  };
+  ASSERT_TRUE(WaitUntil(refused, 30s)) << Log(**h);
+  EXPECT_EQ(JsonCount((*h)->StatusJson(), "state", "ACTIVE"), 0);
+  ASSERT_TRUE((*h)->agent().Signal(SIGTERM, 20s).has_value());
+
+  (*h)->RewriteConfig(
+      [](std::string& text) { text.replace(text.find("[aws]\n"), 6, "[aws]\nalpn = true\n"); });
+  ASSERT_TRUE((*h)->StartAgent().ok());
+  ASSERT_TRUE((*h)->WaitForState("ACTIVE", 2, 90s)) << Log(**h);
+  LocalClient sensor((*h)->broker().port(), "alpn");
+  ASSERT_TRUE(sensor.Publish("sensors/s1/t", "over 443"));
+  std::vector<CloudMessage> got;
+  ASSERT_TRUE(WaitForCloudCount((*h)->sim(), 1, 30s, &got)) << Log(**h);
+  EXPECT_EQ(got[0].topic, "dt/gw-test:s1/t");
+  ASSERT_TRUE((*h)->agent().Signal(SIGTERM, 20s).has_value());
+  ExpectNoViolations(**h);
+}
+
 }  // namespace
 }  // namespace ga::testing

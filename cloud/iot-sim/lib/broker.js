@@ -107,6 +107,14 @@ export class Broker {
     socket.setNoDelay(true);
     let facts;
     try { facts = tlsFacts(socket); } catch (e) { socket.destroy(); return; }
+    if (this.options.port443 && socket.alpnProtocol !== 'x-amzn-mqtt-ca') {
+      // AWS IoT, "Device communication protocols" (developerguide/protocols.html): on port
+      // 443, MQTT with an X.509 client certificate requires the ALPN protocol name
+      // x-amzn-mqtt-ca; without it the port serves HTTPS and the MQTT client gets nowhere.
+      this.refuse(null, facts, 'tls', 'port 443 without ALPN x-amzn-mqtt-ca');
+      socket.destroy();
+      return;
+    }
     if (this.options.refuseAtTls) {
       // With --refuse-at-tls, certificates AWS would never accept are dropped right after
       // the handshake, before any MQTT byte (JITR still needs the CONNECT).

@@ -37,6 +37,9 @@ Switches (AWS behaviours that vary or changed over time):
                               their MQTT CONNECT (default: after CONNECT, no CONNACK)
   --require-ca-in-chain       JITR requires the device to send the CA certificate in its
                               chain even when it sends SNI (older AWS behaviour)
+  --port-443                  the MQTT port behaves like AWS IoT's port 443: a client that
+                              does not offer the ALPN protocol x-amzn-mqtt-ca is closed
+                              right after the TLS handshake
 Process:
   --exit-on-stdin-eof         exit when standard input reaches end of file, or when the
                               parent process dies (so no orphan outlives its starter)
@@ -66,6 +69,7 @@ export function parseOptions (argv) {
       'max-connects-per-second': { type: 'string', default: '1' },
       'refuse-at-tls': { type: 'boolean', default: false },
       'require-ca-in-chain': { type: 'boolean', default: false },
+      'port-443': { type: 'boolean', default: false },
       'exit-on-stdin-eof': { type: 'boolean', default: false },
       verbose: { type: 'boolean', default: false },
       help: { type: 'boolean', default: false }
@@ -109,6 +113,7 @@ export function parseOptions (argv) {
     maxThroughput: int('max-throughput', 0, 1e12),
     maxConnectsPerSecond: int('max-connects-per-second', 0, 1e9),
     refuseAtTls: values['refuse-at-tls'],
+    port443: values['port-443'],
     requireCaInChain: values['require-ca-in-chain'],
     exitOnStdinEof: values['exit-on-stdin-eof'],
     verbose: values.verbose

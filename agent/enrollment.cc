@@ -75,7 +75,11 @@ Result<Identity> Enrollment::RemoveSensor(const std::string& id) {
 
 Result<Identity> Enrollment::Reenroll(const std::string& name, EnrollmentState from,
                                       const std::string& reason) {
-  return roster_->Reenroll(name, from, reason);
+  GA_ASSIGN_OR_RETURN(Identity again, roster_->Reenroll(name, from, reason));
+  // The bridge's connection of this client id may have sent a CONNECT just
+  // now: the JITR connect keeps AWS's second after it.
+  scheduler_->AttemptDone(name);
+  return again;
 }
 
 std::vector<Identity> Enrollment::Snapshot() {

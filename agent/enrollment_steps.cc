@@ -58,6 +58,22 @@ std::filesystem::path IdentityDir(const Config& config, const std::string& name)
   return config.agent.state_dir / "identities" / name;
 }
 
+Status KeyUsableInTpm(const Identity& identity, const std::shared_ptr<tpm::TpmContext>& tpm) {
+  auto blob = tpm::TpmKeyBlob::ReadFile(identity.key_file);
+  if (!blob.ok()) return std::move(blob).take_status().With("identity " + identity.name);
+  auto signature = tpm->SignDigest(*blob, std::string(32, '\0'));
+  if (signature.ok()) return Status::Ok();
+  switch (signature.status().code()) {
+    case Code::kUnavailable:
+    case Code::kTimeout:
+    case Code::kIo: return Status::Ok();  // the TPM is away: it said nothing of the key
+    default: break;
+  }
+  return std::move(signature).take_status().With(
+      "identity " + identity.name + ": key " + identity.key_file +
+      " cannot be used in this TPM (from another TPM, or its SRK was replaced)");
+}
+
 Status MakeKey(Identity& identity, const StepContext& ctx) {
   auto dir = IdentityDir(ctx.config, identity.name);
   GA_RETURN_IF_ERROR(EnsureDirectory(dir, 0700));
@@ -108,9 +124,19 @@ Status MakeCertificate(Identity& identity, const StepContext& ctx) {
     // it the policy that lets it publish for sensors over its connection.
     std::string ou = identity.kind == IdentityKind::kGateway ? "gateway" : "";
     std::string subject = (ou.empty() ? "" : "OU=" + ou + ",") + "CN=" + identity.thing;
-    GA_ASSIGN_OR_RETURN(X509ReqPtr csr, tpm::MakeCsr(key.get(), subject));
+    auto csr = tpm::MakeCsr(key.get(), subject);
+    if (!csr.ok()) {
+      if (Status refused = KeyUsableInTpm(identity, ctx.tpm); !refused.ok()) {
+        std::error_code ignored;
+        std::filesystem::remove(identity.key_file, ignored);
+        identity.key_file.clear();
+        identity.state = EnrollmentState::kNew;
+        return std::move(refused).With("a new key is made");
+      }
+      return csr.status();
+    }
     GA_ASSIGN_OR_RETURN(IssuedPem issued,
-                        ctx.issue(csr.get(), identity.thing, ou).With("the local CA"));
+                        ctx.issue(csr->get(), identity.thing, ou).With("the local CA"));
     ctx.crash("cert-issued", identity.name);
     GA_ASSIGN_OR_RETURN(CertFacts facts, ReadCertificate(issued.certificate, "issued certificate"));
     GA_RETURN_IF_ERROR(WriteFileAtomic(chain_path, issued.chain, 0600));

@@ -33,11 +33,18 @@ struct StepContext {
   const CrashHook& crash;
 };
 
+// Whether the TPM will use the key in `key_file` (one signature): OK when it
+// does or when the TPM is away (nothing can be told then); the TPM's refusal
+// otherwise (a blob from another TPM, or made under an SRK since replaced),
+// naming the identity and the file.
+Status KeyUsableInTpm(const Identity& identity, const std::shared_ptr<tpm::TpmContext>& tpm);
+
 // NEW -> KEYED: a TPM key, its blob saved in the identity's directory.
 Status MakeKey(Identity& identity, const StepContext& ctx);
 
 // KEYED -> CERTIFIED: a CSR signed in the TPM, issued by the local CA; the
-// certificate and chain saved beside the key.
+// certificate and chain saved beside the key. A key the TPM refuses is
+// deleted and the identity goes back to NEW (with the error): a new key.
 Status MakeCertificate(Identity& identity, const StepContext& ctx);
 
 // One JITR connect with the identity's key and chain. An error means no

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "enrollment_steps.h"
 #include "gateway_agent/log.h"
 
 namespace ga {
@@ -42,7 +43,31 @@ void HealthMonitor::ProbeTpm() {
   };
   while (!stopped()) {
     // Fails at once while reconnects are paced; its outcome shows in Health().
-    (void)parts_.tpm->Probe();
+    if (parts_.tpm->Probe().ok()) TestKeysOfFailingConnections();
+  }
+}
+
+void HealthMonitor::TestKeysOfFailingConnections() {
+  bridge::BridgeHealth b = parts_.bridge->Health();
+  auto now = std::chrono::steady_clock::now();
+  std::vector<Identity> due;
+  {
+    MutexLock lock(mu_);
+    for (auto& [name, w] : watched_) {
+      if (w.check.fault != CredentialFault::kNone || !b.cloud_problems.count(name)) continue;
+      if (now < w.next_key_test) continue;
+      w.next_key_test = now + kKeyTestEvery;
+      due.push_back(w.identity);
+    }
+  }
+  for (const Identity& id : due) {
+    auto refused = KeyRefusedByTpm(id);
+    if (!refused) continue;
+    log::Error(*refused, {{"IDENTITY", id.name}});
+    MutexLock lock(mu_);
+    auto it = watched_.find(id.name);
+    if (it == watched_.end()) continue;
+    it->second.check = {CredentialFault::kKey, *refused};
   }
 }
 
@@ -57,10 +82,24 @@ HealthMonitor::FileStamp HealthMonitor::Stamp(const std::string& path) {
   return stamp;
 }
 
+std::optional<std::string> HealthMonitor::KeyRefusedByTpm(const Identity& id) {
+  Status usable = KeyUsableInTpm(id, parts_.tpm);
+  if (usable.ok() || usable.code() == Code::kNotFound) return std::nullopt;
+  return usable.message();
+}
+
 void HealthMonitor::Feed(const Identity& id) {
   // Stamped before loading: a change made while loading is seen next time.
   FileStamp key = Stamp(id.key_file), chain = Stamp(id.chain_file);
   CredentialCheck check = TellBridge(*parts_.bridge, parts_.tpm, id);
+  if (check.fault == CredentialFault::kCertificate) {
+    // A certificate that does not fit may be a key that was replaced: a key
+    // this TPM cannot use needs a new key, not a new certificate.
+    if (auto refused = KeyRefusedByTpm(id)) {
+      check.fault = CredentialFault::kKey;
+      check.problem = *refused;
+    }
+  }
   MutexLock lock(mu_);
   if (id.state != EnrollmentState::kActive) {
     watched_.erase(id.name);

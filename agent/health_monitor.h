@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -32,6 +33,9 @@ class HealthMonitor {
   static constexpr std::chrono::seconds kTpmProbeEvery{3};
   static constexpr std::chrono::seconds kFilesCheckEvery{3};
   static constexpr std::chrono::minutes kRepairSpacing{10};
+  // An identity whose cloud connection fails has its key tried in the TPM
+  // (one signature) at most this often.
+  static constexpr std::chrono::minutes kKeyTestEvery{1};
 
   struct Parts {
     std::shared_ptr<tpm::TpmContext> tpm;
@@ -63,9 +67,15 @@ class HealthMonitor {
     Identity identity;
     FileStamp key, chain;
     CredentialCheck check;
+    std::chrono::steady_clock::time_point next_key_test{};
   };
   static FileStamp Stamp(const std::string& path);
   void ProbeTpm();
+  // A key the TPM refuses to load or use: what to say, or nullopt when the
+  // key works (or the TPM is away). Runs one signature in the TPM.
+  std::optional<std::string> KeyRefusedByTpm(const Identity& id);
+  // The probe thread: the keys of identities whose connection fails.
+  void TestKeysOfFailingConnections() GA_EXCLUDES(mu_);
   AgentHealth Gather() GA_EXCLUDES(mu_);
   void Repair(Enrollment& enrollment) GA_EXCLUDES(mu_);
   void RecheckFiles() GA_EXCLUDES(mu_);

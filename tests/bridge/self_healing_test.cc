@@ -45,6 +45,11 @@ class SmallDisk {
   bool mounted_ = false;
 };
 
+std::string ReadFileOrEmpty(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
 class SelfHealing : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -226,6 +231,34 @@ TEST_F(SelfHealing, RecoversFromEachFaultWithoutARestartAndLosesNothing) {
   ASSERT_GE(WaitForStatus(Healthy, 30s), 0) << Status().dump();
   EXPECT_EQ(h_->agent().pid(), agent) << "the agent was restarted";
   EXPECT_TRUE(h_->agent().running());
+  ExpectViolationsZero();
+}
+
+// A key blob from another TPM (a board swap, a TPM cleared and its SRK made
+// anew) cannot be loaded here: the identity gets a new key and certificate,
+// not just a certificate for a key it cannot use.
+TEST_F(SelfHealing, AKeyThisTpmCannotUseIsReplaced) {
+  auto other = Swtpm::Start();
+  ASSERT_TRUE(other.ok()) << other.status().ToString();
+  const auto key = h_->state_dir() / "identities" / "s1" / "key.tss2";
+  const auto foreign = h_->dir() / "foreign.tss2";
+  auto made = RunCommand({GA_AGENT_BINARY, "tpm", "create-key", "--tcti", (*other)->tcti(), "--out",
+                          foreign.string()});
+  ASSERT_EQ(made.exit_code, 0) << made.output;
+  const std::string old_cert = IdentityField(Status(), "s1", "certificateId");
+  std::filesystem::copy_file(foreign, key, std::filesystem::copy_options::overwrite_existing);
+  double back = WaitForStatus(
+      [&](const nlohmann::json& s) {
+        return IdentityField(s, "s1", "state") == "ACTIVE" &&
+               IdentityField(s, "s1", "certificateId") != old_cert &&
+               IdentityField(s, "s1", "problem").empty();
+      },
+      90s);
+  EXPECT_GE(back, 0) << Status().dump() << Log(*h_);
+  EXPECT_NE(Log(*h_).find("cannot be used in this TPM"), std::string::npos) << Log(*h_);
+  EXPECT_NE(ReadFileOrEmpty(key), ReadFileOrEmpty(foreign)) << "the foreign key was kept";
+  Publish(0, 10);
+  EXPECT_TRUE(AllArrived(30s)) << Log(*h_);
   ExpectViolationsZero();
 }
 

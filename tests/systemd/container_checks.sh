@@ -259,7 +259,7 @@ nofile=$(in_ct cat "/proc/$main_pid/limits" | awk '/^Max open files/ { print $4 
 soft=${nofile% *}
 hard=${nofile#* }
 unit_soft=$(prop LimitNOFILESoft)
-echo "open files: the unit gives soft $unit_soft, hard $(prop LimitNOFILE); the agent runs with soft $soft, hard $hard"
+echo "open files: the unit asks for soft $unit_soft, hard $(prop LimitNOFILE); the agent runs with soft $soft, hard $hard"
 [[ $soft == "$hard" ]] || fail "the agent did not raise its soft open-files limit to the hard one ($soft < $hard)"
 [[ $soft == unlimited ]] || ((soft >= 4096)) || fail "the open-files limit $soft is below 4096"
 if [[ $unit_soft == "$soft" ]]; then

@@ -197,21 +197,23 @@ HealthCheck CheckTpm(const Config& config, std::shared_ptr<tpm::TpmContext>* tpm
 }
 
 std::string FixFor(IdentityFileCheck::Problem problem, const Identity& id) {
-  const std::string again =
-      id.kind == IdentityKind::kSensor
-          ? "enroll it again: gateway-agent sensor remove " + id.name + ", then sensor add"
-          : "enroll the gateway again (remove its record from the state directory)";
+  const std::string again = id.kind == IdentityKind::kSensor
+                                ? "otherwise enroll it again: gateway-agent sensor remove " +
+                                      id.name + ", then sensor add"
+                                : "the gateway needs a new key and certificate (enroll it again)";
   switch (problem) {
     case IdentityFileCheck::kNone: return "";
-    case IdentityFileCheck::kKeyMissing: return "restore the key file from a backup, or " + again;
+    case IdentityFileCheck::kKeyMissing:
+      return "restore the key file from a backup, otherwise " + again;
     case IdentityFileCheck::kKeyUnusable:
       return "the key was made in another TPM or under an SRK that is gone: " + again;
     case IdentityFileCheck::kCertMissing:
     case IdentityFileCheck::kCertMismatch:
-      return "restore the identity's own certificate and chain, or " + again;
+      return "restore the identity's own certificate and chain, otherwise " + again;
     case IdentityFileCheck::kCertExpired:
     case IdentityFileCheck::kCertNotYetValid:
-      return "check the clock (timedatectl); if it is right, " + again;
+      return "check the clock (timedatectl); if it is right, the certificate must be replaced: " +
+             again;
     case IdentityFileCheck::kCertExpiringSoon: return "plan the certificate's renewal";
   }
   return "";
@@ -328,7 +330,8 @@ std::vector<HealthCheck> CheckStateDir(const Config& config, Millis now) {
              dir.string() + " is owned by uid " + std::to_string(st.st_uid) + ", not " + owner.name,
              "chown -R " + owner.name + " " + dir.string()));
   } else {
-    out.push_back(Ok("state_dir", dir.string() + ", mode 0700, owner " + owner.name));
+    out.push_back(
+        Ok("state_dir", dir.string() + ", mode " + ModeText(st.st_mode) + ", owner " + owner.name));
   }
 
   struct statvfs fs {};

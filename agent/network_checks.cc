@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstring>
 #include <memory>
+#include <mutex>
 
 #include "gateway_agent/agent/health_checks.h"
 #include "gateway_agent/agent/jitr_connect.h"

@@ -198,8 +198,8 @@ HealthCheck CheckTpm(const Config& config, std::shared_ptr<tpm::TpmContext>* tpm
 
 std::string FixFor(IdentityFileCheck::Problem problem, const Identity& id) {
   const std::string again = id.kind == IdentityKind::kSensor
-                                ? "otherwise enroll it again: gateway-agent sensor remove " +
-                                      id.name + ", then sensor add"
+                                ? "enroll it again (gateway-agent sensor remove " + id.name +
+                                      ", then sensor add " + id.name + ")"
                                 : "the gateway needs a new key and certificate (enroll it again)";
   switch (problem) {
     case IdentityFileCheck::kNone: return "";
@@ -212,8 +212,7 @@ std::string FixFor(IdentityFileCheck::Problem problem, const Identity& id) {
       return "restore the identity's own certificate and chain, otherwise " + again;
     case IdentityFileCheck::kCertExpired:
     case IdentityFileCheck::kCertNotYetValid:
-      return "check the clock (timedatectl); if it is right, the certificate must be replaced: " +
-             again;
+      return "check the clock (timedatectl); if it is right, " + again;
     case IdentityFileCheck::kCertExpiringSoon: return "plan the certificate's renewal";
   }
   return "";

@@ -162,8 +162,11 @@ HealthCheck CheckClock(const Config& config, const std::vector<Identity>& identi
                          ") and within every stored certificate's validity");
 }
 
-// The TPM check; sets *tpm when it answers.
-HealthCheck CheckTpm(const Config& config, std::shared_ptr<tpm::TpmContext>* tpm) {
+// The TPM check; sets *tpm when it answers and holds the SRK (a key
+// operation without one would create it), else *why_not says why not.
+HealthCheck CheckTpm(const Config& config, std::shared_ptr<tpm::TpmContext>* tpm,
+                     std::string* why_not) {
+  *why_not = "the TPM does not answer";
   auto opened = tpm::TpmContext::Open({config.tpm.tcti, config.tpm.srk_handle});
   if (!opened.ok()) {
     return Error("tpm", opened.status().message(),
@@ -174,10 +177,10 @@ HealthCheck CheckTpm(const Config& config, std::shared_ptr<tpm::TpmContext>* tpm
   if (!info.ok()) {
     return Error("tpm", info.status().message(), "check the TPM with tpm2_getcap properties-fixed");
   }
-  *tpm = std::move(*opened);
   char handle[16];
   std::snprintf(handle, sizeof handle, "0x%08x", config.tpm.srk_handle);
   const std::string what = "TPM at " + config.tpm.tcti + " (" + info->manufacturer + ")";
+  *why_not = std::string("no usable SRK at ") + handle;
   if (!info->srk_problem.empty()) {
     return Error("tpm", what + ": " + info->srk_problem,
                  std::string("tpm.srk_handle names an object that is not a storage key: choose a "
@@ -186,9 +189,10 @@ HealthCheck CheckTpm(const Config& config, std::shared_ptr<tpm::TpmContext>* tpm
   }
   if (!info->srk_present) {
     return Warn("tpm", what + ": no SRK at " + handle,
-                "the agent creates it when it starts; keys made under an SRK that is gone "
-                "cannot be loaded again");
+                "the agent creates it when it starts, from the standard template: keys made "
+                "before load again unless the TPM was cleared since");
   }
+  *tpm = std::move(*opened);
   if (info->in_lockout) {
     return Warn("tpm", what + ": in dictionary-attack lockout",
                 "wait for the lockout to expire or clear it (tpm2_dictionarylockout -c)");
@@ -219,7 +223,8 @@ std::string FixFor(IdentityFileCheck::Problem problem, const Identity& id) {
 }
 
 std::vector<HealthCheck> CheckIdentities(const Result<std::vector<Identity>>& identities,
-                                         const std::shared_ptr<tpm::TpmContext>& tpm, Millis now) {
+                                         const std::shared_ptr<tpm::TpmContext>& tpm,
+                                         const std::string& no_tpm, Millis now) {
   if (!identities.ok()) {
     return {Error("identities", identities.status().message(),
                   "check agent.state_dir and its state.db")};
@@ -229,7 +234,7 @@ std::vector<HealthCheck> CheckIdentities(const Result<std::vector<Identity>>& id
     if (!HasFiles(id)) continue;
     const std::string name = "identity " + id.name;
     if (!tpm) {
-      out.push_back(Warn(name, "not checked: the TPM does not answer", "see the tpm check"));
+      out.push_back(Warn(name, "key not checked: " + no_tpm, "see the tpm check"));
       continue;
     }
     auto inspected = InspectIdentityFiles(id, tpm, now);
@@ -413,7 +418,10 @@ Result<IdentityFileCheck> InspectIdentityFiles(const Identity& identity,
   // A signature proves the TPM can load the key (same TPM, same SRK).
   auto signature = tpm->SignDigest(*blob, std::string(32, '\0'));
   if (!signature.ok()) {
-    if (signature.status().code() == Code::kUnavailable) return std::move(signature).take_status();
+    const Code code = signature.status().code();
+    if (code == Code::kUnavailable || code == Code::kTimeout) {
+      return std::move(signature).take_status();  // the TPM, not the key
+    }
     return Found(
         IdentityFileCheck::kKeyUnusable,
         "key " + identity.key_file + " does not load in this TPM: " + signature.status().message());
@@ -484,8 +492,9 @@ std::vector<HealthCheck> RunHealthChecks(const std::filesystem::path& config_fil
   auto identities = StoredIdentities(config);
   out.push_back(CheckClock(config, identities.ok() ? *identities : std::vector<Identity>{}, now));
   std::shared_ptr<tpm::TpmContext> tpm;
-  out.push_back(CheckTpm(config, &tpm));
-  for (auto& c : CheckIdentities(identities, tpm, now)) out.push_back(std::move(c));
+  std::string no_tpm;
+  out.push_back(CheckTpm(config, &tpm, &no_tpm));
+  for (auto& c : CheckIdentities(identities, tpm, no_tpm, now)) out.push_back(std::move(c));
   out.push_back(CheckLocalCa(config, now));
   for (auto& c : CheckAwsEndpoint(config.aws)) out.push_back(std::move(c));
   out.push_back(CheckLocalBroker(config.local));

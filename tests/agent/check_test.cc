@@ -93,6 +93,21 @@ TEST_F(Check, TpmStopped) {
   ExpectCheck("tpm", "ok", 0);
 }
 
+TEST_F(Check, AMissingSrkIsReportedNotCreated) {
+  h().agent().Stop();  // the agent would make it again
+  const std::map<std::string, std::string> env = {{"TPM2TOOLS_TCTI", h().tpm().tcti()}};
+  auto evict = RunCommand({"tpm2_evictcontrol", "-C", "o", "-c", "0x81000001"}, 60s, env);
+  ASSERT_EQ(evict.exit_code, 0) << evict.output;
+  int code = -1;
+  auto doc = CheckJson(&code);
+  EXPECT_EQ(ResultOf(doc, "tpm"), "warning") << last_output_;
+  EXPECT_EQ(ResultOf(doc, "identity s1"), "warning") << last_output_;
+  EXPECT_EQ(code, 0) << last_output_;  // warnings do not fail
+  auto handles = RunCommand({"tpm2_getcap", "handles-persistent"}, 60s, env);
+  ASSERT_EQ(handles.exit_code, 0) << handles.output;
+  EXPECT_EQ(handles.output.find("0x81000001"), std::string::npos) << handles.output;
+}
+
 TEST_F(Check, KeyFileDeleted) {
   const auto key = IdentityFile("s1", "key.tss2");
   const std::string saved = ReadText(key);

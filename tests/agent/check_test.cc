@@ -152,6 +152,14 @@ TEST_F(Check, LocalBrokerStopped) {
   ExpectCheck("local broker", "ok", 0);
 }
 
+TEST_F(Check, CaKeyReadableByOthers) {
+  const auto key = h().ca_dir() / "ca.key";
+  std::filesystem::permissions(key, std::filesystem::perms::others_read,
+                               std::filesystem::perm_options::add);
+  ExpectCheck("local ca", "error", 1);
+  EXPECT_NE(last_output_.find("chmod 0600"), std::string::npos) << last_output_;
+}
+
 TEST_F(Check, InvalidConfigSkipsTheOtherChecks) {
   h().RewriteConfig([](std::string& text) { text += "[bogus]\n"; });
   int code = -1;

@@ -15,7 +15,6 @@
 #include "gateway_agent/bridge/outbox.h"
 #include "gateway_agent/openssl.h"
 #include "gateway_agent/pki/certificate.h"
-#include "gateway_agent/pki/local_ca.h"
 #include "gateway_agent/tpm/openssl_provider.h"
 #include "gateway_agent/tpm/tls_client.h"
 #include "gateway_agent/tpm/tpm_key.h"
@@ -290,23 +289,22 @@ HealthCheck CheckLocalCa(const Config& config, Millis now) {
                  "check ca.cert, or create the CA with gateway-agent ca init");
   }
   IdentityFileCheck validity = JudgeValidity(cert->get(), config.ca.cert.string(), now);
+  if (validity.problem == IdentityFileCheck::kCertExpired ||
+      validity.problem == IdentityFileCheck::kCertNotYetValid) {
+    return Error(name, validity.detail,
+                 "check the clock; an expired CA cannot issue: make a new one (ca init) and "
+                 "register it with AWS IoT");
+  }
   if (config.ca.backend == CaBackend::kFile) {
     if (auto bad = CheckSecretFile(name, config.ca.key)) return *bad;
-    auto opened = pki::OpenLocalCa(config.ca);
-    if (!opened.ok()) {
-      return Error(name, opened.status().message(), "check ca.cert and ca.key belong together");
-    }
   }
-  switch (validity.problem) {
-    case IdentityFileCheck::kCertExpired:
-    case IdentityFileCheck::kCertNotYetValid:
-      return Error(name, validity.detail,
-                   "check the clock; an expired CA cannot issue: make a new one (ca init) and "
-                   "register it with AWS IoT");
-    case IdentityFileCheck::kCertExpiringSoon:
-      return Warn(name, validity.detail,
-                  "plan a new CA (ca init, register it with AWS IoT) before this one ends");
-    default: break;
+  // What run refuses to start with (and check-config reports).
+  if (Status files = CheckStartupFiles(config); !files.ok()) {
+    return Error(name, files.message(), "fix [ca] or its files: run refuses to start without");
+  }
+  if (validity.problem == IdentityFileCheck::kCertExpiringSoon) {
+    return Warn(name, validity.detail,
+                "plan a new CA (ca init, register it with AWS IoT) before this one ends");
   }
   return Ok(name, "backend " +
                       std::string(config.ca.backend == CaBackend::kFile  ? "file"

@@ -108,7 +108,10 @@ TEST_F(Check, AMissingSrkIsReportedNotCreated) {
   EXPECT_EQ(handles.output.find("0x81000001"), std::string::npos) << handles.output;
 }
 
+// The running agent repairs a missing key or a wrong certificate by itself:
+// these faults are checked with the agent stopped.
 TEST_F(Check, KeyFileDeleted) {
+  h().agent().Stop();
   const auto key = IdentityFile("s1", "key.tss2");
   const std::string saved = ReadText(key);
   std::filesystem::remove(key);
@@ -119,6 +122,7 @@ TEST_F(Check, KeyFileDeleted) {
 }
 
 TEST_F(Check, CertificateOfAnotherIdentity) {
+  h().agent().Stop();
   const auto cert = IdentityFile("s1", "cert.pem");
   const std::string saved = ReadText(cert);
   WriteText(cert, ReadText(IdentityFile("gateway", "cert.pem")));

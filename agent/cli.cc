@@ -46,6 +46,7 @@ int RunCli(int argc, char** argv) {
   int exit_code = 0;
   RegisterConfigCommands(app, global, exit_code);
   RegisterRunCommands(app, global, exit_code);
+  RegisterCheckCommands(app, global, exit_code);
   RegisterTpmCommands(app, exit_code);
   RegisterCaCommands(app, global, exit_code);
 

@@ -29,5 +29,6 @@ void RegisterConfigCommands(CLI::App& app, const GlobalOptions& global, int& exi
 void RegisterTpmCommands(CLI::App& app, int& exit_code);
 void RegisterCaCommands(CLI::App& app, const GlobalOptions& global, int& exit_code);
 void RegisterRunCommands(CLI::App& app, const GlobalOptions& global, int& exit_code);
+void RegisterCheckCommands(CLI::App& app, const GlobalOptions& global, int& exit_code);
 
 }  // namespace ga

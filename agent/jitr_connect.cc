@@ -135,29 +135,26 @@ ConnectOptions CloudConnectOptions(const AwsConfig& aws, const std::string& clie
   return co;
 }
 
-ConnectAttempt AttemptConnect(const ConnectOptions& options) {
-  const std::string where = options.host + ":" + std::to_string(options.port);
-
+Result<UniqueFd> ConnectTcp(const std::string& host, int port, std::chrono::milliseconds timeout) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   addrinfo* res = nullptr;
-  int gai = getaddrinfo(options.host.c_str(), std::to_string(options.port).c_str(), &hints, &res);
+  int gai = getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res);
   if (gai != 0) {
-    return Network("resolve " + options.host + ": " + gai_strerror(gai),
-                   gai == EAI_NONAME || gai == EAI_NODATA);
+    std::string what = "resolve " + host + ": " + gai_strerror(gai);
+    return gai == EAI_NONAME || gai == EAI_NODATA ? NotFound(what) : Unavailable(what);
   }
   std::unique_ptr<addrinfo, void (*)(addrinfo*)> addrs(res, freeaddrinfo);
 
   std::string last_error;
-  UniqueFd sock;
-  for (addrinfo* ai = res; ai != nullptr && !sock.valid(); ai = ai->ai_next) {
+  for (addrinfo* ai = res; ai != nullptr; ai = ai->ai_next) {
     UniqueFd s(
         socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol));
     if (!s.valid()) continue;
     int rc = connect(s.get(), ai->ai_addr, ai->ai_addrlen);
     if (rc != 0 && errno == EINPROGRESS) {
-      tls::StepResult w = tls::WaitFd(s.get(), POLLOUT, Clock::now() + options.timeout);
+      tls::StepResult w = tls::WaitFd(s.get(), POLLOUT, Clock::now() + timeout);
       int soerr = 0;
       socklen_t len = sizeof soerr;
       getsockopt(s.get(), SOL_SOCKET, SO_ERROR, &soerr, &len);
@@ -167,15 +164,21 @@ ConnectAttempt AttemptConnect(const ConnectOptions& options) {
       errno = soerr;
     }
     if (rc == 0) {
-      sock = std::move(s);
-    } else {
-      last_error = std::strerror(errno);
+      int one = 1;
+      setsockopt(s.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      return s;
     }
+    last_error = std::strerror(errno);
   }
-  if (!sock.valid()) return Network("connect to " + where + ": " + last_error);
-  const int fd = sock.get();
-  int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  return Unavailable("connect to " + host + ":" + std::to_string(port) + ": " + last_error);
+}
+
+ConnectAttempt AttemptConnect(const ConnectOptions& options) {
+  auto sock = ConnectTcp(options.host, options.port, options.timeout);
+  if (!sock.ok()) {
+    return Network(sock.status().message(), sock.status().code() == Code::kNotFound);
+  }
+  const int fd = sock->get();
 
   tpm::TlsClientOptions tls;
   tls.key = options.key;

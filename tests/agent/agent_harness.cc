@@ -25,8 +25,8 @@ Result<std::unique_ptr<AgentHarness>> AgentHarness::Start(const HarnessOptions& 
   }
 
   auto init = RunCommand({GA_AGENT_BINARY, "ca", "init", "--backend", "file", "--subject",
-                          "CN=Test Gateway CA,O=gateway-agent tests", "--days", "30", "--out-dir",
-                          h->ca_dir().string()});
+                          "CN=Test Gateway CA,O=gateway-agent tests", "--days",
+                          std::to_string(options.ca_days), "--out-dir", h->ca_dir().string()});
   if (init.exit_code != 0) return Internal("ca init: " + init.output);
   GA_ASSIGN_OR_RETURN(h->ca_id_, h->sim_->RegisterCa(h->ca_dir()));
   GA_RETURN_IF_ERROR(h->sim_->CreateJitrRule(h->ca_id_));
@@ -44,7 +44,7 @@ Result<std::unique_ptr<AgentHarness>> AgentHarness::Start(const HarnessOptions& 
       << "backend = \"file\"\n"
       << "cert = \"" << (h->ca_dir() / "ca.pem").string() << "\"\n"
       << "key = \"" << (h->ca_dir() / "ca.key").string() << "\"\n"
-      << "validity_days = 30\n"
+      << "validity_days = " << options.validity_days << "\n"
       << "[aws]\n"
       << "endpoint = \"" << h->sim_->endpoint() << "\"\n"
       << "port = " << h->sim_->mqtt_port() << "\n"

@@ -30,6 +30,9 @@ struct HarnessOptions {
   // The agent reaches the local broker through a unix socket listener
   // ([local] unix_socket) instead of TCP on loopback.
   bool local_unix_socket = false;
+  // Validity of the local CA's certificate and of the certificates it issues.
+  int ca_days = 30;
+  int validity_days = 30;
 };
 
 class AgentHarness {

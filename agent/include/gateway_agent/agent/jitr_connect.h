@@ -14,6 +14,8 @@
 #include <string>
 
 #include "gateway_agent/config.h"
+#include "gateway_agent/status.h"
+#include "gateway_agent/unique_fd.h"
 
 namespace ga {
 
@@ -53,5 +55,11 @@ ConnectOptions CloudConnectOptions(const AwsConfig& aws, const std::string& clie
                                    EVP_PKEY* key, const std::filesystem::path& chain_file);
 
 ConnectAttempt AttemptConnect(const ConnectOptions& options);
+
+// Resolves `host` and connects (non-blocking socket, TCP_NODELAY) to the
+// first of its addresses that answers within `timeout` each. NotFound
+// "resolve <host>: ..." when the name does not exist, Unavailable for other
+// resolver failures and for "connect to <host>:<port>: <errno text>".
+Result<UniqueFd> ConnectTcp(const std::string& host, int port, std::chrono::milliseconds timeout);
 
 }  // namespace ga

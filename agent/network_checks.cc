@@ -1,0 +1,197 @@
+// The network checks of `gateway-agent check`: the AWS IoT endpoint (DNS,
+// TCP, TLS with the server verified) and the local broker (MQTT CONNECT).
+#include <arpa/inet.h>
+#include <mosquitto.h>
+#include <netdb.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <mutex>
+
+#include "gateway_agent/agent/health_checks.h"
+#include "gateway_agent/agent/jitr_connect.h"
+#include "gateway_agent/aws_iot.h"
+#include "gateway_agent/files.h"
+#include "gateway_agent/openssl.h"
+#include "gateway_agent/tls_step.h"
+#include "gateway_agent/tpm/tls_client.h"
+
+namespace ga {
+
+namespace {
+
+using SteadyClock = std::chrono::steady_clock;
+
+HealthCheck Line(std::string name, CheckLevel level, std::string detail, std::string fix = "") {
+  return {std::move(name), level, std::move(detail), std::move(fix)};
+}
+
+// How many addresses `host` resolves to; the resolver's error otherwise.
+Result<int> Resolve(const std::string& host, int port) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  int gai = getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res);
+  if (gai != 0) return Unavailable("resolve " + host + ": " + gai_strerror(gai));
+  std::unique_ptr<addrinfo, void (*)(addrinfo*)> addrs(res, freeaddrinfo);
+  int n = 0;
+  for (addrinfo* ai = res; ai != nullptr; ai = ai->ai_next) ++n;
+  return n;
+}
+
+// The TLS handshake without a client certificate. The server's certificate
+// is verified when it arrives, before the server asks for ours: a handshake
+// that fails after that point (AWS IoT wants a client certificate) still
+// proves the server.
+HealthCheck CheckTls(const AwsConfig& aws, int fd) {
+  const std::string name = "aws tls";
+  tpm::TlsClientOptions options;
+  options.ca_file = aws.root_ca;
+  options.verify_host = aws.endpoint;
+  if (aws.alpn || aws.port == 443) options.alpn = {aws::kMqttAlpn};
+  auto ctx = tpm::MakeClientTlsContext(options);
+  if (!ctx.ok()) {
+    return Line(name, CheckLevel::kError, ctx.status().message(),
+                "aws.root_ca must be the Amazon root CA (PEM), e.g. AmazonRootCA1.pem");
+  }
+  SslPtr ssl(SSL_new(ctx->get()));
+  if (!ssl) return Line(name, CheckLevel::kError, "SSL_new: " + DrainOpenSslErrors());
+  SSL_set_fd(ssl.get(), fd);
+  unsigned char ip[16];
+  if (inet_pton(AF_INET, aws.endpoint.c_str(), ip) != 1 &&
+      inet_pton(AF_INET6, aws.endpoint.c_str(), ip) != 1) {
+    SSL_set_tlsext_host_name(ssl.get(), aws.endpoint.c_str());
+  }
+  tls::StepResult step = tls::Step(ssl.get(), fd, SteadyClock::now() + kCheckNetworkTimeout,
+                                   [&] { return SSL_connect(ssl.get()); });
+  const X509* server = SSL_get0_peer_certificate(ssl.get());
+  const long verify = SSL_get_verify_result(ssl.get());
+  std::string errors = step.end == tls::StepEnd::kDone ? "" : tls::Describe(step);
+  ERR_clear_error();
+  if (verify != X509_V_OK) {
+    return Line(name, CheckLevel::kError,
+                "server certificate of " + aws.endpoint +
+                    " not verified: " + X509_verify_cert_error_string(verify),
+                "aws.root_ca must hold the root the endpoint chains to (AmazonRootCA1.pem), and "
+                "aws.endpoint the name in its certificate (aws iot describe-endpoint "
+                "--endpoint-type iot:Data-ATS)");
+  }
+  if (server == nullptr) {
+    return Line(name, CheckLevel::kError,
+                "no server certificate from " + aws.endpoint + ": " + errors,
+                "check aws.endpoint and aws.port (the server does not speak TLS there)");
+  }
+  std::string detail = "server verified (" + std::string(SSL_get_version(ssl.get())) + ", " +
+                       aws.root_ca.string() + ")";
+  if (step.end != tls::StepEnd::kDone) {
+    // check sends no client certificate; AWS IoT ends the handshake for that.
+    detail += "; then the server ended the handshake without a client certificate (" + errors + ")";
+  }
+  return Line(name, CheckLevel::kOk, detail);
+}
+
+struct MosqDeleter {
+  void operator()(mosquitto* m) const { mosquitto_destroy(m); }
+};
+
+// The outcome of a CONNECT, set by the connect callback.
+struct Connack {
+  bool received = false;
+  int code = -1;
+};
+
+}  // namespace
+
+std::vector<HealthCheck> CheckAwsEndpoint(const AwsConfig& aws) {
+  std::vector<HealthCheck> out;
+  const std::string where = aws.endpoint + ":" + std::to_string(aws.port);
+  auto addresses = Resolve(aws.endpoint, aws.port);
+  if (!addresses.ok()) {
+    out.push_back(Line("aws dns", CheckLevel::kError, addresses.status().message(),
+                       "check aws.endpoint (aws iot describe-endpoint --endpoint-type "
+                       "iot:Data-ATS) and the gateway's DNS"));
+    return out;
+  }
+  out.push_back(Line("aws dns", CheckLevel::kOk,
+                     aws.endpoint + " resolves (" + std::to_string(*addresses) + " address" +
+                         (*addresses == 1 ? ")" : "es)")));
+  auto sock = ConnectTcp(aws.endpoint, aws.port, kCheckNetworkTimeout);
+  if (!sock.ok()) {
+    out.push_back(Line("aws tcp", CheckLevel::kError, sock.status().message(),
+                       "check aws.port and that the network lets the gateway out to " + where));
+    return out;
+  }
+  out.push_back(Line("aws tcp", CheckLevel::kOk, "connected to " + where));
+  out.push_back(CheckTls(aws, sock->get()));
+  return out;
+}
+
+HealthCheck CheckLocalBroker(const LocalConfig& local) {
+  const std::string name = "local broker";
+  const std::string where = local.unix_socket.empty()
+                                ? local.host + ":" + std::to_string(local.port)
+                                : local.unix_socket.string();
+  const std::string fix = "start the local broker (systemctl start mosquitto) and check [local]";
+  std::string password;
+  if (!local.username.empty() && !local.password_file.empty()) {
+    auto pw = ReadFile(local.password_file);
+    if (!pw.ok()) {
+      return Line(name, CheckLevel::kError, "local.password_file: " + pw.status().message(),
+                  "check local.password_file");
+    }
+    password = std::move(*pw);
+    while (!password.empty() && (password.back() == '\n' || password.back() == '\r')) {
+      password.pop_back();
+    }
+  }
+  static std::once_flag init;
+  std::call_once(init, [] { mosquitto_lib_init(); });
+  const std::string client_id = "gateway-agent-check-" + std::to_string(getpid());
+  Connack connack;
+  std::unique_ptr<mosquitto, MosqDeleter> mosq(
+      mosquitto_new(client_id.c_str(), /*clean_session=*/true, &connack));
+  if (!mosq) return Line(name, CheckLevel::kError, "mosquitto_new failed");
+  mosquitto* m = mosq.get();
+  mosquitto_int_option(m, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
+  if (!local.username.empty()) {
+    mosquitto_username_pw_set(m, local.username.c_str(),
+                              password.empty() ? nullptr : password.c_str());
+  }
+  mosquitto_connect_callback_set(m, [](mosquitto*, void* self, int rc) {
+    auto* c = static_cast<Connack*>(self);
+    c->received = true;
+    c->code = rc;
+  });
+  const int keepalive = 10;
+  int rc = local.unix_socket.empty()
+               ? mosquitto_connect_async(m, local.host.c_str(), local.port, keepalive)
+               : mosquitto_connect_bind_async(m, local.unix_socket.c_str(), 0, keepalive, nullptr);
+  const auto deadline = SteadyClock::now() + kCheckNetworkTimeout;
+  while (rc == MOSQ_ERR_SUCCESS && !connack.received && SteadyClock::now() < deadline) {
+    rc = mosquitto_loop(m, 100, 1);
+  }
+  if (rc != MOSQ_ERR_SUCCESS) {
+    std::string why = rc == MOSQ_ERR_ERRNO ? std::strerror(errno) : mosquitto_strerror(rc);
+    return Line(name, CheckLevel::kError, "connect to " + where + ": " + why, fix);
+  }
+  if (!connack.received) {
+    return Line(name, CheckLevel::kError, "no CONNACK from " + where + " in time", fix);
+  }
+  if (connack.code != 0) {
+    return Line(name, CheckLevel::kError,
+                where + " refused the connection: " + mosquitto_connack_string(connack.code),
+                "check local.username and local.password_file against the broker's users");
+  }
+  mosquitto_disconnect(m);
+  mosquitto_loop(m, 100, 1);
+  return Line(name, CheckLevel::kOk,
+              "CONNACK accepted from " + where + " (client id " + client_id + ")");
+}
+
+}  // namespace ga

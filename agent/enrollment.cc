@@ -73,6 +73,10 @@ Result<Identity> Enrollment::RemoveSensor(const std::string& id) {
   return roster_->Remove(id);
 }
 
+void Enrollment::SetFileSensors(const std::vector<SensorConfig>& sensors) {
+  roster_->SetFileSensors(sensors);
+}
+
 std::vector<Identity> Enrollment::Snapshot() {
   return table_->Snapshot();
 }

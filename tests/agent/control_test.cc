@@ -426,6 +426,17 @@ TEST(ControlEndToEnd, SensorCommandsKeepTheirArgumentsAndTellTheTruth) {
       << removed.output;
   EXPECT_TRUE(StatusOf((*h)->StatusJson(), "walkin").is_null());
 
+  // A stuck agent: the command gives up after --timeout and says so.
+  ASSERT_EQ(kill((*h)->agent().pid(), SIGSTOP), 0);
+  auto stuck = (*h)->Cli({"--timeout", "1", "sensor", "list"});
+  ASSERT_EQ(kill((*h)->agent().pid(), SIGCONT), 0);
+  EXPECT_EQ(stuck.exit_code, 1) << stuck.output;
+  EXPECT_NE(stuck.output.find("error: the agent did not answer within 1 s on " +
+                              ((*h)->dir() / "run" / "control.sock").string() +
+                              "; is it stuck? journalctl -u gateway-agent"),
+            std::string::npos)
+      << stuck.output;
+
   // Once s2 leaves the file, a reload removes it.
   (*h)->RewriteConfig(
       [](std::string& text) { text.replace(text.find("[[sensor]]\nid = \"s2\"\n"), 21, ""); });

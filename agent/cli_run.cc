@@ -15,8 +15,6 @@
 #include "gateway_agent/agent/identity_store.h"
 #include "gateway_agent/agent/jitr_connect.h"
 #include "gateway_agent/agent/status_report.h"
-#include "gateway_agent/bridge/bridge.h"
-#include "gateway_agent/bridge/outbox.h"
 #include "gateway_agent/config.h"
 #include "gateway_agent/files.h"
 #include "gateway_agent/log.h"

@@ -16,7 +16,6 @@
 #include "gateway_agent/agent/control.h"
 #include "gateway_agent/agent/enrollment.h"
 #include "gateway_agent/agent/identity_store.h"
-#include "gateway_agent/agent/status_report.h"
 #include "gateway_agent/bridge/bridge.h"
 #include "gateway_agent/files.h"
 #include "gateway_agent/log.h"

@@ -36,6 +36,9 @@ int RunCli(int argc, char** argv) {
                  "Configuration file (default /etc/gateway-agent/agent.toml)");
   app.add_option("--log-level", global.log_level, "debug, info, warning or error")
       ->check(CLI::IsMember({"debug", "info", "warning", "error"}));
+  app.add_option("--timeout", global.timeout_seconds,
+                 "Seconds to wait for the running agent's answer (sensor commands; default 10)")
+      ->check(CLI::Range(0.1, 3600.0));
   app.parse_complete_callback([&] {
     log::Level level;
     if (!global.log_level.empty() && log::ParseLevel(global.log_level, &level)) {

@@ -13,8 +13,9 @@ namespace ga {
 
 // Options shared by every command.
 struct GlobalOptions {
-  std::string config_path;  // --config; empty: the default path
-  std::string log_level;    // --log-level; empty: from the config or "info"
+  std::string config_path;      // --config; empty: the default path
+  std::string log_level;        // --log-level; empty: from the config or "info"
+  double timeout_seconds = 10;  // --timeout: how long to wait for the running agent
 
   // --config, or the default configuration file.
   std::filesystem::path ConfigFile() const;

@@ -2,6 +2,8 @@
 #include <signal.h>
 #include <systemd/sd-daemon.h>
 
+#include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -13,8 +15,6 @@
 #include "gateway_agent/agent/identity_store.h"
 #include "gateway_agent/agent/jitr_connect.h"
 #include "gateway_agent/agent/status_report.h"
-#include "gateway_agent/bridge/bridge.h"
-#include "gateway_agent/bridge/outbox.h"
 #include "gateway_agent/config.h"
 #include "gateway_agent/files.h"
 #include "gateway_agent/log.h"
@@ -74,20 +74,13 @@ void RegisterRunCommands(CLI::App& app, const GlobalOptions& global, int& exit_c
       exit_code = 1;
       return;
     }
-    // Without the outbox the identities are still worth showing; the
-    // missing traffic is reported and the command fails.
-    const auto outbox = config->agent.state_dir / bridge::kOutboxDb;
-    auto traffic = bridge::ReadOutboxStats(outbox);
-    auto unknown = bridge::ReadUnknownSenders(outbox);
-    BridgeStats stats = traffic.ok() ? *traffic : BridgeStats{};
-    bridge::UnknownSenderReport strangers = unknown.ok() ? *unknown : bridge::UnknownSenderReport{};
+    BridgeReport bridge = ReadBridgeReport(config->agent.state_dir);
     const Millis now = NowMillis();
     LiveHealth live = JudgeHealth(config->agent.runtime_dir / kHealthFile, now);
-    std::cout << (*json ? StatusJson(*list, now, stats, strangers, &live)
-                        : StatusTable(*list, now, stats, strangers, &live));
+    std::cout << (*json ? StatusJson(*list, now, bridge.traffic, bridge.unknown, &live)
+                        : StatusTable(*list, now, bridge.traffic, bridge.unknown, &live));
     // Something needs attention: exit 1, like a failure, after the report.
-    exit_code = !traffic.ok()                      ? Fail(traffic.status())
-                : !unknown.ok()                    ? Fail(unknown.status())
+    exit_code = !bridge.problem.ok()               ? Fail(bridge.problem)
                 : NeedsAttention(*list, now, live) ? 1
                                                    : 0;
   });
@@ -155,13 +148,13 @@ void RegisterRunCommands(CLI::App& app, const GlobalOptions& global, int& exit_c
 
   auto* sensor = app.add_subcommand("sensor", "Add, remove or list sensors of the running agent");
   sensor->require_subcommand(1);
-  auto send = [&global, &exit_code](std::vector<std::string> words) {
+  auto send = [&global, &exit_code](const ControlCommand& request) {
     auto config = LoadUsableConfig(global, exit_code);
     if (!config) return;
-    auto reply = ControlRequest(config->agent.runtime_dir / kControlSocket, words);
+    auto timeout = std::chrono::milliseconds(std::llround(global.timeout_seconds * 1000));
+    auto reply = ControlRequest(config->agent.runtime_dir / kControlSocket, request, timeout);
     if (!reply.ok()) {
-      PrintError(reply.status());
-      exit_code = 1;
+      exit_code = Fail(reply.status());
       return;
     }
     if (!reply->ok) {
@@ -183,17 +176,16 @@ void RegisterRunCommands(CLI::App& app, const GlobalOptions& global, int& exit_c
                   "gateway's connection")
       ->check(CLI::IsMember({"own", "gateway"}));
   add->callback([send, add_id, add_thing, add_connection] {
-    std::vector<std::string> words = {"sensor-add", *add_id};
-    if (!add_thing->empty()) words.push_back(*add_thing);
-    words.push_back("connection=" + *add_connection);
-    send(words);
+    ControlCommand request{"sensor-add", {{"id", *add_id}, {"connection", *add_connection}}};
+    if (!add_thing->empty()) request.fields["thing"] = *add_thing;
+    send(request);
   });
   auto* remove = sensor->add_subcommand("remove", "Stop a sensor and delete its key");
   auto remove_id = std::make_shared<std::string>();
   remove->add_option("ID", *remove_id, "The sensor id")->required();
-  remove->callback([send, remove_id] { send({"sensor-remove", *remove_id}); });
+  remove->callback([send, remove_id] { send({"sensor-remove", {{"id", *remove_id}}}); });
   auto* list = sensor->add_subcommand("list", "List the sensors of the running agent");
-  list->callback([send] { send({"sensor-list"}); });
+  list->callback([send] { send({"sensor-list", {}}); });
 }
 
 }  // namespace ga

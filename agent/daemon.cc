@@ -13,11 +13,11 @@
 #include <utility>
 
 #include "bridge_feed.h"
+#include "control_commands.h"
 #include "gateway_agent/agent/agent_health.h"
 #include "gateway_agent/agent/control.h"
 #include "gateway_agent/agent/enrollment.h"
 #include "gateway_agent/agent/identity_store.h"
-#include "gateway_agent/agent/status_report.h"
 #include "gateway_agent/bridge/bridge.h"
 #include "gateway_agent/files.h"
 #include "gateway_agent/log.h"
@@ -45,52 +45,6 @@ IssueFunction MakeIssuer(std::shared_ptr<pki::LocalCa> ca) {
     GA_ASSIGN_OR_RETURN(out.chain, issued.ChainPem());
     return out;
   };
-}
-
-ControlReply HandleControl(Enrollment& enrollment, const std::vector<std::string>& words) {
-  if (words.empty()) return {false, "empty request"};
-  const std::string& verb = words[0];
-  // sensor-add <id> [<thing name>] [connection=own|gateway]
-  if (verb == "sensor-add" && words.size() >= 2 && words.size() <= 4) {
-    std::string thing;
-    SensorConnection connection = SensorConnection::kOwn;
-    for (size_t i = 2; i < words.size(); ++i) {
-      if (words[i] == "connection=gateway") {
-        connection = SensorConnection::kGateway;
-      } else if (words[i] != "connection=own") {
-        thing = words[i];
-      }
-    }
-    auto added = enrollment.AddSensor(words[1], thing, connection);
-    if (!added.ok()) return {false, added.status().message()};
-    if (added->state == EnrollmentState::kShared) {
-      return {true, "sensor " + added->name + " added as thing " + added->thing +
-                        "; it travels over the gateway's connection\n"};
-    }
-    return {true, "sensor " + added->name + " added as thing " + added->thing +
-                      "; it enrolls now (gateway-agent status)\n"};
-  }
-  if (verb == "sensor-remove" && words.size() == 2) {
-    auto removed = enrollment.RemoveSensor(words[1]);
-    if (!removed.ok()) return {false, removed.status().message()};
-    std::string body = "sensor " + removed->name + " (thing " + removed->thing +
-                       ") removed; its TPM key blob is deleted.\n";
-    if (!removed->cert_id.empty()) {
-      body +=
-          "Its certificate still exists in AWS IoT; deactivate it with:\n  aws iot "
-          "update-certificate --certificate-id " +
-          removed->cert_id + " --new-status INACTIVE\n";
-    }
-    return {true, body};
-  }
-  if (verb == "sensor-list" && words.size() == 1) {
-    std::vector<Identity> sensors;
-    for (auto& id : enrollment.Snapshot()) {
-      if (id.kind == IdentityKind::kSensor) sensors.push_back(id);
-    }
-    return {true, StatusTable(sensors, NowMillis())};
-  }
-  return {false, "unknown request \"" + verb + "\""};
 }
 
 // The service side of the sd_notify protocol: readiness, status, reloading,
@@ -344,8 +298,8 @@ int RunAgent(const Config& config) {
   for (const Identity& id : enrollment.Snapshot()) health.Feed(id);
 
   auto control = ControlServer::Start(config.agent.runtime_dir / kControlSocket,
-                                      [&enrollment](const std::vector<std::string>& words) {
-                                        return HandleControl(enrollment, words);
+                                      [&enrollment, &config](const ControlCommand& request) {
+                                        return HandleControl(enrollment, config, request);
                                       });
   if (!control.ok()) return fail(control.status());
 

@@ -82,6 +82,10 @@ Result<Identity> Enrollment::Reenroll(const std::string& name, EnrollmentState f
   return again;
 }
 
+void Enrollment::SetFileSensors(const std::vector<SensorConfig>& sensors) {
+  roster_->SetFileSensors(sensors);
+}
+
 std::vector<Identity> Enrollment::Snapshot() {
   return table_->Snapshot();
 }

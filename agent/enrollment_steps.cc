@@ -61,17 +61,17 @@ std::filesystem::path IdentityDir(const Config& config, const std::string& name)
 Status KeyUsableInTpm(const Identity& identity, const std::shared_ptr<tpm::TpmContext>& tpm) {
   auto blob = tpm::TpmKeyBlob::ReadFile(identity.key_file);
   if (!blob.ok()) return std::move(blob).take_status().With("identity " + identity.name);
-  auto signature = tpm->SignDigest(*blob, std::string(32, '\0'));
-  if (signature.ok()) return Status::Ok();
-  switch (signature.status().code()) {
+  Status tried = tpm->TryKey(*blob);
+  switch (tried.code()) {
+    case Code::kOk:
     case Code::kUnavailable:
     case Code::kTimeout:
-    case Code::kIo: return Status::Ok();  // the TPM is away: it said nothing of the key
+    case Code::kIo: return Status::Ok();  // usable, or the TPM is away: nothing known
     default: break;
   }
-  return std::move(signature).take_status().With(
-      "identity " + identity.name + ": key " + identity.key_file +
-      " cannot be used in this TPM (from another TPM, or its SRK was replaced)");
+  return std::move(tried).With("identity " + identity.name + ": key " + identity.key_file +
+                               " cannot be used in this TPM (from another TPM, or its SRK was "
+                               "replaced)");
 }
 
 Status MakeKey(Identity& identity, const StepContext& ctx) {

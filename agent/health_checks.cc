@@ -414,15 +414,12 @@ Result<IdentityFileCheck> InspectIdentityFiles(const Identity& identity,
   auto blob = tpm::TpmKeyBlob::ReadFile(identity.key_file);
   if (!blob.ok()) return Found(IdentityFileCheck::kKeyUnusable, blob.status().message());
   // A signature proves the TPM can load the key (same TPM, same SRK).
-  auto signature = tpm->SignDigest(*blob, std::string(32, '\0'));
-  if (!signature.ok()) {
-    const Code code = signature.status().code();
-    if (code == Code::kUnavailable || code == Code::kTimeout) {
-      return std::move(signature).take_status();  // the TPM, not the key
+  if (Status tried = tpm->TryKey(*blob); !tried.ok()) {
+    if (tried.code() == Code::kUnavailable || tried.code() == Code::kTimeout) {
+      return tried;  // the TPM, not the key
     }
-    return Found(
-        IdentityFileCheck::kKeyUnusable,
-        "key " + identity.key_file + " does not load in this TPM: " + signature.status().message());
+    return Found(IdentityFileCheck::kKeyUnusable,
+                 "key " + identity.key_file + " does not load in this TPM: " + tried.message());
   }
   auto key = tpm::MakeEvpPkey(tpm, *blob);
   if (!key.ok()) return Found(IdentityFileCheck::kKeyUnusable, key.status().message());

@@ -30,6 +30,8 @@ Identity Reconnected(const Identity& identity, EnrollmentState state) {
 Status SensorRoster::Load() {
   MutexLock changes(changes_mu_);
   const Config& c = config_;
+  file_sensors_.clear();
+  for (const auto& s : c.sensors) file_sensors_.insert(s.id);
   std::vector<Identity> wanted;
   Identity gw;
   gw.name = "gateway";
@@ -81,6 +83,7 @@ Status SensorRoster::Load() {
 Result<Identity> SensorRoster::Add(const std::string& id, const std::string& thing_name,
                                    SensorConnection connection) {
   MutexLock changes(changes_mu_);
+  if (id.empty()) return InvalidArgument("the sensor id is empty");
   if (!IsValidSensorId(id) || id == "gateway") {
     return InvalidArgument("\"" + id +
                            "\" is not a valid sensor id (1-64 characters of a-z A-Z 0-9 _ -, "
@@ -193,8 +196,21 @@ Result<Identity> SensorRoster::Reenroll(const std::string& name, EnrollmentState
   return next;
 }
 
+void SensorRoster::SetFileSensors(const std::vector<SensorConfig>& sensors) {
+  MutexLock changes(changes_mu_);
+  file_sensors_.clear();
+  for (const auto& s : sensors) file_sensors_.insert(s.id);
+}
+
 Result<Identity> SensorRoster::Remove(const std::string& id) {
   MutexLock changes(changes_mu_);
+  if (file_sensors_.count(id)) {
+    const std::string file =
+        config_.source.empty() ? "the configuration file" : config_.source.string();
+    return FailedPrecondition("sensor " + id + " is defined in " + file +
+                              ": remove its [[sensor]] entry there and reload "
+                              "(systemctl reload gateway-agent)");
+  }
   GA_ASSIGN_OR_RETURN(Identity identity, store_.Get(id));
   if (identity.kind != IdentityKind::kSensor) {
     return InvalidArgument("\"" + id + "\" is the gateway itself, not a sensor");
@@ -227,6 +243,8 @@ Result<Identity> SensorRoster::Remove(const std::string& id) {
 
 std::vector<SensorConfig> ApplySensorChanges(const Config& running, const Config& next,
                                              Enrollment& enrollment) {
+  // The sensors leaving the file are the file's no longer: removable.
+  enrollment.SetFileSensors(next.sensors);
   std::map<std::string, const SensorConfig*> before, after;
   for (const auto& s : running.sensors) before[s.id] = &s;
   for (const auto& s : next.sensors) after[s.id] = &s;

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <functional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,7 @@ class SensorRoster {
   Result<Identity> SetConnection(const std::string& id, SensorConnection connection)
       GA_EXCLUDES(changes_mu_);
   // Marks the sensor REMOVED (committed first), then deletes its directory.
+  // Refuses a sensor of the configuration file (see SetFileSensors).
   Result<Identity> Remove(const std::string& id) GA_EXCLUDES(changes_mu_);
   // An ACTIVE identity (the gateway or a sensor) that cannot work any more
   // enrolls again from `from`: kNew (its key is gone: a new key, certificate
@@ -45,6 +47,8 @@ class SensorRoster {
   // certificate for the same key, then JITR). Logged as an error with `reason`.
   Result<Identity> Reenroll(const std::string& name, EnrollmentState from,
                             const std::string& reason) GA_EXCLUDES(changes_mu_);
+  // The [[sensor]]s of the file in effect; Load starts from the config's.
+  void SetFileSensors(const std::vector<SensorConfig>& sensors) GA_EXCLUDES(changes_mu_);
 
  private:
   Status CheckGatewayMayCarry(const std::string& thing, int more);
@@ -58,9 +62,11 @@ class SensorRoster {
   const std::function<void(const Identity&)>& on_change_;
   // Serializes additions, removals and moves (control socket, reload).
   Mutex changes_mu_;
+  std::set<std::string> file_sensors_ GA_GUARDED_BY(changes_mu_);
 };
 
-// SIGHUP: adds the sensors new in `next` and removes those that `running`
+// SIGHUP: makes `next`'s [[sensor]]s the file's, adds the sensors new in
+// `next` and removes those that `running`
 // had from the file and `next` no longer has; moves those whose connection
 // changed. Sensors added at run time (`gateway-agent sensor add`) are not in
 // the file and are left alone. Each failure is logged. Returns the sensors in

@@ -5,6 +5,8 @@
 #include <ctime>
 #include <nlohmann/json.hpp>
 
+#include "gateway_agent/bridge/bridge.h"
+
 namespace ga {
 
 namespace {
@@ -89,6 +91,17 @@ bool NeedsAttention(const std::vector<Identity>& identities, Millis now, const L
   return std::any_of(identities.begin(), identities.end(), [&](const Identity& id) {
     return id.state == EnrollmentState::kParked || !IdentityProblem(id, now, &live).empty();
   });
+}
+
+BridgeReport ReadBridgeReport(const std::filesystem::path& state_dir) {
+  const auto outbox = state_dir / bridge::kOutboxDb;
+  BridgeReport report;
+  auto traffic = bridge::ReadOutboxStats(outbox);
+  auto unknown = bridge::ReadUnknownSenders(outbox);
+  if (traffic.ok()) report.traffic = std::move(*traffic);
+  if (unknown.ok()) report.unknown = std::move(*unknown);
+  report.problem = !traffic.ok() ? traffic.status() : unknown.status();
+  return report;
 }
 
 std::string StatusTable(const std::vector<Identity>& identities, Millis now,

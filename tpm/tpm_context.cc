@@ -482,6 +482,10 @@ Result<int> TpmContext::FlushStaleTransientObjects() {
   return flushed;
 }
 
+Status TpmContext::TryKey(const TpmKeyBlob& key) {
+  return SignDigest(key, std::string(32, '\0')).status();
+}
+
 Status TpmContext::Probe() {
   MutexLock lock(mu_);
   return WithReconnect(&TpmContext::ProbeLocked).status();

@@ -111,12 +111,17 @@ class Enrollment {
   // or back onto its own (NEW: it enrolls from the start).
   Result<Identity> SetConnection(const std::string& id, SensorConnection connection);
   // Stops the identity, deletes its key blob and files, marks it REMOVED.
-  // Returns the identity as it was (for its certificate id).
+  // Returns the identity as it was (for its certificate id). A sensor of the
+  // configuration file ([[sensor]]) is refused: the file would bring it back
+  // at the next reload, so it is removed from the file and reloaded.
   Result<Identity> RemoveSensor(const std::string& id);
   // An ACTIVE identity whose key is gone (from kNew) or whose certificate
   // does not fit its key (from kKeyed) enrolls again (SensorRoster::Reenroll).
   Result<Identity> Reenroll(const std::string& name, EnrollmentState from,
                             const std::string& reason);
+  // The [[sensor]]s of the configuration file in effect (a reload sets them
+  // before it removes the sensors that left the file).
+  void SetFileSensors(const std::vector<SensorConfig>& sensors);
 
   std::vector<Identity> Snapshot();
   EnrollmentCounts Counts();

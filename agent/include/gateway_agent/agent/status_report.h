@@ -2,6 +2,7 @@
 // for programs.
 #pragma once
 
+#include <filesystem>
 #include <map>
 #include <string>
 #include <vector>
@@ -14,6 +15,18 @@ namespace ga {
 
 // The bridge's figures per identity name (from the outbox database).
 using BridgeStats = std::map<std::string, bridge::IdentityOutboxStats>;
+
+// What the bridge last wrote to the outbox database in the state directory:
+// each identity's traffic and connection, and the unknown senders. `status`
+// and `sensor list` read it the same way, so they show the same.
+struct BridgeReport {
+  BridgeStats traffic;
+  bridge::UnknownSenderReport unknown;
+  // The first read that failed (what could be read is still filled in): the
+  // identities are still worth showing, with this error beside them.
+  Status problem;
+};
+BridgeReport ReadBridgeReport(const std::filesystem::path& state_dir);
 
 // With `live` (the running agent's health report, agent_health.h), each
 // identity shows what stops it and the agent's own problems are listed;

@@ -86,6 +86,12 @@ class TpmContext {
   // ECC: DER ECDSA-Sig-Value; RSA: PKCS#1 v1.5 signature. Loads, signs, flushes.
   Result<std::string> SignDigest(const TpmKeyBlob& key, std::string_view digest);
 
+  // Loads `key` and signs once: OK when this TPM can use it; Unavailable or
+  // Timeout when the TPM is away (nothing is known of the key); otherwise the
+  // TPM's refusal (a blob from another TPM, or made under an SRK since
+  // replaced).
+  Status TryKey(const TpmKeyBlob& key);
+
   // Handles of the transient objects now loaded in the TPM (all clients).
   Result<std::vector<uint32_t>> TransientHandles();
 

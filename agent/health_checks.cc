@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <ctime>
 
+#include "gateway_agent/agent/clock.h"
 #include "gateway_agent/agent/daemon.h"
 #include "gateway_agent/bridge/bridge.h"
 #include "gateway_agent/bridge/outbox.h"
@@ -51,12 +52,7 @@ Millis ToMillis(const ASN1_TIME* time) {
 }
 
 std::string FormatMillis(Millis ms) {
-  std::time_t t = static_cast<std::time_t>(ms / 1000);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[40];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S UTC", &tm);
-  return buf;
+  return FormatUtc(ms, "%Y-%m-%d %H:%M:%S UTC");
 }
 
 std::string FormatAge(Millis ms) {

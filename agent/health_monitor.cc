@@ -10,16 +10,6 @@
 
 namespace ga {
 
-namespace {
-
-Millis WallMillis() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-}  // namespace
-
 HealthMonitor::HealthMonitor(Parts parts) : parts_(std::move(parts)) {
   probe_ = std::thread([this] { ProbeTpm(); });
 }
@@ -150,7 +140,7 @@ void HealthMonitor::Repair(Enrollment& enrollment) {
 AgentHealth HealthMonitor::Gather() {
   AgentHealth h;
   h.pid = getpid();
-  h.updated = WallMillis();
+  h.updated = NowMillis();
   if (Status tpm = parts_.tpm->Health(); !tpm.ok()) {
     h.problems.push_back(tpm.message() + " (every TLS handshake and enrollment needs the TPM)");
   }

@@ -5,6 +5,7 @@
 #include <ctime>
 #include <nlohmann/json.hpp>
 
+#include "gateway_agent/agent/clock.h"
 #include "gateway_agent/bridge/bridge.h"
 
 namespace ga {
@@ -12,13 +13,7 @@ namespace ga {
 namespace {
 
 std::string Iso8601(Millis ms) {
-  if (ms <= 0) return "";
-  std::time_t t = static_cast<std::time_t>(ms / 1000);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
+  return ms <= 0 ? "" : FormatUtc(ms, "%Y-%m-%dT%H:%M:%SZ");
 }
 
 std::string Relative(Millis at, Millis now) {

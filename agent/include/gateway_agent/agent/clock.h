@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "gateway_agent/rate.h"
 
@@ -21,5 +22,9 @@ class Clock {
 
 // std::chrono::steady_clock and system_clock. Thread-safe; never destroyed.
 Clock& SystemClock();
+
+// Wall-clock milliseconds since the Unix epoch, in UTC, formatted by
+// strftime's `format` ("%Y-%m-%dT%H:%M:%SZ").
+std::string FormatUtc(int64_t millis, const char* format);
 
 }  // namespace ga

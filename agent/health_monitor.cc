@@ -39,11 +39,15 @@ void HealthMonitor::ProbeTpm() {
 
 void HealthMonitor::TestKeysOfFailingConnections() {
   bridge::BridgeHealth b = parts_.bridge->Health();
+  // With no connection up, the endpoint is what fails (an outage): the keys
+  // are not suspects, and a slow TPM has better things to do.
+  if (b.cloud_connected == 0) return;
   auto now = std::chrono::steady_clock::now();
   std::vector<Identity> due;
   {
     MutexLock lock(mu_);
     for (auto& [name, w] : watched_) {
+      if (due.size() >= kKeyTestsPerProbe) break;
       if (w.check.fault != CredentialFault::kNone || !b.cloud_problems.count(name)) continue;
       if (now < w.next_key_test) continue;
       w.next_key_test = now + kKeyTestEvery;

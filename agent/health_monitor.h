@@ -36,6 +36,8 @@ class HealthMonitor {
   // An identity whose cloud connection fails has its key tried in the TPM
   // (one signature) at most this often.
   static constexpr std::chrono::minutes kKeyTestEvery{1};
+  // and at most this many per TPM probe, only while some connection is up.
+  static constexpr size_t kKeyTestsPerProbe = 4;
 
   struct Parts {
     std::shared_ptr<tpm::TpmContext> tpm;

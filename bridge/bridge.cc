@@ -196,7 +196,7 @@ class Bridge::Loop {
     // Empty until a connect has failed (the first one is not a problem yet).
     if (!h.local_connected) h.local_problem = local_->connection().problem;
     h.outbox_problem = outbox_problem_;
-    clouds_->CollectProblems(h.cloud_problems);
+    h.cloud_connected = clouds_->CollectProblems(h.cloud_problems);
     MutexLock lock(health_mu_);
     health_ = std::move(h);
   }

@@ -372,12 +372,15 @@ void CloudLinks::Tick(Clock::time_point now) {
   }
 }
 
-void CloudLinks::CollectProblems(std::map<std::string, std::string>& out) const {
+size_t CloudLinks::CollectProblems(std::map<std::string, std::string>& out) const {
+  size_t up = 0;
   for (const auto& [name, c] : clouds_) {
+    if (c->identity.via.empty() && c->connected) ++up;
     const CloudConnection* own = c->carrier != nullptr ? c->carrier : c.get();
     if (own->connected || own->problem.empty()) continue;
     out[name] = own == c.get() ? own->problem : "carrier " + own->name + ": " + own->problem;
   }
+  return up;
 }
 
 Clock::duration CloudLinks::HalfOpenAfter() const {

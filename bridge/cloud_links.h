@@ -86,7 +86,8 @@ class CloudLinks {
   // Forgets every connection (shutdown, after the last write).
   void Clear();
   // Why each connection that failed is down (a carried sensor: its carrier's).
-  void CollectProblems(std::map<std::string, std::string>& out) const;
+  // Returns how many connections of their own are up.
+  size_t CollectProblems(std::map<std::string, std::string>& out) const;
 
  private:
   // cloud_links.cc

@@ -70,6 +70,7 @@ struct BridgeHealth {
   // Identity name -> why its cloud connection is down (only those that have
   // failed and are not connected).
   std::map<std::string, std::string> cloud_problems;
+  size_t cloud_connected = 0;  // identities whose own connection is up
 };
 
 class Bridge {

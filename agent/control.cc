@@ -119,7 +119,8 @@ Status ControlCommand::CheckFields(std::initializer_list<std::string_view> requi
       return InvalidArgument(command + ": the request has no field \"" + std::string(name) + "\"");
     }
   }
-  for (const auto& [name, value] : fields) {
+  for (const auto& field : fields) {
+    const std::string& name = field.first;
     auto is = [&name](std::string_view n) { return n == name; };
     if (std::none_of(required.begin(), required.end(), is) &&
         std::none_of(optional.begin(), optional.end(), is)) {

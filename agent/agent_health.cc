@@ -65,10 +65,11 @@ Status WriteHealth(const std::filesystem::path& path, const AgentHealth& health)
 }
 
 Result<std::optional<AgentHealth>> ReadHealth(const std::filesystem::path& path) {
-  std::error_code ec;
-  if (!std::filesystem::exists(path, ec)) return std::optional<AgentHealth>();
-  GA_ASSIGN_OR_RETURN(std::string text, ReadFile(path, kMaxHealthFile));
-  GA_ASSIGN_OR_RETURN(AgentHealth h, HealthFromJson(text, path.string()));
+  // One open: the agent may remove the file at any moment (it stops).
+  auto text = ReadFile(path, kMaxHealthFile);
+  if (!text.ok() && text.status().code() == Code::kNotFound) return std::optional<AgentHealth>();
+  if (!text.ok()) return std::move(text).take_status();
+  GA_ASSIGN_OR_RETURN(AgentHealth h, HealthFromJson(*text, path.string()));
   return std::optional<AgentHealth>(std::move(h));
 }
 

@@ -355,6 +355,10 @@ void CloudLinks::Tick(Clock::time_point now) {
                         "is half-open; reconnecting";
       log::Warning("cloud connection " + c->name + ": " + why, {{"IDENTITY", c->name}});
       Lost(*c, MOSQ_ERR_KEEPALIVE);
+      // The server gives up on the silent link at the same 1.5 x keepalive:
+      // a CONNECT before it has would take over a live session (a
+      // duplicate client id).
+      c->next_connect = std::max(c->next_connect, now + std::chrono::seconds(2));
       c->problem = why;
       continue;
     }

@@ -4,7 +4,10 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { startSim, tmpDir, makeCa, registerCa, connect, closed, activeDevice, violations, ALLOW_ALL, sleep } from './helpers.js';
+import tls from 'node:tls';
+import { once } from 'node:events';
+import mqttPacket from 'mqtt-packet';
+import { startSim, tmpDir, makeCa, registerCa, connect, closed, activeDevice, violations, ALLOW_ALL, sleep, waitFor } from './helpers.js';
 
 let sim;
 let dir;
@@ -128,6 +131,52 @@ test('more than 1 CONNECT/s per client id is refused; a second connection with t
   assert.equal(await gone, true);
   assert.deepEqual((await violations(sim, 'lim-dup')).counters, { connectRate: 1, duplicateClientId: 1 });
   second.client.end(true);
+});
+
+/** A raw TLS connection as dev, so a test decides every byte; resolves once the handshake is done. */
+async function rawTls (dev) {
+  const socket = tls.connect({
+    host: '127.0.0.1', port: sim.info.mqttPort, ca: fs.readFileSync(sim.info.rootCa),
+    key: dev.keyPem, cert: dev.chainPem, servername: 'localhost'
+  });
+  await once(socket, 'secureConnect');
+  socket.received = Buffer.alloc(0);
+  socket.on('data', (d) => { socket.received = Buffer.concat([socket.received, d]); });
+  return socket;
+}
+const connectPacket = (clientId, keepalive) =>
+  mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId, keepalive });
+const CONNACK_ACCEPTED = [0x20, 2, 0, 0];
+
+test('a client silent for 1.5 x its keep-alive is over: connecting again with its id is no duplicate, even before the sim\'s timer ran', async () => {
+  const dev = await activeDevice(sim, dir, ca, 'lim-silent', ALLOW_ALL);
+  // The first connection sends CONNECT (keep-alive 1 s) and then nothing, not even PINGREQ.
+  const first = await rawTls(dev);
+  const gone = once(first, 'close');
+  first.write(connectPacket('lim-silent', 1));
+  await waitFor(() => first.received.length >= 4, { what: 'CONNACK' });
+  assert.deepEqual([...first.received.subarray(0, 4)], CONNACK_ACCEPTED);
+  // The second CONNECT reaches a sim whose timers are late (stopped for 2 s: a loaded
+  // machine): it is read before the timer that ends the first connection runs.
+  const second = await rawTls(dev);
+  await sleep(1100); // AWS: 1 CONNECT/s per client id
+  sim.proc.kill('SIGSTOP');
+  try {
+    second.write(connectPacket('lim-silent', 30));
+    await sleep(2000);
+  } finally { sim.proc.kill('SIGCONT'); }
+  await waitFor(() => second.received.length >= 4, { what: 'CONNACK' });
+  assert.deepEqual([...second.received.subarray(0, 4)], CONNACK_ACCEPTED);
+  await gone;
+  assert.deepEqual((await violations(sim, 'lim-silent')).counters, {});
+  // Taking the id over from a live connection is still a duplicate.
+  await sleep(1100);
+  const third = await rawTls(dev);
+  third.write(connectPacket('lim-silent', 30));
+  await waitFor(() => third.received.length >= 4, { what: 'CONNACK' });
+  assert.deepEqual((await violations(sim, 'lim-silent')).counters, { duplicateClientId: 1 });
+  second.destroy();
+  third.destroy();
 });
 
 test('a well-behaved client trips nothing', async () => {

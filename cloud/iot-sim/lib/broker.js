@@ -129,6 +129,7 @@ export class Broker {
     this.gates.add(gate);
     this.stats.connections++;
     gate.once('close', () => {
+      this.log(`closed client=${gate.clientId ?? '-'}${gate.killReason ? ` (${gate.killReason})` : ''}`);
       this.gates.delete(gate);
       if (gate.clientId !== null && this.byClientId.get(gate.clientId) === gate) this.byClientId.delete(gate.clientId);
     });
@@ -173,11 +174,20 @@ export class Broker {
     gate.clientId = id;
     gate.certificateId = d.cert.certificateId;
     if (!gate.allowed('iot:Connect', 'client', id)) return no('connectNotAuthorized', 'connectNotAuthorized');
+    gate.keepAlive = packet.keepalive;
     const previous = this.byClientId.get(id);
     if (previous && previous !== gate) {
-      // AWS: a second connection with the same client id drops the first (DUPLICATE_CLIENTID).
-      this.violations.count(id, 'duplicateClientId');
-      previous.kill('duplicateClientId');
+      if (previous.silentPastKeepAlive()) {
+        // MQTT 3.1.1 section 3.1.2.10, and AWS IoT ("disconnect after 1.5 x keep-alive of
+        // silence", docs.aws.amazon.com/iot/latest/developerguide/mqtt.html): that connection
+        // is already over. aedes's timer that ends it may run late on a loaded machine; a
+        // client that reconnects after the moment is not taking over a live session.
+        previous.kill('keepAliveTimeout');
+      } else {
+        // AWS: a second connection with the same client id drops the first (DUPLICATE_CLIENTID).
+        this.violations.count(id, 'duplicateClientId');
+        previous.kill('duplicateClientId');
+      }
     }
     this.byClientId.set(id, gate);
     gate.connectedAt = Date.now();
@@ -257,6 +267,8 @@ class Gate extends Duplex {
     this.subscriptions = new Set(); // filters this connection subscribed to (stored by aedes)
     this.thingCache = undefined;
     this.inputEnded = false;
+    this.keepAlive = 0; // seconds, from the CONNECT
+    this.lastInputAt = Date.now();
     socket.on('data', (d) => this.onData(d));
     socket.on('end', () => this.endInput());
     socket.on('close', () => this.endInput());
@@ -301,8 +313,14 @@ class Gate extends Duplex {
     this.kill(name);
   }
 
+  /** True once the client has sent nothing for 1.5 x its keep-alive. */
+  silentPastKeepAlive () {
+    return this.keepAlive > 0 && Date.now() - this.lastInputAt > this.keepAlive * 1500;
+  }
+
   onData (chunk) {
     if (this.inputEnded) return;
+    this.lastInputAt = Date.now();
     let buf = this.buf ? Buffer.concat([this.buf, chunk]) : chunk;
     this.buf = null;
     let off = 0;

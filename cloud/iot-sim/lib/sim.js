@@ -15,7 +15,7 @@ import { Iam, LAMBDA_ACCESS_KEY_ID } from './iam.js';
 export class Sim {
   constructor (options) {
     this.options = options;
-    this.log = options.verbose ? (m) => process.stderr.write(`iot-sim: ${m}\n`) : () => {};
+    this.log = options.verbose ? (m) => process.stderr.write(`iot-sim ${new Date().toISOString()}: ${m}\n`) : () => {};
   }
 
   async start () {

@@ -67,7 +67,7 @@ void ExpectNoViolations(AgentHarness& h) {
   auto count = h.sim().ViolationCount();
   ASSERT_TRUE(count.ok()) << count.status().ToString();
   EXPECT_EQ(*count, 0) << h.sim().Http("GET", "/_sim/violations").body << Log(h) << "iot-sim:\n"
-                   << RunCommand({"tail", "-n", "60", h.sim().log_path().string()}).output;
+                       << RunCommand({"tail", "-n", "60", h.sim().log_path().string()}).output;
 }
 
 bool WaitForCloudCount(IotSim& sim, size_t n, std::chrono::seconds timeout,

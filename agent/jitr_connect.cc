@@ -18,6 +18,7 @@
 
 #include "gateway_agent/aws_iot.h"
 #include "gateway_agent/openssl.h"
+#include "gateway_agent/proxy.h"
 #include "gateway_agent/tls_step.h"
 #include "gateway_agent/tpm/tls_client.h"
 #include "gateway_agent/unique_fd.h"
@@ -132,6 +133,11 @@ ConnectOptions CloudConnectOptions(const AwsConfig& aws, const std::string& clie
   co.alpn = aws.alpn;
   co.keepalive_seconds =
       static_cast<int>(std::chrono::duration_cast<std::chrono::seconds>(aws.keepalive).count());
+  if (auto proxy = CloudProxy(aws); proxy.ok()) {
+    co.proxy = std::move(*proxy);
+  } else {
+    co.proxy_error = proxy.status().message();
+  }
   return co;
 }
 
@@ -173,10 +179,24 @@ Result<UniqueFd> ConnectTcp(const std::string& host, int port, std::chrono::mill
   return Unavailable("connect to " + host + ":" + std::to_string(port) + ": " + last_error);
 }
 
-ConnectAttempt AttemptConnect(const ConnectOptions& options) {
-  auto sock = ConnectTcp(options.host, options.port, options.timeout);
+Result<UniqueFd> ConnectVia(const std::optional<ProxyEndpoint>& proxy, const std::string& host,
+                            int port, std::chrono::milliseconds timeout) {
+  if (!proxy) return ConnectTcp(host, port, timeout);
+  auto sock = ConnectTcp(proxy->host, proxy->port, timeout);
   if (!sock.ok()) {
-    return Network(sock.status().message(), sock.status().code() == Code::kNotFound);
+    return Unavailable("proxy " + proxy->Describe() + " unreachable: " + sock.status().message());
+  }
+  GA_RETURN_IF_ERROR(OpenTunnel(sock->get(), *proxy, host, port, Clock::now() + timeout));
+  return sock;
+}
+
+ConnectAttempt AttemptConnect(const ConnectOptions& options) {
+  if (!options.proxy_error.empty()) return Network(options.proxy_error);
+  auto sock = ConnectVia(options.proxy, options.host, options.port, options.timeout);
+  if (!sock.ok()) {
+    // The endpoint's name is the proxy's to resolve when there is one.
+    return Network(sock.status().message(),
+                   !options.proxy && sock.status().code() == Code::kNotFound);
   }
   const int fd = sock->get();
 

@@ -106,11 +106,37 @@ struct Connack {
   int code = -1;
 };
 
+// The proxy resolves the endpoint: the gateway itself may not be able to.
+std::vector<HealthCheck> CheckAwsThroughProxy(const AwsConfig& aws) {
+  std::vector<HealthCheck> out;
+  const std::string name = "aws proxy";
+  auto proxy = CloudProxy(aws);
+  if (!proxy.ok()) {
+    out.push_back(Line(name, CheckLevel::kError, proxy.status().message(),
+                       "fix aws.proxy and aws.proxy_password_file"));
+    return out;
+  }
+  auto sock = ConnectVia(*proxy, aws.endpoint, aws.port, kCheckNetworkTimeout);
+  if (!sock.ok()) {
+    out.push_back(Line(name, CheckLevel::kError, sock.status().message(),
+                       sock.status().code() == Code::kPermissionDenied
+                           ? "see the proxy's answer above: the user and password, or its rules"
+                           : "check aws.proxy (host and port) and that the proxy runs"));
+    return out;
+  }
+  out.push_back(Line(name, CheckLevel::kOk,
+                     "tunnel to " + aws.endpoint + ":" + std::to_string(aws.port) + " through " +
+                         (*proxy)->Describe()));
+  out.push_back(CheckTls(aws, sock->get()));
+  return out;
+}
+
 }  // namespace
 
 std::vector<HealthCheck> CheckAwsEndpoint(const AwsConfig& aws) {
   std::vector<HealthCheck> out;
   const std::string where = aws.endpoint + ":" + std::to_string(aws.port);
+  if (!aws.proxy.empty()) return CheckAwsThroughProxy(aws);
   auto addresses = Resolve(aws.endpoint, aws.port);
   if (!addresses.ok()) {
     out.push_back(Line("aws dns", CheckLevel::kError, addresses.status().message(),

@@ -1,6 +1,7 @@
 #include "cloud_links.h"
 
 #include <malloc.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -151,31 +152,64 @@ void CloudLinks::Connect(CloudConnection& c) {
   parts_.loop.Unwatch(c);
   mosquitto* m = c.mosq.get();
   CloudConnection* conn = &c;
-  handshakes_.Submit([this, m, host = aws.endpoint, port = aws.port, keepalive, conn] {
-    // The shared context's certificate callback runs on this thread, inside
-    // SSL_connect, and presents this connection's identity.
-    CloudTlsContext::PresentOnThisThread(conn->identity.credentials.get());
-    // Blocking TCP connect: libmosquitto then tries every address of the
-    // endpoint in turn (its asynchronous connect stops at the first).
-    int rc = handshakes_.InterruptibleConnect(
-        [&] { return mosquitto_connect(m, host.c_str(), port, keepalive); });
-    std::string why;
-    if (rc == MOSQ_ERR_SUCCESS) {
-      // Data the peer does not acknowledge for 1.5 keepalives ends the
-      // connection (a write into a half-open link would wait ~15 minutes).
-      unsigned user_timeout = static_cast<unsigned>(keepalive) * 1500u;
-      setsockopt(mosquitto_socket(m), IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout,
-                 sizeof user_timeout);
-      HandshakeEnd end = FinishTlsHandshake(m, handshakes_.stopping());
-      rc = end.rc;
-      why = std::move(end.why);
-    } else {
-      // errno belongs to this thread: turn it into text here.
-      why = rc == MOSQ_ERR_ERRNO ? std::strerror(errno) : mosquitto_strerror(rc);
-    }
-    CloudTlsContext::PresentOnThisThread(nullptr);
-    parts_.loop.Post([this, conn, rc, why] { HandshakeDone(*conn, rc, why); });
-  });
+  // aws.proxy, its password read now: a new one needs no restart.
+  auto proxy = CloudProxy(aws);
+  handshakes_.Submit(
+      [this, m, host = aws.endpoint, port = aws.port, keepalive, conn, proxy = std::move(proxy)] {
+        // The shared context's certificate callback runs on this thread, inside
+        // SSL_connect, and presents this connection's identity.
+        CloudTlsContext::PresentOnThisThread(conn->identity.credentials.get());
+        CloudTlsContext::Tunnel tunnel;
+        tunnel.host = host;
+        tunnel.port = port;
+        tunnel.deadline = Clock::now() + kTlsHandshakeTimeout;
+        tunnel.stop = &handshakes_.stopping();
+        std::string connect_host = host;
+        int connect_port = port;
+        if (proxy.ok() && proxy->has_value()) {
+          tunnel.proxy = &**proxy;
+          connect_host = (*proxy)->host;
+          connect_port = (*proxy)->port;
+          CloudTlsContext::TunnelOnThisThread(&tunnel);
+        }
+        // Blocking TCP connect: libmosquitto then tries every address of the
+        // endpoint in turn (its asynchronous connect stops at the first).
+        int rc = !proxy.ok() ? MOSQ_ERR_INVAL : handshakes_.InterruptibleConnect([&] {
+          return mosquitto_connect(m, connect_host.c_str(), connect_port, keepalive);
+        });
+        CloudTlsContext::TunnelOnThisThread(nullptr);
+        std::string why;
+        if (!proxy.ok()) {
+          why = proxy.status().message();
+        } else if (!tunnel.error.empty()) {
+          rc = MOSQ_ERR_CONN_REFUSED;
+          why = tunnel.error;
+        } else if (rc == MOSQ_ERR_SUCCESS) {
+          // Data the peer does not acknowledge for 1.5 keepalives ends the
+          // connection (a write into a half-open link would wait ~15 minutes).
+          unsigned user_timeout = static_cast<unsigned>(keepalive) * 1500u;
+          setsockopt(mosquitto_socket(m), IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout,
+                     sizeof user_timeout);
+          HandshakeEnd end = FinishTlsHandshake(m, handshakes_.stopping());
+          rc = end.rc;
+          why = std::move(end.why);
+          if (rc != MOSQ_ERR_SUCCESS && tunnel.opened) {
+            why += " (through proxy " + tunnel.proxy->Describe() + ")";
+          }
+        } else if (rc == MOSQ_ERR_EAI) {
+          // libmosquitto leaves getaddrinfo's code in errno.
+          why = "cannot resolve " + connect_host + ": " + gai_strerror(errno);
+        } else {
+          // errno belongs to this thread: turn it into text here.
+          why = rc == MOSQ_ERR_ERRNO ? std::strerror(errno) : mosquitto_strerror(rc);
+          if (tunnel.proxy != nullptr) {
+            why = "proxy " + tunnel.proxy->Describe() +
+                  (tunnel.opened ? ": the tunnel closed: " : " unreachable: ") + why;
+          }
+        }
+        CloudTlsContext::PresentOnThisThread(nullptr);
+        parts_.loop.Post([this, conn, rc, why] { HandshakeDone(*conn, rc, why); });
+      });
 }
 
 void CloudLinks::HandshakeDone(CloudConnection& c, int rc, const std::string& why) {

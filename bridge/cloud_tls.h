@@ -5,7 +5,10 @@
 
 #include <openssl/types.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstddef>
+#include <string>
 
 #include "gateway_agent/config.h"
 #include "gateway_agent/status.h"
@@ -24,6 +27,23 @@ class CloudTlsContext {
   // The identity the handshakes on this thread present (null: none). Set
   // around each handshake by the thread that runs it.
   static void PresentOnThisThread(const tpm::ClientIdentity* identity);
+
+  // libmosquitto connects to the proxy (aws.proxy) and starts TLS at once,
+  // with no way to hand it a socket of ours: the tunnel to the endpoint is
+  // opened on its socket when the handshake starts, before the ClientHello
+  // (OpenSSL's info callback), and SNI set to the endpoint. A failure ends
+  // the handshake and leaves its reason in `error`.
+  struct Tunnel {
+    const ProxyEndpoint* proxy = nullptr;
+    std::string host;  // the endpoint
+    int port = 0;
+    std::chrono::steady_clock::time_point deadline;
+    const std::atomic<bool>* stop = nullptr;
+    bool opened = false;
+    std::string error;
+  };
+  // The tunnel the next handshake on this thread opens (null: direct).
+  static void TunnelOnThisThread(Tunnel* tunnel);
 
  private:
   explicit CloudTlsContext(SslCtxPtr ctx) : ctx_(std::move(ctx)) {}

@@ -73,6 +73,8 @@ void VisitAws(V& v, AwsConfig& c) {
   v.Double("connect_rate", c.connect_rate, 0.01, 500,
            "AWS IoT allows 500 CONNECTs per second per account");
   v.Dur("keepalive", c.keepalive, std::chrono::seconds(5), std::chrono::seconds(1200));
+  v.Str("proxy", c.proxy);
+  v.Path("proxy_password_file", c.proxy_password_file);
 }
 
 template <typename V>
@@ -519,6 +521,7 @@ void Validate(Config& c, const toml::table& root, const std::string& file,
             "iot:Data-ATS)");
   }
   if (c.aws.port == 443) c.aws.alpn = true;
+  if (std::string why = ProxySettingProblem(c.aws); !why.empty()) problem(0, "aws.proxy", why);
   if (c.tpm.key_type == KeyType::kRsa2048) {
     // The TPM makes RSA keys (gateway-agent tpm create-key --algorithm rsa), but
     // the agent's OpenSSL provider signs TLS handshakes with ECC keys only.
@@ -667,6 +670,12 @@ Result<ParsedConfig> LoadConfig(const std::filesystem::path& path) {
                                  "cannot be read: " + read.status().message()});
     }
   }
+  if (!parsed.config.aws.proxy_password_file.empty() && !parsed.config.aws.proxy.empty()) {
+    if (auto proxy = CloudProxy(parsed.config.aws); !proxy.ok()) {
+      parsed.problems.push_back(
+          {path.string(), 0, 0, "aws.proxy_password_file", proxy.status().message()});
+    }
+  }
   return parsed;
 }
 
@@ -676,24 +685,6 @@ std::string FormatConfig(const Config& config) {
   VisitSections(writer, copy);
   std::string s = writer.str();
   return s.empty() ? s : s.substr(1);
-}
-
-bool IsValidThingName(std::string_view name) {
-  if (name.empty() || name.size() > 128) return false;
-  return std::all_of(name.begin(), name.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == ':' || c == '_' || c == '-';
-  });
-}
-
-bool IsEnrollableThingName(std::string_view name) {
-  return IsValidThingName(name) && name.size() <= kMaxEnrollableThingName;
-}
-
-bool IsValidSensorId(std::string_view id) {
-  if (id.empty() || id.size() > 64) return false;
-  return std::all_of(id.begin(), id.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
-  });
 }
 
 }  // namespace ga

@@ -192,6 +192,35 @@ TEST(CheckConfig, AnUnreadablePasswordFileIsAProblemNamingTheKey) {
       << r.output;
 }
 
+// The proxy's password file is a secret: others may not read it, and run
+// refuses it as check-config does.
+TEST(CheckConfig, AProxyPasswordFileOthersCanReadIsRefusedByCheckConfigAsByRun) {
+  testing::TempDir dir;
+  auto secret = dir / "proxy.pass";
+  std::ofstream(secret) << "pr0xy\n";
+  ASSERT_EQ(chmod(secret.c_str(), 0644), 0);
+  auto path = dir / "agent.toml";
+  std::ofstream(path) << "[agent]\nthing_name = \"gw-1\"\nstate_dir = \""
+                      << (dir / "state").string()
+                      << "\"\n[aws]\nendpoint = \"x-ats.iot.eu-west-1.amazonaws.com\"\n"
+                      << "proxy = \"http://gw@proxy.corp:3128\"\nproxy_password_file = \""
+                      << secret.string() << "\"\n";
+  const std::string why = "aws.proxy_password_file: proxy password file " + secret.string() +
+                          " is accessible by group or others (mode 0644); run chmod 600 " +
+                          secret.string();
+  auto r = RunCommand({GA_AGENT_BINARY, "check-config", "--no-files", "--config", path.string()});
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find(why), std::string::npos) << r.output;
+  auto run = RunCommand({GA_AGENT_BINARY, "run", "--config", path.string()});
+  EXPECT_EQ(run.exit_code, 2) << run.output;
+  EXPECT_NE(run.output.find(why), std::string::npos) << run.output;
+  EXPECT_FALSE(std::filesystem::exists(dir / "state")) << "run touched nothing before refusing";
+
+  ASSERT_EQ(chmod(secret.c_str(), 0600), 0);
+  auto ok = RunCommand({GA_AGENT_BINARY, "check-config", "--no-files", "--config", path.string()});
+  EXPECT_EQ(ok.exit_code, 0) << ok.output;
+}
+
 TEST(CheckConfig, HelpListsTheCommands) {
   auto r = RunCommand({GA_AGENT_BINARY, "--help"});
   EXPECT_EQ(r.exit_code, 0) << r.output;

@@ -186,6 +186,41 @@ TEST(Config, RefusesWhatTheAgentCannotRun) {
   EXPECT_NE(Joined(p).find("agent.state_dir: must not be empty"), std::string::npos) << Joined(p);
 }
 
+TEST(Config, ProxySettingsAreCheckedWithWhatToDo) {
+  struct Case {
+    std::string aws;
+    std::string expected;  // "" when valid
+  };
+  const std::vector<Case> cases = {
+      {"proxy = \"http://proxy.corp:3128\"\n", ""},
+      {"proxy = \"socks5://10.0.0.1:1080\"\n", ""},
+      {"proxy = \"http://gw@proxy.corp:3128\"\nproxy_password_file = \"/etc/p\"\n", ""},
+      {"proxy = \"http://gw:secret@proxy.corp:3128\"\n", "holds a password"},
+      {"proxy = \"https://proxy.corp:3128\"\n", "(https://) is not supported"},
+      {"proxy = \"ftp://proxy.corp:21\"\n", "scheme \"ftp\" is not supported"},
+      {"proxy = \"proxy.corp:3128\"\n", "must look like"},
+      {"proxy = \"http://proxy.corp\"\n", "names no port"},
+      {"proxy = \"http://proxy.corp:99999\"\n", "not a number from 1 to 65535"},
+      {"proxy = \"http://gw@proxy.corp:3128\"\n", "its password goes in the file"},
+      {"proxy = \"http://proxy.corp:3128\"\nproxy_password_file = \"/etc/p\"\n", "names no user"},
+      {"proxy_password_file = \"/etc/p\"\n", "aws.proxy: is not set"},
+  };
+  for (const auto& c : cases) {
+    ParsedConfig p =
+        ParseConfig("[agent]\nthing_name = \"gw-1\"\n[aws]\nendpoint = \"e\"\n" + c.aws, "a.toml");
+    if (c.expected.empty()) {
+      EXPECT_TRUE(p.ok()) << c.aws << Joined(p);
+    } else {
+      EXPECT_NE(Joined(p).find(c.expected), std::string::npos) << c.aws << "\n" << Joined(p);
+    }
+  }
+  auto ipv6 = ParseProxyUrl("socks5h://user@[::1]:1080");
+  ASSERT_TRUE(ipv6.ok()) << ipv6.status().ToString();
+  EXPECT_EQ(ipv6->host, "::1");
+  EXPECT_EQ(ipv6->kind, ProxyEndpoint::Kind::kSocks5);
+  EXPECT_EQ(ipv6->Describe(), "socks5://user@::1:1080");
+}
+
 // Every problem points at its key (or, for a missing key, its section), and
 // control characters quoted from the file are shown escaped, whole.
 TEST(Config, ProblemsAcrossKeysHaveALineAndColumnAndReadableText) {

@@ -68,6 +68,9 @@ inline Status NotFound(std::string m) {
 inline Status FailedPrecondition(std::string m) {
   return {Code::kFailedPrecondition, std::move(m)};
 }
+inline Status PermissionDenied(std::string m) {
+  return {Code::kPermissionDenied, std::move(m)};
+}
 inline Status Unavailable(std::string m) {
   return {Code::kUnavailable, std::move(m)};
 }

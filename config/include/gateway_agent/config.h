@@ -13,6 +13,7 @@
 
 #include "gateway_agent/aws_iot.h"
 #include "gateway_agent/log.h"
+#include "gateway_agent/proxy.h"
 #include "gateway_agent/status.h"
 #include "gateway_agent/tpm_handle.h"
 
@@ -60,6 +61,10 @@ struct AwsConfig {
   bool alpn = false;         // forced on for port 443
   double connect_rate = 50;  // account-wide CONNECTs per second (AWS allows 500)
   Duration keepalive = std::chrono::seconds(60);
+  // "http://[user@]host:port" or "socks5://[user@]host:port": every cloud
+  // connection (JITR, bridge, probe, check) goes through it. Empty: direct.
+  std::string proxy;
+  std::filesystem::path proxy_password_file;  // 0600; the password never sits in the TOML
 };
 
 struct EnrollmentConfig {
@@ -151,6 +156,13 @@ Result<ParsedConfig> LoadConfig(const std::filesystem::path& path);
 std::string FormatConfig(const Config& config);
 
 // AWS thing-name rules: 1-128 characters of [a-zA-Z0-9:_-].
+// Why aws.proxy and aws.proxy_password_file cannot work together, or "".
+std::string ProxySettingProblem(const AwsConfig& aws);
+// The proxy of the cloud connections with its password read from
+// aws.proxy_password_file (read on each call: a new password needs no
+// restart); nullopt when aws.proxy is empty.
+Result<std::optional<ProxyEndpoint>> CloudProxy(const AwsConfig& aws);
+
 bool IsValidThingName(std::string_view name);
 // Separates a gateway's thing name from a sensor id ("<gateway thing>:<id>"): a
 // gateway's own thing name may not contain it, so the gateway policy's

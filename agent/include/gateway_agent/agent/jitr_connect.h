@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <optional>
 #include <string>
 
 #include "gateway_agent/config.h"
@@ -48,6 +49,8 @@ struct ConnectOptions {
   bool alpn = false;                 // offer x-amzn-mqtt-ca
   int keepalive_seconds = 60;
   std::chrono::milliseconds timeout{10000};  // for each of connect, handshake, CONNACK
+  std::optional<ProxyEndpoint> proxy;        // aws.proxy: the tunnel the TLS goes through
+  std::string proxy_error;                   // aws.proxy unusable now (password file unreadable)
 };
 
 // The options for a connect to the configured endpoint as `client_id`.
@@ -61,5 +64,12 @@ ConnectAttempt AttemptConnect(const ConnectOptions& options);
 // "resolve <host>: ..." when the name does not exist, Unavailable for other
 // resolver failures and for "connect to <host>:<port>: <errno text>".
 Result<UniqueFd> ConnectTcp(const std::string& host, int port, std::chrono::milliseconds timeout);
+
+// ConnectTcp to host:port, or through `proxy` when there is one: the TCP
+// connection goes to the proxy and carries a tunnel to host:port (the proxy
+// resolves host). The proxy's failures say "proxy <url> ...": Unavailable,
+// or PermissionDenied for its authentication and rules.
+Result<UniqueFd> ConnectVia(const std::optional<ProxyEndpoint>& proxy, const std::string& host,
+                            int port, std::chrono::milliseconds timeout);
 
 }  // namespace ga

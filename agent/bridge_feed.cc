@@ -52,20 +52,35 @@ Result<bridge::BridgeIdentity> ToBridgeIdentity(const Identity& id,
 }
 
 CredentialCheck TellBridge(bridge::Bridge& bridge, const std::shared_ptr<tpm::TpmContext>& tpm,
-                           const Identity& id) {
+                           const Identity& id, LocalCredentials* credentials) {
   CredentialCheck check;
+  const bool sensor = id.kind == IdentityKind::kSensor;
   if (id.state == EnrollmentState::kRemoved) {
     bridge.Remove(id.name);
+    if (credentials != nullptr && sensor) credentials->Forget(id.name);
     return check;
+  }
+  std::string password;
+  if (credentials != nullptr && sensor) {
+    auto p = credentials->PasswordOf(id.name);
+    if (p.ok()) {
+      password = std::move(*p);
+    } else {
+      log::Error("sensor " + id.name + ": no client on the local broker: " + p.status().message(),
+                 {{"IDENTITY", id.name}});
+    }
   }
   auto b = ToBridgeIdentity(id, tpm, &check.fault);
   if (b.ok()) {
+    b->local_password = std::move(password);
     bridge.Upsert(*b);
     return check;
   }
   check.problem = b.status().message();
   log::Error("not connecting to AWS IoT: " + check.problem, {{"IDENTITY", id.name}});
-  bridge.Upsert(Offline(id));
+  bridge::BridgeIdentity offline = Offline(id);
+  offline.local_password = std::move(password);
+  bridge.Upsert(offline);
   return check;
 }
 

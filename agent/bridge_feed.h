@@ -10,6 +10,7 @@
 #include "gateway_agent/config.h"
 #include "gateway_agent/status.h"
 #include "gateway_agent/tpm/tpm_context.h"
+#include "local_credentials.h"
 
 namespace ga {
 
@@ -40,7 +41,9 @@ Result<bridge::BridgeIdentity> ToBridgeIdentity(const Identity& id,
 // Upserts or removes `id` in the bridge. An ACTIVE identity whose key or
 // chain cannot be loaded is logged and kept offline (its messages wait);
 // the returned check says why.
+// With `credentials` (local.manage_clients), a sensor's local broker
+// password goes along, and is forgotten with the sensor.
 CredentialCheck TellBridge(bridge::Bridge& bridge, const std::shared_ptr<tpm::TpmContext>& tpm,
-                           const Identity& id);
+                           const Identity& id, LocalCredentials* credentials = nullptr);
 
 }  // namespace ga

@@ -186,6 +186,20 @@ void RegisterRunCommands(CLI::App& app, const GlobalOptions& global, int& exit_c
   remove->callback([send, remove_id] { send({"sensor-remove", {{"id", *remove_id}}}); });
   auto* list = sensor->add_subcommand("list", "List the sensors of the running agent");
   list->callback([send] { send({"sensor-list", {}}); });
+  auto* creds = sensor->add_subcommand(
+      "credentials", "A sensor's user name and password on the local broker (manage_clients)");
+  auto creds_id = std::make_shared<std::string>();
+  auto rotate = std::make_shared<bool>(false);
+  auto creds_json = std::make_shared<bool>(false);
+  creds->add_option("ID", *creds_id, "The sensor id")->required();
+  creds->add_flag("--rotate", *rotate, "Give it a new password; the old one stops working");
+  creds->add_flag("--json", *creds_json, "Print {\"username\": ..., \"password\": ...}");
+  creds->callback([send, creds_id, rotate, creds_json] {
+    ControlCommand request{"sensor-credentials", {{"id", *creds_id}}};
+    if (*rotate) request.fields["rotate"] = "yes";
+    if (*creds_json) request.fields["json"] = "yes";
+    send(request);
+  });
 }
 
 }  // namespace ga

@@ -1,5 +1,7 @@
 #include "control_commands.h"
 
+#include <nlohmann/json.hpp>
+#include <optional>
 #include <vector>
 
 #include "gateway_agent/agent/agent_health.h"
@@ -69,15 +71,45 @@ ControlReply ListSensors(Enrollment& enrollment, const Config& config,
   return {true, body};
 }
 
+// A sensor's user name and password on the local broker; with "rotate", a
+// new password (the old one's sessions end).
+ControlReply SensorCredentials(const ControlParts& parts, const ControlCommand& request) {
+  if (Status s = request.CheckFields({"id"}, {"rotate", "json"}); !s.ok()) return Refused(s);
+  if (parts.credentials == nullptr) {
+    return {false,
+            "the agent does not manage the local broker's clients: set local.manage_clients = "
+            "true (a broker set up by `gateway-agent local-broker init`)"};
+  }
+  const std::string id = request.Field("id");
+  std::optional<Identity> sensor;
+  for (auto& i : parts.enrollment.Snapshot()) {
+    if (i.kind == IdentityKind::kSensor && i.name == id && i.state != EnrollmentState::kRemoved) {
+      sensor = i;
+    }
+  }
+  if (!sensor) return {false, "no sensor \"" + id + "\" (gateway-agent sensor list)"};
+  const bool rotate = request.Field("rotate") == "yes";
+  auto password = rotate ? parts.credentials->Rotate(id) : parts.credentials->PasswordOf(id);
+  if (!password.ok()) return Refused(password.status());
+  if (rotate && parts.refeed) parts.refeed(*sensor);
+  if (request.Field("json") == "yes") {
+    return {true, nlohmann::json{{"username", id}, {"password", *password}}.dump() + "\n"};
+  }
+  return {true, "username: " + id + "\npassword: " + *password + "\n" +
+                    (rotate ? "(new: the old password no longer works)\n" : "")};
+}
+
 }  // namespace
 
-ControlReply HandleControl(Enrollment& enrollment, const Config& config,
-                           const ControlCommand& request) {
-  if (request.command == "sensor-add") return AddSensor(enrollment, request);
-  if (request.command == "sensor-remove") return RemoveSensor(enrollment, request);
-  if (request.command == "sensor-list") return ListSensors(enrollment, config, request);
-  return {false,
-          "unknown command \"" + request.command + "\" (sensor-add, sensor-remove or sensor-list)"};
+ControlReply HandleControl(const ControlParts& parts, const ControlCommand& request) {
+  if (request.command == "sensor-add") return AddSensor(parts.enrollment, request);
+  if (request.command == "sensor-remove") return RemoveSensor(parts.enrollment, request);
+  if (request.command == "sensor-list") {
+    return ListSensors(parts.enrollment, parts.config, request);
+  }
+  if (request.command == "sensor-credentials") return SensorCredentials(parts, request);
+  return {false, "unknown command \"" + request.command +
+                     "\" (sensor-add, sensor-remove, sensor-list or sensor-credentials)"};
 }
 
 }  // namespace ga

@@ -285,7 +285,10 @@ int RunAgent(const Config& config) {
   };
   auto bridge = bridge::Bridge::Create(std::move(bridge_options));
   if (!bridge.ok()) return fail(bridge.status());
-  HealthMonitor health({*tpm, bridge->get(), config.agent.runtime_dir / kHealthFile});
+  std::optional<LocalCredentials> credentials;
+  if (config.local.manage_clients) credentials.emplace(config.agent.state_dir);
+  HealthMonitor health({*tpm, bridge->get(), config.agent.runtime_dir / kHealthFile,
+                        credentials ? &*credentials : nullptr});
 
   Enrollment::Options options;
   options.config = config;
@@ -297,9 +300,11 @@ int RunAgent(const Config& config) {
   if (Status l = enrollment.Load(); !l.ok()) return fail(l);
   for (const Identity& id : enrollment.Snapshot()) health.Feed(id);
 
+  ControlParts control_parts{enrollment, config, credentials ? &*credentials : nullptr,
+                             [&health](const Identity& id) { health.Feed(id); }};
   auto control = ControlServer::Start(config.agent.runtime_dir / kControlSocket,
-                                      [&enrollment, &config](const ControlCommand& request) {
-                                        return HandleControl(enrollment, config, request);
+                                      [&control_parts](const ControlCommand& request) {
+                                        return HandleControl(control_parts, request);
                                       });
   if (!control.ok()) return fail(control.status());
 

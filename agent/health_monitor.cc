@@ -85,7 +85,7 @@ std::optional<std::string> HealthMonitor::KeyRefusedByTpm(const Identity& id) {
 void HealthMonitor::Feed(const Identity& id) {
   // Stamped before loading: a change made while loading is seen next time.
   FileStamp key = Stamp(id.key_file), chain = Stamp(id.chain_file);
-  CredentialCheck check = TellBridge(*parts_.bridge, parts_.tpm, id);
+  CredentialCheck check = TellBridge(*parts_.bridge, parts_.tpm, id, parts_.credentials);
   if (check.fault == CredentialFault::kCertificate) {
     // A certificate that does not fit may be a key that was replaced: a key
     // this TPM cannot use needs a new key, not a new certificate.
@@ -154,6 +154,10 @@ AgentHealth HealthMonitor::Gather() {
   }
   if (!b.outbox_problem.empty()) h.problems.push_back(b.outbox_problem);
   h.identities = std::move(b.cloud_problems);
+  for (auto& [name, why] : b.local_client_problems) {
+    std::string& shown = h.identities[name];
+    shown = shown.empty() ? why : shown + "; " + why;
+  }
   MutexLock lock(mu_);
   for (const auto& [name, w] : watched_) {
     if (w.check.fault == CredentialFault::kNone) continue;

@@ -42,7 +42,8 @@ class HealthMonitor {
   struct Parts {
     std::shared_ptr<tpm::TpmContext> tpm;
     bridge::Bridge* bridge = nullptr;
-    std::filesystem::path report;  // runtime_dir / kHealthFile
+    std::filesystem::path report;             // runtime_dir / kHealthFile
+    LocalCredentials* credentials = nullptr;  // local.manage_clients
   };
   explicit HealthMonitor(Parts parts);
   // Stops the TPM probe and removes the report (the agent is not running).

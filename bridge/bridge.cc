@@ -136,8 +136,14 @@ class Bridge::Loop {
   }
 
   void Upsert(const BridgeIdentity& identity) {
+    auto known = identities_.find(identity.name);
+    std::string old_password = known == identities_.end() ? "" : known->second.local_password;
     identities_[identity.name] = identity;
     clouds_->Upsert(identity);
+    if (identity.sensor && !identity.local_password.empty() &&
+        identity.local_password != old_password) {
+      local_->IssueClient(identity.name, identity.local_password, !old_password.empty());
+    }
   }
 
   BridgeHealth Health() const {
@@ -146,6 +152,10 @@ class Bridge::Loop {
   }
 
   void Remove(const std::string& name) {
+    if (auto it = identities_.find(name);
+        it != identities_.end() && !it->second.local_password.empty()) {
+      local_->RetireClient(name);
+    }
     identities_.erase(name);
     clouds_->Drop(name);
     if (Status s = outbox_->Forget(name); !s.ok()) log::Error(s.message(), {{"IDENTITY", name}});
@@ -197,6 +207,7 @@ class Bridge::Loop {
     if (!h.local_connected) h.local_problem = local_->connection().problem;
     h.outbox_problem = outbox_problem_;
     h.cloud_connected = clouds_->CollectProblems(h.cloud_problems);
+    h.local_client_problems = local_->ClientProblems();
     MutexLock lock(health_mu_);
     health_ = std::move(h);
   }

@@ -34,6 +34,7 @@ Result<std::unique_ptr<LocalLink>> LocalLink::Create(const LocalConfig& config, 
     }
   }
   std::unique_ptr<LocalLink> link(new LocalLink(config, std::move(password), parts));
+  if (config.manage_clients) link->clients_ = std::make_unique<LocalClients>(parts.topics);
   GA_RETURN_IF_ERROR(link->NewClient());
   return link;
 }
@@ -105,6 +106,44 @@ void LocalLink::OnConnect(int rc, bool session_present) {
   SetConnected(true);
   log::Info("connected to the local broker; subscribing to " + config_.ingest_filter);
   mosquitto_subscribe(conn_.mosq.get(), nullptr, config_.ingest_filter.c_str(), 1);
+  if (clients_) {
+    // The broker's clients converge on ours: it may have lost its state,
+    // or we may have missed an answer.
+    mosquitto_subscribe(conn_.mosq.get(), nullptr, LocalClients::kResponseTopic, 1);
+    for (const auto& sensor : to_retire_) Control(clients_->Retire(sensor));
+    to_retire_.clear();
+    for (const auto& [name, id] : parts_.identities) {
+      if (id.sensor && !id.local_password.empty()) {
+        Control(clients_->Issue(name, id.local_password, /*rotated=*/false));
+      }
+    }
+  }
+}
+
+void LocalLink::Control(const std::string& batch) {
+  if (!conn_.connected) return;  // sent again on connect
+  mosquitto_publish(conn_.mosq.get(), nullptr, LocalClients::kCommandTopic,
+                    static_cast<int>(batch.size()), batch.data(), 1, false);
+  parts_.agenda.MarkWrite(conn_);
+}
+
+void LocalLink::IssueClient(const std::string& sensor, const std::string& password, bool rotated) {
+  if (!clients_) return;
+  to_retire_.erase(sensor);
+  Control(clients_->Issue(sensor, password, rotated));
+}
+
+void LocalLink::RetireClient(const std::string& sensor) {
+  if (!clients_) return;
+  if (conn_.connected) {
+    Control(clients_->Retire(sensor));
+  } else {
+    to_retire_.insert(sensor);
+  }
+}
+
+std::map<std::string, std::string> LocalLink::ClientProblems() const {
+  return clients_ ? clients_->problems() : std::map<std::string, std::string>{};
 }
 
 void LocalLink::OnMessage(const mosquitto_message* msg) {
@@ -115,6 +154,11 @@ void LocalLink::OnMessage(const mosquitto_message* msg) {
   size_t length_bytes = 1;
   for (size_t r = remaining; r >= 128; r >>= 7) ++length_bytes;
   conn_.bytes_read += 1 + length_bytes + remaining;
+  if (clients_ && topic == LocalClients::kResponseTopic) {
+    clients_->OnResponse(std::string_view(static_cast<const char*>(msg->payload),
+                                          static_cast<size_t>(msg->payloadlen)));
+    return;
+  }
   auto parsed = parts_.topics.ParseLocal(topic);
   if (!parsed) return;
   if (msg->retain && !fresh_session_) {

@@ -13,11 +13,13 @@
 #include <map>
 #include <memory>
 #include <random>
+#include <set>
 #include <string>
 
 #include "agenda.h"
 #include "event_loop.h"
 #include "gateway_agent/config.h"
+#include "local_clients.h"
 #include "mqtt_connection.h"
 #include "outbox_staging.h"
 #include "topic_map.h"
@@ -68,6 +70,13 @@ class LocalLink {
   // Queues a DISCONNECT (shutdown).
   void Disconnect();
 
+  // local.manage_clients: gives `sensor` its client on the broker (again,
+  // after each connect), or deletes it. No-ops otherwise.
+  void IssueClient(const std::string& sensor, const std::string& password, bool rotated);
+  void RetireClient(const std::string& sensor);
+  // Sensor -> why its client could not be made.
+  std::map<std::string, std::string> ClientProblems() const;
+
  private:
   LocalLink(const LocalConfig& config, std::string password, Parts parts);
   Status NewClient();
@@ -76,6 +85,7 @@ class LocalLink {
   void OnMessage(const mosquitto_message* msg);
   void SetConnected(bool up);
   void FlushUnknownSenders(Clock::time_point now, bool force);
+  void Control(const std::string& batch);
 
   const LocalConfig config_;
   const std::string password_;
@@ -85,6 +95,8 @@ class LocalLink {
   // The broker had no session for us at the last CONNACK: the retained
   // copies the subscription brings are new to us.
   bool fresh_session_ = true;
+  std::unique_ptr<LocalClients> clients_;  // local.manage_clients
+  std::set<std::string> to_retire_;        // retired while disconnected
 };
 
 }  // namespace ga::bridge

@@ -18,6 +18,7 @@ Result<TopicMap> TopicMap::Create(std::string_view ingest_filter,
     std::string_view name = ingest_filter.substr(start, slash - start);
     if (name == "+") {
       map.id_level_ = level;
+      if (slash != std::string_view::npos) map.suffix_ = ingest_filter.substr(slash);
       return map;
     }
     if (slash == std::string_view::npos) break;
@@ -60,6 +61,14 @@ std::optional<std::string> TopicMap::LocalCommandTopic(std::string_view cloud_to
   std::string local = prefix_;
   local.append(sensor).append("/cmd/").append(cloud_topic.substr(base.size()));
   return local;
+}
+
+std::string TopicMap::SensorFilter(std::string_view sensor) const {
+  return prefix_ + std::string(sensor) + suffix_;
+}
+
+std::string TopicMap::CommandDeliveries(std::string_view sensor) const {
+  return prefix_ + std::string(sensor) + "/cmd/#";
 }
 
 std::string CloudTopic(std::string_view topic_template, std::string_view thing,

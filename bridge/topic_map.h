@@ -43,10 +43,16 @@ class TopicMap {
   // thing's command filter.
   std::optional<std::string> LocalCommandTopic(std::string_view cloud_topic, std::string_view thing,
                                                std::string_view sensor) const;
+  // What sensor `sensor` publishes to on the local broker: the ingest
+  // filter with its id, e.g. `sensors/<id>/#`.
+  std::string SensorFilter(std::string_view sensor) const;
+  // Where its commands are delivered, e.g. `sensors/<id>/cmd/#`.
+  std::string CommandDeliveries(std::string_view sensor) const;
 
  private:
   TopicMap() = default;
   std::string prefix_;  // the ingest filter's levels before the sensor id, with slashes
+  std::string suffix_;  // its levels after the sensor id, with a leading slash
   int id_level_ = -1;
   std::string cloud_topic_template_;
   std::string command_filter_;

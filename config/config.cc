@@ -96,6 +96,7 @@ void VisitLocal(V& v, LocalConfig& c) {
   v.Path("password_file", c.password_file);
   v.Str("client_id", c.client_id);
   v.Str("ingest_filter", c.ingest_filter);
+  v.Bool("manage_clients", c.manage_clients);
 }
 
 template <typename V>

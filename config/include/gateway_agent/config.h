@@ -83,6 +83,10 @@ struct LocalConfig {
   std::filesystem::path password_file;  // the password never sits in this file
   std::string client_id = "gateway-agent";
   std::string ingest_filter = "sensors/+/#";
+  // The agent gives each sensor its own user and ACL on the local broker
+  // through mosquitto's dynamic security plugin (`gateway-agent local-broker
+  // init` sets such a broker up).
+  bool manage_clients = false;
 };
 
 struct BridgeConfig {

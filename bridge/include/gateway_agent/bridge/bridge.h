@@ -60,6 +60,9 @@ struct BridgeIdentity {
   // Not empty: the identity (the gateway) whose connection carries this
   // sensor's messages, to its own thing's topics; it has no key of its own.
   std::string via;
+  // local.manage_clients: the password of its own client on the local broker
+  // (user name = its id); empty: none is managed.
+  std::string local_password;
 };
 
 // What stands in the bridge's way, for status and the service's STATUS=.
@@ -71,6 +74,8 @@ struct BridgeHealth {
   // failed and are not connected).
   std::map<std::string, std::string> cloud_problems;
   size_t cloud_connected = 0;  // identities whose own connection is up
+  // Sensor -> why the local broker did not make its client (manage_clients).
+  std::map<std::string, std::string> local_client_problems;
 };
 
 class Bridge {

@@ -1,0 +1,110 @@
+#include "local_clients.h"
+
+#include <nlohmann/json.hpp>
+
+#include "gateway_agent/log.h"
+
+namespace ga::bridge {
+
+namespace {
+
+using Json = nlohmann::json;
+
+std::string RoleOf(const std::string& sensor) {
+  return "sensor-" + sensor;
+}
+
+std::string Acl(const std::string& role, const char* type, const std::string& topic, bool allow,
+                int priority) {
+  return Json{{"command", "addRoleACL"}, {"rolename", role}, {"acltype", type},
+              {"topic", topic},          {"allow", allow},   {"priority", priority}}
+      .dump();
+}
+
+}  // namespace
+
+std::string LocalClients::Batch(const std::string& sensor,
+                                const std::vector<std::string>& commands) {
+  std::string id = "ga-" + std::to_string(++next_id_);
+  pending_[id] = sensor;
+  if (pending_.size() > 10000) pending_.erase(pending_.begin());  // answers that never came
+  Json batch{{"commands", Json::array()}};
+  for (const std::string& c : commands) {
+    Json command = Json::parse(c);
+    command["correlationData"] = id;  // the plugin answers each command with its own
+    batch["commands"].push_back(std::move(command));
+  }
+  return batch.dump();
+}
+
+std::string LocalClients::Issue(const std::string& sensor, const std::string& password,
+                                bool rotated) {
+  const std::string role = RoleOf(sensor);
+  const std::string own = topics_.SensorFilter(sensor);
+  const std::string commands = topics_.CommandDeliveries(sensor);
+  std::vector<std::string> c = {
+      Json{{"command", "createRole"}, {"rolename", role}}.dump(),
+      // Checked first: its command deliveries are the agent's to publish.
+      Acl(role, "publishClientSend", commands, false, 2),
+      Acl(role, "publishClientSend", own, true, 1),
+      Acl(role, "subscribePattern", commands, true, 1),
+      Json{{"command", "createClient"},
+           {"username", sensor},
+           {"password", password},
+           {"roles", Json::array({Json{{"rolename", role}}})}}
+          .dump(),
+      Json{{"command", "addClientRole"}, {"username", sensor}, {"rolename", role}}.dump(),
+  };
+  if (rotated) {
+    c.push_back(Json{{"command", "setClientPassword"}, {"username", sensor}, {"password", password}}
+                    .dump());
+    // Disabling ends its sessions: whoever used the old password is out.
+    c.push_back(Json{{"command", "disableClient"}, {"username", sensor}}.dump());
+    c.push_back(Json{{"command", "enableClient"}, {"username", sensor}}.dump());
+  }
+  return Batch(sensor, c);
+}
+
+std::string LocalClients::Retire(const std::string& sensor) {
+  problems_.erase(sensor);
+  return Batch(sensor, {Json{{"command", "deleteClient"}, {"username", sensor}}.dump(),
+                        Json{{"command", "deleteRole"}, {"rolename", RoleOf(sensor)}}.dump()});
+}
+
+void LocalClients::OnResponse(std::string_view payload) {
+  Json j = Json::parse(payload, nullptr, false);
+  if (!j.is_object() || !j.contains("responses") || !j["responses"].is_array()) return;
+  // correlation data -> the first failure of that batch ("" when none).
+  std::map<std::string, std::string> batches;
+  for (const Json& r : j["responses"]) {
+    if (!r.is_object()) continue;
+    std::string id = r.value("correlationData", "");
+    if (pending_.count(id) == 0) continue;
+    std::string& failure = batches[id];
+    std::string error = r.value("error", "");
+    std::string command = r.value("command", "");
+    bool fine = error.empty() || error.find("already") != std::string::npos ||
+                ((command == "deleteClient" || command == "deleteRole") &&
+                 error.find("not found") != std::string::npos);
+    if (!fine && failure.empty()) failure = command + ": " + error;
+  }
+  for (const auto& [id, failure] : batches) {
+    const std::string sensor = pending_[id];
+    pending_.erase(id);
+    if (failure.empty()) {
+      if (problems_.erase(sensor) > 0) {
+        log::Info("sensor " + sensor + " has its client on the local broker again",
+                  {{"IDENTITY", sensor}});
+      }
+      continue;
+    }
+    std::string why = "the local broker refused " + failure + " for sensor " + sensor +
+                      " (is the dynamic security plugin loaded, and may local.username publish "
+                      "to " +
+                      kCommandTopic + "?)";
+    if (problems_[sensor] != why) log::Error(why, {{"IDENTITY", sensor}});
+    problems_[sensor] = why;
+  }
+}
+
+}  // namespace ga::bridge

@@ -14,9 +14,14 @@
 //   3. resident memory of the agent with 1,000 sensor cloud connections (+ gateway).
 //   4. reconnect storm: the cloud (iot-sim) goes down for --outage seconds;
 //      time from its restart until all 1,001 identities are connected again.
+//   5. (only when --only names it) a slow link: the agent's cloud connections
+//      through a relay adding --rtt-ms of round trip time (300); one sensor's
+//      throughput against inflight_window / RTT, and enrollment through it
+//      (slow_link.cc).
 //
-//   bench_bridge [--only 1,2,3,4] [--messages N] [--sensors N] [--big-sensors N]
+//   bench_bridge [--only 1,2,3,4,5] [--messages N] [--sensors N] [--big-sensors N]
 //                [--rounds N] [--latency-seconds S] [--outage S] [--storms N] [--keep-log FILE]
+//                [--rtt-ms N] [--slow-messages N] [--slow-sensors N]
 //
 // Exits non-zero when a run cannot complete (messages missing, identities not
 // connected); targets not met are reported, not treated as failures.
@@ -238,6 +243,9 @@ struct Args {
   std::string keep_log;  // copy agent.log of the 1,000-identity run here
   int storms = 1;        // outages in a row (RSS after each)
   int rounds = 3;        // agent/bridge throughput rounds, alternating who goes first
+  int rtt_ms = 300;      // 5: the slow link's round trip time
+  int slow_messages = 3000;
+  int slow_sensors = 3;
 };
 
 // ---- 1 and 2 ----
@@ -597,11 +605,17 @@ int main(int argc, char** argv) {
       a.keep_log = next();
     } else if (k == "--outage") {
       a.outage = std::atoi(next().c_str());
+    } else if (k == "--rtt-ms") {
+      a.rtt_ms = std::max(0, std::atoi(next().c_str()));
+    } else if (k == "--slow-messages") {
+      a.slow_messages = std::max(1, std::atoi(next().c_str()));
+    } else if (k == "--slow-sensors") {
+      a.slow_sensors = std::max(1, std::atoi(next().c_str()));
     } else {
       std::fprintf(stderr,
-                   "usage: bench_bridge [--only 1,2,3,4] [--messages N] [--sensors N] "
+                   "usage: bench_bridge [--only 1,2,3,4,5] [--messages N] [--sensors N] "
                    "[--big-sensors N] [--rounds N] [--latency-seconds S] [--outage S] [--storms N] "
-                   "[--keep-log FILE]\n");
+                   "[--keep-log FILE] [--rtt-ms N] [--slow-messages N] [--slow-sensors N]\n");
       return 2;
     }
   }
@@ -616,6 +630,8 @@ int main(int argc, char** argv) {
   try {
     if (a.only.count(1) || a.only.count(2)) ThroughputAndLatency(a);
     if (a.only.count(3) || a.only.count(4)) ScaleAndStorm(a);
+    if (a.only.count(5))
+      SlowLink(std::chrono::milliseconds(a.rtt_ms), a.slow_messages, a.slow_sensors);
   } catch (const Failure& f) {
     std::fprintf(stderr, "bench_bridge: %s\n", f.what.c_str());
     return 1;

@@ -169,4 +169,10 @@ inline void WaitAgentCloud(AgentHarness& h, int identities, std::chrono::seconds
     Fail("the agent's cloud connections did not all come up\n" + Tail(h.dir() / "agent.log"));
 }
 
+// Scenario 5: the agent's cloud connections through a link with `rtt` round
+// trip time (a delaying relay in front of iot-sim): throughput of `messages`
+// QoS 1 messages from one sensor against the in-flight window's bound, and
+// the enrollment time of the gateway and `sensors` sensors through the link.
+void SlowLink(std::chrono::milliseconds rtt, int messages, int sensors);
+
 }  // namespace ga::bench

@@ -14,12 +14,19 @@
 //   3. resident memory of the agent with 1,000 sensor cloud connections (+ gateway).
 //   4. reconnect storm: the cloud (iot-sim) goes down for --outage seconds;
 //      time from its restart until all 1,001 identities are connected again.
+//   5. (only when --only names it) a slow link: the agent's cloud connections
+//      through a relay adding --rtt-ms of round trip time (300); one sensor's
+//      throughput against inflight_window / RTT, and enrollment through it
+//      (slow_link.cc).
 //
-//   bench_bridge [--only 1,2,3,4] [--messages N] [--sensors N] [--big-sensors N]
+//   bench_bridge [--only 1,2,3,4,5] [--messages N] [--sensors N] [--big-sensors N]
 //                [--rounds N] [--latency-seconds S] [--outage S] [--storms N] [--keep-log FILE]
+//                [--rtt-ms N] [--slow-messages N] [--slow-sensors N]
 //
 // Exits non-zero when a run cannot complete (messages missing, identities not
 // connected); targets not met are reported, not treated as failures.
+#include "bench_bridge.h"
+
 #include <mosquitto.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -43,36 +50,12 @@
 #include <thread>
 #include <vector>
 
-#include "agent_harness.h"
-
 namespace {
 
-using namespace std::chrono_literals;
-using Clock = std::chrono::steady_clock;
-using ga::testing::AgentHarness;
+using namespace ga::bench;
 using ga::testing::HarnessOptions;
-using ga::testing::IotSim;
-using ga::testing::JsonField;
 using ga::testing::Mosquitto;
 using ga::testing::MosquittoOptions;
-using ga::testing::RunCommand;
-
-double Seconds(Clock::duration d) {
-  return std::chrono::duration<double>(d).count();
-}
-
-int64_t NowUs() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-struct Failure {
-  std::string what;
-};
-[[noreturn]] void Fail(const std::string& what) {
-  throw Failure{what};
-}
 
 // utime + stime of a process (all threads), in seconds.
 double CpuSeconds(pid_t pid) {
@@ -142,114 +125,6 @@ std::string Base64Decode(std::string_view in) {
     }
   }
   return out;
-}
-
-// A payload of `size` bytes starting with the publish time in microseconds.
-std::string Payload(size_t size) {
-  std::string p = std::to_string(NowUs()) + " ";
-  if (p.size() < size) p.append(size - p.size(), 'x');
-  return p;
-}
-
-// An MQTT client with libmosquitto's own thread (publisher or subscriber).
-class Client {
- public:
-  Client(int port, const std::string& id) {
-    m_ = mosquitto_new(id.c_str(), true, this);
-    mosquitto_publish_callback_set(
-        m_, [](mosquitto*, void* self, int) { ++static_cast<Client*>(self)->acked_; });
-    mosquitto_message_callback_set(m_, [](mosquitto*, void* self, const mosquitto_message* msg) {
-      static_cast<Client*>(self)->OnMessage(msg);
-    });
-    mosquitto_subscribe_callback_set(m_, [](mosquitto*, void* self, int, int, const int*) {
-      ++static_cast<Client*>(self)->subacks_;
-    });
-    mosquitto_max_inflight_messages_set(m_, 1000);
-    if (mosquitto_connect(m_, "127.0.0.1", port, 60) != MOSQ_ERR_SUCCESS) {
-      Fail("client " + id + " cannot connect to port " + std::to_string(port));
-    }
-    mosquitto_loop_start(m_);
-  }
-  ~Client() {
-    mosquitto_disconnect(m_);
-    mosquitto_loop_stop(m_, true);
-    mosquitto_destroy(m_);
-  }
-  void Subscribe(const std::vector<std::string>& filters, int qos) {
-    int before = subacks_;
-    for (const auto& f : filters) mosquitto_subscribe(m_, nullptr, f.c_str(), qos);
-    auto deadline = Clock::now() + 10s;
-    while (subacks_ < before + static_cast<int>(filters.size()) && Clock::now() < deadline) {
-      std::this_thread::sleep_for(5ms);
-    }
-  }
-  void Publish(const std::string& topic, const std::string& payload) {
-    int rc = mosquitto_publish(m_, nullptr, topic.c_str(), static_cast<int>(payload.size()),
-                               payload.data(), 1, false);
-    if (rc != MOSQ_ERR_SUCCESS) Fail(std::string("publish: ") + mosquitto_strerror(rc));
-  }
-  int64_t acked() const { return acked_; }
-  int64_t received() const { return received_; }
-  void RecordLatency(bool on) {
-    std::lock_guard lock(mu_);
-    record_ = on;
-    latencies_us_.clear();
-  }
-  std::vector<int64_t> latencies_us() {
-    std::lock_guard lock(mu_);
-    return latencies_us_;
-  }
-
- private:
-  void OnMessage(const mosquitto_message* msg) {
-    int64_t now = NowUs();
-    ++received_;
-    std::lock_guard lock(mu_);
-    if (record_ && msg->payloadlen > 0) {
-      std::string p(static_cast<const char*>(msg->payload), static_cast<size_t>(msg->payloadlen));
-      latencies_us_.push_back(now - std::atoll(p.c_str()));
-    }
-  }
-  mosquitto* m_;
-  std::atomic<int64_t> acked_{0};
-  std::atomic<int64_t> received_{0};
-  std::atomic<int> subacks_{0};
-  std::mutex mu_;
-  bool record_ = false;
-  std::vector<int64_t> latencies_us_;
-};
-
-bool WaitFor(const std::function<bool()>& done, std::chrono::milliseconds timeout,
-             std::chrono::milliseconds poll = 20ms) {
-  auto deadline = Clock::now() + timeout;
-  while (Clock::now() < deadline) {
-    if (done()) return true;
-    std::this_thread::sleep_for(poll);
-  }
-  return done();
-}
-
-// The sim's publish log: the sequence number of the last routed message.
-int64_t SimLastSeq(IotSim& sim) {
-  auto r = sim.Http("GET", "/_sim/publishes?since=999999999999&limit=1");
-  return std::atoll(JsonField(r.body, "lastSeq").c_str());
-}
-
-int SimClients(IotSim& sim) {
-  auto r = sim.Http("GET", "/_sim/clients");
-  int n = 0;
-  for (size_t p = 0; (p = r.body.find("\"clientId\"", p)) != std::string::npos; ++p) ++n;
-  return n;
-}
-
-int CountConnected(const std::string& status_json) {
-  int n = 0;
-  for (size_t p = 0; (p = status_json.find("\"connected\":true", p)) != std::string::npos; ++p) ++n;
-  return n;
-}
-
-std::string Tail(const std::filesystem::path& file, int lines = 30) {
-  return RunCommand({"tail", "-n", std::to_string(lines), file.string()}).output;
 }
 
 struct RunResult {
@@ -368,24 +243,10 @@ struct Args {
   std::string keep_log;  // copy agent.log of the 1,000-identity run here
   int storms = 1;        // outages in a row (RSS after each)
   int rounds = 3;        // agent/bridge throughput rounds, alternating who goes first
+  int rtt_ms = 300;      // 5: the slow link's round trip time
+  int slow_messages = 3000;
+  int slow_sensors = 3;
 };
-
-std::string ReplaceOnce(std::string text, const std::string& from, const std::string& to) {
-  auto p = text.find(from);
-  if (p == std::string::npos) Fail("config has no \"" + from + "\"");
-  return text.replace(p, from.size(), to);
-}
-
-void WaitAgentCloud(AgentHarness& h, int identities, std::chrono::seconds timeout, bool sim) {
-  bool ok = WaitFor(
-      [&] {
-        return sim ? SimClients(h.sim()) >= identities
-                   : CountConnected(h.StatusJson()) >= identities;
-      },
-      timeout, 250ms);
-  if (!ok)
-    Fail("the agent's cloud connections did not all come up\n" + Tail(h.dir() / "agent.log"));
-}
 
 // ---- 1 and 2 ----
 
@@ -744,11 +605,17 @@ int main(int argc, char** argv) {
       a.keep_log = next();
     } else if (k == "--outage") {
       a.outage = std::atoi(next().c_str());
+    } else if (k == "--rtt-ms") {
+      a.rtt_ms = std::max(0, std::atoi(next().c_str()));
+    } else if (k == "--slow-messages") {
+      a.slow_messages = std::max(1, std::atoi(next().c_str()));
+    } else if (k == "--slow-sensors") {
+      a.slow_sensors = std::max(1, std::atoi(next().c_str()));
     } else {
       std::fprintf(stderr,
-                   "usage: bench_bridge [--only 1,2,3,4] [--messages N] [--sensors N] "
+                   "usage: bench_bridge [--only 1,2,3,4,5] [--messages N] [--sensors N] "
                    "[--big-sensors N] [--rounds N] [--latency-seconds S] [--outage S] [--storms N] "
-                   "[--keep-log FILE]\n");
+                   "[--keep-log FILE] [--rtt-ms N] [--slow-messages N] [--slow-sensors N]\n");
       return 2;
     }
   }
@@ -763,6 +630,8 @@ int main(int argc, char** argv) {
   try {
     if (a.only.count(1) || a.only.count(2)) ThroughputAndLatency(a);
     if (a.only.count(3) || a.only.count(4)) ScaleAndStorm(a);
+    if (a.only.count(5))
+      SlowLink(std::chrono::milliseconds(a.rtt_ms), a.slow_messages, a.slow_sensors);
   } catch (const Failure& f) {
     std::fprintf(stderr, "bench_bridge: %s\n", f.what.c_str());
     return 1;

@@ -52,6 +52,7 @@ int RunCli(int argc, char** argv) {
   RegisterCheckCommands(app, global, exit_code);
   RegisterTpmCommands(app, exit_code);
   RegisterCaCommands(app, global, exit_code);
+  RegisterLocalBrokerCommands(app, exit_code);
 
   try {
     app.parse(argc, argv);

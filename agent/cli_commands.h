@@ -31,5 +31,6 @@ void RegisterTpmCommands(CLI::App& app, int& exit_code);
 void RegisterCaCommands(CLI::App& app, const GlobalOptions& global, int& exit_code);
 void RegisterRunCommands(CLI::App& app, const GlobalOptions& global, int& exit_code);
 void RegisterCheckCommands(CLI::App& app, const GlobalOptions& global, int& exit_code);
+void RegisterLocalBrokerCommands(CLI::App& app, int& exit_code);
 
 }  // namespace ga

@@ -1,0 +1,59 @@
+// `gateway-agent local-broker init`: the gateway's local mosquitto set up so
+// that every client authenticates, each sensor can be confined to its own
+// topics, and the agent's own session cannot be taken over.
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include "cli_commands.h"
+#include "gateway_agent/agent/local_broker_setup.h"
+
+namespace ga {
+namespace {
+
+struct LocalBrokerInitOptions {
+  std::string dir;
+  LocalBrokerSetupOptions setup;
+};
+
+int RunLocalBrokerInit(const LocalBrokerInitOptions& o) {
+  LocalBrokerSetupOptions setup = o.setup;
+  setup.dir = o.dir;
+  auto written = WriteLocalBrokerSetup(setup);
+  if (!written.ok()) return Fail(written.status());
+  std::fprintf(stderr,
+               "Wrote %s, %s and the passwords of \"%s\" and \"%s\" (mode 0600) in %s.\n"
+               "Put this in agent.toml:\n\n",
+               written->config_file.filename().c_str(), written->dynsec_file.filename().c_str(),
+               kLocalBrokerAdminUser, written->agent_user.c_str(), written->dir.c_str());
+  std::fputs(LocalSectionToml(*written).c_str(), stdout);
+  return 0;
+}
+
+}  // namespace
+
+void RegisterLocalBrokerCommands(CLI::App& app, int& exit_code) {
+  CLI::App* group = app.add_subcommand(
+      "local-broker", "Set up the gateway's local mosquitto broker (dynamic security plugin)");
+  group->require_subcommand(1);
+
+  auto init = std::make_shared<LocalBrokerInitOptions>();
+  CLI::App* cmd = group->add_subcommand(
+      "init",
+      "Write DIR/mosquitto.conf (no anonymous access, client id = user name, the dynamic "
+      "security plugin, persistence, queues sized for an agent restart), the plugin's users "
+      "(admin, and the agent's own) with random passwords, and print the [local] section "
+      "for agent.toml");
+  cmd->add_option("--dir", init->dir, "Directory for the broker's files (created 0700)")
+      ->required();
+  cmd->add_option("--port", init->setup.port, "Listener port (default 1883)")
+      ->check(CLI::Range(1, 65535));
+  cmd->add_option("--bind", init->setup.bind_address, "Listener address (default 127.0.0.1)");
+  cmd->add_option("--agent-user", init->setup.agent_user,
+                  "The agent's user name on the broker (default gateway-agent)");
+  cmd->add_flag("--force", init->setup.force,
+                "Replace an existing setup in DIR (new users and passwords)");
+  cmd->callback([init, &exit_code] { exit_code = RunLocalBrokerInit(*init); });
+}
+
+}  // namespace ga

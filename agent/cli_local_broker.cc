@@ -51,8 +51,9 @@ void RegisterLocalBrokerCommands(CLI::App& app, int& exit_code) {
   cmd->add_option("--bind", init->setup.bind_address, "Listener address (default 127.0.0.1)");
   cmd->add_option("--agent-user", init->setup.agent_user,
                   "The agent's user name on the broker (default gateway-agent)");
-  cmd->add_flag("--force", init->setup.force,
-                "Replace an existing setup in DIR (new users and passwords)");
+  cmd->add_flag(
+      "--force", init->setup.force,
+      "Replace an existing setup in DIR: new users and passwords (stop its broker first)");
   cmd->callback([init, &exit_code] { exit_code = RunLocalBrokerInit(*init); });
 }
 

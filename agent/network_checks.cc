@@ -158,36 +158,21 @@ std::vector<HealthCheck> CheckAwsEndpoint(const AwsConfig& aws) {
   return out;
 }
 
-HealthCheck CheckLocalBroker(const LocalConfig& local) {
-  const std::string name = "local broker";
-  const std::string where = local.unix_socket.empty()
-                                ? local.host + ":" + std::to_string(local.port)
-                                : local.unix_socket.string();
-  const std::string fix = "start the local broker (systemctl start mosquitto) and check [local]";
-  std::string password;
-  if (!local.username.empty() && !local.password_file.empty()) {
-    auto pw = ReadFile(local.password_file);
-    if (!pw.ok()) {
-      return Line(name, CheckLevel::kError, "local.password_file: " + pw.status().message(),
-                  "check local.password_file");
-    }
-    password = std::move(*pw);
-    while (!password.empty() && (password.back() == '\n' || password.back() == '\r')) {
-      password.pop_back();
-    }
-  }
+namespace {
+
+// One CONNECT to the local broker: the CONNACK code, or why none came.
+Result<int> ConnectLocal(const LocalConfig& local, const std::string& client_id,
+                         const std::string& username, const std::string& password) {
   static std::once_flag init;
   std::call_once(init, [] { mosquitto_lib_init(); });
-  const std::string client_id = "gateway-agent-check-" + std::to_string(getpid());
   Connack connack;
   std::unique_ptr<mosquitto, MosqDeleter> mosq(
       mosquitto_new(client_id.c_str(), /*clean_session=*/true, &connack));
-  if (!mosq) return Line(name, CheckLevel::kError, "mosquitto_new failed");
+  if (!mosq) return Internal("mosquitto_new failed");
   mosquitto* m = mosq.get();
   mosquitto_int_option(m, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
-  if (!local.username.empty()) {
-    mosquitto_username_pw_set(m, local.username.c_str(),
-                              password.empty() ? nullptr : password.c_str());
+  if (!username.empty()) {
+    mosquitto_username_pw_set(m, username.c_str(), password.empty() ? nullptr : password.c_str());
   }
   mosquitto_connect_callback_set(m, [](mosquitto*, void* self, int rc) {
     auto* c = static_cast<Connack*>(self);
@@ -202,20 +187,70 @@ HealthCheck CheckLocalBroker(const LocalConfig& local) {
   while (rc == MOSQ_ERR_SUCCESS && !connack.received && SteadyClock::now() < deadline) {
     rc = mosquitto_loop(m, 100, 1);
   }
-  if (rc != MOSQ_ERR_SUCCESS) {
-    std::string why = rc == MOSQ_ERR_ERRNO ? std::strerror(errno) : mosquitto_strerror(rc);
-    return Line(name, CheckLevel::kError, "connect to " + where + ": " + why, fix);
+  if (rc != MOSQ_ERR_SUCCESS && !connack.received) {
+    return Unavailable(rc == MOSQ_ERR_ERRNO ? std::strerror(errno) : mosquitto_strerror(rc));
   }
-  if (!connack.received) {
-    return Line(name, CheckLevel::kError, "no CONNACK from " + where + " in time", fix);
+  if (!connack.received) return Unavailable("no CONNACK in time");
+  if (connack.code == 0) {
+    mosquitto_disconnect(m);
+    mosquitto_loop(m, 100, 1);
   }
-  if (connack.code != 0) {
+  return connack.code;
+}
+
+}  // namespace
+
+HealthCheck CheckLocalBroker(const LocalConfig& local) {
+  const std::string name = "local broker";
+  const std::string where = local.unix_socket.empty()
+                                ? local.host + ":" + std::to_string(local.port)
+                                : local.unix_socket.string();
+  const std::string fix = "start the local broker (systemctl start mosquitto) and check [local]";
+  const std::string pid = std::to_string(getpid());
+  // Anonymous first: a broker that lets anyone in lets anyone speak for any
+  // sensor (the topic level names the sensor).
+  auto anonymous = ConnectLocal(local, "gateway-agent-check-anonymous-" + pid, "", "");
+  if (!anonymous.ok()) {
     return Line(name, CheckLevel::kError,
-                where + " refused the connection: " + mosquitto_connack_string(connack.code),
+                "connect to " + where + ": " + anonymous.status().message(), fix);
+  }
+  const std::string open =
+      where + " lets anonymous clients in: any client on the LAN can publish as any sensor";
+  const std::string close_it =
+      "set the broker up with gateway-agent local-broker init (no anonymous access, one user "
+      "per sensor) and local.manage_clients = true";
+  if (local.manage_clients) {
+    // Not as the agent's user: the managed broker forces client id = user
+    // name, so a second login would take over the running agent's session.
+    if (*anonymous == 0) return Line(name, CheckLevel::kError, open, close_it);
+    return Line(name, CheckLevel::kOk,
+                where + " answers and refuses anonymous clients (" +
+                    mosquitto_connack_string(*anonymous) + "); each sensor has its own user");
+  }
+  std::string password;
+  if (!local.username.empty() && !local.password_file.empty()) {
+    auto pw = ReadFile(local.password_file);
+    if (!pw.ok()) {
+      return Line(name, CheckLevel::kError, "local.password_file: " + pw.status().message(),
+                  "check local.password_file");
+    }
+    password = std::move(*pw);
+    while (!password.empty() && (password.back() == '\n' || password.back() == '\r')) {
+      password.pop_back();
+    }
+  }
+  const std::string client_id = "gateway-agent-check-" + pid;
+  auto code = ConnectLocal(local, client_id, local.username, password);
+  if (!code.ok()) {
+    return Line(name, CheckLevel::kError, "connect to " + where + ": " + code.status().message(),
+                fix);
+  }
+  if (*code != 0) {
+    return Line(name, CheckLevel::kError,
+                where + " refused the connection: " + mosquitto_connack_string(*code),
                 "check local.username and local.password_file against the broker's users");
   }
-  mosquitto_disconnect(m);
-  mosquitto_loop(m, 100, 1);
+  if (*anonymous == 0) return Line(name, CheckLevel::kWarning, open, close_it);
   return Line(name, CheckLevel::kOk,
               "CONNACK accepted from " + where + " (client id " + client_id + ")");
 }

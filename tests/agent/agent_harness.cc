@@ -18,7 +18,24 @@ Result<std::unique_ptr<AgentHarness>> AgentHarness::Start(const HarnessOptions& 
   // Keep every routed message, so tests can count duplicates.
   so.extra_args.insert(so.extra_args.end(), {"--publish-log-size", "200000"});
   GA_ASSIGN_OR_RETURN(h->sim_, IotSim::Start(so));
-  if (options.local_broker) {
+  std::string managed_local;  // the [local] keys `local-broker init` printed
+  if (options.managed_local_broker) {
+    MosquittoOptions mo;
+    mo.port = FreePort();
+    auto init = RunCommand({GA_AGENT_BINARY, "local-broker", "init", "--dir",
+                            h->BrokerDir().string(), "--port", std::to_string(mo.port)});
+    if (init.exit_code != 0) return Internal("local-broker init: " + init.output);
+    std::istringstream printed(init.output);
+    for (std::string line; std::getline(printed, line);) {
+      if (!line.empty() && line[0] != '#' && line.find(" = ") != std::string::npos) {
+        managed_local += line + "\n";
+      }
+    }
+    mo.config_file = h->BrokerDir() / "mosquitto.conf";
+    // As root, mosquitto would drop to user mosquitto, who cannot read it.
+    if (geteuid() == 0) std::ofstream(mo.config_file, std::ios::app) << "\nuser root\n";
+    GA_ASSIGN_OR_RETURN(h->broker_, Mosquitto::Start(mo));
+  } else if (options.local_broker) {
     MosquittoOptions mo;
     if (options.local_unix_socket) mo.extra_config = "listener 0 " + h->LocalSocket().string();
     GA_ASSIGN_OR_RETURN(h->broker_, Mosquitto::Start(mo));
@@ -55,7 +72,9 @@ Result<std::unique_ptr<AgentHarness>> AgentHarness::Start(const HarnessOptions& 
       << "backoff_max = \"" << options.backoff_max << "\"\n"
       << "concurrency = 8\n"
       << options.extra_config << "\n";
-  if (h->broker_ && options.local_unix_socket) {
+  if (!managed_local.empty()) {
+    out << "[local]\n" << managed_local << "manage_clients = true\n";
+  } else if (h->broker_ && options.local_unix_socket) {
     out << "[local]\nunix_socket = \"" << h->LocalSocket().string() << "\"\n";
   } else if (h->broker_) {
     out << "[local]\nhost = \"127.0.0.1\"\nport = " << h->broker_->port() << "\n";

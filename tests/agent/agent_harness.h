@@ -30,6 +30,10 @@ struct HarnessOptions {
   // The agent reaches the local broker through a unix socket listener
   // ([local] unix_socket) instead of TCP on loopback.
   bool local_unix_socket = false;
+  // The local broker as `gateway-agent local-broker init` sets it up (the
+  // dynamic security plugin, no anonymous access), the agent managing the
+  // sensors' clients on it (local.manage_clients).
+  bool managed_local_broker = false;
   // Validity of the local CA's certificate and of the certificates it issues.
   int ca_days = 30;
   int validity_days = 30;
@@ -66,6 +70,8 @@ class AgentHarness {
   const std::string& ca_id() const { return ca_id_; }
   std::filesystem::path dir() const { return dir_.path(); }
   std::filesystem::path LocalSocket() const { return dir_ / "local.sock"; }
+  // managed_local_broker: the directory `local-broker init` wrote.
+  std::filesystem::path BrokerDir() const { return dir_ / "broker"; }
   int identities() const { return options_.sensors + 1; }
 
  private:

@@ -32,6 +32,7 @@ class Check : public ::testing::Test {
     o.sensors = 1;
     o.ca_days = 3650;
     o.validity_days = 365;
+    o.managed_local_broker = true;  // the setup the README recommends
     auto h = AgentHarness::Start(o);
     ASSERT_TRUE(h.ok()) << h.status().ToString();
     harness_ = std::move(*h);
@@ -298,6 +299,21 @@ TEST_F(InspectIdentity, WithoutATpmItCannotTell) {
   auto r = InspectIdentityFiles(identity_, tpm_, NowMillis());
   EXPECT_FALSE(r.ok());
   EXPECT_FALSE(InspectIdentityFiles(identity_, nullptr, NowMillis()).ok());
+}
+
+// A broker that lets anonymous clients in is a warning: any LAN client could
+// publish as any sensor.
+TEST(CheckBoundary, AnOpenLocalBrokerIsAWarningSayingWhatToDo) {
+  HarnessOptions o;
+  o.sensors = 0;  // the test broker of the other tests: anonymous access allowed
+  auto h = AgentHarness::Start(o);
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  CommandResult r = (*h)->Cli({"check"});
+  EXPECT_NE(r.output.find("lets anonymous clients in: any client on the LAN can publish as any "
+                          "sensor"),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("gateway-agent local-broker init"), std::string::npos) << r.output;
 }
 
 }  // namespace

@@ -2,8 +2,6 @@
 // local-broker init` (a real mosquitto with its dynamic security plugin), on
 // which the agent gives each sensor its own user and ACL (manage_clients).
 // No client speaks for a sensor it is not; removal and rotation take effect.
-#include <unistd.h>
-
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
@@ -16,65 +14,16 @@
 namespace ga::testing {
 namespace {
 
-// A gateway's local broker as `local-broker init` makes it.
-class ManagedBroker {
- public:
-  static Result<std::unique_ptr<ManagedBroker>> Start(const std::filesystem::path& dir) {
-    std::unique_ptr<ManagedBroker> b(new ManagedBroker());
-    b->dir_ = dir;
-    b->port_ = FreePort();
-    auto init = RunCommand({GA_AGENT_BINARY, "local-broker", "init", "--dir", dir.string(),
-                            "--port", std::to_string(b->port_)});
-    if (init.exit_code != 0) return Internal("local-broker init: " + init.output);
-    b->local_section_ = init.output;
-    if (geteuid() == 0) {
-      // As root, mosquitto would drop to user mosquitto, who cannot read DIR.
-      std::ofstream(dir / "mosquitto.conf", std::ios::app) << "\nuser root\n";
-    }
-    GA_RETURN_IF_ERROR(b->Launch());
-    return b;
+// How many clients named `user` the plugin's state file holds.
+int ClientsNamed(AgentHarness& h, const std::string& user) {
+  std::ifstream in(h.BrokerDir() / "dynamic-security.json");
+  auto j = nlohmann::json::parse(in, nullptr, false);
+  int n = 0;
+  if (j.is_object() && j.contains("clients")) {
+    for (const auto& c : j["clients"]) n += c.value("username", "") == user;
   }
-  ~ManagedBroker() { process_.Stop(); }
-  int port() const { return port_; }
-  // The [local] keys `init` printed (comments and header dropped).
-  std::string LocalKeys() const {
-    std::istringstream in(local_section_);
-    std::string keys;
-    for (std::string line; std::getline(in, line);) {
-      if (line.find(" = ") != std::string::npos && line[0] != '#') keys += line + "\n";
-    }
-    return keys;
-  }
-  Status Restart() {
-    process_.Stop();
-    return Launch();
-  }
-  // How many clients named `user` the plugin's state file holds.
-  int ClientsNamed(const std::string& user) const {
-    std::ifstream in(dir_ / "dynamic-security.json");
-    auto j = nlohmann::json::parse(in, nullptr, false);
-    int n = 0;
-    if (j.is_object() && j.contains("clients")) {
-      for (const auto& c : j["clients"]) n += c.value("username", "") == user;
-    }
-    return n;
-  }
-
- private:
-  ManagedBroker() = default;
-  Status Launch() {
-    ProcessOptions po;
-    po.stdout_file = dir_ / "mosquitto.out";
-    po.stderr_file = dir_ / "mosquitto.out";
-    GA_ASSIGN_OR_RETURN(
-        process_, Process::Start({"mosquitto", "-c", (dir_ / "mosquitto.conf").string()}, po));
-    return WaitForPort(port_, std::chrono::seconds(5));
-  }
-  std::filesystem::path dir_;
-  int port_ = 0;
-  std::string local_section_;
-  Process process_;
-};
+  return n;
+}
 
 // A client of the local broker with a user name: the CONNACK is kept.
 class Session {
@@ -144,22 +93,15 @@ std::set<std::string> CloudPayloads(IotSim& sim, const std::string& thing) {
 TEST(LocalClients, EachSensorSpeaksOnlyForItselfAndRemovalAndRotationTakeEffect) {
   HarnessOptions o;
   o.sensors = 1;  // s1 from the file; s2 added at run time (so it can be removed)
-  o.local_broker = false;
+  o.managed_local_broker = true;
   auto h = AgentHarness::Start(o);
   ASSERT_TRUE(h.ok()) << h.status().ToString();
-  auto broker = ManagedBroker::Start((*h)->dir() / "broker");
-  ASSERT_TRUE(broker.ok()) << broker.status().ToString();
-  (*h)->RewriteConfig([&](std::string& text) {
-    size_t at = text.find("[local]\n");
-    size_t end = text.find("[[sensor]]", at);
-    text.replace(at, end - at, "[local]\n" + (*broker)->LocalKeys() + "manage_clients = true\n");
-  });
   ASSERT_TRUE((*h)->StartAgent().ok());
   ASSERT_TRUE((*h)->WaitForState("ACTIVE", 2, 90s)) << Log(**h);
   auto added = (*h)->Cli({"sensor", "add", "s2"});
   ASSERT_EQ(added.exit_code, 0) << added.output;
   ASSERT_TRUE((*h)->WaitForState("ACTIVE", 3, 90s)) << Log(**h);
-  const int port = (*broker)->port();
+  const int port = (*h)->broker().port();
   Credentials s1 = CredentialsOf(**h, "s1");
   Credentials s2 = CredentialsOf(**h, "s2");
   ASSERT_EQ(s1.username, "s1");
@@ -219,14 +161,14 @@ TEST(LocalClients, EachSensorSpeaksOnlyForItselfAndRemovalAndRotationTakeEffect)
       WaitUntil([&] { return Session(port, "s2", "s2", rotated.password).Connack() != 0; }, 30s));
 
   // The broker and then the agent restart: s1's client works, made once.
-  ASSERT_TRUE((*broker)->Restart().ok());
+  ASSERT_TRUE((*h)->broker().Restart().ok());
   ASSERT_TRUE((*h)->agent().Signal(SIGTERM, 20s).has_value());
   ASSERT_TRUE((*h)->StartAgent().ok());
   ASSERT_TRUE((*h)->WaitForState("ACTIVE", 2, 60s)) << Log(**h);
   EXPECT_TRUE(
       WaitUntil([&] { return Session(port, "s1", "s1", s1.password).Connack() == 0; }, 30s));
-  EXPECT_EQ((*broker)->ClientsNamed("s1"), 1);
-  EXPECT_EQ((*broker)->ClientsNamed("s2"), 0);
+  EXPECT_EQ(ClientsNamed(**h, "s1"), 1);
+  EXPECT_EQ(ClientsNamed(**h, "s2"), 0);
   ASSERT_TRUE((*h)->agent().Signal(SIGTERM, 20s).has_value());
   ExpectNoViolations(**h);
 }

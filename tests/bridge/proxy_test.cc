@@ -96,6 +96,8 @@ void EnrollBridgeAndOutlive(ProxyServerOptions::Kind kind, const char* label) {
   ASSERT_TRUE(NoProblems(**h, {"gateway", "s1"}, 60s)) << (*h)->StatusJson() << Log(**h);
   double back = Since(relaunched);
   ASSERT_TRUE(WaitForCloudCount((*h)->sim(), 20, 60s, nullptr)) << Log(**h);
+  // Each identity's JITR connects and bridge connection went through it.
+  EXPECT_GE((*proxy)->Tunnels(), 4) << (*proxy)->Log();
   std::printf(
       "[ figures  ] %s proxy: %d tunnels; stopped -> shown in status after %.1f s; "
       "back -> clear after %.1f s\n",
@@ -162,7 +164,7 @@ TEST(HttpProxy, RefusalsAreShownWithWhatToFix) {
     text.replace(text.find(from), from.size(), (*strict)->Url());
   });
   ASSERT_TRUE((*h)->StartAgent().ok());
-  ASSERT_TRUE(StatusSays(**h, "403", 60s, &last)) << last << Log(**h);
+  ASSERT_TRUE(StatusSays(**h, "the proxy refused the tunnel (403", 60s, &last)) << last << Log(**h);
   EXPECT_NE(last.find("must allow CONNECT to " + (*h)->sim().endpoint()), std::string::npos)
       << last;
   ASSERT_TRUE((*h)->agent().Signal(SIGTERM, 20s).has_value());

@@ -177,7 +177,6 @@ void CloudLinks::Connect(CloudConnection& c) {
         int rc = !proxy.ok() ? MOSQ_ERR_INVAL : handshakes_.InterruptibleConnect([&] {
           return mosquitto_connect(m, connect_host.c_str(), connect_port, keepalive);
         });
-        CloudTlsContext::TunnelOnThisThread(nullptr);
         std::string why;
         if (!proxy.ok()) {
           why = proxy.status().message();
@@ -193,7 +192,10 @@ void CloudLinks::Connect(CloudConnection& c) {
           HandshakeEnd end = FinishTlsHandshake(m, handshakes_.stopping());
           rc = end.rc;
           why = std::move(end.why);
-          if (rc != MOSQ_ERR_SUCCESS && tunnel.opened) {
+          if (!tunnel.error.empty()) {  // the handshake started only now
+            rc = MOSQ_ERR_CONN_REFUSED;
+            why = tunnel.error;
+          } else if (rc != MOSQ_ERR_SUCCESS && tunnel.opened) {
             why += " (through proxy " + tunnel.proxy->Describe() + ")";
           }
         } else if (rc == MOSQ_ERR_EAI) {
@@ -207,6 +209,7 @@ void CloudLinks::Connect(CloudConnection& c) {
                   (tunnel.opened ? ": the tunnel closed: " : " unreachable: ") + why;
           }
         }
+        CloudTlsContext::TunnelOnThisThread(nullptr);
         CloudTlsContext::PresentOnThisThread(nullptr);
         parts_.loop.Post([this, conn, rc, why] { HandshakeDone(*conn, rc, why); });
       });

@@ -280,6 +280,16 @@ TEST_F(SelfHealing, ProbeRefusesWhileTheAgentHoldsTheConnection) {
   ExpectViolationsZero();
 }
 
+// The agent's cloud connections (aws.port) go through `relay`; `aws_keys`
+// are added to [aws].
+void RouteCloudThrough(AgentHarness& h, TcpRelay& relay, const std::string& aws_keys = "") {
+  h.RewriteConfig([&](std::string& text) {
+    std::string port = "port = " + std::to_string(h.sim().mqtt_port()) + "\n";
+    text.replace(text.find(port), port.size(),
+                 "port = " + std::to_string(relay.port()) + "\n" + aws_keys);
+  });
+}
+
 // A link that stops forwarding without closing (a modem gone without FIN or
 // RST): the agent gives up on it after 1.5 x aws.keepalive of silence,
 // reconnects, and every message accepted meanwhile arrives.
@@ -290,11 +300,7 @@ TEST(HalfOpen, ASilentLinkIsDetectedAndReconnectedWithoutLoss) {
   ASSERT_TRUE(h.ok()) << h.status().ToString();
   auto relay = TcpRelay::Start((*h)->sim().mqtt_port());
   ASSERT_TRUE(relay.ok()) << relay.status().ToString();
-  (*h)->RewriteConfig([&](std::string& text) {
-    std::string port = "port = " + std::to_string((*h)->sim().mqtt_port()) + "\n";
-    text.replace(text.find(port), port.size(),
-                 "port = " + std::to_string((*relay)->port()) + "\nkeepalive = \"5s\"\n");
-  });
+  RouteCloudThrough(**h, **relay, "keepalive = \"5s\"\n");
   ASSERT_TRUE((*h)->StartAgent().ok());
   ASSERT_TRUE((*h)->WaitForState("ACTIVE", 2, 90s)) << Log(**h);
   ASSERT_TRUE(WaitForSimClients((*h)->sim(), {"gw-test:s1"}, 30s)) << Log(**h);
@@ -351,10 +357,7 @@ TEST(SlowLink, EnrollsAndBridgesThrough300msRtt) {
   auto relay = TcpRelay::Start((*h)->sim().mqtt_port());
   ASSERT_TRUE(relay.ok()) << relay.status().ToString();
   (*relay)->SetDelay(150ms);
-  (*h)->RewriteConfig([&](std::string& text) {
-    std::string port = "port = " + std::to_string((*h)->sim().mqtt_port()) + "\n";
-    text.replace(text.find(port), port.size(), "port = " + std::to_string((*relay)->port()) + "\n");
-  });
+  RouteCloudThrough(**h, **relay);
   ASSERT_TRUE((*h)->StartAgent().ok());
   ASSERT_TRUE((*h)->WaitForState("ACTIVE", 2, 90s)) << Log(**h);
   ASSERT_TRUE(WaitForSimClients((*h)->sim(), {"gw-test", "gw-test:s1"}, 60s)) << Log(**h);

@@ -10,6 +10,7 @@
 #include <map>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <utility>
 
 #include "bridge_feed.h"
@@ -17,6 +18,7 @@
 #include "gateway_agent/agent/agent_health.h"
 #include "gateway_agent/agent/control.h"
 #include "gateway_agent/agent/enrollment.h"
+#include "gateway_agent/agent/health_checks.h"
 #include "gateway_agent/agent/identity_store.h"
 #include "gateway_agent/bridge/bridge.h"
 #include "gateway_agent/files.h"
@@ -327,6 +329,8 @@ int RunAgent(const Config& config) {
   notifier.Ready(enrollment.Counts().ToString());
   log::Info("gateway-agent running: " + enrollment.Counts().ToString(),
             {{"THING", config.agent.thing_name}});
+  // Off the main thread: a broker that never answers delays nothing.
+  std::thread boundary([local = config.local] { WarnIfLocalBrokerIsOpen(local); });
 
   Config running = config;
   int sig = 0;
@@ -346,6 +350,7 @@ int RunAgent(const Config& config) {
   control->reset();
   (*bridge)->Stop();
   enrollment.Stop();
+  boundary.join();
   log::Info("gateway-agent stopped: " + enrollment.Counts().ToString(),
             {{"THING", config.agent.thing_name}});
   return 0;

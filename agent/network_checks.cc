@@ -17,6 +17,7 @@
 #include "gateway_agent/agent/jitr_connect.h"
 #include "gateway_agent/aws_iot.h"
 #include "gateway_agent/files.h"
+#include "gateway_agent/log.h"
 #include "gateway_agent/openssl.h"
 #include "gateway_agent/tls_step.h"
 #include "gateway_agent/tpm/tls_client.h"
@@ -199,6 +200,18 @@ Result<int> ConnectLocal(const LocalConfig& local, const std::string& client_id,
 }
 
 }  // namespace
+
+void WarnIfLocalBrokerIsOpen(const LocalConfig& local) {
+  const std::string where = local.unix_socket.empty()
+                                ? local.host + ":" + std::to_string(local.port)
+                                : local.unix_socket.string();
+  auto code =
+      ConnectLocal(local, "gateway-agent-probe-anonymous-" + std::to_string(getpid()), "", "");
+  if (!code.ok() || *code != 0) return;
+  log::Warning("the local broker " + where +
+               " lets anonymous clients in: any client on the LAN can publish as any sensor; "
+               "set it up with gateway-agent local-broker init and local.manage_clients = true");
+}
 
 HealthCheck CheckLocalBroker(const LocalConfig& local) {
   const std::string name = "local broker";

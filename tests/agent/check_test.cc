@@ -3,7 +3,9 @@
 // InspectIdentityFiles on its own against swtpm.
 #include <gtest/gtest.h>
 
+#include <csignal>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "agent_harness.h"
 #include "gateway_agent/agent/health_checks.h"
@@ -314,6 +316,17 @@ TEST(CheckBoundary, AnOpenLocalBrokerIsAWarningSayingWhatToDo) {
             std::string::npos)
       << r.output;
   EXPECT_NE(r.output.find("gateway-agent local-broker init"), std::string::npos) << r.output;
+
+  // The running agent says so in its log too.
+  ASSERT_TRUE((*h)->StartAgent().ok());
+  auto log = [&] { return RunCommand({"cat", ((*h)->dir() / "agent.log").string()}).output; };
+  bool warned = false;
+  for (int i = 0; i < 150 && !warned; ++i) {
+    warned = log().find("lets anonymous clients in") != std::string::npos;
+    if (!warned) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  EXPECT_TRUE(warned) << log();
+  EXPECT_TRUE((*h)->agent().Signal(SIGTERM, std::chrono::seconds(20)).has_value());
 }
 
 }  // namespace

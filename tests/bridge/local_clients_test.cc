@@ -107,6 +107,7 @@ TEST(LocalClients, EachSensorSpeaksOnlyForItselfAndRemovalAndRotationTakeEffect)
   ASSERT_EQ(s1.username, "s1");
   ASSERT_GE(s1.password.size(), 24u);
   EXPECT_EQ(Log(**h).find(s1.password), std::string::npos) << "a password in the log";
+  EXPECT_EQ(Log(**h).find("lets anonymous clients in"), std::string::npos) << Log(**h);
 
   // Anonymous: refused at CONNECT.
   Session anonymous(port, "anon", "", "");

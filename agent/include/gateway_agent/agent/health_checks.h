@@ -76,5 +76,8 @@ std::vector<HealthCheck> RunHealthChecks(const std::filesystem::path& config_fil
 // "gateway-agent-check-<pid>".
 std::vector<HealthCheck> CheckAwsEndpoint(const AwsConfig& aws);
 HealthCheck CheckLocalBroker(const LocalConfig& local);
+// Logs a warning when the local broker lets an anonymous client in (any LAN
+// client could then publish as any sensor). Run once the agent is up.
+void WarnIfLocalBrokerIsOpen(const LocalConfig& local);
 
 }  // namespace ga

@@ -36,16 +36,9 @@ Result<std::string> LocalCredentials::Create(const std::string& sensor) {
 }
 
 Result<std::string> LocalCredentials::PasswordOf(const std::string& sensor) {
-  auto text = ReadFile(dir_ / sensor, 4096);
-  if (!text.ok()) {
-    if (text.status().code() != Code::kNotFound) return std::move(text).take_status();
-    return Create(sensor);
-  }
-  std::string password = std::move(*text);
-  while (!password.empty() && (password.back() == '\n' || password.back() == '\r')) {
-    password.pop_back();
-  }
-  if (password.empty()) return Create(sensor);
+  auto password = ReadSecretFile(dir_ / sensor, 4096);
+  if (!password.ok() && password.status().code() != Code::kNotFound) return password;
+  if (!password.ok() || password->empty()) return Create(sensor);
   return password;
 }
 

@@ -242,15 +242,12 @@ HealthCheck CheckLocalBroker(const LocalConfig& local) {
   }
   std::string password;
   if (!local.username.empty() && !local.password_file.empty()) {
-    auto pw = ReadFile(local.password_file);
+    auto pw = ReadSecretFile(local.password_file);
     if (!pw.ok()) {
       return Line(name, CheckLevel::kError, "local.password_file: " + pw.status().message(),
                   "check local.password_file");
     }
     password = std::move(*pw);
-    while (!password.empty() && (password.back() == '\n' || password.back() == '\r')) {
-      password.pop_back();
-    }
   }
   const std::string client_id = "gateway-agent-check-" + pid;
   auto code = ConnectLocal(local, client_id, local.username, password);

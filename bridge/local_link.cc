@@ -26,12 +26,9 @@ int64_t NowMs() {
 Result<std::unique_ptr<LocalLink>> LocalLink::Create(const LocalConfig& config, Parts parts) {
   std::string password;
   if (!config.username.empty() && !config.password_file.empty()) {
-    auto pw = ReadFile(config.password_file);
+    auto pw = ReadSecretFile(config.password_file);
     if (!pw.ok()) return std::move(pw).take_status().With("local.password_file");
     password = std::move(*pw);
-    while (!password.empty() && (password.back() == '\n' || password.back() == '\r')) {
-      password.pop_back();
-    }
   }
   std::unique_ptr<LocalLink> link(new LocalLink(config, std::move(password), parts));
   if (config.manage_clients) link->clients_ = std::make_unique<LocalClients>(parts.topics);

@@ -100,4 +100,10 @@ Result<std::string> ReadFile(const std::filesystem::path& path, size_t max_bytes
   return out;
 }
 
+Result<std::string> ReadSecretFile(const std::filesystem::path& path, size_t max_bytes) {
+  GA_ASSIGN_OR_RETURN(std::string secret, ReadFile(path, max_bytes));
+  while (!secret.empty() && (secret.back() == '\n' || secret.back() == '\r')) secret.pop_back();
+  return secret;
+}
+
 }  // namespace ga

@@ -42,12 +42,8 @@ Result<std::optional<ProxyEndpoint>> CloudProxy(const AwsConfig& aws) {
                             " is accessible by group or others (mode " + mode +
                             "); run chmod 600 " + file);
   }
-  GA_ASSIGN_OR_RETURN(std::string password,
-                      ReadFile(aws.proxy_password_file, 4096).With("proxy password file"));
-  while (!password.empty() && (password.back() == '\n' || password.back() == '\r')) {
-    password.pop_back();
-  }
-  proxy.password = std::move(password);
+  GA_ASSIGN_OR_RETURN(proxy.password,
+                      ReadSecretFile(aws.proxy_password_file, 4096).With("proxy password file"));
   return std::optional<ProxyEndpoint>(std::move(proxy));
 }
 

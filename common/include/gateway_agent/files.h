@@ -31,4 +31,8 @@ Status EnsureDirectory(const std::filesystem::path& path, mode_t mode = 0700);
 // (InvalidArgument otherwise): /dev/zero or a FIFO is refused, not read forever.
 Result<std::string> ReadFile(const std::filesystem::path& path, size_t max_bytes = 0);
 
+// A secret kept alone in a file (a password): ReadFile without the trailing
+// newline(s) an editor or `echo` adds.
+Result<std::string> ReadSecretFile(const std::filesystem::path& path, size_t max_bytes = 0);
+
 }  // namespace ga

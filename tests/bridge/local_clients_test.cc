@@ -108,6 +108,10 @@ TEST(LocalClients, EachSensorSpeaksOnlyForItselfAndRemovalAndRotationTakeEffect)
   ASSERT_GE(s1.password.size(), 24u);
   EXPECT_EQ(Log(**h).find(s1.password), std::string::npos) << "a password in the log";
   EXPECT_EQ(Log(**h).find("lets anonymous clients in"), std::string::npos) << Log(**h);
+  // The broker took every sensor's user and role: nothing needs attention.
+  EXPECT_EQ(Log(**h).find("the local broker refused"), std::string::npos) << Log(**h);
+  CommandResult status = (*h)->Cli({"status"});
+  EXPECT_EQ(status.exit_code, 0) << status.output;
 
   // Anonymous: refused at CONNECT.
   Session anonymous(port, "anon", "", "");

@@ -27,7 +27,8 @@ std::string HealthToJson(const AgentHealth& health) {
   Json out = {{"pid", health.pid},
               {"updated", health.updated},
               {"problems", health.problems},
-              {"identities", health.identities}};
+              {"identities", health.identities},
+              {"warnings", health.warnings}};
   return out.dump(-1, ' ', false, Json::error_handler_t::replace) + "\n";
 }
 
@@ -56,6 +57,14 @@ Result<AgentHealth> HealthFromJson(std::string_view json, const std::string& sou
   for (const auto& [name, text] : identities.items()) {
     if (!text.is_string()) return bad("the problem of identity " + name + " is not a string");
     h.identities[name] = text.get<std::string>();
+  }
+  // Absent in a report of an agent from before warnings.
+  if (auto w = parsed.find("warnings"); w != parsed.end()) {
+    if (!w->is_array()) return bad("warnings is not an array");
+    for (const auto& text : *w) {
+      if (!text.is_string()) return bad("a warning is not a string");
+      h.warnings.push_back(text.get<std::string>());
+    }
   }
   return h;
 }

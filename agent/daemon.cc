@@ -10,7 +10,6 @@
 #include <map>
 #include <sstream>
 #include <string>
-#include <thread>
 #include <utility>
 
 #include "bridge_feed.h"
@@ -207,14 +206,17 @@ bool WaitForLocalBroker(bridge::Bridge& bridge, const Config& config, ServiceNot
   return true;
 }
 
-// STATUS=: the enrollment counts, and the first thing that needs attention.
-std::string StatusLine(const EnrollmentCounts& counts, const std::vector<std::string>& problems) {
+// STATUS=: the enrollment counts, and the first thing that needs attention
+// (else the first warning).
+std::string StatusLine(const EnrollmentCounts& counts, const AgentHealth& health) {
+  std::vector<std::string> problems = health.problems;
+  for (const auto& [name, why] : health.identities) problems.push_back(name + ": " + why);
   std::string line = counts.ToString();
-  if (problems.empty()) return line;
-  line += "; needs attention: " + problems.front();
-  if (problems.size() > 1) {
-    line += " (+" + std::to_string(problems.size() - 1) + " more: gateway-agent status)";
-  }
+  const std::vector<std::string>& shown = problems.empty() ? health.warnings : problems;
+  if (shown.empty()) return line;
+  line += (problems.empty() ? "; warning: " : "; needs attention: ") + shown.front();
+  const size_t more = problems.size() + health.warnings.size() - 1;
+  if (more > 0) line += " (+" + std::to_string(more) + " more: gateway-agent status)";
   return line;
 }
 
@@ -290,7 +292,7 @@ int RunAgent(const Config& config) {
   std::optional<LocalCredentials> credentials;
   if (config.local.manage_clients) credentials.emplace(config.agent.state_dir);
   HealthMonitor health({*tpm, bridge->get(), config.agent.runtime_dir / kHealthFile,
-                        credentials ? &*credentials : nullptr});
+                        credentials ? &*credentials : nullptr, config.local});
 
   Enrollment::Options options;
   options.config = config;
@@ -329,8 +331,6 @@ int RunAgent(const Config& config) {
   notifier.Ready(enrollment.Counts().ToString());
   log::Info("gateway-agent running: " + enrollment.Counts().ToString(),
             {{"THING", config.agent.thing_name}});
-  // Off the main thread: a broker that never answers delays nothing.
-  std::thread boundary([local = config.local] { WarnIfLocalBrokerIsOpen(local); });
 
   Config running = config;
   int sig = 0;
@@ -350,7 +350,6 @@ int RunAgent(const Config& config) {
   control->reset();
   (*bridge)->Stop();
   enrollment.Stop();
-  boundary.join();
   log::Info("gateway-agent stopped: " + enrollment.Counts().ToString(),
             {{"THING", config.agent.thing_name}});
   return 0;

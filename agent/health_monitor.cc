@@ -6,12 +6,14 @@
 #include <algorithm>
 
 #include "enrollment_steps.h"
+#include "gateway_agent/agent/health_checks.h"
 #include "gateway_agent/log.h"
 
 namespace ga {
 
 HealthMonitor::HealthMonitor(Parts parts) : parts_(std::move(parts)) {
   probe_ = std::thread([this] { ProbeTpm(); });
+  boundary_ = std::thread([this] { ProbeBoundary(); });
 }
 
 HealthMonitor::~HealthMonitor() {
@@ -21,19 +23,33 @@ HealthMonitor::~HealthMonitor() {
   }
   probe_cv_.notify_all();
   probe_.join();
+  boundary_.join();
   std::error_code ignored;
   std::filesystem::remove(parts_.report, ignored);
 }
 
+bool HealthMonitor::Stopped(std::chrono::steady_clock::duration period) {
+  MutexLock lock(probe_mu_);
+  if (!stop_) probe_cv_.wait_for(probe_mu_, period);
+  return stop_;
+}
+
 void HealthMonitor::ProbeTpm() {
-  auto stopped = [this] {
-    MutexLock lock(probe_mu_);
-    if (!stop_) probe_cv_.wait_for(probe_mu_, kTpmProbeEvery);
-    return stop_;
-  };
-  while (!stopped()) {
+  while (!Stopped(kTpmProbeEvery)) {
     // Fails at once while reconnects are paced; its outcome shows in Health().
     if (parts_.tpm->Probe().ok()) TestKeysOfFailingConnections();
+  }
+}
+
+void HealthMonitor::ProbeBoundary() {
+  std::chrono::steady_clock::duration next{};
+  while (!Stopped(next)) {
+    auto open = LocalBrokerOpenWarning(parts_.local);
+    next = open.ok() ? std::chrono::steady_clock::duration(kBoundaryProbeEvery)
+                     : std::chrono::steady_clock::duration(kBoundaryRetry);
+    if (!open.ok()) continue;  // the bridge shows an unreachable broker
+    MutexLock lock(mu_);
+    open_broker_ = std::move(*open);
   }
 }
 
@@ -163,10 +179,11 @@ AgentHealth HealthMonitor::Gather() {
     if (w.check.fault == CredentialFault::kNone) continue;
     h.identities[name] = w.check.problem + "; enrolling it again";
   }
+  if (open_broker_) h.warnings.push_back(*open_broker_);
   return h;
 }
 
-std::vector<std::string> HealthMonitor::Tick(Enrollment& enrollment) {
+const AgentHealth& HealthMonitor::Tick(Enrollment& enrollment) {
   auto now = std::chrono::steady_clock::now();
   if (now >= next_files_check_) {
     next_files_check_ = now + kFilesCheckEvery;
@@ -184,16 +201,19 @@ std::vector<std::string> HealthMonitor::Tick(Enrollment& enrollment) {
       log::Info("resolved: " + p);
     }
   }
+  for (const auto& w : h.warnings) {
+    if (std::find(last_.warnings.begin(), last_.warnings.end(), w) == last_.warnings.end()) {
+      log::Warning(w);
+    }
+  }
   if (!h.SameAs(last_) || now >= next_write_) {
     next_write_ = now + kHealthHeartbeat;
     if (Status s = WriteHealth(parts_.report, h); !s.ok()) {
       log::Warning("writing the health report for gateway-agent status: " + s.message());
     }
   }
-  std::vector<std::string> problems = h.problems;
-  for (const auto& [name, why] : h.identities) problems.push_back(name + ": " + why);
   last_ = std::move(h);
-  return problems;
+  return last_;
 }
 
 }  // namespace ga

@@ -3,7 +3,8 @@
 // back), the bridge's links and outbox, and each ACTIVE identity's key and
 // certificate files (re-read when they change on disk). It writes the health
 // report that `gateway-agent status` reads (agent_health.h), gives the
-// service's STATUS= its first problem, and repairs what enrolling again can
+// service's STATUS= its first problem, warns while the local broker lets
+// anonymous clients in (probed now and then), and repairs what enrolling again can
 // repair: an identity whose key is gone gets a new key and certificate, one
 // whose certificate does not fit its key a new certificate (at most once per
 // kRepairSpacing per identity, so a fault that comes back is not a loop).
@@ -38,12 +39,18 @@ class HealthMonitor {
   static constexpr std::chrono::minutes kKeyTestEvery{1};
   // and at most this many per TPM probe, only while some connection is up.
   static constexpr size_t kKeyTestsPerProbe = 4;
+  // The local broker is asked whether it lets an anonymous client in this
+  // often (one CONNECT; an operator who closes it sees the warning go), and
+  // every kBoundaryRetry while it cannot be reached.
+  static constexpr std::chrono::minutes kBoundaryProbeEvery{5};
+  static constexpr std::chrono::seconds kBoundaryRetry{10};
 
   struct Parts {
     std::shared_ptr<tpm::TpmContext> tpm;
     bridge::Bridge* bridge = nullptr;
     std::filesystem::path report;             // runtime_dir / kHealthFile
     LocalCredentials* credentials = nullptr;  // local.manage_clients
+    LocalConfig local;                        // for the anonymous probe
   };
   explicit HealthMonitor(Parts parts);
   // Stops the TPM probe and removes the report (the agent is not running).
@@ -57,8 +64,8 @@ class HealthMonitor {
 
   // The main loop, about once a second: re-feeds identities whose files
   // changed, repairs faulty ones through `enrollment`, and writes the report
-  // when it changed or is due. Returns the problems, for STATUS=.
-  std::vector<std::string> Tick(Enrollment& enrollment) GA_EXCLUDES(mu_);
+  // when it changed or is due. Returns the report, for STATUS=.
+  const AgentHealth& Tick(Enrollment& enrollment) GA_EXCLUDES(mu_);
 
  private:
   struct FileStamp {
@@ -74,6 +81,9 @@ class HealthMonitor {
   };
   static FileStamp Stamp(const std::string& path);
   void ProbeTpm();
+  void ProbeBoundary() GA_EXCLUDES(mu_);
+  // Waits `period` or until the monitor stops; true when it stops.
+  bool Stopped(std::chrono::steady_clock::duration period) GA_EXCLUDES(probe_mu_);
   // A key the TPM refuses to load or use: what to say, or nullopt when the
   // key works (or the TPM is away). Runs one signature in the TPM.
   std::optional<std::string> KeyRefusedByTpm(const Identity& id);
@@ -86,6 +96,7 @@ class HealthMonitor {
   Parts parts_;
   Mutex mu_;
   std::map<std::string, Watched> watched_ GA_GUARDED_BY(mu_);
+  std::optional<std::string> open_broker_ GA_GUARDED_BY(mu_);
   std::map<std::string, std::chrono::steady_clock::time_point> repaired_;  // main loop only
   AgentHealth last_;                                                       // main loop only
   std::chrono::steady_clock::time_point next_files_check_{}, next_write_{};
@@ -93,7 +104,7 @@ class HealthMonitor {
   Mutex probe_mu_;
   std::condition_variable_any probe_cv_;
   bool stop_ GA_GUARDED_BY(probe_mu_) = false;
-  std::thread probe_;
+  std::thread probe_, boundary_;
 };
 
 }  // namespace ga

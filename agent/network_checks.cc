@@ -201,16 +201,18 @@ Result<int> ConnectLocal(const LocalConfig& local, const std::string& client_id,
 
 }  // namespace
 
-void WarnIfLocalBrokerIsOpen(const LocalConfig& local) {
+Result<std::optional<std::string>> LocalBrokerOpenWarning(const LocalConfig& local) {
   const std::string where = local.unix_socket.empty()
                                 ? local.host + ":" + std::to_string(local.port)
                                 : local.unix_socket.string();
   auto code =
       ConnectLocal(local, "gateway-agent-probe-anonymous-" + std::to_string(getpid()), "", "");
-  if (!code.ok() || *code != 0) return;
-  log::Warning("the local broker " + where +
-               " lets anonymous clients in: any client on the LAN can publish as any sensor; "
-               "set it up with gateway-agent local-broker init and local.manage_clients = true");
+  if (!code.ok()) return std::move(code).take_status();
+  if (*code != 0) return std::optional<std::string>();
+  return std::optional<std::string>(
+      "the local broker " + where +
+      " lets anonymous clients in: any client on the LAN can publish as any sensor; "
+      "set it up with gateway-agent local-broker init and local.manage_clients = true");
 }
 
 HealthCheck CheckLocalBroker(const LocalConfig& local) {

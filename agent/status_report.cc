@@ -148,6 +148,7 @@ std::string StatusTable(const std::vector<Identity>& identities, Millis now,
       out += "agent: " + std::string(AgentName(live->agent)) + ": " + live->agent_note + "\n";
     }
     for (const auto& p : live->report.problems) out += "needs attention: " + p + "\n";
+    for (const auto& w : live->report.warnings) out += "warning: " + w + "\n";
   }
   if (unknown.dropped > 0) {
     out += "unknown sensor ids: " + std::to_string(unknown.dropped) + " message(s) dropped";
@@ -212,7 +213,8 @@ std::string StatusJson(const std::vector<Identity>& identities, Millis now,
     health = {{"ok", !NeedsAttention(identities, now, *live)},
               {"agent", AgentName(live->agent)},
               {"note", live->agent_note},
-              {"problems", live->report.problems}};
+              {"problems", live->report.problems},
+              {"warnings", live->report.warnings}};
   }
   Json out = {{"health", std::move(health)},
               {"identities", std::move(list)},

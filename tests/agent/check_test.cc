@@ -326,6 +326,27 @@ TEST(CheckBoundary, AnOpenLocalBrokerIsAWarningSayingWhatToDo) {
     if (!warned) std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
   EXPECT_TRUE(warned) << log();
+
+  // And `status`: a warning, not a problem (everything flows, exit 0).
+  nlohmann::json health;
+  for (int i = 0; i < 100 && !health.contains("warnings"); ++i) {
+    CommandResult status = (*h)->Cli({"status", "--json"});
+    auto doc = nlohmann::json::parse(status.output, nullptr, /*allow_exceptions=*/false);
+    if (status.exit_code == 0 && doc.is_object() && !doc["health"]["warnings"].empty()) {
+      health = doc["health"];
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+  }
+  ASSERT_TRUE(health.contains("warnings")) << (*h)->Cli({"status", "--json"}).output;
+  EXPECT_TRUE(health["ok"].get<bool>()) << health.dump();
+  ASSERT_EQ(health["warnings"].size(), 1u) << health.dump();
+  EXPECT_NE(health["warnings"][0].get<std::string>().find("lets anonymous clients in"),
+            std::string::npos)
+      << health.dump();
+  CommandResult text = (*h)->Cli({"status"});
+  EXPECT_EQ(text.exit_code, 0) << text.output;
+  EXPECT_NE(text.output.find("warning: the local broker"), std::string::npos) << text.output;
   EXPECT_TRUE((*h)->agent().Signal(SIGTERM, std::chrono::seconds(20)).has_value());
 }
 

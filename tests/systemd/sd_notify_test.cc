@@ -141,9 +141,14 @@ constexpr std::chrono::milliseconds kWatchdog{400};
 
 class SdNotifyTest : public ::testing::Test {
  protected:
+  // The managed local broker: an open one would add a warning to STATUS=
+  // (SdNotifyOpenBrokerTest).
+  virtual bool ManagedLocalBroker() const { return true; }
+
   void SetUp() override {
     HarnessOptions options;
     options.sensors = 2;
+    options.managed_local_broker = ManagedLocalBroker();
     auto harness = AgentHarness::Start(options);
     ASSERT_TRUE(harness.ok()) << harness.status().message();
     harness_ = std::move(*harness);
@@ -260,6 +265,26 @@ TEST_F(SdNotifyTest, StatusFollowsEnrollmentUntilEveryIdentityIsActive) {
     if (n.Get("STATUS")) ++sent;
   }
   EXPECT_LT(sent, 30);
+}
+
+class SdNotifyOpenBrokerTest : public SdNotifyTest {
+ protected:
+  bool ManagedLocalBroker() const override { return false; }
+};
+
+// A local broker that lets anonymous clients in is a warning in STATUS= (what
+// systemctl status prints): everything flows, but any LAN client could speak
+// for any sensor.
+TEST_F(SdNotifyOpenBrokerTest, StatusWarnsThatTheLocalBrokerIsOpen) {
+  StartAndWaitReady();
+  ASSERT_FALSE(HasFatalFailure());
+  auto warned = notify_->WaitFor("STATUS=3/3 active; warning: the local broker ", 90s,
+                                 /*prefix=*/true);
+  ASSERT_TRUE(warned) << "last status: "
+                      << (notify_->history().empty() ? "" : notify_->history().back().text)
+                      << "\nagent log:\n"
+                      << AgentLog();
+  EXPECT_NE(warned->text.find("lets anonymous clients in"), std::string::npos) << warned->text;
 }
 
 // The TPM going away while the agent runs shows in STATUS= (what systemctl

@@ -32,11 +32,15 @@ struct AgentHealth {
   // Identity name -> what stops it from working (its cloud connection, its
   // key or certificate).
   std::map<std::string, std::string> identities;
+  // In no traffic's way, but unsafe: the local broker lets anonymous clients
+  // in. Shown by `status` and STATUS=, logged; they do not make ok() false.
+  std::vector<std::string> warnings;
 
   bool ok() const { return problems.empty() && identities.empty(); }
   // Everything but `updated` (for telling whether to write it again).
   bool SameAs(const AgentHealth& other) const {
-    return pid == other.pid && problems == other.problems && identities == other.identities;
+    return pid == other.pid && problems == other.problems && identities == other.identities &&
+           warnings == other.warnings;
   }
 };
 

@@ -10,6 +10,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -76,8 +77,9 @@ std::vector<HealthCheck> RunHealthChecks(const std::filesystem::path& config_fil
 // "gateway-agent-check-<pid>".
 std::vector<HealthCheck> CheckAwsEndpoint(const AwsConfig& aws);
 HealthCheck CheckLocalBroker(const LocalConfig& local);
-// Logs a warning when the local broker lets an anonymous client in (any LAN
-// client could then publish as any sensor). Run once the agent is up.
-void WarnIfLocalBrokerIsOpen(const LocalConfig& local);
+// What to say when the local broker lets an anonymous client in (any LAN
+// client could then publish as any sensor); nullopt when it refuses one; an
+// error when it cannot be reached. Connects once, with a timeout.
+Result<std::optional<std::string>> LocalBrokerOpenWarning(const LocalConfig& local);
 
 }  // namespace ga

@@ -37,7 +37,8 @@ std::string StatusTable(const std::vector<Identity>& identities, Millis now,
                         const bridge::UnknownSenderReport& unknown = {},
                         const LiveHealth* live = nullptr);
 
-// {"health":{"ok":…,"agent":"running|not running|not reporting","note":…,"problems":[…]},
+// {"health":{"ok":…,"agent":"running|not running|not
+// reporting","note":…,"problems":[…],"warnings":[…]},
 //  "identities":[{"name":…,"kind":…,"thing":…,"state":…,"problem":…,…}],"counts":{…},
 //  "unknownSensors":{"dropped":…,"recent":[{"id":…,"messages":…,"lastSeen":…}]}}
 std::string StatusJson(const std::vector<Identity>& identities, Millis now,

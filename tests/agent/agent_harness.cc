@@ -12,6 +12,10 @@ Result<std::unique_ptr<AgentHarness>> AgentHarness::Start(const HarnessOptions& 
   std::unique_ptr<AgentHarness> h(new AgentHarness());
   h->options_ = options;
   GA_ASSIGN_OR_RETURN(h->tpm_, Swtpm::Start());
+  if (!options.tpm_profile.empty()) {
+    GA_ASSIGN_OR_RETURN(TpmProfile profile, TpmProfileNamed(options.tpm_profile));
+    GA_ASSIGN_OR_RETURN(h->tpm_relay_, TpmLatencyRelay::Start(h->tpm_->port(), profile));
+  }
   IotSimOptions so;
   so.lambda_delay_ms = options.lambda_delay_ms;
   so.extra_args = options.sim_args;
@@ -56,7 +60,7 @@ Result<std::unique_ptr<AgentHarness>> AgentHarness::Start(const HarnessOptions& 
       << "runtime_dir = \"" << (h->dir_ / "run").string() << "\"\n"
       << "log_level = \"debug\"\n"
       << "[tpm]\n"
-      << "tcti = \"" << h->tpm_->tcti() << "\"\n"
+      << "tcti = \"" << (h->tpm_relay_ ? h->tpm_relay_->tcti() : h->tpm_->tcti()) << "\"\n"
       << "[ca]\n"
       << "backend = \"file\"\n"
       << "cert = \"" << (h->ca_dir() / "ca.pem").string() << "\"\n"

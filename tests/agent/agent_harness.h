@@ -15,6 +15,7 @@
 
 #include "fixtures.h"
 #include "iot_sim.h"
+#include "tpm_latency.h"
 
 namespace ga::testing {
 
@@ -37,6 +38,9 @@ struct HarnessOptions {
   // Validity of the local CA's certificate and of the certificates it issues.
   int ca_days = 30;
   int validity_days = 30;
+  // The agent's TPM behind the latency model (tpm_latency.h): "swtpm",
+  // "discrete"; empty: swtpm directly.
+  std::string tpm_profile;
 };
 
 class AgentHarness {
@@ -64,6 +68,8 @@ class AgentHarness {
   IotSim& sim() { return *sim_; }
   Mosquitto& broker() { return *broker_; }
   Swtpm& tpm() { return *tpm_; }
+  // The latency model in front of the TPM (HarnessOptions::tpm_profile), or null.
+  TpmLatencyRelay* tpm_relay() { return tpm_relay_.get(); }
   const std::filesystem::path& config() const { return config_; }
   std::filesystem::path state_dir() const { return dir_ / "state"; }
   std::filesystem::path ca_dir() const { return dir_ / "ca"; }
@@ -79,6 +85,7 @@ class AgentHarness {
   HarnessOptions options_;
   TempDir dir_;
   std::unique_ptr<Swtpm> tpm_;
+  std::unique_ptr<TpmLatencyRelay> tpm_relay_;
   std::unique_ptr<IotSim> sim_;
   std::unique_ptr<Mosquitto> broker_;
   std::filesystem::path config_;

@@ -22,6 +22,13 @@
 //   bench_bridge [--only 1,2,3,4,5] [--messages N] [--sensors N] [--big-sensors N]
 //                [--rounds N] [--latency-seconds S] [--outage S] [--storms N] [--keep-log FILE]
 //                [--rtt-ms N] [--slow-messages N] [--slow-sensors N]
+//                [--tpm-profile swtpm|discrete]
+//
+// --tpm-profile puts the latency model of tests/fixtures/tpm_latency.h between
+// the agent and swtpm for 3 and 4; the storm then prints the TPM commands it
+// took and `tpm-bound ratio: R`: the storm's time over what the modelled chip
+// needs at least, a Load and a Sign per identity (a chip holds about 3
+// transient objects, so each handshake loads its key).
 //
 // Exits non-zero when a run cannot complete (messages missing, identities not
 // connected); targets not met are reported, not treated as failures.
@@ -44,6 +51,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <string>
@@ -56,6 +64,8 @@ using namespace ga::bench;
 using ga::testing::HarnessOptions;
 using ga::testing::Mosquitto;
 using ga::testing::MosquittoOptions;
+using ga::testing::TpmCommandName;
+using ga::testing::TpmLatencyRelay;
 
 // utime + stime of a process (all threads), in seconds.
 double CpuSeconds(pid_t pid) {
@@ -246,6 +256,7 @@ struct Args {
   int rtt_ms = 300;      // 5: the slow link's round trip time
   int slow_messages = 3000;
   int slow_sensors = 3;
+  std::string tpm_profile;  // 3 and 4: the latency model in front of swtpm
 };
 
 // ---- 1 and 2 ----
@@ -476,11 +487,34 @@ void ThroughputAndLatency(const Args& a) {
 
 // ---- 3 and 4 ----
 
+// The TPM's share of a reconnect storm: the commands since `before`, and the
+// storm's time over its lower bound on the modelled chip.
+void PrintStormTpmBound(const TpmLatencyRelay& relay, const TpmLatencyRelay::Stats& before, int ids,
+                        double storm_s) {
+  TpmLatencyRelay::Stats now = relay.stats();
+  std::string sent;
+  for (const auto& [code, n] : now.commands) {
+    auto was = before.commands.find(code);
+    const int64_t during = n - (was == before.commands.end() ? 0 : was->second);
+    if (during > 0) sent += " " + TpmCommandName(code) + " " + std::to_string(during);
+  }
+  const double bound = std::chrono::duration<double>(relay.TimeOf({{ga::testing::kTpmCcLoad, ids},
+                                                                   {ga::testing::kTpmCcSign, ids}}))
+                           .count();
+  std::printf("  tpm profile %s during the storm:%s; TPM busy %.2f s\n",
+              relay.profile().name.c_str(), sent.c_str(),
+              std::chrono::duration<double>(now.busy - before.busy).count());
+  std::printf("  tpm-bound: %.2f s (%d x Load + Sign)\n", bound, ids);
+  std::printf("  tpm-bound ratio: %.2f (storm %.1f s / bound %.2f s)\n",
+              bound > 0 ? storm_s / bound : 0.0, storm_s, bound);
+}
+
 void ScaleAndStorm(const Args& a) {
   std::printf("== 3/4: %d sensors + gateway, connect_rate 500/s ==\n", a.big_sensors);
   std::fflush(stdout);
   HarnessOptions o;
   o.sensors = a.big_sensors;
+  o.tpm_profile = a.tpm_profile;
   auto hr = AgentHarness::Start(o);
   if (!hr.ok()) Fail("harness: " + hr.status().ToString());
   AgentHarness& h = **hr;
@@ -513,6 +547,8 @@ void ScaleAndStorm(const Args& a) {
   }
   for (int storm_no = 1; a.only.count(4) && storm_no <= a.storms; ++storm_no) {
     auto down = Clock::now();
+    std::optional<TpmLatencyRelay::Stats> tpm_before;
+    if (h.tpm_relay() != nullptr) tpm_before = h.tpm_relay()->stats();
     h.sim().process().Stop();
     std::this_thread::sleep_for(std::chrono::seconds(a.outage));
     ga::Status s = h.sim().Restart();
@@ -562,6 +598,7 @@ void ScaleAndStorm(const Args& a) {
         "reconnect storm: %d identities connected again after %.1f s (after a %d s outage; %.1f s "
         "from the outage's start);%s\n",
         ids, storm, a.outage, Seconds(Clock::now() - down), curve.c_str());
+    if (tpm_before) PrintStormTpmBound(*h.tpm_relay(), *tpm_before, ids, storm);
     auto v = h.sim().Http("GET", "/_sim/violations");
     std::printf("  sim violations after the storm: %s\n", v.body.substr(0, 300).c_str());
     std::this_thread::sleep_for(3s);  // settle, as before figure 3
@@ -611,11 +648,14 @@ int main(int argc, char** argv) {
       a.slow_messages = std::max(1, std::atoi(next().c_str()));
     } else if (k == "--slow-sensors") {
       a.slow_sensors = std::max(1, std::atoi(next().c_str()));
+    } else if (k == "--tpm-profile") {
+      a.tpm_profile = next();
     } else {
       std::fprintf(stderr,
                    "usage: bench_bridge [--only 1,2,3,4,5] [--messages N] [--sensors N] "
                    "[--big-sensors N] [--rounds N] [--latency-seconds S] [--outage S] [--storms N] "
-                   "[--keep-log FILE] [--rtt-ms N] [--slow-messages N] [--slow-sensors N]\n");
+                   "[--keep-log FILE] [--rtt-ms N] [--slow-messages N] [--slow-sensors N] "
+                   "[--tpm-profile swtpm|discrete]\n");
       return 2;
     }
   }

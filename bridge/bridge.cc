@@ -14,6 +14,7 @@
 #include "gateway_agent/log.h"
 #include "gateway_agent/thread_annotations.h"
 #include "local_link.h"
+#include "outbox_full_log.h"
 #include "outbox_staging.h"
 #include "topic_map.h"
 
@@ -123,6 +124,7 @@ class Bridge::Loop {
         next_tick = now + kTick;
         local_->Tick(now);
         clouds_->Tick(now);
+        full_log_.Tick(*outbox_, now);
         PublishHealth();
       }
       agenda_.DrainSends([&](CloudConnection& c) { clouds_->Send(c); });
@@ -241,6 +243,7 @@ class Bridge::Loop {
   const TopicMap topics_;
   Agenda agenda_;
   OutboxStaging staging_;
+  OutboxFullLog full_log_;
   IdentityTable identities_;
   std::mt19937_64 rng_;
   std::unique_ptr<LocalLink> local_;

@@ -5,6 +5,7 @@
 
 #include "gateway_agent/log.h"
 #include "gateway_agent/sqlite.h"
+#include "outbox_holdings.h"
 
 namespace ga::bridge {
 
@@ -58,7 +59,7 @@ constexpr const char* kSchema = "CREATE TABLE IF NOT EXISTS messages " GA_MESSAG
 }  // namespace
 
 Outbox::Outbox(std::unique_ptr<sqlite::Database> db, OutboxLimits limits)
-    : db_(std::move(db)), limits_(limits) {}
+    : db_(std::move(db)), limits_(limits), holdings_(std::make_unique<OutboxHoldings>()) {}
 
 Result<std::unique_ptr<Outbox>> Outbox::Open(const std::filesystem::path& path,
                                              const OutboxLimits& limits) {
@@ -84,10 +85,21 @@ Result<std::unique_ptr<Outbox>> Outbox::Open(const std::filesystem::path& path,
       sequence = std::max<int64_t>(sequence, sqlite3_column_int64(m.get(), 0));
     box->next_seq_ = sequence + 1;
   }
-  GA_ASSIGN_OR_RETURN(Stmt s,
-                      box->db_->Prepare("SELECT COALESCE(SUM(LENGTH(payload)),0) FROM messages"));
-  if (sqlite3_step(s.get()) == SQLITE_ROW) box->total_bytes_ = sqlite3_column_int64(s.get(), 0);
+  GA_RETURN_IF_ERROR(box->LoadHoldings());
   return box;
+}
+
+// What each identity holds is not stored: it is read back on open.
+Status Outbox::LoadHoldings() {
+  holdings_->ClearAll();
+  GA_ASSIGN_OR_RETURN(Stmt s, db_->Prepare("SELECT identity, SUM(LENGTH(payload)) FROM messages "
+                                           "GROUP BY identity"));
+  int rc;
+  while ((rc = sqlite3_step(s.get())) == SQLITE_ROW) {
+    holdings_->Add(Text(s.get(), 0), sqlite3_column_int64(s.get(), 1));
+  }
+  if (rc != SQLITE_DONE) return SqliteError(*db_, "read what each sensor holds");
+  return Status::Ok();
 }
 
 // The last seq AUTOINCREMENT handed out, in an outbox written before seq was
@@ -166,120 +178,82 @@ Status Outbox::Count(const std::string& identity, const char* name, int64_t n) {
   return Status::Ok();
 }
 
-Status Outbox::DropOldestUntil(uint64_t bytes_needed) {
-  GA_ASSIGN_OR_RETURN(Stmt s, db_->Prepare("SELECT seq, identity, LENGTH(payload) FROM messages "
-                                           "ORDER BY seq LIMIT 256"));
-  std::map<std::string, int64_t> dropped;
-  int64_t last_seq = -1;
-  while (static_cast<uint64_t>(total_bytes_) + bytes_needed > limits_.max_bytes &&
-         sqlite3_step(s.get()) == SQLITE_ROW) {
-    last_seq = sqlite3_column_int64(s.get(), 0);
-    ++dropped[Text(s.get(), 1)];
-    total_bytes_ -= sqlite3_column_int64(s.get(), 2);
-  }
-  s.reset();
-  if (last_seq < 0) return Status::Ok();
-  GA_ASSIGN_OR_RETURN(Stmt d, db_->Prepare("DELETE FROM messages WHERE seq <= ?1"));
-  sqlite3_bind_int64(d.get(), 1, last_seq);
-  if (sqlite3_step(d.get()) != SQLITE_DONE) return SqliteError(*db_, "drop oldest");
-  for (const auto& [identity, n] : dropped) GA_RETURN_IF_ERROR(Count(identity, kDroppedFull, n));
-  if (static_cast<uint64_t>(total_bytes_) + bytes_needed > limits_.max_bytes) {
-    return DropOldestUntil(bytes_needed);
-  }
-  return Status::Ok();
-}
-
 Status Outbox::Commit(std::vector<OutboxMessage>& messages,
                       const std::map<std::pair<std::string, std::string>, int64_t>& counts,
                       const std::vector<int64_t>& acked) {
   if (messages.empty() && counts.empty() && acked.empty()) return Status::Ok();
-  const int64_t saved_total = total_bytes_;
   Transaction tx(*db_);
   GA_RETURN_IF_ERROR(Begun(tx));
+  holdings_->Begin();
+  std::map<std::string, FullLoss> losses;
+  Status s = Write(messages, counts, acked, &losses);
+  if (s.ok()) s = tx.Commit();
+  if (!s.ok()) {
+    holdings_->Undo();
+    return s;
+  }
+  holdings_->Keep();
+  for (const auto& [identity, loss] : losses) {
+    FullLoss& all = full_losses_[identity];
+    all.dropped += loss.dropped;
+    all.rejected += loss.rejected;
+  }
+  return Status::Ok();
+}
+
+Status Outbox::Write(std::vector<OutboxMessage>& messages,
+                     const std::map<std::pair<std::string, std::string>, int64_t>& counts,
+                     const std::vector<int64_t>& acked, std::map<std::string, FullLoss>* losses) {
   // Acknowledged messages go first: their room counts for the size bound.
-  int64_t acked_bytes = 0;
-  if (Status s = DeleteAcked(acked, &acked_bytes); !s.ok()) return s;
-  total_bytes_ -= acked_bytes;
+  GA_RETURN_IF_ERROR(DeleteAcked(acked));
   uint64_t incoming = 0;
   for (const auto& m : messages) incoming += m.payload.size();
-  std::map<std::string, int64_t> rejected;
-  if (static_cast<uint64_t>(total_bytes_) + incoming > limits_.max_bytes) {
-    if (limits_.on_full == OnFull::kDropOldest) {
-      Status s = DropOldestUntil(incoming);
-      if (!s.ok()) {
-        total_bytes_ = saved_total;
-        return s;
-      }
-    } else {
-      // reject-new: keep what fits, in order; count the rest.
-      std::vector<OutboxMessage> kept;
-      uint64_t room = limits_.max_bytes - std::min<uint64_t>(limits_.max_bytes, total_bytes_);
-      for (auto& m : messages) {
-        if (m.payload.size() <= room) {
-          room -= m.payload.size();
-          kept.push_back(std::move(m));
-        } else {
-          ++rejected[m.identity];
-        }
-      }
-      messages = std::move(kept);
+  if (limits_.on_full == OnFull::kRejectNew &&
+      static_cast<uint64_t>(holdings_->total()) + incoming > limits_.max_bytes) {
+    Admit(messages, losses);
+  } else {
+    for (const auto& m : messages) {
+      holdings_->Add(m.identity, static_cast<int64_t>(m.payload.size()));
     }
   }
-  auto insert = db_->Cached(kInsertSql);
-  if (!insert.ok()) {
-    total_bytes_ = saved_total;
-    return insert.status();
-  }
+  GA_ASSIGN_OR_RETURN(sqlite3_stmt * insert, db_->Cached(kInsertSql));
   for (auto& m : messages) {
-    sqlite3_stmt* s = *insert;
-    sqlite3_reset(s);
-    sqlite3_bind_int64(s, 1, next_seq_);
+    sqlite3_reset(insert);
+    sqlite3_bind_int64(insert, 1, next_seq_);
     // SQLITE_STATIC: m outlives the step, and the next use rebinds.
-    sqlite3_bind_text(s, 2, m.identity.data(), static_cast<int>(m.identity.size()), SQLITE_STATIC);
-    sqlite3_bind_text(s, 3, m.topic.data(), static_cast<int>(m.topic.size()), SQLITE_STATIC);
-    sqlite3_bind_blob(s, 4, m.payload.data(), static_cast<int>(m.payload.size()), SQLITE_STATIC);
-    sqlite3_bind_int64(s, 5, m.created_ms);
-    if (sqlite3_step(s) != SQLITE_DONE) {
-      total_bytes_ = saved_total;
-      return SqliteError(*db_, "append");
+    sqlite3_bind_text(insert, 2, m.identity.data(), static_cast<int>(m.identity.size()),
+                      SQLITE_STATIC);
+    sqlite3_bind_text(insert, 3, m.topic.data(), static_cast<int>(m.topic.size()), SQLITE_STATIC);
+    sqlite3_bind_blob(insert, 4, m.payload.data(), static_cast<int>(m.payload.size()),
+                      SQLITE_STATIC);
+    sqlite3_bind_int64(insert, 5, m.created_ms);
+    if (sqlite3_step(insert) != SQLITE_DONE) {
+      Status error = SqliteError(*db_, "append");
+      sqlite3_reset(insert);
+      sqlite3_clear_bindings(insert);
+      return error;
     }
     m.seq = next_seq_++;  // a rolled-back commit leaves a gap: seqs only increase
-    total_bytes_ += static_cast<int64_t>(m.payload.size());
   }
   // Its SQLITE_STATIC bindings point into `messages`.
-  sqlite3_reset(*insert);
-  sqlite3_clear_bindings(*insert);
+  sqlite3_reset(insert);
+  sqlite3_clear_bindings(insert);
   if (!messages.empty()) {
     // Once per commit: seqs keep increasing after a restart, also once every
     // message has been deleted.
-    Status stored = Status::Ok();
-    auto last = db_->Cached(kLastSeqSql);
-    if (!last.ok()) {
-      stored = last.status();
-    } else {
-      sqlite3_bind_int64(*last, 1, next_seq_ - 1);
-      if (sqlite3_step(*last) != SQLITE_DONE) stored = SqliteError(*db_, "store the last seq");
-    }
-    if (!stored.ok()) {
-      total_bytes_ = saved_total;
-      return stored;
-    }
+    GA_ASSIGN_OR_RETURN(sqlite3_stmt * last, db_->Cached(kLastSeqSql));
+    sqlite3_bind_int64(last, 1, next_seq_ - 1);
+    if (sqlite3_step(last) != SQLITE_DONE) return SqliteError(*db_, "store the last seq");
   }
-  for (const auto& [identity, n] : rejected) {
-    if (Status s = Count(identity, kRejectedFull, n); !s.ok()) {
-      total_bytes_ = saved_total;
-      return s;
-    }
+  if (static_cast<uint64_t>(holdings_->total()) > limits_.max_bytes) {
+    GA_RETURN_IF_ERROR(DropOverShare(messages, losses));
   }
-  for (const auto& [key, n] : counts) {
-    if (Status s = Count(key.first, key.second.c_str(), n); !s.ok()) {
-      total_bytes_ = saved_total;
-      return s;
-    }
+  for (const auto& [identity, loss] : *losses) {
+    GA_RETURN_IF_ERROR(Count(identity, kDroppedFull, loss.dropped));
+    GA_RETURN_IF_ERROR(Count(identity, kRejectedFull, loss.rejected));
   }
-  Status s = tx.Commit();
-  if (!s.ok()) total_bytes_ = saved_total;
-  return s;
+  for (const auto& [key, n] : counts) GA_RETURN_IF_ERROR(Count(key.first, key.second.c_str(), n));
+  return Status::Ok();
 }
 
 Result<std::vector<OutboxMessage>> Outbox::Next(const std::string& identity, int64_t after,
@@ -306,7 +280,7 @@ Result<std::vector<OutboxMessage>> Outbox::Next(const std::string& identity, int
   return out;
 }
 
-Status Outbox::DeleteAcked(const std::vector<int64_t>& seqs, int64_t* bytes) {
+Status Outbox::DeleteAcked(const std::vector<int64_t>& seqs) {
   if (seqs.empty()) return Status::Ok();
   // One DELETE per run of consecutive seqs: every seq of a run is
   // acknowledged, so a range never takes a message still unacknowledged.
@@ -317,7 +291,7 @@ Status Outbox::DeleteAcked(const std::vector<int64_t>& seqs, int64_t* bytes) {
   sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
   GA_ASSIGN_OR_RETURN(sqlite3_stmt * s, db_->Cached(kAckedSql));
   GA_ASSIGN_OR_RETURN(sqlite3_stmt * d, db_->Cached(kDeleteSql));
-  std::map<std::string, int64_t, std::less<>> sent;
+  std::map<std::string, std::pair<int64_t, int64_t>, std::less<>> sent;  // messages, bytes
   for (size_t i = 0; i < sorted.size();) {
     size_t j = i + 1;
     while (j < sorted.size() && sorted[j] == sorted[j - 1] + 1) ++j;
@@ -329,9 +303,9 @@ Status Outbox::DeleteAcked(const std::vector<int64_t>& seqs, int64_t* bytes) {
       const auto* id = reinterpret_cast<const char*>(sqlite3_column_text(s, 0));
       std::string_view identity = id ? std::string_view(id) : std::string_view();
       auto it = sent.find(identity);
-      if (it == sent.end()) it = sent.emplace(std::string(identity), 0).first;
-      ++it->second;
-      *bytes += sqlite3_column_int64(s, 1);
+      if (it == sent.end()) it = sent.emplace(std::string(identity), std::pair{0, 0}).first;
+      ++it->second.first;
+      it->second.second += sqlite3_column_int64(s, 1);
     }
     if (rc == SQLITE_DONE) {
       sqlite3_reset(s);
@@ -349,7 +323,10 @@ Status Outbox::DeleteAcked(const std::vector<int64_t>& seqs, int64_t* bytes) {
     sqlite3_reset(d);
     i = j;
   }
-  for (const auto& [identity, n] : sent) GA_RETURN_IF_ERROR(Count(identity, kSent, n));
+  for (const auto& [identity, nb] : sent) {
+    GA_RETURN_IF_ERROR(Count(identity, kSent, nb.first));
+    holdings_->Add(identity, -nb.second);
+  }
   return Status::Ok();
 }
 
@@ -375,14 +352,13 @@ Result<int64_t> Outbox::Expire(int64_t now_ms) {
   GA_ASSIGN_OR_RETURN(Stmt d, db_->Prepare("DELETE FROM messages WHERE created_ms < ?1"));
   sqlite3_bind_int64(d.get(), 1, cutoff);
   if (sqlite3_step(d.get()) != SQLITE_DONE) return SqliteError(*db_, "expire");
-  int64_t total = 0, bytes = 0;
+  int64_t total = 0;
   for (const auto& [identity, nb] : expired) {
     GA_RETURN_IF_ERROR(Count(identity, kDroppedAge, nb.first));
     total += nb.first;
-    bytes += nb.second;
   }
   GA_RETURN_IF_ERROR(tx.Commit());
-  total_bytes_ -= bytes;
+  for (const auto& [identity, nb] : expired) holdings_->Add(identity, -nb.second);
   return total;
 }
 
@@ -390,9 +366,7 @@ Status Outbox::Forget(const std::string& identity) {
   GA_ASSIGN_OR_RETURN(Stmt s, db_->Prepare("DELETE FROM messages WHERE identity = ?1"));
   BindText(s.get(), 1, identity);
   if (sqlite3_step(s.get()) != SQLITE_DONE) return SqliteError(*db_, "forget " + identity);
-  GA_ASSIGN_OR_RETURN(Stmt t,
-                      db_->Prepare("SELECT COALESCE(SUM(LENGTH(payload)),0) FROM messages"));
-  if (sqlite3_step(t.get()) == SQLITE_ROW) total_bytes_ = sqlite3_column_int64(t.get(), 0);
+  holdings_->Clear(identity);
   return Status::Ok();
 }
 

@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
+#include <algorithm>
+#include <cstdlib>
+
 #include "fixtures.h"
 #include "gateway_agent/sqlite.h"
 
@@ -193,6 +196,233 @@ TEST(Outbox, AcknowledgesWithNewMessagesInOneCommitAndKeepsTheUnacknowledged) {
   EXPECT_EQ((*stats)["a"].counters[kSent], 3);
   EXPECT_EQ((*stats)["b"].counters[kSent], 1);
   EXPECT_EQ((*stats)["b"].messages, 1);
+}
+
+// An outbox bounded to `max_bytes`; null (and a failure) when it cannot open.
+std::unique_ptr<Outbox> OpenLimited(const std::filesystem::path& db, uint64_t max_bytes,
+                                    OnFull on_full = OnFull::kDropOldest) {
+  OutboxLimits limits;
+  limits.max_bytes = max_bytes;
+  limits.on_full = on_full;
+  auto box = Outbox::Open(db, limits);
+  EXPECT_TRUE(box.ok()) << box.status().ToString();
+  return box.ok() ? std::move(*box) : nullptr;
+}
+
+// The payloads of `identity` in the outbox, in order.
+std::vector<std::string> Payloads(Outbox& box, const std::string& identity) {
+  std::vector<std::string> out;
+  auto next = box.Next(identity, 0, 100000);
+  EXPECT_TRUE(next.ok()) << next.status().ToString();
+  if (next.ok()) {
+    for (const auto& m : *next) out.push_back(m.payload);
+  }
+  return out;
+}
+
+// "<identity>-<n>" for n in [from, to), each padded to 10 bytes.
+std::vector<std::string> Numbered(const std::string& identity, int from, int to) {
+  std::vector<std::string> out;
+  for (int n = from; n < to; ++n) {
+    std::string p = identity + "-" + std::to_string(n);
+    p.resize(10, '.');
+    out.push_back(p);
+  }
+  return out;
+}
+
+// Commits `payloads` of `identity`, `per_commit` at a time.
+void Send(Outbox& box, const std::string& identity, const std::vector<std::string>& payloads,
+          size_t per_commit = 10) {
+  for (size_t i = 0; i < payloads.size(); i += per_commit) {
+    std::vector<OutboxMessage> batch;
+    for (size_t j = i; j < std::min(payloads.size(), i + per_commit); ++j) {
+      batch.push_back(Msg(identity, payloads[j]));
+    }
+    ASSERT_TRUE(box.Commit(batch, {}).ok());
+  }
+}
+
+int64_t Counter(const std::filesystem::path& db, const std::string& identity, const char* name) {
+  auto stats = ReadOutboxStats(db);
+  EXPECT_TRUE(stats.ok()) << stats.status().ToString();
+  if (!stats.ok()) return -1;
+  auto& counters = (*stats)[identity].counters;
+  auto it = counters.find(name);
+  return it == counters.end() ? 0 : it->second;
+}
+
+// The sum of what each sensor holds is the outbox's total.
+void ExpectHeldAddsUp(Outbox& box, const std::vector<std::string>& identities) {
+  int64_t sum = 0;
+  for (const auto& id : identities) {
+    int64_t bytes = 0;
+    for (const auto& p : Payloads(box, id)) bytes += static_cast<int64_t>(p.size());
+    EXPECT_EQ(box.held(id), bytes) << id;
+    sum += bytes;
+  }
+  EXPECT_EQ(box.total_bytes(), sum);
+}
+
+// s1 floods while s2 and s3 hold a few messages: only s1's oldest go, each
+// counted, and what it keeps is its newest.
+TEST(Outbox, AFloodingSensorLosesOnlyItsOwnOldestMessages) {
+  testing::TempDir dir;
+  auto box = OpenLimited(dir / "outbox.db", 1000);
+  ASSERT_TRUE(box);
+  Send(*box, "s2", Numbered("s2", 0, 3));
+  Send(*box, "s3", Numbered("s3", 0, 3));
+  Send(*box, "s1", Numbered("s1", 0, 150));
+  Send(*box, "s2", Numbered("s2", 3, 6), 1);
+  Send(*box, "s1", Numbered("s1", 150, 200), 25);
+
+  EXPECT_EQ(Payloads(*box, "s2"), Numbered("s2", 0, 6));
+  EXPECT_EQ(Payloads(*box, "s3"), Numbered("s3", 0, 3));
+  auto s1 = Payloads(*box, "s1");
+  int kept = static_cast<int>(s1.size());
+  EXPECT_EQ(kept, (1000 - 90) / 10);
+  EXPECT_EQ(s1, Numbered("s1", 200 - kept, 200));
+  EXPECT_EQ(box->total_bytes(), 1000);
+  ExpectHeldAddsUp(*box, {"s1", "s2", "s3"});
+
+  EXPECT_EQ(Counter(dir / "outbox.db", "s1", kDroppedFull), 200 - kept);
+  EXPECT_EQ(Counter(dir / "outbox.db", "s2", kDroppedFull), 0);
+  EXPECT_EQ(Counter(dir / "outbox.db", "s3", kDroppedFull), 0);
+  auto losses = box->TakeFullLosses();
+  ASSERT_EQ(losses.size(), 1u);
+  EXPECT_EQ(losses["s1"].dropped, 200 - kept);
+  EXPECT_EQ(losses["s1"].rejected, 0);
+  EXPECT_TRUE(box->TakeFullLosses().empty());
+}
+
+// Two sensors flooding share what the others leave, evenly (to one message).
+TEST(Outbox, TwoFloodingSensorsAreFairToEachOther) {
+  testing::TempDir dir;
+  auto box = OpenLimited(dir / "outbox.db", 1000);
+  ASSERT_TRUE(box);
+  Send(*box, "s3", Numbered("s3", 0, 4));
+  Send(*box, "s1", Numbered("s1", 0, 120));
+  Send(*box, "s2", Numbered("s2", 0, 120));
+  EXPECT_EQ(Payloads(*box, "s3"), Numbered("s3", 0, 4));
+  EXPECT_LE(std::abs(box->held("s1") - box->held("s2")), 10);
+  EXPECT_EQ(box->held("s1") + box->held("s2"), 1000 - 40);
+  EXPECT_EQ(Payloads(*box, "s2").back(), Numbered("s2", 119, 120)[0]);
+  ExpectHeldAddsUp(*box, {"s1", "s2", "s3"});
+  EXPECT_EQ(Counter(dir / "outbox.db", "s3", kDroppedFull), 0);
+  EXPECT_EQ(Counter(dir / "outbox.db", "s1", kDroppedFull) +
+                Counter(dir / "outbox.db", "s2", kDroppedFull),
+            240 - 96);
+}
+
+// A batch bigger than the bound keeps the newest of it: the messages dropped
+// within the commit are not handed back as committed.
+TEST(Outbox, ABatchOverTheBoundHandsBackOnlyWhatItKept) {
+  testing::TempDir dir;
+  auto box = OpenLimited(dir / "outbox.db", 100);
+  ASSERT_TRUE(box);
+  std::vector<OutboxMessage> batch;
+  for (const auto& p : Numbered("s1", 0, 15)) batch.push_back(Msg("s1", p));
+  ASSERT_TRUE(box->Commit(batch, {}).ok());
+  ASSERT_EQ(batch.size(), 10u);
+  EXPECT_EQ(batch.front().payload, Numbered("s1", 5, 6)[0]);
+  EXPECT_EQ(Payloads(*box, "s1"), Numbered("s1", 5, 15));
+  EXPECT_EQ(Counter(dir / "outbox.db", "s1", kDroppedFull), 5);
+}
+
+// reject-new: s1 over its share has its new messages rejected; s2 under its
+// share still gets in, in place of s1's newest.
+TEST(Outbox, RejectNewRefusesTheFloodingSensorAndLetsTheOthersIn) {
+  testing::TempDir dir;
+  auto box = OpenLimited(dir / "outbox.db", 1000, OnFull::kRejectNew);
+  ASSERT_TRUE(box);
+  Send(*box, "s2", Numbered("s2", 0, 3));
+  Send(*box, "s3", Numbered("s3", 0, 3));
+  Send(*box, "s1", Numbered("s1", 0, 200));
+  // s1 got in while there was room: 94 messages, then it was over its share.
+  EXPECT_EQ(Payloads(*box, "s1"), Numbered("s1", 0, 94));
+  EXPECT_EQ(Counter(dir / "outbox.db", "s1", kRejectedFull), 106);
+  Send(*box, "s2", Numbered("s2", 3, 8), 1);
+  Send(*box, "s3", Numbered("s3", 3, 5));
+
+  EXPECT_EQ(Payloads(*box, "s2"), Numbered("s2", 0, 8));
+  EXPECT_EQ(Payloads(*box, "s3"), Numbered("s3", 0, 5));
+  EXPECT_EQ(Payloads(*box, "s1"), Numbered("s1", 0, 87));
+  EXPECT_EQ(Counter(dir / "outbox.db", "s1", kDroppedFull), 7);
+  EXPECT_EQ(Counter(dir / "outbox.db", "s2", kRejectedFull), 0);
+  EXPECT_EQ(Counter(dir / "outbox.db", "s3", kRejectedFull), 0);
+  EXPECT_EQ(box->total_bytes(), 1000);
+  ExpectHeldAddsUp(*box, {"s1", "s2", "s3"});
+  auto losses = box->TakeFullLosses();
+  EXPECT_EQ(losses.size(), 1u);
+  EXPECT_EQ(losses["s1"].rejected, 106);
+  EXPECT_EQ(losses["s1"].dropped, 7);
+}
+
+// What each sensor holds is read back on open: after a restart the flood
+// still costs only the flooding sensor.
+TEST(Outbox, AReopenedOutboxKnowsWhatEachSensorHolds) {
+  testing::TempDir dir;
+  int64_t s1_before = 0;
+  {
+    auto box = OpenLimited(dir / "outbox.db", 1000);
+    ASSERT_TRUE(box);
+    Send(*box, "s2", Numbered("s2", 0, 5));
+    Send(*box, "s1", Numbered("s1", 0, 120));
+    auto s1 = box->Next("s1", 0, 10);
+    ASSERT_TRUE(box->Acknowledge({(*s1)[0].seq, (*s1)[1].seq}).ok());
+    s1_before = box->held("s1");
+  }
+  auto box = OpenLimited(dir / "outbox.db", 1000);
+  ASSERT_TRUE(box);
+  EXPECT_EQ(box->held("s1"), s1_before);
+  EXPECT_EQ(box->held("s2"), 50);
+  ExpectHeldAddsUp(*box, {"s1", "s2"});
+  Send(*box, "s1", Numbered("s1", 120, 140));
+  Send(*box, "s2", Numbered("s2", 5, 7));
+  EXPECT_EQ(Payloads(*box, "s2"), Numbered("s2", 0, 7));
+  EXPECT_EQ(Payloads(*box, "s1").back(), Numbered("s1", 139, 140)[0]);
+  EXPECT_EQ(box->total_bytes(), 1000);
+  ExpectHeldAddsUp(*box, {"s1", "s2"});
+  ASSERT_TRUE(box->Forget("s1").ok());
+  EXPECT_EQ(box->held("s1"), 0);
+  EXPECT_EQ(box->total_bytes(), 70);
+}
+
+// An outbox written by an older version (seq AUTOINCREMENT, no fair share)
+// opens with what each sensor holds, and the share applies to its messages.
+TEST(Outbox, TheShareAppliesToAnOutboxFromAnOlderVersion) {
+  testing::TempDir dir;
+  {
+    sqlite3* raw = nullptr;
+    ASSERT_EQ(sqlite3_open((dir / "outbox.db").c_str(), &raw), SQLITE_OK);
+    std::unique_ptr<sqlite3, decltype(&sqlite3_close)> db(raw, sqlite3_close);
+    std::string old = R"sql(
+      CREATE TABLE messages (seq INTEGER PRIMARY KEY AUTOINCREMENT, identity TEXT NOT NULL,
+        topic TEXT NOT NULL, payload BLOB NOT NULL, created_ms INTEGER NOT NULL);
+      CREATE INDEX messages_identity ON messages(identity, seq);
+      CREATE TABLE counters (identity TEXT NOT NULL, name TEXT NOT NULL, value INTEGER NOT NULL,
+        PRIMARY KEY (identity, name));
+      INSERT INTO messages (identity, topic, payload, created_ms) VALUES
+        ('s2', 'dt/s2/t', 's2-0......', 1000), ('s2', 'dt/s2/t', 's2-1......', 1000);
+    )sql";
+    for (const auto& p : Numbered("s1", 0, 60)) {
+      old +=
+          "INSERT INTO messages (identity, topic, payload, created_ms) VALUES ('s1', "
+          "'dt/s1/t', '" +
+          p + "', 1000);";
+    }
+    ASSERT_EQ(sqlite3_exec(raw, old.c_str(), nullptr, nullptr, nullptr), SQLITE_OK)
+        << sqlite3_errmsg(raw);
+  }
+  auto box = OpenLimited(dir / "outbox.db", 500);  // smaller than what is there
+  ASSERT_TRUE(box);
+  EXPECT_EQ(box->held("s1"), 600);
+  EXPECT_EQ(box->held("s2"), 20);
+  Send(*box, "s2", Numbered("s2", 2, 3));
+  EXPECT_EQ(Payloads(*box, "s2"), Numbered("s2", 0, 3));
+  EXPECT_EQ(Payloads(*box, "s1"), Numbered("s1", 13, 60));
+  EXPECT_EQ(Counter(dir / "outbox.db", "s1", kDroppedFull), 13);
+  EXPECT_EQ(box->total_bytes(), 500);
 }
 
 }  // namespace

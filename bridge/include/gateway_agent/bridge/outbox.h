@@ -7,9 +7,20 @@
 // and are deleted on the cloud's PUBACK, so a crash at any point loses nothing
 // acknowledged; it may send a message twice (at least once).
 //
-// Bounded by total bytes and by age; when full, the configured policy drops
-// the oldest messages or rejects new ones. Every drop is counted with its
-// reason, per identity.
+// Bounded by total bytes and by age. Every drop is counted with its reason,
+// per identity.
+//
+// When full, each sensor (identity: a sensor in shared mode is its own, not
+// its carrier's) has a fair share of max_bytes: max_bytes / the number of
+// sensors holding messages, counting the sender. One sensor flooding its
+// topics cannot evict the others' messages:
+// - drop-oldest: the oldest messages of the sensor holding the most bytes are
+//   dropped, one at a time, until the new messages fit. While the outbox is
+//   full, that sensor is over its share (the shares add up to max_bytes), so
+//   a sensor at or under its share loses nothing to another one's flood.
+// - reject-new: a new message whose sensor would go over its share is
+//   rejected; a sensor under its share still gets in, in place of the newest
+//   messages of the sensor holding the most bytes (counted as dropped).
 //
 // Not thread-safe: owned by the bridge's event loop. Other processes may read
 // it (`gateway-agent status`) through OutboxStats.
@@ -31,6 +42,8 @@ class Database;
 }  // namespace ga::sqlite
 
 namespace ga::bridge {
+
+class OutboxHoldings;
 
 struct OutboxMessage {
   int64_t seq = 0;  // order of acceptance, unique
@@ -75,6 +88,12 @@ struct IdentityOutboxStats {
   bool connected = false;
 };
 
+// Messages an identity lost to the size bound (kDroppedFull, kRejectedFull).
+struct FullLoss {
+  int64_t dropped = 0;
+  int64_t rejected = 0;
+};
+
 struct OutboxLimits {
   uint64_t max_bytes = 256ull << 20;
   std::chrono::milliseconds max_age = std::chrono::hours(24 * 7);
@@ -92,8 +111,9 @@ class Outbox {
 
   // Deletes the messages with seq in `acked` (the cloud acknowledged them;
   // counted as sent), then appends `messages` (seq is assigned) and counts
-  // under `counts`, in one committed transaction. Applies the size bound to
-  // the new messages. On failure nothing is changed.
+  // under `counts`, in one committed transaction. Applies the size bound
+  // (see "When full" above): `messages` keeps those committed, in order, and
+  // loses those rejected or dropped at once. On failure nothing is changed.
   Status Commit(std::vector<OutboxMessage>& messages,
                 const std::map<std::pair<std::string, std::string>, int64_t>& counts,
                 const std::vector<int64_t>& acked = {});
@@ -118,7 +138,13 @@ class Outbox {
   // kUnknownSendersKept ids; one transaction.
   Status RecordUnknownSenders(int64_t dropped, const std::vector<UnknownSender>& recent);
 
-  int64_t total_bytes() const { return total_bytes_; }
+  int64_t total_bytes() const;
+  // Payload bytes `identity` holds.
+  int64_t held(const std::string& identity) const;
+  uint64_t max_bytes() const { return limits_.max_bytes; }
+
+  // The messages each identity lost to the size bound since the last call.
+  std::map<std::string, FullLoss> TakeFullLosses();
 
  private:
   Outbox(std::unique_ptr<sqlite::Database> db, OutboxLimits limits);
@@ -126,13 +152,28 @@ class Outbox {
   Result<int64_t> ReadSqliteSequence();
   Status DropAutoincrement(int64_t sequence);
   Status Count(const std::string& identity, const char* name, int64_t n);
-  Status DropOldestUntil(uint64_t bytes_needed);
-  // Within a transaction; adds the bytes freed to *bytes.
-  Status DeleteAcked(const std::vector<int64_t>& seqs, int64_t* bytes);
+  // Commit's work, within its transaction.
+  Status Write(std::vector<OutboxMessage>& messages,
+               const std::map<std::pair<std::string, std::string>, int64_t>& counts,
+               const std::vector<int64_t>& acked, std::map<std::string, FullLoss>* losses);
+  // Within a transaction.
+  Status DeleteAcked(const std::vector<int64_t>& seqs);
+  Status LoadHoldings();
+  // reject-new, full: removes from `messages` those whose sensor would go
+  // over its share, counting them in *losses; holdings include the rest.
+  void Admit(std::vector<OutboxMessage>& messages, std::map<std::string, FullLoss>* losses);
+  // Drops messages of the largest holders until the bound holds again;
+  // `messages` (just appended) loses those dropped.
+  Status DropOverShare(std::vector<OutboxMessage>& messages,
+                       std::map<std::string, FullLoss>* losses);
+  // Drops the oldest (or newest) messages of `identity` while it holds the
+  // most and the outbox is over its bound; `dropped` gets the seqs dropped.
+  Status DropFrom(const std::string& identity, bool newest, std::vector<int64_t>* dropped);
 
   std::unique_ptr<sqlite::Database> db_;
   OutboxLimits limits_;
-  int64_t total_bytes_ = 0;
+  std::unique_ptr<OutboxHoldings> holdings_;
+  std::map<std::string, FullLoss> full_losses_;
   int64_t next_seq_ = 1;
 };
 

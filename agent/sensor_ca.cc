@@ -45,7 +45,10 @@ std::string SharedWithAwsCa(const pki::CaDirectory& sensor_ca, const CaConfig& a
 // The local-only CA's directory, read and checked against [ca].
 Result<pki::CaDirectory> ReadSensorCa(const Config& config) {
   const fs::path& dir = config.local.sensor_ca_dir;
-  GA_ASSIGN_OR_RETURN(pki::CaDirectory ca, pki::ReadCaDirectory(dir));
+  GA_ASSIGN_OR_RETURN(pki::CaDirectory ca,
+                      pki::ReadCaDirectory(dir).With(
+                          "not a CA directory as `gateway-agent local-broker init --tls` makes "
+                          "it (DIR/sensor-ca)"));
   if (ca.ca.backend != CaBackend::kFile) {
     return InvalidArgument(
         "it is not a file CA: make the local-only CA with `gateway-agent local-broker init "

@@ -211,15 +211,13 @@ int RunVerificationCert(const GlobalOptions& global, const CaSourceOptions& sour
   auto opened = OpenCa(global, source);
   if (!opened.ok()) return Fail(opened.status());
   // A throwaway key: AWS only checks that the CA signed this CN.
-  auto libctx = tpm::LibCtx();
-  if (!libctx.ok()) return Fail(libctx.status());
-  EvpPkeyPtr key(EVP_PKEY_Q_keygen(*libctx, nullptr, "EC", "P-256"));
-  if (!key) return Fail(OpenSslError("generating the verification key"));
+  auto key = pki::GenerateP256Key();
+  if (!key.ok()) return Fail(Status(key.status()).With("the verification key"));
   std::string subject = "CN=" + code;
   if (code.find_first_of(",/\\=") != std::string::npos) {
     return Fail(InvalidArgument("the registration code must be letters and digits"));
   }
-  auto csr = tpm::MakeCsr(key.get(), subject);
+  auto csr = tpm::MakeCsr(key->get(), subject);
   if (!csr.ok()) return Fail(csr.status());
   auto issued = opened->ca->IssueVerificationCertificate(csr->get(), code);
   if (!issued.ok()) return Fail(issued.status());
@@ -227,12 +225,9 @@ int RunVerificationCert(const GlobalOptions& global, const CaSourceOptions& sour
   if (!pem.ok()) return Fail(pem.status());
   std::string key_pem;
   if (!key_out.empty()) {
-    BioPtr bio(BIO_new(BIO_s_mem()));
-    if (!bio || PEM_write_bio_PrivateKey(bio.get(), key.get(), nullptr, nullptr, 0, nullptr,
-                                         nullptr) != 1) {
-      return Fail(OpenSslError("encoding the verification key"));
-    }
-    key_pem = MemoryBioText(bio.get());
+    auto pem = pki::PrivateKeyPem(key->get());
+    if (!pem.ok()) return Fail(Status(pem.status()).With("the verification key"));
+    key_pem = std::move(*pem);
   }
   if (Status s = WriteFileAtomic(out, *pem, 0644); !s.ok()) return Fail(s);
   if (!key_out.empty()) {

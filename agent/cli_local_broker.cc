@@ -26,6 +26,12 @@ int RunLocalBrokerInit(const LocalBrokerInitOptions& o) {
                "Put this in agent.toml:\n\n",
                written->config_file.filename().c_str(), written->dynsec_file.filename().c_str(),
                kLocalBrokerAdminUser, written->agent_user.c_str(), written->dir.c_str());
+  if (written->tls_port != 0) {
+    std::fprintf(stderr,
+                 "The TLS listener on port %d takes sensors' certificates from the local-only "
+                 "CA in %s.\n",
+                 written->tls_port, written->sensor_ca_dir.c_str());
+  }
   std::fputs(LocalSectionToml(*written).c_str(), stdout);
   return 0;
 }
@@ -51,6 +57,14 @@ void RegisterLocalBrokerCommands(CLI::App& app, int& exit_code) {
   cmd->add_option("--bind", init->setup.bind_address, "Listener address (default 127.0.0.1)");
   cmd->add_option("--agent-user", init->setup.agent_user,
                   "The agent's user name on the broker (default gateway-agent)");
+  cmd->add_flag("--tls", init->setup.tls,
+                "Also a TLS listener for sensors with certificates: a local-only CA in "
+                "DIR/sensor-ca (never the CA registered with AWS) and the broker's certificate");
+  cmd->add_option("--tls-port", init->setup.tls_port, "The TLS listener's port (default 8883)")
+      ->check(CLI::Range(1, 65535));
+  cmd->add_option("--tls-host", init->setup.tls_host,
+                  "The name sensors reach the broker by, for its certificate (default: this "
+                  "host's name)");
   cmd->add_flag(
       "--force", init->setup.force,
       "Replace an existing setup in DIR: new users and passwords (stop its broker first)");

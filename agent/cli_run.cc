@@ -14,6 +14,7 @@
 #include "gateway_agent/agent/enrollment.h"
 #include "gateway_agent/agent/identity_store.h"
 #include "gateway_agent/agent/jitr_connect.h"
+#include "gateway_agent/agent/sensor_ca.h"
 #include "gateway_agent/agent/status_report.h"
 #include "gateway_agent/config.h"
 #include "gateway_agent/files.h"
@@ -146,7 +147,8 @@ void RegisterRunCommands(CLI::App& app, const GlobalOptions& global, int& exit_c
     exit_code = a.outcome == ConnectOutcome::kAccepted ? 0 : 1;
   });
 
-  auto* sensor = app.add_subcommand("sensor", "Add, remove or list sensors of the running agent");
+  auto* sensor =
+      app.add_subcommand("sensor", "Add, remove, list or certify the sensors of the agent");
   sensor->require_subcommand(1);
   auto send = [&global, &exit_code](const ControlCommand& request) {
     auto config = LoadUsableConfig(global, exit_code);
@@ -199,6 +201,35 @@ void RegisterRunCommands(CLI::App& app, const GlobalOptions& global, int& exit_c
     if (*rotate) request.fields["rotate"] = "yes";
     if (*creds_json) request.fields["json"] = "yes";
     send(request);
+  });
+
+  auto* certify = sensor->add_subcommand(
+      "certify",
+      "Issue a sensor a client certificate (CN = its id) from the local-only CA "
+      "([local] sensor_ca_dir) for the local broker's TLS listener");
+  auto certify_request = std::make_shared<SensorCertifyRequest>();
+  certify->add_option("ID", certify_request->sensor, "The sensor id")->required();
+  certify->add_option("--csr", certify_request->csr, "The sensor's CSR (PEM)")->required();
+  certify->add_option("--out", certify_request->out, "Where to write the certificate (PEM)")
+      ->required();
+  certify
+      ->add_option("--days", certify_request->validity_days,
+                   "Validity (default: validity_days of the local-only CA's ca.toml)")
+      ->check(CLI::Range(1, 36500));
+  certify->callback([&global, &exit_code, certify_request] {
+    auto config = LoadUsableConfig(global, exit_code);
+    if (!config) return;
+    auto pem = CertifySensor(*config, *certify_request);
+    if (!pem.ok()) {
+      exit_code = Fail(pem.status());
+      return;
+    }
+    std::printf(
+        "Wrote the certificate of sensor %s to %s.\nThe sensor connects to the broker's TLS "
+        "listener with it and its key; it checks the broker with --cafile %s.\n",
+        certify_request->sensor.c_str(), certify_request->out.c_str(),
+        (config->local.sensor_ca_dir / pki::kCaCertFile).c_str());
+    exit_code = 0;
   });
 }
 

@@ -19,6 +19,7 @@
 #include "gateway_agent/agent/enrollment.h"
 #include "gateway_agent/agent/health_checks.h"
 #include "gateway_agent/agent/identity_store.h"
+#include "gateway_agent/agent/sensor_ca.h"
 #include "gateway_agent/bridge/bridge.h"
 #include "gateway_agent/files.h"
 #include "gateway_agent/log.h"
@@ -235,7 +236,8 @@ int ExitCodeFor(const Status& s) {
 }  // namespace
 
 Status CheckStartupFiles(const Config& config) {
-  return pki::CheckLocalCa(config.ca).With("[ca] in " + config.source.string());
+  GA_RETURN_IF_ERROR(pki::CheckLocalCa(config.ca).With("[ca] in " + config.source.string()));
+  return CheckSensorCa(config);
 }
 
 int RunAgent(const Config& config) {

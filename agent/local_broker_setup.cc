@@ -11,6 +11,7 @@
 
 #include "gateway_agent/files.h"
 #include "gateway_agent/openssl.h"
+#include "local_broker_tls.h"
 
 namespace ga {
 namespace {
@@ -223,9 +224,11 @@ Result<LocalBrokerSetup> WriteLocalBrokerSetup(const LocalBrokerSetupOptions& op
   s.bind_address = options.bind_address;
   s.port = options.port;
   s.agent_user = options.agent_user;
+  GA_RETURN_IF_ERROR(PlanBrokerTls(options, s));
 
-  const fs::path files[] = {s.config_file, s.dynsec_file, s.admin_password_file,
-                            s.agent_password_file};
+  std::vector<fs::path> files = {s.config_file, s.dynsec_file, s.admin_password_file,
+                                 s.agent_password_file};
+  for (fs::path& f : BrokerTlsFiles(s)) files.push_back(std::move(f));
   if (!options.force) {
     for (const fs::path& f : files) {
       if (fs::symlink_status(f, ec).type() != fs::file_type::not_found) {
@@ -249,7 +252,12 @@ Result<LocalBrokerSetup> WriteLocalBrokerSetup(const LocalBrokerSetupOptions& op
   GA_RETURN_IF_ERROR(
       WriteFileAtomic(s.agent_password_file, agent_password + "\n", 0600, if_exists));
   GA_RETURN_IF_ERROR(WriteFileAtomic(s.dynsec_file, state, 0600, if_exists));
-  GA_RETURN_IF_ERROR(WriteFileAtomic(s.config_file, MosquittoConf(s, plugin), 0600, if_exists));
+  std::string conf = MosquittoConf(s, plugin);
+  if (s.tls_port != 0) {
+    GA_RETURN_IF_ERROR(WriteBrokerTls(s, options.force));
+    conf += TlsListenerConf(s);
+  }
+  GA_RETURN_IF_ERROR(WriteFileAtomic(s.config_file, conf, 0600, if_exists));
   return s;
 }
 
@@ -275,6 +283,12 @@ std::string LocalSectionToml(const LocalBrokerSetup& s) {
   out += "password_file = " + quoted(s.agent_password_file.string()) + "\n";
   out += "# The broker makes every client id its user name (use_username_as_clientid).\n";
   out += "client_id = " + quoted(s.agent_user) + "\n";
+  if (s.tls_port != 0) {
+    out += "# Sensors with certificates: TLS port " + std::to_string(s.tls_port) + " (broker " +
+           s.tls_host + "), --cafile " + (s.sensor_ca_dir / "ca.pem").string() +
+           ";\n# each gets its own with `gateway-agent sensor certify ID --csr FILE --out FILE`.\n";
+    out += "sensor_ca_dir = " + quoted(s.sensor_ca_dir.string()) + "\n";
+  }
   return out;
 }
 

@@ -97,6 +97,7 @@ void VisitLocal(V& v, LocalConfig& c) {
   v.Str("client_id", c.client_id);
   v.Str("ingest_filter", c.ingest_filter);
   v.Bool("manage_clients", c.manage_clients);
+  v.Path("sensor_ca_dir", c.sensor_ca_dir);
 }
 
 template <typename V>

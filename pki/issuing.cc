@@ -142,6 +142,18 @@ Result<X509Ptr> BuildCertificate(const CertificateRequest& request, const X509* 
   if (request.profile == CertificateProfile::kDevice) {
     GA_RETURN_IF_ERROR(AddExtension(cert.get(), &v3, NID_ext_key_usage, "clientAuth"));
   }
+  if (request.profile == CertificateProfile::kServer) {
+    GA_RETURN_IF_ERROR(AddExtension(cert.get(), &v3, NID_ext_key_usage, "serverAuth"));
+    std::string names;
+    for (const std::string& name : request.alt_names) {
+      if ((name.rfind("DNS:", 0) != 0 && name.rfind("IP:", 0) != 0) ||
+          name.find_first_of(",\n") != std::string::npos) {
+        return InvalidArgument("subjectAltName \"" + name + "\": not DNS:<name> or IP:<address>");
+      }
+      names += (names.empty() ? "" : ",") + name;
+    }
+    GA_RETURN_IF_ERROR(AddExtension(cert.get(), &v3, NID_subject_alt_name, names.c_str()));
+  }
   GA_RETURN_IF_ERROR(AddExtension(cert.get(), &v3, NID_subject_key_identifier, "hash"));
   // An imported CA certificate may lack an SKI: then there is no key id to
   // point at, and the AKI is left out rather than made up.

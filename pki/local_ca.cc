@@ -248,7 +248,12 @@ Result<IssuedCertificate> LocalCa::Issue(X509_REQ* csr, const std::string& thing
   if (!cn->empty() && *cn != thing_name) {
     return InvalidArgument("the CSR's CN \"" + *cn + "\" is not the thing name").With(what);
   }
-  return Sign({csr, thing_name, organizational_unit, CertificateProfile::kDevice, validity_days_})
+  return Sign({csr,
+               thing_name,
+               organizational_unit,
+               CertificateProfile::kDevice,
+               validity_days_,
+               {}})
       .With(what);
 }
 
@@ -263,8 +268,41 @@ Result<IssuedCertificate> LocalCa::IssueVerificationCertificate(X509_REQ* csr,
   }
   auto key = internal::CheckCsr(csr);
   if (!key.ok()) return std::move(key).take_status().With(kWhat);
-  return Sign({csr, std::string(code), "", CertificateProfile::kVerification, validity_days_})
+  return Sign({csr, std::string(code), "", CertificateProfile::kVerification, validity_days_, {}})
       .With(kWhat);
+}
+
+Result<IssuedCertificate> LocalCa::IssueServerCertificate(
+    X509_REQ* csr, const std::string& common_name, const std::vector<std::string>& alt_names) {
+  std::string what = "issuing a TLS server certificate for \"" + common_name + "\"";
+  if (common_name.empty() || common_name.size() > 64 || alt_names.empty()) {
+    return InvalidArgument("a server certificate needs a CN of 1-64 characters and a name")
+        .With(what);
+  }
+  auto key = internal::CheckCsr(csr);
+  if (!key.ok()) return std::move(key).take_status().With(what);
+  return Sign({csr, common_name, "", CertificateProfile::kServer, validity_days_, alt_names})
+      .With(what);
+}
+
+Result<EvpPkeyPtr> GenerateP256Key() {
+  GA_ASSIGN_OR_RETURN(OSSL_LIB_CTX * libctx, tpm::LibCtx());
+  EvpPkeyPtr key(EVP_PKEY_Q_keygen(libctx, nullptr, "EC", "P-256"));
+  if (!key) return OpenSslError("generating a P-256 key");
+  return key;
+}
+
+Result<std::string> PrivateKeyPem(EVP_PKEY* key) {
+  BioPtr bio(BIO_new(BIO_s_mem()));
+  if (!bio ||
+      PEM_write_bio_PrivateKey(bio.get(), key, nullptr, nullptr, 0, nullptr, nullptr) != 1) {
+    return OpenSslError("encoding a private key as PEM");
+  }
+  char* data = nullptr;
+  long len = BIO_get_mem_data(bio.get(), &data);
+  std::string pem(data, static_cast<size_t>(len));
+  OPENSSL_cleanse(data, static_cast<size_t>(len));
+  return pem;
 }
 
 Result<std::unique_ptr<LocalCa>> OpenLocalCa(const CaConfig& config,
@@ -344,20 +382,15 @@ Result<CaInitResult> InitLocalCa(const CaInitOptions& options) {
   }
 
   EvpPkeyPtr key;
-  GA_ASSIGN_OR_RETURN(OSSL_LIB_CTX * libctx, tpm::LibCtx());
   if (options.backend == CaBackend::kFile) {
-    key.reset(EVP_PKEY_Q_keygen(libctx, nullptr, "EC", "P-256"));
-    if (!key) return OpenSslError("generating the P-256 CA key").With(kWhat);
-    BioPtr bio(BIO_new(BIO_s_mem()));
-    if (!bio || PEM_write_bio_PrivateKey(bio.get(), key.get(), nullptr, nullptr, 0, nullptr,
-                                         nullptr) != 1) {
-      return OpenSslError("encoding the CA key").With(kWhat);
-    }
-    char* data = nullptr;
-    long len = BIO_get_mem_data(bio.get(), &data);
+    auto made = GenerateP256Key();
+    if (!made.ok()) return std::move(made).take_status().With("the CA key").With(kWhat);
+    key = std::move(*made);
+    auto pem = PrivateKeyPem(key.get());
+    if (!pem.ok()) return std::move(pem).take_status().With("the CA key").With(kWhat);
     written.Add(result.key);
-    Status s = WriteFileAtomic(result.key, std::string_view(data, static_cast<size_t>(len)), 0600);
-    OPENSSL_cleanse(data, static_cast<size_t>(len));
+    Status s = WriteFileAtomic(result.key, *pem, 0600);
+    OPENSSL_cleanse(pem->data(), pem->size());
     GA_RETURN_IF_ERROR(s.With(kWhat));
   } else {
     auto blob = options.tpm->CreateKey(tpm::KeyAlgorithm::kEccP256);

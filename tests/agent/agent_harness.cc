@@ -25,9 +25,16 @@ Result<std::unique_ptr<AgentHarness>> AgentHarness::Start(const HarnessOptions& 
   std::string managed_local;  // the [local] keys `local-broker init` printed
   if (options.managed_local_broker) {
     MosquittoOptions mo;
-    mo.port = FreePort();
-    auto init = RunCommand({GA_AGENT_BINARY, "local-broker", "init", "--dir",
-                            h->BrokerDir().string(), "--port", std::to_string(mo.port)});
+    // With TLS, two listeners: two ports free together.
+    mo.port = FreePort(options.local_broker_tls ? 2 : 1);
+    std::vector<std::string> args = {
+        GA_AGENT_BINARY, "local-broker",         "init", "--dir", h->BrokerDir().string(),
+        "--port",        std::to_string(mo.port)};
+    if (options.local_broker_tls) {
+      h->broker_tls_port_ = mo.port + 1;
+      args.insert(args.end(), {"--tls", "--tls-port", std::to_string(h->broker_tls_port_)});
+    }
+    auto init = RunCommand(args);
     if (init.exit_code != 0) return Internal("local-broker init: " + init.output);
     std::istringstream printed(init.output);
     for (std::string line; std::getline(printed, line);) {

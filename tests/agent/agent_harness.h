@@ -35,6 +35,9 @@ struct HarnessOptions {
   // dynamic security plugin, no anonymous access), the agent managing the
   // sensors' clients on it (local.manage_clients).
   bool managed_local_broker = false;
+  // With managed_local_broker: `local-broker init --tls`, a TLS listener for
+  // sensors with certificates (broker_tls_port()), and [local] sensor_ca_dir.
+  bool local_broker_tls = false;
   // Validity of the local CA's certificate and of the certificates it issues.
   int ca_days = 30;
   int validity_days = 30;
@@ -78,6 +81,8 @@ class AgentHarness {
   std::filesystem::path LocalSocket() const { return dir_ / "local.sock"; }
   // managed_local_broker: the directory `local-broker init` wrote.
   std::filesystem::path BrokerDir() const { return dir_ / "broker"; }
+  // local_broker_tls: the TLS listener's port.
+  int broker_tls_port() const { return broker_tls_port_; }
   int identities() const { return options_.sensors + 1; }
 
  private:
@@ -90,6 +95,7 @@ class AgentHarness {
   std::unique_ptr<Mosquitto> broker_;
   std::filesystem::path config_;
   std::string ca_id_;
+  int broker_tls_port_ = 0;
   Process agent_;
 };
 

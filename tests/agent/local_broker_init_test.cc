@@ -367,6 +367,68 @@ TEST_F(LocalBrokerInit, ClientsSurviveABrokerRestart) {
   EXPECT_EQ(agent->WaitMessage("sensors/t1/x"), "after restart");
 }
 
+// --tls: a local-only CA of its own, the broker's server certificate from it,
+// and a listener that requires a client certificate from that CA only.
+TEST(LocalBrokerInitTls, WritesALocalOnlyCaAndAListenerRequiringItsCertificates) {
+  TempDir tmp;
+  const fs::path dir = tmp / "b";
+  const int port = FreePort(2);
+  const std::string tls_port = std::to_string(port + 1);
+  std::vector<std::string> init = {
+      GA_AGENT_BINARY,      "local-broker", "init",       "--dir",  dir.string(), "--port",
+      std::to_string(port), "--tls",        "--tls-port", tls_port, "--tls-host", "gw.example"};
+  auto r = RunCommand(init);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("sensor_ca_dir = \"" + (dir / "sensor-ca").string() + "\""),
+            std::string::npos)
+      << r.output;
+  EXPECT_EQ(ModeOf(dir / "sensor-ca"), 0700u);
+  EXPECT_EQ(ModeOf(dir / "sensor-ca" / "ca.key"), 0600u);
+  EXPECT_EQ(ModeOf(dir / "broker-tls.key"), 0600u);
+  const std::string conf = ReadText(dir / "mosquitto.conf");
+  for (const std::string& line : std::vector<std::string>{
+           "listener " + tls_port + " 127.0.0.1", "cafile " + (dir / "sensor-ca/ca.pem").string(),
+           "certfile " + (dir / "broker-tls.pem").string(), "require_certificate true",
+           "use_identity_as_username true"}) {
+    EXPECT_NE(conf.find("\n" + line + "\n"), std::string::npos) << line << "\n" << conf;
+  }
+  // The client id rule holds on the TLS listener too.
+  EXPECT_NE(conf.find("use_username_as_clientid true", conf.find("listener " + tls_port)),
+            std::string::npos)
+      << conf;
+
+  auto ca = RunCommand(
+      {"openssl", "x509", "-in", (dir / "sensor-ca/ca.pem").string(), "-noout", "-subject"});
+  EXPECT_NE(ca.output.find("gateway-agent local sensor CA gw.example"), std::string::npos)
+      << ca.output;
+  auto server = RunCommand({"openssl", "x509", "-in", (dir / "broker-tls.pem").string(), "-noout",
+                            "-subject", "-ext", "subjectAltName,extendedKeyUsage"});
+  for (const char* want : {"CN = gw.example", "DNS:gw.example", "IP Address:127.0.0.1",
+                           "DNS:localhost", "TLS Web Server Authentication"}) {
+    EXPECT_NE(server.output.find(want), std::string::npos) << want << "\n" << server.output;
+  }
+  auto verified = RunCommand({"openssl", "verify", "-CAfile", (dir / "sensor-ca/ca.pem").string(),
+                              (dir / "broker-tls.pem").string()});
+  EXPECT_EQ(verified.exit_code, 0) << verified.output;
+
+  // Again: refused; with --force the CA is kept (the sensors' certificates
+  // stay valid) and the broker's certificate is new.
+  const std::string ca_pem = ReadText(dir / "sensor-ca/ca.pem");
+  const std::string server_pem = ReadText(dir / "broker-tls.pem");
+  r = RunCommand(init);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  init.push_back("--force");
+  r = RunCommand(init);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(ReadText(dir / "sensor-ca/ca.pem"), ca_pem);
+  EXPECT_NE(ReadText(dir / "broker-tls.pem"), server_pem);
+
+  r = RunCommand({GA_AGENT_BINARY, "local-broker", "init", "--dir", (tmp / "c").string(), "--port",
+                  "1883", "--tls", "--tls-port", "1883"});
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("--tls-port 1883"), std::string::npos) << r.output;
+}
+
 TEST(LocalBrokerInitOptions, RejectsAnAgentUserThatCannotBeAClientId) {
   TempDir tmp;
   auto r = RunCommand({GA_AGENT_BINARY, "local-broker", "init", "--dir", (tmp / "b").string(),

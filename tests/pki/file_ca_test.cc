@@ -45,6 +45,28 @@ class FileCaTest : public ::testing::Test {
   TempDir dir_;
 };
 
+// A TLS server certificate (a local broker's listener): serverAuth, not
+// clientAuth, and exactly the names asked for in its subjectAltName.
+TEST_F(FileCaTest, IssuesAServerCertificateWithItsNamesOnly) {
+  auto ca = Open(InitCa());
+  ASSERT_TRUE(ca);
+  auto files = MakeCsrFiles(dir_.path(), "srv", "P-256", "/CN=broker");
+  X509ReqPtr csr = LoadCsr(files.csr);
+  auto issued = ca->IssueServerCertificate(csr.get(), "broker", {"DNS:broker", "IP:10.0.0.5"});
+  ASSERT_TRUE(issued.ok()) << issued.status().ToString();
+  WriteCert(dir_ / "srv.pem", issued->cert.get());
+  std::string text = CertText(dir_ / "srv.pem");
+  EXPECT_NE(text.find("TLS Web Server Authentication"), std::string::npos) << text;
+  EXPECT_EQ(text.find("TLS Web Client Authentication"), std::string::npos) << text;
+  EXPECT_NE(text.find("DNS:broker, IP Address:10.0.0.5\n"), std::string::npos) << text;
+
+  // A name that would smuggle in another entry, no name at all: refused.
+  auto smuggled = ca->IssueServerCertificate(csr.get(), "broker", {"DNS:broker,DNS:evil"});
+  EXPECT_EQ(smuggled.status().code(), Code::kInvalidArgument) << smuggled.status().ToString();
+  EXPECT_NE(smuggled.status().message().find("DNS:broker,DNS:evil"), std::string::npos);
+  EXPECT_FALSE(ca->IssueServerCertificate(csr.get(), "broker", {}).ok());
+}
+
 TEST_F(FileCaTest, InitWritesAP256CaCertificateAndPrivateKey) {
   CaConfig config = InitCa();
   EXPECT_EQ(config.backend, CaBackend::kFile);

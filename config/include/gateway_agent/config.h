@@ -87,6 +87,11 @@ struct LocalConfig {
   // through mosquitto's dynamic security plugin (`gateway-agent local-broker
   // init` sets such a broker up).
   bool manage_clients = false;
+  // The local-only CA (a directory as `ca init` writes it) that issues the
+  // sensors' client certificates for the broker's TLS listener (`local-broker
+  // init --tls`, `sensor certify`). Empty: no certificate mode. Never the
+  // [ca] registered with AWS.
+  std::filesystem::path sensor_ca_dir;
 };
 
 struct BridgeConfig {

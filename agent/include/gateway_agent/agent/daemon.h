@@ -17,8 +17,9 @@ inline constexpr int kExitNeedsOperator = 2;
 inline constexpr int kExitTransient = 1;
 
 // The files `run` opens before anything else, checked as `run` checks them
-// (the local CA's certificate and key, with the key's mode): check-config
-// refuses what `run` would.
+// (the local CA's certificate and key, with the key's mode, and the sensors'
+// local-only CA when [local] sensor_ca_dir is set): check-config refuses
+// what `run` would.
 Status CheckStartupFiles(const Config& config);
 
 // Runs until SIGTERM or SIGINT; returns the process exit code. Talks the

@@ -9,6 +9,14 @@
 // name (use_username_as_clientid), so no client can take over the agent's
 // persistent session. mosquitto must run as a user that can read and write
 // the directory (it saves the plugin's state and its persistence file there).
+//
+// With `tls`, sensors may also authenticate by certificate: the directory
+// gets a local-only CA in sensor-ca/ (ca.pem, ca.key 0600, ca.toml; never the
+// CA registered with AWS), the broker's server key and certificate issued by
+// it (broker-tls.key 0600, broker-tls.pem), and mosquitto.conf a second
+// listener that requires a client certificate from that CA and takes its CN
+// as the user name, so the same dynamic-security roles apply (the password
+// check is skipped for such clients; see sensor_ca.h).
 #pragma once
 
 #include <filesystem>
@@ -26,6 +34,12 @@ struct LocalBrokerSetupOptions {
   bool force = false;  // replace an existing setup in `dir`
   // mosquitto_dynamic_security.so; empty: FindDynamicSecurityPlugin().
   std::filesystem::path plugin;
+  // A TLS listener for sensors with certificates on tls_port (same address).
+  bool tls = false;
+  int tls_port = 8883;
+  // The name sensors reach the broker by, for its certificate; empty: this
+  // host's name.
+  std::string tls_host;
 };
 
 // What WriteLocalBrokerSetup wrote.
@@ -38,6 +52,13 @@ struct LocalBrokerSetup {
   std::string bind_address;
   int port = 0;
   std::string agent_user;
+  // With tls (tls_port 0 without): the local-only CA's directory and the
+  // broker's server certificate and key.
+  int tls_port = 0;
+  std::filesystem::path sensor_ca_dir;  // dir/sensor-ca
+  std::filesystem::path tls_cert_file;  // dir/broker-tls.pem
+  std::filesystem::path tls_key_file;   // dir/broker-tls.key
+  std::string tls_host;
 };
 
 // The user name of the plugin's administrator (role "admin": the
@@ -54,8 +75,10 @@ inline constexpr const char* kLocalBrokerAgentRole = "gateway-agent";
 // NotFound naming the Debian package `mosquitto` when absent.
 Result<std::filesystem::path> FindDynamicSecurityPlugin();
 
-// Writes the four files. Without `force`, AlreadyExists naming the first of
-// them that exists, and nothing is written. Each file is replaced atomically;
+// Writes the four files (and with tls, the CA and the server certificate).
+// Without `force`, AlreadyExists naming the first of them that exists, and
+// nothing is written; with `force`, an existing sensor-ca/ is kept when it
+// opens (the certificates it issued stay valid). Each file is replaced atomically;
 // the passwords are random (32 bytes, hex) and never returned.
 Result<LocalBrokerSetup> WriteLocalBrokerSetup(const LocalBrokerSetupOptions& options);
 

@@ -52,6 +52,9 @@ enum class CertificateProfile {
   // The certificate that proves possession of the CA to AWS (CN = the
   // account's registration code): CA:FALSE; keyUsage digitalSignature; SKI/AKI.
   kVerification,
+  // A TLS server (a local broker's listener): CA:FALSE; keyUsage
+  // digitalSignature; extendedKeyUsage serverAuth; subjectAltName; SKI/AKI.
+  kServer,
 };
 
 struct CertificateRequest {
@@ -60,6 +63,8 @@ struct CertificateRequest {
   std::string organizational_unit;  // OU=organizational_unit when not empty
   CertificateProfile profile = CertificateProfile::kDevice;
   int validity_days = 365;
+  // kServer: the subjectAltName entries, "DNS:<name>" or "IP:<address>".
+  std::vector<std::string> alt_names;
 };
 
 // Thread-safe: Issue may be called from several threads at once.
@@ -96,6 +101,12 @@ class LocalCa {
   Result<IssuedCertificate> IssueVerificationCertificate(X509_REQ* csr,
                                                          std::string_view registration_code);
 
+  // A TLS server certificate (CN = `common_name`, subjectAltName =
+  // `alt_names`, "DNS:<name>" or "IP:<address>", at least one) for a CSR
+  // whose signature verifies; valid for validity_days.
+  Result<IssuedCertificate> IssueServerCertificate(X509_REQ* csr, const std::string& common_name,
+                                                   const std::vector<std::string>& alt_names);
+
   int validity_days() const { return validity_days_; }
 
  protected:
@@ -123,6 +134,11 @@ Result<std::unique_ptr<LocalCa>> OpenLocalCa(const CaConfig& config,
                                              std::shared_ptr<tpm::TpmContext> tpm = nullptr);
 
 // ---- Creating a CA (`gateway-agent ca init`) --------------------------------
+
+// A software EC P-256 key made in tpm::LibCtx(), and the unencrypted PEM of a
+// private key (for a file written 0600).
+Result<EvpPkeyPtr> GenerateP256Key();
+Result<std::string> PrivateKeyPem(EVP_PKEY* key);
 
 // The files of a CA directory as `ca init` writes them.
 inline constexpr std::string_view kCaCertFile = "ca.pem";

@@ -4,7 +4,9 @@
 #include <openssl/rand.h>
 
 #include <algorithm>
+#include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <string_view>
 #include <system_error>
 #include <vector>
@@ -106,9 +108,15 @@ Result<std::string> DynsecState(const std::string& agent_user, const std::string
   return state.dump(1, '\t') + "\n";
 }
 
-std::string MosquittoConf(const LocalBrokerSetup& s, const fs::path& plugin) {
+std::string MosquittoConf(const LocalBrokerSetup& s, const fs::path& plugin, bool snippet) {
   std::string conf;
-  conf += "# The gateway's local broker, written by `gateway-agent local-broker init`.\n";
+  if (snippet) {
+    conf +=
+        "# The gateway's local broker, written by `gateway-agent local-broker init --conf-d`:\n";
+    conf += "# a snippet for the system's mosquitto (its mosquitto.conf sets persistence).\n";
+  } else {
+    conf += "# The gateway's local broker, written by `gateway-agent local-broker init`.\n";
+  }
   conf += "# mosquitto must run as a user that can read and write " + s.dir.string() + ".\n";
   conf += "per_listener_settings false\n";
   conf += "listener " + std::to_string(s.port) + " " + s.bind_address + "\n";
@@ -122,8 +130,10 @@ std::string MosquittoConf(const LocalBrokerSetup& s, const fs::path& plugin) {
       "# $CONTROL/dynamic-security/v1 (mosquitto_ctrl, or the agent for its sensors).\n";
   conf += "plugin " + plugin.string() + "\n";
   conf += "plugin_opt_config_file " + s.dynsec_file.string() + "\n";
-  conf += "persistence true\n";
-  conf += "persistence_location " + s.dir.string() + "/\n";
+  if (!snippet) {
+    conf += "persistence true\n";
+    conf += "persistence_location " + s.dir.string() + "/\n";
+  }
   conf +=
       "# What is queued for the agent is saved every minute (the default, 30 minutes,\n"
       "# loses everything queued since the last save when the broker is killed).\n";
@@ -136,6 +146,49 @@ std::string MosquittoConf(const LocalBrokerSetup& s, const fs::path& plugin) {
   return conf;
 }
 
+// A line of `file` that the snippet would clash with, as an error naming it.
+Status CheckConfFile(const fs::path& file, int port) {
+  std::ifstream in(file);
+  int number = 0;
+  for (std::string line; std::getline(in, line);) {
+    ++number;
+    std::istringstream words(line);
+    std::string key, value;
+    words >> key >> value;
+    const bool clash = key == "plugin" || key == "auth_plugin" || key == "password_file" ||
+                       key == "acl_file" || (key == "per_listener_settings" && value == "true") ||
+                       ((key == "listener" || key == "port") && value == std::to_string(port));
+    if (clash) {
+      return FailedPrecondition(file.string() + ":" + std::to_string(number) + ": \"" + line +
+                                "\" would clash with the gateway's broker setup (it brings its "
+                                "own listener on port " +
+                                std::to_string(port) +
+                                " and the dynamic security plugin): remove it, pick another "
+                                "--port, or use --dir alone for a broker of its own");
+    }
+  }
+  return Status::Ok();
+}
+
+// The system's configuration around conf_d: its mosquitto.conf (the parent
+// directory's) and every other *.conf in conf_d, the files mosquitto loads.
+Status CheckConfD(const fs::path& conf_d, int port) {
+  std::error_code ec;
+  if (!fs::is_directory(conf_d, ec)) {
+    return NotFound("--conf-d " + conf_d.string() +
+                    " is not a directory (Debian's mosquitto has /etc/mosquitto/conf.d)");
+  }
+  GA_RETURN_IF_ERROR(CheckConfFile(conf_d.parent_path() / "mosquitto.conf", port));
+  std::vector<fs::path> files;
+  for (fs::directory_iterator it(conf_d, ec), end; !ec && it != end; it.increment(ec)) {
+    const fs::path& p = it->path();
+    if (p.extension() == ".conf" && p.filename() != kConfDSnippet) files.push_back(p);
+  }
+  std::sort(files.begin(), files.end());
+  for (const fs::path& f : files) GA_RETURN_IF_ERROR(CheckConfFile(f, port));
+  return Status::Ok();
+}
+
 bool HasControlCharacter(std::string_view s) {
   return std::any_of(s.begin(), s.end(),
                      [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; });
@@ -145,6 +198,9 @@ Status Validate(const LocalBrokerSetupOptions& o) {
   if (o.dir.empty()) return InvalidArgument("--dir: name the directory for the broker's files");
   if (HasControlCharacter(o.dir.string())) {
     return InvalidArgument("--dir: a path with a control character cannot go in mosquitto.conf");
+  }
+  if (HasControlCharacter(o.conf_d.string())) {
+    return InvalidArgument("--conf-d: a path with a control character cannot be used");
   }
   if (o.port < 1 || o.port > 65535) {
     return InvalidArgument("--port " + std::to_string(o.port) + ": must be between 1 and 65535");
@@ -204,11 +260,14 @@ Result<DynsecPasswordHash> HashDynsecPassword(const std::string& password) {
   return out;
 }
 
-Result<LocalBrokerSetup> WriteLocalBrokerSetup(const LocalBrokerSetupOptions& options) {
+namespace {
+
+// Where the files of `options` go, the plugin found when not given.
+Result<LocalBrokerSetup> Layout(const LocalBrokerSetupOptions& options, fs::path* plugin) {
   GA_RETURN_IF_ERROR(Validate(options));
-  fs::path plugin = options.plugin;
-  if (plugin.empty()) {
-    GA_ASSIGN_OR_RETURN(plugin, FindDynamicSecurityPlugin());
+  *plugin = options.plugin;
+  if (plugin->empty()) {
+    GA_ASSIGN_OR_RETURN(*plugin, FindDynamicSecurityPlugin());
   }
   std::error_code ec;
   fs::path dir = fs::absolute(options.dir, ec).lexically_normal();
@@ -218,6 +277,12 @@ Result<LocalBrokerSetup> WriteLocalBrokerSetup(const LocalBrokerSetupOptions& op
   LocalBrokerSetup s;
   s.dir = dir;
   s.config_file = dir / "mosquitto.conf";
+  if (!options.conf_d.empty()) {
+    fs::path conf_d = fs::absolute(options.conf_d, ec).lexically_normal();
+    if (ec) return InvalidArgument("--conf-d " + options.conf_d.string() + ": " + ec.message());
+    if (!conf_d.has_filename()) conf_d = conf_d.parent_path();
+    s.config_file = conf_d / kConfDSnippet;
+  }
   s.dynsec_file = dir / "dynamic-security.json";
   s.admin_password_file = dir / "admin.password";
   s.agent_password_file = dir / "agent.password";
@@ -225,7 +290,26 @@ Result<LocalBrokerSetup> WriteLocalBrokerSetup(const LocalBrokerSetupOptions& op
   s.port = options.port;
   s.agent_user = options.agent_user;
   GA_RETURN_IF_ERROR(PlanBrokerTls(options, s));
+  return s;
+}
 
+}  // namespace
+
+Result<std::string> LocalBrokerConf(const LocalBrokerSetupOptions& options) {
+  fs::path plugin;
+  GA_ASSIGN_OR_RETURN(LocalBrokerSetup s, Layout(options, &plugin));
+  std::string conf = MosquittoConf(s, plugin, !options.conf_d.empty());
+  if (s.tls_port != 0) conf += TlsListenerConf(s);
+  return conf;
+}
+
+Result<LocalBrokerSetup> WriteLocalBrokerSetup(const LocalBrokerSetupOptions& options) {
+  fs::path plugin;
+  GA_ASSIGN_OR_RETURN(LocalBrokerSetup s, Layout(options, &plugin));
+  const bool snippet = !options.conf_d.empty();
+  if (snippet) GA_RETURN_IF_ERROR(CheckConfD(s.config_file.parent_path(), s.port));
+
+  std::error_code ec;
   std::vector<fs::path> files = {s.config_file, s.dynsec_file, s.admin_password_file,
                                  s.agent_password_file};
   for (fs::path& f : BrokerTlsFiles(s)) files.push_back(std::move(f));
@@ -233,12 +317,12 @@ Result<LocalBrokerSetup> WriteLocalBrokerSetup(const LocalBrokerSetupOptions& op
     for (const fs::path& f : files) {
       if (fs::symlink_status(f, ec).type() != fs::file_type::not_found) {
         return Status(Code::kAlreadyExists,
-                      f.string() + " exists: a local broker is already set up in " + dir.string() +
-                          " (--force replaces it, and its users and passwords)");
+                      f.string() + " exists: a local broker is already set up in " +
+                          s.dir.string() + " (--force replaces it, and its users and passwords)");
       }
     }
   }
-  GA_RETURN_IF_ERROR(EnsureDirectory(dir, 0700).With("local broker directory"));
+  GA_RETURN_IF_ERROR(EnsureDirectory(s.dir, 0700).With("local broker directory"));
 
   GA_ASSIGN_OR_RETURN(std::string admin_password, RandomPassword("admin"));
   GA_ASSIGN_OR_RETURN(std::string agent_password, RandomPassword(options.agent_user));
@@ -252,12 +336,14 @@ Result<LocalBrokerSetup> WriteLocalBrokerSetup(const LocalBrokerSetupOptions& op
   GA_RETURN_IF_ERROR(
       WriteFileAtomic(s.agent_password_file, agent_password + "\n", 0600, if_exists));
   GA_RETURN_IF_ERROR(WriteFileAtomic(s.dynsec_file, state, 0600, if_exists));
-  std::string conf = MosquittoConf(s, plugin);
+  std::string conf = MosquittoConf(s, plugin, snippet);
   if (s.tls_port != 0) {
     GA_RETURN_IF_ERROR(WriteBrokerTls(s, options.force));
     conf += TlsListenerConf(s);
   }
-  GA_RETURN_IF_ERROR(WriteFileAtomic(s.config_file, conf, 0600, if_exists));
+  // A snippet holds no secret, and mosquitto re-reads conf.d as its own user
+  // on a reload: 0644 like the rest of /etc/mosquitto.
+  GA_RETURN_IF_ERROR(WriteFileAtomic(s.config_file, conf, snippet ? 0644 : 0600, if_exists));
   return s;
 }
 
@@ -271,7 +357,12 @@ std::string LocalSectionToml(const LocalBrokerSetup& s) {
     return q + "\"";
   };
   std::string out;
-  out += "# Start the broker: mosquitto -c " + s.config_file.string() + "\n";
+  if (s.config_file.filename() == kConfDSnippet) {
+    out += "# The system's mosquitto loads " + s.config_file.string() +
+           ": sudo systemctl restart mosquitto\n";
+  } else {
+    out += "# Start the broker: mosquitto -c " + s.config_file.string() + "\n";
+  }
   out += "# Its administrator (mosquitto_ctrl -u " + std::string(kLocalBrokerAdminUser) +
          "): password in " + s.admin_password_file.string() + "\n";
   out += "[local]\n";

@@ -429,6 +429,64 @@ TEST(LocalBrokerInitTls, WritesALocalOnlyCaAndAListenerRequiringItsCertificates)
   EXPECT_NE(r.output.find("--tls-port 1883"), std::string::npos) << r.output;
 }
 
+// The snippet for a system mosquitto (Debian: include_dir /etc/mosquitto/conf.d),
+// in a throwaway root: written only where nothing clashes, loaded by a real
+// mosquitto from the system's main file, the same text `local-broker conf`
+// prints (what the .deb ships as its example).
+TEST(LocalBrokerConfD, WritesASnippetTheSystemBrokerLoadsAndRefusesAClash) {
+  TempDir tmp;
+  const fs::path etc = tmp / "etc-mosquitto", conf_d = etc / "conf.d", dir = tmp / "gateway";
+  fs::create_directories(conf_d);
+  std::string main_conf = "persistence true\npersistence_location " + (tmp / "").string() +
+                          "\ninclude_dir " + conf_d.string() + "\n";
+  if (geteuid() == 0) main_conf += "user root\n";  // it could not read the 0700 dir
+  WriteText(etc / "mosquitto.conf", main_conf);
+  const int port = FreePort();
+  const std::string port_text = std::to_string(port);
+
+  // Another file listening on the same port: refused, naming it; nothing written.
+  WriteText(conf_d / "site.conf", "listener " + port_text + "\n");
+  auto clash = RunCommand({GA_AGENT_BINARY, "local-broker", "init", "--dir", dir.string(),
+                           "--conf-d", conf_d.string(), "--port", port_text});
+  EXPECT_EQ(clash.exit_code, 1) << clash.output;
+  EXPECT_NE(clash.output.find((conf_d / "site.conf").string() + ":1"), std::string::npos)
+      << clash.output;
+  EXPECT_FALSE(fs::exists(conf_d / "gateway-agent.conf"));
+  EXPECT_FALSE(fs::exists(dir / "agent.password"));
+  fs::remove(conf_d / "site.conf");
+
+  auto init = RunCommand({GA_AGENT_BINARY, "local-broker", "init", "--dir", dir.string(),
+                          "--conf-d", conf_d.string(), "--port", port_text});
+  ASSERT_EQ(init.exit_code, 0) << init.output;
+  EXPECT_NE(init.output.find("systemctl restart mosquitto"), std::string::npos) << init.output;
+  const std::string snippet = ReadText(conf_d / "gateway-agent.conf");
+  EXPECT_EQ(ModeOf(conf_d / "gateway-agent.conf"), 0644u);
+  EXPECT_FALSE(fs::exists(dir / "mosquitto.conf"));
+  EXPECT_EQ(snippet.find("\npersistence"), std::string::npos) << snippet;  // the main file's
+  auto shown = RunCommand({GA_AGENT_BINARY, "local-broker", "conf", "--dir", dir.string(),
+                           "--conf-d", conf_d.string(), "--port", port_text});
+  ASSERT_EQ(shown.exit_code, 0) << shown.output;
+  EXPECT_EQ(shown.output, snippet);
+
+  ProcessOptions po;
+  po.stdout_file = tmp / "mosquitto.out";
+  po.stderr_file = tmp / "mosquitto.out";
+  auto broker = Process::Start({"mosquitto", "-c", (etc / "mosquitto.conf").string()}, po);
+  ASSERT_TRUE(broker.ok()) << broker.status().ToString();
+  ASSERT_TRUE(WaitForPort(port, kWait).ok()) << ReadText(tmp / "mosquitto.out");
+  BrokerClient anonymous(port, "anyone", "", "");
+  EXPECT_NE(anonymous.Connect(), 0);
+  BrokerClient agent(port, "gateway-agent", "gateway-agent",
+                     Trimmed(ReadText(dir / "agent.password")));
+  EXPECT_EQ(agent.Connect(), 0) << ReadText(tmp / "mosquitto.out");
+
+  // A second run refuses: the snippet exists.
+  auto again = RunCommand({GA_AGENT_BINARY, "local-broker", "init", "--dir", dir.string(),
+                           "--conf-d", conf_d.string(), "--port", port_text});
+  EXPECT_EQ(again.exit_code, 1) << again.output;
+  EXPECT_NE(again.output.find("exists"), std::string::npos) << again.output;
+}
+
 TEST(LocalBrokerInitOptions, RejectsAnAgentUserThatCannotBeAClientId) {
   TempDir tmp;
   auto r = RunCommand({GA_AGENT_BINARY, "local-broker", "init", "--dir", (tmp / "b").string(),

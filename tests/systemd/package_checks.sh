@@ -116,13 +116,14 @@ install_layout() {
   expect_mode "$r/usr/lib/tmpfiles.d/gateway-agent.conf" 644
   expect_mode "$r/etc/gateway-agent/agent.toml" 640
   expect_mode "$r/usr/share/doc/gateway-agent/README.md" 644
+  expect_mode "$r/usr/share/gateway-agent/mosquitto-gateway-agent.conf.example" 644
   cmp -s "$r/etc/gateway-agent/agent.toml" "$src/config/gateway-agent.toml" ||
     fail "the installed agent.toml is not config/gateway-agent.toml"
   "$r/usr/bin/gateway-agent" check-config --no-files --config "$r/etc/gateway-agent/agent.toml" >/dev/null ||
     fail "the installed sample configuration does not pass check-config"
   echo "ok: installed sample configuration is valid"
   local unexpected
-  unexpected=$(cd "$r" && find . -type f | grep -vE '^\./(usr/bin/gateway-agent|usr/lib/systemd/system/gateway-agent\.service|usr/lib/(sysusers|tmpfiles)\.d/gateway-agent\.conf|etc/gateway-agent/agent\.toml|usr/share/doc/gateway-agent/.*)$' || true)
+  unexpected=$(cd "$r" && find . -type f | grep -vE '^\./(usr/bin/gateway-agent|usr/lib/systemd/system/gateway-agent\.service|usr/lib/(sysusers|tmpfiles)\.d/gateway-agent\.conf|etc/gateway-agent/agent\.toml|usr/share/doc/gateway-agent/.*|usr/share/gateway-agent/mosquitto-gateway-agent\.conf\.example)$' || true)
   [[ -z $unexpected ]] || fail "unexpected installed files: $unexpected"
   echo "ok: nothing else is installed"
 }
@@ -161,9 +162,13 @@ deb_package() {
     '-rw-r--r-- root/root .* ./usr/lib/tmpfiles.d/gateway-agent.conf$' \
     '-rw-r----- root/root .* ./etc/gateway-agent/agent.toml$' \
     '-rw-r--r-- root/root .* ./usr/share/doc/gateway-agent/copyright$' \
-    '-rw-r--r-- root/root .* ./usr/share/doc/gateway-agent/changelog.gz$'; do
+    '-rw-r--r-- root/root .* ./usr/share/doc/gateway-agent/changelog.gz$' \
+    '-rw-r--r-- root/root .* ./usr/share/gateway-agent/mosquitto-gateway-agent.conf.example$'; do
     grep -qE -- "$entry" <<<"$listing" || fail "the package lacks $entry"
   done
+  # Installing changes no broker: nothing under /etc/mosquitto; the snippet is
+  # an example, the one `local-broker init --conf-d` writes.
+  ! grep -q ' ./etc/mosquitto' <<<"$listing" || fail "the package installs into /etc/mosquitto"
   echo "ok: package contents"
 
   # Install into a throwaway root the way dpkg --root would: unpack, then the
@@ -187,6 +192,16 @@ deb_package() {
   expect_mode "$root/etc/gateway-agent/agent.toml" 640 0 "$gid"
   expect_mode "$root/var/lib/gateway-agent" 700 "$uid" "$gid"
   expect_mode "$root/usr/bin/gateway-agent" 755 0 0
+
+  # The shipped mosquitto snippet is what init --conf-d writes for its paths.
+  local example=$root/usr/share/gateway-agent/mosquitto-gateway-agent.conf.example want
+  want=$("$build/agent/gateway-agent" local-broker conf --dir /var/lib/mosquitto/gateway-agent \
+    --conf-d /etc/mosquitto/conf.d --plugin "$(sed -n 's/^plugin //p' "$example")")
+  [[ $(cat "$example") == "$want" ]] || fail "the shipped snippet differs from local-broker conf"
+  grep -qx 'plugin_opt_config_file /var/lib/mosquitto/gateway-agent/dynamic-security.json' \
+    "$example" || fail "the snippet's plugin state is not in /var/lib/mosquitto/gateway-agent"
+  grep -qx 'allow_anonymous false' "$example" || fail "the snippet lets anonymous clients in"
+  echo "ok: mosquitto snippet example"
 
   # An upgrade runs postinst again: same user, nothing changed.
   DPKG_ROOT=$root sh "$work/control/postinst" configure 0.0.1 >"$work/postinst.log" 2>&1 ||

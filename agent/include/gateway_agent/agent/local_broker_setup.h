@@ -40,12 +40,22 @@ struct LocalBrokerSetupOptions {
   // The name sensors reach the broker by, for its certificate; empty: this
   // host's name.
   std::string tls_host;
+  // Set: the include_dir of the system's mosquitto (Debian:
+  // /etc/mosquitto/conf.d, next to its mosquitto.conf). The configuration
+  // goes there as gateway-agent.conf, a snippet without the persistence
+  // settings the main file already has; refused when the main file or
+  // another *.conf there already loads a plugin, a password or ACL file,
+  // sets per_listener_settings true or listens on the same port.
+  std::filesystem::path conf_d;
 };
+
+// The file name of the snippet in conf_d.
+inline constexpr const char* kConfDSnippet = "gateway-agent.conf";
 
 // What WriteLocalBrokerSetup wrote.
 struct LocalBrokerSetup {
   std::filesystem::path dir;
-  std::filesystem::path config_file;          // dir/mosquitto.conf
+  std::filesystem::path config_file;          // dir/mosquitto.conf, or conf_d/gateway-agent.conf
   std::filesystem::path dynsec_file;          // dir/dynamic-security.json
   std::filesystem::path admin_password_file;  // dir/admin.password
   std::filesystem::path agent_password_file;  // dir/agent.password
@@ -81,6 +91,11 @@ Result<std::filesystem::path> FindDynamicSecurityPlugin();
 // opens (the certificates it issued stay valid). Each file is replaced atomically;
 // the passwords are random (32 bytes, hex) and never returned.
 Result<LocalBrokerSetup> WriteLocalBrokerSetup(const LocalBrokerSetupOptions& options);
+
+// The mosquitto configuration WriteLocalBrokerSetup writes for `options` (a
+// whole mosquitto.conf, or with conf_d the snippet), nothing written: the
+// .deb ships it as an example made by this function.
+Result<std::string> LocalBrokerConf(const LocalBrokerSetupOptions& options);
 
 // The [local] section of agent.toml for `setup`, with a comment saying how to
 // start the broker and where the admin password is.

@@ -374,6 +374,8 @@ std::string LocalSectionToml(const LocalBrokerSetup& s) {
   out += "password_file = " + quoted(s.agent_password_file.string()) + "\n";
   out += "# The broker makes every client id its user name (use_username_as_clientid).\n";
   out += "client_id = " + quoted(s.agent_user) + "\n";
+  out += "# Each sensor gets its own user and ACL on this broker (sensor credentials ID).\n";
+  out += "manage_clients = true\n";
   if (s.tls_port != 0) {
     out += "# Sensors with certificates: TLS port " + std::to_string(s.tls_port) + " (broker " +
            s.tls_host + "), --cafile " + (s.sensor_ca_dir / "ca.pem").string() +

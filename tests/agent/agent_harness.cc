@@ -84,7 +84,7 @@ Result<std::unique_ptr<AgentHarness>> AgentHarness::Start(const HarnessOptions& 
       << "concurrency = 8\n"
       << options.extra_config << "\n";
   if (!managed_local.empty()) {
-    out << "[local]\n" << managed_local << "manage_clients = true\n";
+    out << "[local]\n" << managed_local;
   } else if (h->broker_ && options.local_unix_socket) {
     out << "[local]\nunix_socket = \"" << h->LocalSocket().string() << "\"\n";
   } else if (h->broker_) {

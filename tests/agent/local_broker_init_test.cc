@@ -258,6 +258,7 @@ TEST_F(LocalBrokerInit, WritesPrivateFilesAndPrintsTheLocalSectionWithoutPasswor
             std::string::npos)
       << out;
   EXPECT_NE(out.find("client_id = \"gateway-agent\""), std::string::npos) << out;
+  EXPECT_NE(out.find("\nmanage_clients = true\n"), std::string::npos) << out;
   EXPECT_NE(out.find("mosquitto -c " + (dir_ / "mosquitto.conf").string()), std::string::npos)
       << out;
   EXPECT_NE(out.find((dir_ / "admin.password").string()), std::string::npos) << out;

@@ -8,8 +8,6 @@
 
 #include <chrono>
 #include <string>
-#include <thread>
-#include <vector>
 
 #include "fixtures.h"
 #include "gateway_agent/tpm/tpm_context.h"
@@ -19,6 +17,24 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 using std::chrono::microseconds;
+
+// swtpm behind the model of `profile`, and the agent's TpmContext on it
+// with its SRK.
+struct ModelledTpm {
+  std::unique_ptr<Swtpm> swtpm;
+  std::unique_ptr<TpmLatencyRelay> relay;
+  std::shared_ptr<tpm::TpmContext> tpm;
+};
+
+Result<ModelledTpm> StartModelled(const std::string& profile_name) {
+  ModelledTpm m;
+  GA_ASSIGN_OR_RETURN(m.swtpm, Swtpm::Start());
+  GA_ASSIGN_OR_RETURN(TpmProfile profile, TpmProfileNamed(profile_name));
+  GA_ASSIGN_OR_RETURN(m.relay, TpmLatencyRelay::Start(m.swtpm->port(), profile));
+  GA_ASSIGN_OR_RETURN(m.tpm, tpm::TpmContext::Open({.tcti = m.relay->tcti()}));
+  GA_RETURN_IF_ERROR(m.tpm->EnsureSrk().status());
+  return m;
+}
 
 TEST(TpmLatency, ProfilesAreKnownByName) {
   auto swtpm = TpmProfileNamed("swtpm");
@@ -36,24 +52,18 @@ TEST(TpmLatency, ProfilesAreKnownByName) {
 }
 
 TEST(TpmLatency, ADiscreteChipTakesItsTimeForEachCommand) {
-  auto swtpm = Swtpm::Start();
-  ASSERT_TRUE(swtpm.ok()) << swtpm.status().ToString();
-  auto profile = TpmProfileNamed("discrete");
-  ASSERT_TRUE(profile.ok());
-  auto relay = TpmLatencyRelay::Start((*swtpm)->port(), *profile);
-  ASSERT_TRUE(relay.ok()) << relay.status().ToString();
-
   auto start = Clock::now();
-  auto tpm = tpm::TpmContext::Open({.tcti = (*relay)->tcti()});
-  ASSERT_TRUE(tpm.ok()) << tpm.status().ToString();
-  ASSERT_TRUE((*tpm)->EnsureSrk().ok());
-  auto key = (*tpm)->CreateKey();
+  auto m = StartModelled("discrete");
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  auto& tpm = m->tpm;
+  auto& relay = m->relay;
+  auto key = tpm->CreateKey();
   ASSERT_TRUE(key.ok()) << key.status().ToString();
-  auto signature = (*tpm)->SignDigest(*key, std::string(32, 'd'));
+  auto signature = tpm->SignDigest(*key, std::string(32, 'd'));
   ASSERT_TRUE(signature.ok()) << signature.status().ToString();
   auto elapsed = std::chrono::duration_cast<microseconds>(Clock::now() - start);
 
-  auto stats = (*relay)->stats();
+  auto stats = relay->stats();
   std::string seen;
   for (const auto& [code, n] : stats.commands)
     seen += TpmCommandName(code) + "=" + std::to_string(n) + " ";
@@ -61,53 +71,18 @@ TEST(TpmLatency, ADiscreteChipTakesItsTimeForEachCommand) {
   EXPECT_EQ(stats.commands[kTpmCcSign], 1) << seen;
   EXPECT_GE(stats.commands[kTpmCcLoad], 1);
   EXPECT_GE(stats.commands[kTpmCcFlushContext], 1);  // the signing key, flushed
-  EXPECT_EQ((*relay)->TimeOf(stats.commands), stats.busy);
+  EXPECT_EQ(relay->TimeOf(stats.commands), stats.busy);
   // At least Create + Load + Sign + FlushContext of the profile, and the
   // responses came no sooner than the modelled chip could give them.
   EXPECT_GE(stats.busy, std::chrono::milliseconds(150 + 15 + 57 + 2));
   EXPECT_GE(elapsed, stats.busy);
 }
 
-// Like a chip, the model runs one command at a time, whoever sends it: two
-// contexts signing at once take the sum of their signatures.
-TEST(TpmLatency, TwoClientsAreServedOneCommandAtATime) {
-  auto swtpm = Swtpm::Start();
-  ASSERT_TRUE(swtpm.ok()) << swtpm.status().ToString();
-  auto profile = TpmProfileNamed("discrete");
-  ASSERT_TRUE(profile.ok());
-  auto relay = TpmLatencyRelay::Start((*swtpm)->port(), *profile);
-  ASSERT_TRUE(relay.ok()) << relay.status().ToString();
-  auto tpm = tpm::TpmContext::Open({.tcti = (*relay)->tcti()});
-  ASSERT_TRUE(tpm.ok()) << tpm.status().ToString();
-  ASSERT_TRUE((*tpm)->EnsureSrk().ok());
-  auto key = (*tpm)->CreateKey();
-  ASSERT_TRUE(key.ok()) << key.status().ToString();
-
-  auto before = (*relay)->stats();
-  auto start = Clock::now();
-  std::vector<std::thread> signers;
-  for (int i = 0; i < 3; ++i) {
-    signers.emplace_back([&] { EXPECT_TRUE((*tpm)->SignDigest(*key, std::string(32, 'x')).ok()); });
-  }
-  for (auto& t : signers) t.join();
-  auto elapsed = std::chrono::duration_cast<microseconds>(Clock::now() - start);
-  auto after = (*relay)->stats();
-  EXPECT_EQ(after.commands[kTpmCcSign] - before.commands[kTpmCcSign], 3);
-  EXPECT_GE(elapsed, 3 * profile->DelayOf(kTpmCcSign));
-}
-
 TEST(TpmLatency, TheSwtpmProfileAddsNothingButCounts) {
-  auto swtpm = Swtpm::Start();
-  ASSERT_TRUE(swtpm.ok()) << swtpm.status().ToString();
-  auto profile = TpmProfileNamed("swtpm");
-  ASSERT_TRUE(profile.ok());
-  auto relay = TpmLatencyRelay::Start((*swtpm)->port(), *profile);
-  ASSERT_TRUE(relay.ok()) << relay.status().ToString();
-  auto tpm = tpm::TpmContext::Open({.tcti = (*relay)->tcti()});
-  ASSERT_TRUE(tpm.ok()) << tpm.status().ToString();
-  ASSERT_TRUE((*tpm)->EnsureSrk().ok());
-  ASSERT_TRUE((*tpm)->CreateKey().ok());
-  auto stats = (*relay)->stats();
+  auto m = StartModelled("swtpm");
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  ASSERT_TRUE(m->tpm->CreateKey().ok());
+  auto stats = m->relay->stats();
   EXPECT_EQ(stats.commands[kTpmCcCreate], 1);
   EXPECT_EQ(stats.busy, microseconds(0));
 }

@@ -59,7 +59,7 @@ using ga::testing::kTpmCcCreate;
 using ga::testing::kTpmCcLoad;
 using ga::testing::kTpmCcSign;
 using ga::testing::RunCommand;
-using ga::testing::TpmCommandName;
+using ga::testing::TpmCommandCounts;
 using ga::testing::TpmLatencyRelay;
 
 double Seconds(Clock::duration d) {
@@ -478,10 +478,7 @@ int main(int argc, char** argv) {
   std::printf("agent: %d connects at [aws] connect_rate %g/s take at least %.1f s\n", af.connects,
               rate, af.connects / rate);
   if (tpm_stats) {
-    std::string sent;
-    for (const auto& [code, n] : tpm_stats->commands) {
-      sent += " " + TpmCommandName(code) + " " + std::to_string(n);
-    }
+    const std::string sent = TpmCommandCounts(tpm_stats->commands);
     const std::map<uint32_t, int64_t> required = {{kTpmCcCreate, identities},
                                                   {kTpmCcLoad, identities},
                                                   {kTpmCcSign, identities + af.connects}};

@@ -64,7 +64,7 @@ using namespace ga::bench;
 using ga::testing::HarnessOptions;
 using ga::testing::Mosquitto;
 using ga::testing::MosquittoOptions;
-using ga::testing::TpmCommandName;
+using ga::testing::TpmCommandCounts;
 using ga::testing::TpmLatencyRelay;
 
 // utime + stime of a process (all threads), in seconds.
@@ -491,19 +491,13 @@ void ThroughputAndLatency(const Args& a) {
 // storm's time over its lower bound on the modelled chip.
 void PrintStormTpmBound(const TpmLatencyRelay& relay, const TpmLatencyRelay::Stats& before, int ids,
                         double storm_s) {
-  TpmLatencyRelay::Stats now = relay.stats();
-  std::string sent;
-  for (const auto& [code, n] : now.commands) {
-    auto was = before.commands.find(code);
-    const int64_t during = n - (was == before.commands.end() ? 0 : was->second);
-    if (during > 0) sent += " " + TpmCommandName(code) + " " + std::to_string(during);
-  }
+  const TpmLatencyRelay::Stats storm = relay.stats().Since(before);
   const double bound = std::chrono::duration<double>(relay.TimeOf({{ga::testing::kTpmCcLoad, ids},
                                                                    {ga::testing::kTpmCcSign, ids}}))
                            .count();
   std::printf("  tpm profile %s during the storm:%s; TPM busy %.2f s\n",
-              relay.profile().name.c_str(), sent.c_str(),
-              std::chrono::duration<double>(now.busy - before.busy).count());
+              relay.profile().name.c_str(), TpmCommandCounts(storm.commands).c_str(),
+              std::chrono::duration<double>(storm.busy).count());
   std::printf("  tpm-bound: %.2f s (%d x Load + Sign)\n", bound, ids);
   std::printf("  tpm-bound ratio: %.2f (storm %.1f s / bound %.2f s)\n",
               bound > 0 ? storm_s / bound : 0.0, storm_s, bound);

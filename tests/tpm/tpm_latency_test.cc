@@ -64,9 +64,7 @@ TEST(TpmLatency, ADiscreteChipTakesItsTimeForEachCommand) {
   auto elapsed = std::chrono::duration_cast<microseconds>(Clock::now() - start);
 
   auto stats = relay->stats();
-  std::string seen;
-  for (const auto& [code, n] : stats.commands)
-    seen += TpmCommandName(code) + "=" + std::to_string(n) + " ";
+  const std::string seen = TpmCommandCounts(stats.commands);
   EXPECT_EQ(stats.commands[kTpmCcCreate], 1) << seen;
   EXPECT_EQ(stats.commands[kTpmCcSign], 1) << seen;
   EXPECT_GE(stats.commands[kTpmCcLoad], 1);

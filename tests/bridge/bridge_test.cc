@@ -12,11 +12,13 @@
 
 #include <algorithm>
 #include <atomic>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "bridge_harness.h"
@@ -191,23 +193,44 @@ TEST(Bridge, SensorsOverTheGatewaysConnectionKeepTheirOwnTopics) {
   ExpectNoViolations(**h);
 }
 
-// How many sockets of this machine wait in SYN-SENT for 127.0.0.1:`port`
-// (/proc/net/tcp: remote address 0100007F:<port hex>, state 02).
-size_t SynSentTo(int port) {
+// The inodes of the sockets process `pid` holds (/proc/PID/fd/* -> "socket:[N]").
+std::set<std::string> SocketInodes(pid_t pid) {
+  std::set<std::string> inodes;
+  std::error_code ec;
+  for (const auto& fd :
+       std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/fd", ec)) {
+    std::string target = std::filesystem::read_symlink(fd.path(), ec).string();
+    if (!ec && target.rfind("socket:[", 0) == 0) inodes.insert(target.substr(8, target.size() - 9));
+  }
+  return inodes;
+}
+
+// How many sockets of process `pid` wait in SYN-SENT for 127.0.0.1:`port`
+// (/proc/net/tcp: remote address 0100007F:<port hex>, state 02, the inode in
+// the tenth column). Only the process's own: another test's client may be
+// connecting to a port that the kernel has just handed to this test.
+size_t SynSentFrom(pid_t pid, int port) {
   char remote[32];
-  std::snprintf(remote, sizeof remote, "0100007F:%04X 02", port);
-  std::string table = RunCommand({"cat", "/proc/net/tcp"}).output;
+  std::snprintf(remote, sizeof remote, "0100007F:%04X", port);
+  const std::set<std::string> mine = SocketInodes(pid);
+  std::istringstream table(RunCommand({"cat", "/proc/net/tcp"}).output);
   size_t n = 0;
-  for (size_t at = table.find(remote); at != std::string::npos; at = table.find(remote, at + 1))
-    ++n;
+  for (std::string line; std::getline(table, line);) {
+    std::istringstream fields(line);
+    std::string slot, local, rem, state, queues, timer, retransmits, uid, timeout, inode;
+    if (!(fields >> slot >> local >> rem >> state >> queues >> timer >> retransmits >> uid >>
+          timeout >> inode))
+      continue;
+    if (rem == remote && state == "02" && mine.count(inode) > 0) ++n;
+  }
   return n;
 }
 
-// True once more than `before` sockets wait in SYN-SENT for `port`.
-bool WaitForSynSent(int port, size_t before, std::chrono::seconds timeout) {
+// True once process `pid` has a socket in SYN-SENT for `port`.
+bool WaitForSynSent(pid_t pid, int port, std::chrono::seconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {
-    if (SynSentTo(port) > before) return true;
+    if (SynSentFrom(pid, port) > 0) return true;
     std::this_thread::sleep_for(100ms);
   }
   return false;
@@ -218,7 +241,7 @@ bool WaitForSynSent(int port, size_t before, std::chrono::seconds timeout) {
 class UnansweringEndpoint {
  public:
   UnansweringEndpoint() {
-    listener_ = socket(AF_INET, SOCK_STREAM, 0);
+    listener_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -228,7 +251,7 @@ class UnansweringEndpoint {
     getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len);
     port_ = ntohs(addr.sin_port);
     for (int i = 0; i < 4; ++i) {
-      int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+      int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
       connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
       fillers_.push_back(fd);
     }
@@ -262,15 +285,14 @@ TEST(Bridge, StopDoesNotWaitForAConnectToAnEndpointThatDropsPackets) {
     text.replace(text.find(port_line), port_line.size(),
                  "port = " + std::to_string(dead.port()) + "\n");
   });
-  const size_t fillers = SynSentTo(dead.port());
   ASSERT_TRUE((*h)->StartAgent().ok());
   // The cloud connects are under way: the agent's SYNs wait unanswered.
-  ASSERT_TRUE(WaitForSynSent(dead.port(), fillers, 60s)) << Log(**h);
+  ASSERT_TRUE(WaitForSynSent((*h)->agent().pid(), dead.port(), 60s)) << Log(**h);
   // A TCP connect left alone would take ~2 minutes to give up; stopping must
   // not wait for it (systemd's TimeoutStopSec is 45 s).
   auto status = (*h)->agent().Signal(SIGTERM, 20s);
   ASSERT_TRUE(status.has_value()) << "still running 20 s after SIGTERM\n" << Log(**h);
-  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << *status;
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << *status << "\n" << Log(**h);
 }
 
 TEST(Bridge, LimitsUnknownSensorsAndQos2AreHandledWithoutTrippingAws) {

@@ -19,6 +19,7 @@
 #include "gateway_agent/aws_iot.h"
 #include "gateway_agent/openssl.h"
 #include "gateway_agent/proxy.h"
+#include "gateway_agent/rate.h"
 #include "gateway_agent/tls_step.h"
 #include "gateway_agent/tpm/tls_client.h"
 #include "gateway_agent/unique_fd.h"
@@ -26,8 +27,6 @@
 namespace ga {
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
 
 ConnectAttempt Network(std::string detail, bool name_not_found = false) {
   ConnectAttempt a;
@@ -160,7 +159,7 @@ Result<UniqueFd> ConnectTcp(const std::string& host, int port, std::chrono::mill
     if (!s.valid()) continue;
     int rc = connect(s.get(), ai->ai_addr, ai->ai_addrlen);
     if (rc != 0 && errno == EINPROGRESS) {
-      tls::StepResult w = tls::WaitFd(s.get(), POLLOUT, Clock::now() + timeout);
+      tls::StepResult w = tls::WaitFd(s.get(), POLLOUT, SteadyClock::now() + timeout);
       int soerr = 0;
       socklen_t len = sizeof soerr;
       getsockopt(s.get(), SOL_SOCKET, SO_ERROR, &soerr, &len);
@@ -186,7 +185,7 @@ Result<UniqueFd> ConnectVia(const std::optional<ProxyEndpoint>& proxy, const std
   if (!sock.ok()) {
     return Unavailable("proxy " + proxy->Describe() + " unreachable: " + sock.status().message());
   }
-  GA_RETURN_IF_ERROR(OpenTunnel(sock->get(), *proxy, host, port, Clock::now() + timeout));
+  GA_RETURN_IF_ERROR(OpenTunnel(sock->get(), *proxy, host, port, SteadyClock::now() + timeout));
   return sock;
 }
 
@@ -222,7 +221,7 @@ ConnectAttempt AttemptConnect(const ConnectOptions& options) {
                inet_pton(AF_INET6, options.host.c_str(), ip) == 1;
   if (!is_ip) SSL_set_tlsext_host_name(ssl.get(), options.host.c_str());
 
-  const auto deadline = Clock::now() + options.timeout;
+  const auto deadline = SteadyClock::now() + options.timeout;
   tls::StepResult step = tls::Step(ssl.get(), fd, deadline, [&] { return SSL_connect(ssl.get()); });
   if (step.end != tls::StepEnd::kDone) return FromTlsFailure(ssl.get(), step, "TLS handshake");
 
@@ -272,7 +271,7 @@ ConnectAttempt AttemptConnect(const ConnectOptions& options) {
   a.outcome = ConnectOutcome::kAccepted;
   a.detail = "CONNACK accepted";
   const char disconnect[2] = {static_cast<char>(0xE0), 0};
-  tls::Step(ssl.get(), fd, Clock::now() + std::chrono::seconds(1),
+  tls::Step(ssl.get(), fd, SteadyClock::now() + std::chrono::seconds(1),
             [&] { return SSL_write(ssl.get(), disconnect, 2); });  // best effort
   SSL_shutdown(ssl.get());
   ERR_clear_error();

@@ -12,6 +12,7 @@
 #include "cloud_links.h"
 #include "event_loop.h"
 #include "gateway_agent/log.h"
+#include "gateway_agent/rate.h"
 #include "gateway_agent/thread_annotations.h"
 #include "local_link.h"
 #include "outbox_full_log.h"
@@ -30,12 +31,6 @@ constexpr milliseconds kTick{100};
 // under load only, and at most this much latency.
 constexpr std::chrono::microseconds kCoalesce{100};
 constexpr std::chrono::seconds kExpireEvery{60};
-
-int64_t NowMs() {
-  return std::chrono::duration_cast<milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 }  // namespace
 
@@ -215,7 +210,7 @@ class Bridge::Loop {
   }
 
   void Expire() {
-    auto expired = outbox_->Expire(NowMs());
+    auto expired = outbox_->Expire(UnixMillis());
     if (!expired.ok()) {
       log::Error(expired.status().message());
     } else if (*expired > 0) {

@@ -5,6 +5,7 @@
 
 #include "gateway_agent/files.h"
 #include "gateway_agent/log.h"
+#include "gateway_agent/rate.h"
 
 namespace ga::bridge {
 
@@ -14,12 +15,6 @@ namespace {
 constexpr std::chrono::seconds kConnectTimeout{10};
 constexpr std::chrono::seconds kKeepalive{60};
 constexpr std::chrono::milliseconds kRecreateAfter{1000};
-
-int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 }  // namespace
 
@@ -166,7 +161,7 @@ void LocalLink::OnMessage(const mosquitto_message* msg) {
   }
   auto it = parts_.identities.find(parsed->sensor);
   if (it == parts_.identities.end() || !it->second.sensor) {
-    unknown_.Note(parsed->sensor, topic, Clock::now(), NowMs());
+    unknown_.Note(parsed->sensor, topic, Clock::now(), UnixMillis());
     return;
   }
   if (!parsed->has_rest) {
@@ -190,7 +185,7 @@ void LocalLink::OnMessage(const mosquitto_message* msg) {
   m.identity = it->first;
   m.topic = std::move(cloud_topic);
   m.payload.assign(static_cast<const char*>(msg->payload), static_cast<size_t>(msg->payloadlen));
-  m.created_ms = NowMs();
+  m.created_ms = UnixMillis();
   parts_.staging.Stage(std::move(m));
 }
 

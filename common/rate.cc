@@ -6,6 +6,12 @@
 
 namespace ga {
 
+int64_t UnixMillis() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
 TokenBucket::TokenBucket(double rate, double burst, SteadyClock::time_point now)
     : rate_(rate), burst_(std::max(burst, 1.0)), tokens_(std::max(burst, 1.0)), last_(now) {}
 

@@ -13,6 +13,9 @@ namespace ga {
 
 using SteadyClock = std::chrono::steady_clock;
 
+// Wall-clock milliseconds since the Unix epoch (times that are stored or shown).
+int64_t UnixMillis();
+
 // A token bucket: `rate` tokens per second, holding at most `burst`.
 // Not thread-safe; see SharedTokenBucket.
 class TokenBucket {

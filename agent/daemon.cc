@@ -284,6 +284,14 @@ int RunAgent(const Config& config) {
   bridge_options.aws = config.aws;
   bridge_options.state_dir = config.agent.state_dir;
   bridge_options.connect_interrupt_signal = InstallConnectInterruptSignal();
+  std::optional<LocalCredentials> credentials;
+  if (config.local.manage_clients) {
+    credentials.emplace(config.agent.state_dir);
+    auto probe = credentials->PasswordOf(bridge::kBoundaryProbeUser);
+    if (!probe.ok())
+      return fail(std::move(probe).take_status().With("the boundary probe's password"));
+    bridge_options.boundary_probe_password = std::move(*probe);
+  }
   bridge_options.release_free_memory = ReleaseFreeHeap;
   bridge_options.tpm_problem = [tpm = *tpm] {
     Status h = tpm->Health();
@@ -291,8 +299,6 @@ int RunAgent(const Config& config) {
   };
   auto bridge = bridge::Bridge::Create(std::move(bridge_options));
   if (!bridge.ok()) return fail(bridge.status());
-  std::optional<LocalCredentials> credentials;
-  if (config.local.manage_clients) credentials.emplace(config.agent.state_dir);
   HealthMonitor health({*tpm, bridge->get(), config.agent.runtime_dir / kHealthFile,
                         credentials ? &*credentials : nullptr, config.local});
 

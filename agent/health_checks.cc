@@ -19,6 +19,7 @@
 #include "gateway_agent/tpm/openssl_provider.h"
 #include "gateway_agent/tpm/tls_client.h"
 #include "gateway_agent/tpm/tpm_key.h"
+#include "local_credentials.h"
 
 #ifndef GATEWAY_AGENT_BUILD_EPOCH
 #define GATEWAY_AGENT_BUILD_EPOCH 0
@@ -488,7 +489,12 @@ std::vector<HealthCheck> RunHealthChecks(const std::filesystem::path& config_fil
   for (auto& c : CheckIdentities(identities, tpm, no_tpm, now)) out.push_back(std::move(c));
   out.push_back(CheckLocalCa(config, now));
   for (auto& c : CheckAwsEndpoint(config.aws)) out.push_back(std::move(c));
-  out.push_back(CheckLocalBroker(config.local));
+  std::string probe_password;
+  if (config.local.manage_clients) {
+    auto pw = LocalCredentials(config.agent.state_dir).Existing(bridge::kBoundaryProbeUser);
+    if (pw.ok()) probe_password = std::move(*pw);
+  }
+  out.push_back(CheckLocalBroker(config.local, probe_password));
   for (auto& c : CheckStateDir(config, now)) out.push_back(std::move(c));
   return out;
 }

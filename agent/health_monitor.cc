@@ -42,15 +42,31 @@ void HealthMonitor::ProbeTpm() {
 }
 
 void HealthMonitor::ProbeBoundary() {
-  std::chrono::steady_clock::duration next{};
-  while (!Stopped(next)) {
-    auto open = LocalBrokerOpenWarning(parts_.local);
-    next = open.ok() ? std::chrono::steady_clock::duration(kBoundaryProbeEvery)
-                     : std::chrono::steady_clock::duration(kBoundaryRetry);
-    if (!open.ok()) continue;  // the bridge shows an unreachable broker
+  std::chrono::steady_clock::time_point due{};  // at once
+  uint64_t probed_session = 0;
+  for (auto wait = std::chrono::seconds(0); !Stopped(wait); wait = kBoundaryRetry) {
+    // Again after each new connection of the bridge to the broker: it may
+    // have restarted with another configuration.
+    const uint64_t session = parts_.bridge->Health().local_sessions;
+    const auto now = std::chrono::steady_clock::now();
+    if (now < due && session == probed_session) continue;
+    auto open = BoundaryWarning();
+    // The bridge shows an unreachable broker, and a probe client it refused.
+    due = now + (open.ok() ? std::chrono::steady_clock::duration(kBoundaryProbeEvery)
+                           : std::chrono::steady_clock::duration(kBoundaryRetry));
+    if (!open.ok()) continue;
+    probed_session = session;
     MutexLock lock(mu_);
     open_broker_ = std::move(*open);
   }
+}
+
+Result<std::optional<std::string>> HealthMonitor::BoundaryWarning() {
+  GA_ASSIGN_OR_RETURN(std::optional<std::string> open, LocalBrokerOpenWarning(parts_.local));
+  if (open || parts_.credentials == nullptr) return open;
+  GA_ASSIGN_OR_RETURN(std::string password,
+                      parts_.credentials->Existing(bridge::kBoundaryProbeUser));
+  return LocalBrokerConfinementWarning(parts_.local, password);
 }
 
 void HealthMonitor::TestKeysOfFailingConnections() {

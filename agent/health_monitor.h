@@ -39,9 +39,10 @@ class HealthMonitor {
   static constexpr std::chrono::minutes kKeyTestEvery{1};
   // and at most this many per TPM probe, only while some connection is up.
   static constexpr size_t kKeyTestsPerProbe = 4;
-  // The local broker is asked whether it lets an anonymous client in this
-  // often (one CONNECT; an operator who closes it sees the warning go), and
-  // every kBoundaryRetry while it cannot be reached.
+  // The local broker is asked whether it lets an anonymous client in, and
+  // whether it lets a client publish outside its own topics, this often (an
+  // operator who fixes it sees the warning go), after each new connection of
+  // the bridge to it, and every kBoundaryRetry while it cannot tell.
   static constexpr std::chrono::minutes kBoundaryProbeEvery{5};
   static constexpr std::chrono::seconds kBoundaryRetry{10};
 
@@ -50,7 +51,7 @@ class HealthMonitor {
     bridge::Bridge* bridge = nullptr;
     std::filesystem::path report;             // runtime_dir / kHealthFile
     LocalCredentials* credentials = nullptr;  // local.manage_clients
-    LocalConfig local;                        // for the anonymous probe
+    LocalConfig local;                        // for the boundary probes
   };
   explicit HealthMonitor(Parts parts);
   // Stops the TPM probe and removes the report (the agent is not running).
@@ -82,6 +83,9 @@ class HealthMonitor {
   static FileStamp Stamp(const std::string& path);
   void ProbeTpm();
   void ProbeBoundary() GA_EXCLUDES(mu_);
+  // An open broker, else (local.manage_clients) one that lets the probe's
+  // client publish to a sensor's topic; an error when it could not tell.
+  Result<std::optional<std::string>> BoundaryWarning();
   // Waits `period` or until the monitor stops; true when it stops.
   bool Stopped(std::chrono::steady_clock::duration period) GA_EXCLUDES(probe_mu_);
   // A key the TPM refuses to load or use: what to say, or nullopt when the

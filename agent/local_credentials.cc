@@ -42,6 +42,10 @@ Result<std::string> LocalCredentials::PasswordOf(const std::string& sensor) {
   return password;
 }
 
+Result<std::string> LocalCredentials::Existing(const std::string& name) const {
+  return ReadSecretFile(dir_ / name, 4096);
+}
+
 Result<std::string> LocalCredentials::Rotate(const std::string& sensor) {
   return Create(sensor);
 }

@@ -18,6 +18,8 @@ class LocalCredentials {
 
   // The sensor's password; a new one when it has none yet.
   Result<std::string> PasswordOf(const std::string& sensor);
+  // The password kept for `name`, without making one (NotFound if none).
+  Result<std::string> Existing(const std::string& name) const;
   // A new password for the sensor (the old one stops working once the bridge
   // has given it to the broker).
   Result<std::string> Rotate(const std::string& sensor);

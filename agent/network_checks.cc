@@ -16,6 +16,7 @@
 #include "gateway_agent/agent/health_checks.h"
 #include "gateway_agent/agent/jitr_connect.h"
 #include "gateway_agent/aws_iot.h"
+#include "gateway_agent/bridge/bridge.h"
 #include "gateway_agent/files.h"
 #include "gateway_agent/log.h"
 #include "gateway_agent/openssl.h"
@@ -161,61 +162,141 @@ std::vector<HealthCheck> CheckAwsEndpoint(const AwsConfig& aws) {
 
 namespace {
 
-// One CONNECT to the local broker: the CONNACK code, or why none came.
-Result<int> ConnectLocal(const LocalConfig& local, const std::string& client_id,
-                         const std::string& username, const std::string& password) {
+// What one session with the local broker got back.
+struct LocalAnswers {
+  bool connack = false;
+  int connack_code = -1;
+  bool puback = false;
+  int puback_reason = -1;  // MQTT v5 reason code
+};
+
+// One CONNECT to the local broker and, once accepted, a QoS 1 publish to
+// `publish_topic` (if not empty) over MQTT v5, whose PUBACK carries a reason
+// code. An error when no CONNACK (or no PUBACK) came in time.
+Result<LocalAnswers> TalkToLocal(const LocalConfig& local, const std::string& client_id,
+                                 const std::string& username, const std::string& password,
+                                 const std::string& publish_topic = "") {
   static std::once_flag init;
   std::call_once(init, [] { mosquitto_lib_init(); });
-  Connack connack;
+  LocalAnswers answers;
   std::unique_ptr<mosquitto, MosqDeleter> mosq(
-      mosquitto_new(client_id.c_str(), /*clean_session=*/true, &connack));
+      mosquitto_new(client_id.c_str(), /*clean_session=*/true, &answers));
   if (!mosq) return Internal("mosquitto_new failed");
   mosquitto* m = mosq.get();
-  mosquitto_int_option(m, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
+  mosquitto_int_option(m, MOSQ_OPT_PROTOCOL_VERSION,
+                       publish_topic.empty() ? MQTT_PROTOCOL_V311 : MQTT_PROTOCOL_V5);
   if (!username.empty()) {
     mosquitto_username_pw_set(m, username.c_str(), password.empty() ? nullptr : password.c_str());
   }
-  mosquitto_connect_callback_set(m, [](mosquitto*, void* self, int rc) {
-    auto* c = static_cast<Connack*>(self);
-    c->received = true;
-    c->code = rc;
-  });
+  mosquitto_connect_v5_callback_set(
+      m, [](mosquitto*, void* self, int rc, int, const mosquitto_property*) {
+        auto* a = static_cast<LocalAnswers*>(self);
+        a->connack = true;
+        a->connack_code = rc;
+      });
+  mosquitto_publish_v5_callback_set(
+      m, [](mosquitto*, void* self, int, int reason, const mosquitto_property*) {
+        auto* a = static_cast<LocalAnswers*>(self);
+        a->puback = true;
+        a->puback_reason = reason;
+      });
   const int keepalive = 10;
   int rc = local.unix_socket.empty()
                ? mosquitto_connect_async(m, local.host.c_str(), local.port, keepalive)
                : mosquitto_connect_bind_async(m, local.unix_socket.c_str(), 0, keepalive, nullptr);
   const auto deadline = SteadyClock::now() + kCheckNetworkTimeout;
-  while (rc == MOSQ_ERR_SUCCESS && !connack.received && SteadyClock::now() < deadline) {
+  bool published = false;
+  auto done = [&] {
+    if (!answers.connack) return false;
+    if (answers.connack_code != 0 || publish_topic.empty()) return true;
+    return answers.puback;
+  };
+  while (rc == MOSQ_ERR_SUCCESS && !done() && SteadyClock::now() < deadline) {
+    if (answers.connack && answers.connack_code == 0 && !published) {
+      static const char kPayload[] = "boundary probe";
+      rc = mosquitto_publish(m, nullptr, publish_topic.c_str(), sizeof kPayload - 1, kPayload, 1,
+                             false);
+      published = true;
+      continue;
+    }
     rc = mosquitto_loop(m, 100, 1);
   }
-  if (rc != MOSQ_ERR_SUCCESS && !connack.received) {
+  if (rc != MOSQ_ERR_SUCCESS && !done()) {
     return Unavailable(rc == MOSQ_ERR_ERRNO ? std::strerror(errno) : mosquitto_strerror(rc));
   }
-  if (!connack.received) return Unavailable("no CONNACK in time");
-  if (connack.code == 0) {
+  if (!answers.connack) return Unavailable("no CONNACK in time");
+  if (!done()) return Unavailable("no PUBACK in time");
+  if (answers.connack_code == 0) {
     mosquitto_disconnect(m);
     mosquitto_loop(m, 100, 1);
   }
-  return connack.code;
+  return answers;
+}
+
+// One CONNECT to the local broker: the CONNACK code, or why none came.
+Result<int> ConnectLocal(const LocalConfig& local, const std::string& client_id,
+                         const std::string& username, const std::string& password) {
+  GA_ASSIGN_OR_RETURN(LocalAnswers answers, TalkToLocal(local, client_id, username, password));
+  return answers.connack_code;
+}
+
+std::string WhereIs(const LocalConfig& local) {
+  return local.unix_socket.empty() ? local.host + ":" + std::to_string(local.port)
+                                   : local.unix_socket.string();
 }
 
 }  // namespace
 
+std::string BoundaryProbeTopic(const LocalConfig& local) {
+  std::string topic;
+  size_t start = 0;
+  while (true) {
+    size_t slash = local.ingest_filter.find('/', start);
+    std::string level = local.ingest_filter.substr(start, slash - start);
+    if (level == "+") level = "no-such-sensor.probe";
+    if (level == "#") level = "boundary";
+    topic += level;
+    if (slash == std::string::npos) break;
+    topic += '/';
+    start = slash + 1;
+  }
+  return topic;
+}
+
 Result<std::optional<std::string>> LocalBrokerOpenWarning(const LocalConfig& local) {
-  const std::string where = local.unix_socket.empty()
-                                ? local.host + ":" + std::to_string(local.port)
-                                : local.unix_socket.string();
   auto code =
       ConnectLocal(local, "gateway-agent-probe-anonymous-" + std::to_string(getpid()), "", "");
   if (!code.ok()) return std::move(code).take_status();
   if (*code != 0) return std::optional<std::string>();
   return std::optional<std::string>(
-      "the local broker " + where +
+      "the local broker " + WhereIs(local) +
       " lets anonymous clients in: any client on the LAN can publish as any sensor; "
       "set it up with gateway-agent local-broker init and local.manage_clients = true");
 }
 
-HealthCheck CheckLocalBroker(const LocalConfig& local) {
+Result<std::optional<std::string>> LocalBrokerConfinementWarning(const LocalConfig& local,
+                                                                 const std::string& password) {
+  const std::string topic = BoundaryProbeTopic(local);
+  auto answers =
+      TalkToLocal(local, std::string(bridge::kBoundaryProbeUser) + "-" + std::to_string(getpid()),
+                  bridge::kBoundaryProbeUser, password, topic);
+  if (!answers.ok()) return std::move(answers).take_status();
+  if (answers->connack_code != 0) {
+    // Not made yet (the bridge makes it once connected), or refused: the
+    // bridge shows a refused client.
+    return Unavailable(std::string("the local broker refused ") + bridge::kBoundaryProbeUser +
+                       ": " + mosquitto_reason_string(answers->connack_code));
+  }
+  if (answers->puback_reason >= 0x80) return std::optional<std::string>();
+  return std::optional<std::string>(
+      "the local broker " + WhereIs(local) + " let " + bridge::kBoundaryProbeUser +
+      ", whose role grants nothing, publish to " + topic +
+      ": it does not confine clients to their own topics, so a sensor can publish as another; "
+      "check its dynamic security plugin (defaultACLAccess publishClientSend must be false; "
+      "gateway-agent local-broker init writes such a setup)");
+}
+
+HealthCheck CheckLocalBroker(const LocalConfig& local, const std::string& probe_password) {
   const std::string name = "local broker";
   const std::string where = local.unix_socket.empty()
                                 ? local.host + ":" + std::to_string(local.port)
@@ -238,9 +319,25 @@ HealthCheck CheckLocalBroker(const LocalConfig& local) {
     // Not as the agent's user: the managed broker forces client id = user
     // name, so a second login would take over the running agent's session.
     if (*anonymous == 0) return Line(name, CheckLevel::kError, open, close_it);
+    const std::string refuses = where + " answers and refuses anonymous clients (" +
+                                mosquitto_connack_string(*anonymous) + ")";
+    if (probe_password.empty()) {
+      return Line(name, CheckLevel::kWarning,
+                  refuses + "; its ACLs were not tested: the agent has not made " +
+                      bridge::kBoundaryProbeUser + " yet",
+                  "start the agent (it makes that client on the broker), then run check again");
+    }
+    auto leak = LocalBrokerConfinementWarning(local, probe_password);
+    if (!leak.ok()) {
+      return Line(name, CheckLevel::kWarning,
+                  refuses + "; its ACLs could not be tested: " + leak.status().message(),
+                  "see gateway-agent status for the broker's answers to the agent");
+    }
+    if (*leak) return Line(name, CheckLevel::kError, **leak, close_it);
     return Line(name, CheckLevel::kOk,
-                where + " answers and refuses anonymous clients (" +
-                    mosquitto_connack_string(*anonymous) + "); each sensor has its own user");
+                refuses +
+                    " and a publish outside a client's own topics; each sensor has its "
+                    "own user");
   }
   std::string password;
   if (!local.username.empty() && !local.password_file.empty()) {

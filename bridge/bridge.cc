@@ -50,7 +50,8 @@ class Bridge::Loop {
     std::unique_ptr<Loop> loop(new Loop(std::move(outbox), std::move(events), std::move(topics)));
     LocalLink::Parts local{*loop->events_, loop->agenda_,     loop->staging_, *loop->outbox_,
                            loop->topics_,  loop->identities_, loop->rng_,     local_connected};
-    GA_ASSIGN_OR_RETURN(loop->local_, LocalLink::Create(options.local, local));
+    GA_ASSIGN_OR_RETURN(loop->local_,
+                        LocalLink::Create(options.local, local, options.boundary_probe_password));
     CloudLinks::Settings settings{
         std::move(options.aws), std::move(options.bridge), options.connect_interrupt_signal,
         std::move(options.release_free_memory), std::move(options.tpm_problem)};
@@ -200,6 +201,7 @@ class Bridge::Loop {
   void PublishHealth() {
     BridgeHealth h;
     h.local_connected = local_->connected();
+    h.local_sessions = local_->sessions();
     // Empty until a connect has failed (the first one is not a problem yet).
     if (!h.local_connected) h.local_problem = local_->connection().problem;
     h.outbox_problem = outbox_problem_;

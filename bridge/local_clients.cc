@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "gateway_agent/bridge/bridge.h"
 #include "gateway_agent/log.h"
 
 namespace ga::bridge {
@@ -70,6 +71,16 @@ std::string LocalClients::Issue(const std::string& sensor, const std::string& pa
     c.push_back(Json{{"command", "enableClient"}, {"username", sensor}}.dump());
   }
   return Batch(sensor, c);
+}
+
+std::string LocalClients::IssueProbe(const std::string& password) {
+  const std::string user = kBoundaryProbeUser;
+  return Batch(user, {Json{{"command", "createRole"}, {"rolename", user}}.dump(),
+                      Json{{"command", "createClient"},
+                           {"username", user},
+                           {"password", password},
+                           {"roles", Json::array({Json{{"rolename", user}}})}}
+                          .dump()});
 }
 
 std::string LocalClients::Retire(const std::string& sensor) {

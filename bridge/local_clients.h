@@ -28,6 +28,9 @@ class LocalClients {
   // The batch that gives `sensor` its client with `password` (a changed
   // password also ends the sessions made with the old one).
   std::string Issue(const std::string& sensor, const std::string& password, bool rotated);
+  // The batch that gives kBoundaryProbeUser its client, with a role that
+  // grants nothing.
+  std::string IssueProbe(const std::string& password);
   // The batch that deletes `sensor`'s client (the broker disconnects it) and role.
   std::string Retire(const std::string& sensor);
   // An answer on kResponseTopic: failures are kept by sensor and logged.

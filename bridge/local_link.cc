@@ -18,7 +18,8 @@ constexpr std::chrono::milliseconds kRecreateAfter{1000};
 
 }  // namespace
 
-Result<std::unique_ptr<LocalLink>> LocalLink::Create(const LocalConfig& config, Parts parts) {
+Result<std::unique_ptr<LocalLink>> LocalLink::Create(const LocalConfig& config, Parts parts,
+                                                     std::string probe_password) {
   std::string password;
   if (!config.username.empty() && !config.password_file.empty()) {
     auto pw = ReadSecretFile(config.password_file);
@@ -26,7 +27,10 @@ Result<std::unique_ptr<LocalLink>> LocalLink::Create(const LocalConfig& config, 
     password = std::move(*pw);
   }
   std::unique_ptr<LocalLink> link(new LocalLink(config, std::move(password), parts));
-  if (config.manage_clients) link->clients_ = std::make_unique<LocalClients>(parts.topics);
+  if (config.manage_clients) {
+    link->clients_ = std::make_unique<LocalClients>(parts.topics);
+    link->probe_password_ = std::move(probe_password);
+  }
   GA_RETURN_IF_ERROR(link->NewClient());
   return link;
 }
@@ -96,6 +100,7 @@ void LocalLink::OnConnect(int rc, bool session_present) {
   conn_.failures = 0;
   conn_.problem.clear();
   SetConnected(true);
+  ++sessions_;
   log::Info("connected to the local broker; subscribing to " + config_.ingest_filter);
   mosquitto_subscribe(conn_.mosq.get(), nullptr, config_.ingest_filter.c_str(), 1);
   if (clients_) {
@@ -104,6 +109,7 @@ void LocalLink::OnConnect(int rc, bool session_present) {
     mosquitto_subscribe(conn_.mosq.get(), nullptr, LocalClients::kResponseTopic, 1);
     for (const auto& sensor : to_retire_) Control(clients_->Retire(sensor));
     to_retire_.clear();
+    if (!probe_password_.empty()) Control(clients_->IssueProbe(probe_password_));
     for (const auto& [name, id] : parts_.identities) {
       if (id.sensor && !id.local_password.empty()) {
         Control(clients_->Issue(name, id.local_password, /*rotated=*/false));

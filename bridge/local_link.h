@@ -43,13 +43,18 @@ class LocalLink {
     std::atomic<bool>& connected;  // read by other threads
   };
   // Reads local.password_file now: an error names the key and the file.
-  static Result<std::unique_ptr<LocalLink>> Create(const LocalConfig& config, Parts parts);
+  // With local.manage_clients and a `probe_password`, the boundary probe's
+  // client is made (again) on every connect, like the sensors'.
+  static Result<std::unique_ptr<LocalLink>> Create(const LocalConfig& config, Parts parts,
+                                                   std::string probe_password = "");
   ~LocalLink() { parts_.connected.store(false); }
   LocalLink(const LocalLink&) = delete;
   LocalLink& operator=(const LocalLink&) = delete;
 
   MqttConnection& connection() { return conn_; }
   bool connected() const { return conn_.connected; }
+  // How many times it has connected to the broker.
+  uint64_t sessions() const { return sessions_; }
   // "host:port" or the socket path of the local broker.
   std::string Where() const;
 
@@ -97,6 +102,8 @@ class LocalLink {
   bool fresh_session_ = true;
   std::unique_ptr<LocalClients> clients_;  // local.manage_clients
   std::set<std::string> to_retire_;        // retired while disconnected
+  std::string probe_password_;             // kBoundaryProbeUser's; empty: none
+  uint64_t sessions_ = 0;
 };
 
 }  // namespace ga::bridge

@@ -154,4 +154,12 @@ void AgentHarness::RewriteConfig(const std::function<void(std::string&)>& edit) 
   std::ofstream(config_, std::ios::trunc) << text;
 }
 
+bool WaitUntil(const std::function<bool()>& done, std::chrono::seconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!done() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(200ms);
+  }
+  return done();
+}
+
 }  // namespace ga::testing

@@ -99,4 +99,7 @@ class AgentHarness {
   Process agent_;
 };
 
+// Polls `done` every 200 ms until it holds or `timeout` passes.
+bool WaitUntil(const std::function<bool()>& done, std::chrono::seconds timeout);
+
 }  // namespace ga::testing

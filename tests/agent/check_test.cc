@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <csignal>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -301,6 +302,49 @@ TEST_F(InspectIdentity, WithoutATpmItCannotTell) {
   auto r = InspectIdentityFiles(identity_, tpm_, NowMillis());
   EXPECT_FALSE(r.ok());
   EXPECT_FALSE(InspectIdentityFiles(identity_, nullptr, NowMillis()).ok());
+}
+
+// The managed broker restarted with its ACLs not enforced (the plugin lets a
+// client publish where its role grants nothing): `check` fails on it and the
+// running agent warns, until it is fixed.
+TEST_F(Check, ABrokerThatDoesNotConfineClientsIsFoundByCheckAndTheAgent) {
+  int code = -1;
+  auto doc = CheckJson(&code);
+  ASSERT_EQ(ResultOf(doc, "local broker"), "ok") << last_output_;
+  EXPECT_NE(last_output_.find("and a publish outside a client's own topics"), std::string::npos)
+      << last_output_;
+
+  // defaultACLAccess.publishClientSend: what applies where no role says.
+  auto set_default_publish = [&](bool allow) {
+    ASSERT_TRUE(h().broker().process().Signal(SIGTERM, 10s).has_value());
+    const std::filesystem::path file = h().BrokerDir() / "dynamic-security.json";
+    std::ifstream in(file);
+    auto state = nlohmann::json::parse(in);
+    in.close();
+    state["defaultACLAccess"]["publishClientSend"] = allow;
+    std::ofstream(file) << state.dump(1, '\t');
+    ASSERT_TRUE(h().broker().Restart().ok());
+  };
+  auto warnings = [&] {
+    auto status = nlohmann::json::parse(h().StatusJson(), nullptr, false);
+    return status.is_object() ? status["health"]["warnings"].dump() : std::string();
+  };
+  set_default_publish(true);
+  // Probed again once the agent is back on the broker (within ~10 s).
+  EXPECT_TRUE(WaitUntil(
+      [&] { return warnings().find("does not confine clients") != std::string::npos; }, 60s))
+      << warnings() << "\n"
+      << RunCommand({"tail", "-20", (h().dir() / "agent.log").string()}).output;
+  doc = CheckJson(&code);
+  EXPECT_EQ(ResultOf(doc, "local broker"), "error") << last_output_;
+  EXPECT_NE(last_output_.find("publishClientSend must be false"), std::string::npos)
+      << last_output_;
+  EXPECT_EQ(code, 1) << last_output_;
+
+  set_default_publish(false);
+  EXPECT_TRUE(WaitUntil([&] { return warnings() == "[]" || warnings() == "null"; }, 60s))
+      << warnings();
+  ExpectCheck("local broker", "ok", 0);
 }
 
 // A broker that lets anonymous clients in is a warning: any LAN client could

@@ -97,14 +97,6 @@ nlohmann::json SimClients(IotSim& sim) {
   return r.is_object() && r.contains("clients") ? r["clients"] : nlohmann::json::array();
 }
 
-bool WaitUntil(const std::function<bool()>& done, std::chrono::seconds timeout) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!done() && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(200ms);
-  }
-  return done();
-}
-
 bool WaitForSimClients(IotSim& sim, const std::vector<std::string>& things,
                        std::chrono::seconds timeout) {
   return WaitUntil(

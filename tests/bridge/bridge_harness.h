@@ -122,9 +122,6 @@ std::string Log(AgentHarness& h);
 // The clients connected to iot-sim, from its control API.
 nlohmann::json SimClients(IotSim& sim);
 
-// Polls `done` every 200 ms until it holds or `timeout` passes.
-bool WaitUntil(const std::function<bool()>& done, std::chrono::seconds timeout);
-
 // True once the sim lists every one of `things` as a connected client.
 bool WaitForSimClients(IotSim& sim, const std::vector<std::string>& things,
                        std::chrono::seconds timeout);

@@ -76,10 +76,23 @@ std::vector<HealthCheck> RunHealthChecks(const std::filesystem::path& config_fil
 // broker with the agent's credentials and the client id
 // "gateway-agent-check-<pid>".
 std::vector<HealthCheck> CheckAwsEndpoint(const AwsConfig& aws);
-HealthCheck CheckLocalBroker(const LocalConfig& local);
+// With local.manage_clients it does not log in as the agent (that would take
+// over its session) but tests the ACLs as the boundary probe's client, with
+// `probe_password` (empty: not made yet, a warning).
+HealthCheck CheckLocalBroker(const LocalConfig& local, const std::string& probe_password = "");
 // What to say when the local broker lets an anonymous client in (any LAN
 // client could then publish as any sensor); nullopt when it refuses one; an
 // error when it cannot be reached. Connects once, with a timeout.
 Result<std::optional<std::string>> LocalBrokerOpenWarning(const LocalConfig& local);
+// What to say when the local broker lets bridge::kBoundaryProbeUser (logged
+// in with `password`), whose role grants nothing, publish to a sensor's topic
+// under local.ingest_filter (BoundaryProbeTopic): then it does not confine
+// sensors to their own topics. nullopt when its PUBACK refuses (MQTT v5
+// reason code >= 0x80); an error when the probe could not log in or got no
+// answer in time.
+Result<std::optional<std::string>> LocalBrokerConfinementWarning(const LocalConfig& local,
+                                                                 const std::string& password);
+// A topic under local.ingest_filter for a sensor id no sensor can have.
+std::string BoundaryProbeTopic(const LocalConfig& local);
 
 }  // namespace ga

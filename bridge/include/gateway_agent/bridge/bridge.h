@@ -68,6 +68,9 @@ struct BridgeIdentity {
 // What stands in the bridge's way, for status and the service's STATUS=.
 struct BridgeHealth {
   bool local_connected = false;
+  // Connects to the local broker so far: a new one may be a broker that
+  // restarted with another configuration.
+  uint64_t local_sessions = 0;
   std::string local_problem;   // why the local broker cannot be reached
   std::string outbox_problem;  // the last failed outbox commit, until one succeeds
   // Identity name -> why its cloud connection is down (only those that have
@@ -96,6 +99,9 @@ class Bridge {
     // What is wrong with the TPM ("" when nothing), added to the log line of
     // a failed handshake: every handshake signs with a TPM key. May be empty.
     std::function<std::string()> tpm_problem;
+    // local.manage_clients: the password of kBoundaryProbeUser, the client
+    // the agent tests the broker's ACLs with. Empty: no such client.
+    std::string boundary_probe_password;
   };
 
   // Opens the outbox, checks the topic mapping and reads the local broker's
@@ -128,5 +134,10 @@ class Bridge {
 };
 
 inline constexpr const char* kOutboxDb = "outbox.db";
+
+// The local client (local.manage_clients) whose role grants nothing: the
+// broker must refuse its publish to a sensor's topic, or it does not confine
+// sensors to their own. Not a valid sensor id (the '.'), so no sensor has it.
+inline constexpr const char* kBoundaryProbeUser = "gateway-agent.boundary-probe";
 
 }  // namespace ga::bridge

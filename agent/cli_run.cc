@@ -63,27 +63,20 @@ void RegisterRunCommands(CLI::App& app, const GlobalOptions& global, int& exit_c
   status->callback([&global, &exit_code, json] {
     auto config = LoadUsableConfig(global, exit_code);
     if (!config) return;
-    auto store = IdentityStore::OpenReadOnly(config->agent.state_dir / kStateDb);
-    if (!store.ok()) {
-      PrintError(store.status());
-      exit_code = 1;
+    auto s = ReadStatus(*config);
+    if (!s.ok()) {
+      exit_code = Fail(s.status());
       return;
     }
-    auto list = (*store)->List();
-    if (!list.ok()) {
-      PrintError(list.status());
-      exit_code = 1;
-      return;
-    }
-    BridgeReport bridge = ReadBridgeReport(config->agent.state_dir);
-    const Millis now = NowMillis();
-    LiveHealth live = JudgeHealth(config->agent.runtime_dir / kHealthFile, now);
-    std::cout << (*json ? StatusJson(*list, now, bridge.traffic, bridge.unknown, &live)
-                        : StatusTable(*list, now, bridge.traffic, bridge.unknown, &live));
+    const BridgeReport& bridge = s->bridge;
+    std::cout << (*json
+                      ? StatusJson(s->identities, s->now, bridge.traffic, bridge.unknown, &s->live)
+                      : StatusTable(s->identities, s->now, bridge.traffic, bridge.unknown,
+                                    &s->live));
     // Something needs attention: exit 1, like a failure, after the report.
-    exit_code = !bridge.problem.ok()               ? Fail(bridge.problem)
-                : NeedsAttention(*list, now, live) ? 1
-                                                   : 0;
+    exit_code = !bridge.problem.ok()                             ? Fail(bridge.problem)
+                : NeedsAttention(s->identities, s->now, s->live) ? 1
+                                                                 : 0;
   });
 
   auto* probe = app.add_subcommand(

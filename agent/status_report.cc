@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "gateway_agent/agent/clock.h"
+#include "gateway_agent/agent/daemon.h"
 #include "gateway_agent/bridge/bridge.h"
 
 namespace ga {
@@ -97,6 +98,16 @@ BridgeReport ReadBridgeReport(const std::filesystem::path& state_dir) {
   if (unknown.ok()) report.unknown = std::move(*unknown);
   report.problem = !traffic.ok() ? traffic.status() : unknown.status();
   return report;
+}
+
+Result<StatusSnapshot> ReadStatus(const Config& config) {
+  StatusSnapshot s;
+  GA_ASSIGN_OR_RETURN(auto store, IdentityStore::OpenReadOnly(config.agent.state_dir / kStateDb));
+  GA_ASSIGN_OR_RETURN(s.identities, store->List());
+  s.bridge = ReadBridgeReport(config.agent.state_dir);
+  s.now = NowMillis();
+  s.live = JudgeHealth(config.agent.runtime_dir / kHealthFile, s.now);
+  return s;
 }
 
 std::string StatusTable(const std::vector<Identity>& identities, Millis now,

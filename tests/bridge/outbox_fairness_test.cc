@@ -61,7 +61,17 @@ TEST(OutboxFairness, AFloodingSensorLosesOnlyItsOwnOldestMessages) {
   // Acknowledged by the agent: committed to the outbox, the bound applied.
   ASSERT_TRUE(sensors.WaitAcked(kFlood + kSteady, 60s)) << Log(**h);
 
-  std::string json = (*h)->StatusJson();
+  // The counters reach status with the bridge's next report.
+  std::string json;
+  EXPECT_TRUE((*h)->WaitForStatus(
+      [&](const std::string& j) {
+        json = j;
+        Json s1 = StatusOf(j, "s1"), s2 = StatusOf(j, "s2");
+        return s1.is_object() && s1.value("dropped", int64_t{0}) > 0 && s2.is_object() &&
+               s2.contains("outbox") && s2["outbox"].value("messages", int64_t{0}) == kSteady;
+      },
+      30s))
+      << json;
   Json s1 = StatusOf(json, "s1"), s2 = StatusOf(json, "s2");
   int64_t dropped = s1.value("dropped", int64_t{-1});
   EXPECT_GT(dropped, 0) << json;

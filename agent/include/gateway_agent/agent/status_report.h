@@ -10,6 +10,7 @@
 #include "gateway_agent/agent/agent_health.h"
 #include "gateway_agent/agent/identity_store.h"
 #include "gateway_agent/bridge/outbox.h"
+#include "gateway_agent/config.h"
 
 namespace ga {
 
@@ -45,6 +46,16 @@ std::string StatusJson(const std::vector<Identity>& identities, Millis now,
                        const BridgeStats& bridge = {},
                        const bridge::UnknownSenderReport& unknown = {},
                        const LiveHealth* live = nullptr);
+
+// Everything `status` shows, read now from the state and runtime directories
+// of `config` (the identity store read-only: the agent may be running).
+struct StatusSnapshot {
+  std::vector<Identity> identities;
+  BridgeReport bridge;
+  LiveHealth live;
+  Millis now = 0;
+};
+Result<StatusSnapshot> ReadStatus(const Config& config);
 
 // What stops `id` from working ("" when nothing is known to).
 std::string IdentityProblem(const Identity& id, Millis now, const LiveHealth* live);

@@ -26,115 +26,13 @@
 #include <vector>
 
 #include "agent_harness.h"
+#include "notify_socket.h"
 
 namespace ga::testing {
 namespace {
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
-
-// What systemd would receive: one datagram, who sent it and when.
-struct Notification {
-  std::string text;  // "READY=1\nSTATUS=..."
-  pid_t sender = 0;
-  Clock::time_point at;
-
-  // The value of `key` ("STATUS"), or nullopt when the datagram lacks it.
-  std::optional<std::string> Get(std::string_view key) const {
-    std::istringstream in(text);
-    for (std::string line; std::getline(in, line);) {
-      if (line.size() > key.size() && line.compare(0, key.size(), key) == 0 &&
-          line[key.size()] == '=') {
-        return line.substr(key.size() + 1);
-      }
-    }
-    return std::nullopt;
-  }
-  bool Has(std::string_view assignment) const {
-    auto eq = assignment.find('=');
-    auto value = Get(assignment.substr(0, eq));
-    return value && *value == assignment.substr(eq + 1);
-  }
-  // True when the variable's value starts with what follows '='.
-  bool HasPrefix(std::string_view assignment) const {
-    auto eq = assignment.find('=');
-    auto value = Get(assignment.substr(0, eq));
-    return value && value->compare(0, assignment.size() - eq - 1, assignment.substr(eq + 1)) == 0;
-  }
-};
-
-// The service manager's end of the sd_notify protocol: an AF_UNIX datagram
-// socket with SO_PASSCRED, so the sender's pid is known (NotifyAccess=main).
-class NotifySocket {
- public:
-  explicit NotifySocket(std::filesystem::path path) : path_(std::move(path)) {
-    fd_ = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", path_.c_str());
-    bound_ = fd_ >= 0 && bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-    int one = 1;
-    bound_ = bound_ && setsockopt(fd_, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)) == 0;
-  }
-  ~NotifySocket() {
-    if (fd_ >= 0) close(fd_);
-  }
-  NotifySocket(const NotifySocket&) = delete;
-  NotifySocket& operator=(const NotifySocket&) = delete;
-
-  bool bound() const { return bound_; }
-  const std::filesystem::path& path() const { return path_; }
-
-  // The next datagram, or nullopt after `timeout`. Every datagram received is
-  // also kept in history().
-  std::optional<Notification> Receive(std::chrono::milliseconds timeout) {
-    pollfd p{fd_, POLLIN, 0};
-    if (poll(&p, 1, static_cast<int>(timeout.count())) != 1) return std::nullopt;
-    char buf[4096];
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(ucred))];
-    iovec iov{buf, sizeof(buf)};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control;
-    msg.msg_controllen = sizeof(control);
-    ssize_t n = recvmsg(fd_, &msg, 0);
-    if (n < 0) return std::nullopt;
-    Notification note;
-    note.text.assign(buf, static_cast<size_t>(n));
-    note.at = Clock::now();
-    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS) {
-        ucred cred;
-        std::memcpy(&cred, CMSG_DATA(c), sizeof(cred));
-        note.sender = cred.pid;
-      }
-    }
-    history_.push_back(note);
-    return note;
-  }
-
-  // Receives until a datagram has `assignment` ("READY=1"; with `prefix`, a
-  // value that starts with the given one); nullopt after `timeout`.
-  std::optional<Notification> WaitFor(std::string_view assignment,
-                                      std::chrono::milliseconds timeout, bool prefix = false) {
-    auto deadline = Clock::now() + timeout;
-    while (Clock::now() < deadline) {
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-      auto note = Receive(std::max(left, 1ms));
-      if (note && (prefix ? note->HasPrefix(assignment) : note->Has(assignment))) return note;
-    }
-    return std::nullopt;
-  }
-
-  const std::vector<Notification>& history() const { return history_; }
-
- private:
-  std::filesystem::path path_;
-  int fd_ = -1;
-  bool bound_ = false;
-  std::vector<Notification> history_;
-};
 
 // WATCHDOG_USEC the tests give the agent: pings are expected every 200 ms.
 constexpr std::chrono::milliseconds kWatchdog{400};

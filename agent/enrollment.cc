@@ -7,6 +7,7 @@
 #include "gateway_agent/agent/connect_scheduler.h"
 #include "gateway_agent/agent/connect_verdict.h"
 #include "gateway_agent/log.h"
+#include "gateway_agent/tpm/tpm_scheduler.h"
 #include "identity_table.h"
 #include "sensor_roster.h"
 
@@ -99,6 +100,9 @@ StepContext Enrollment::Steps() const {
 }
 
 void Enrollment::Worker() {
+  // Key creation, CSR signing and JITR connects wait for the handshakes of
+  // running connections on a slow TPM (tpm_scheduler.h).
+  tpm::TpmWorkScope tpm_work(tpm::TpmWork::kBackground);
   while (std::optional<Identity> work = table_->TakeDue()) {
     Status s = Advance(*work);
     if (s.ok() || table_->IsRemoved(work->name)) {

@@ -8,6 +8,7 @@
 #include "enrollment_steps.h"
 #include "gateway_agent/agent/health_checks.h"
 #include "gateway_agent/log.h"
+#include "gateway_agent/tpm/tpm_scheduler.h"
 
 namespace ga {
 
@@ -35,6 +36,8 @@ bool HealthMonitor::Stopped(std::chrono::steady_clock::duration period) {
 }
 
 void HealthMonitor::ProbeTpm() {
+  // Key tests (one signature each) never hold up a handshake.
+  tpm::TpmWorkScope tpm_work(tpm::TpmWork::kBackground);
   while (!Stopped(kTpmProbeEvery)) {
     // Fails at once while reconnects are paced; its outcome shows in Health().
     if (parts_.tpm->Probe().ok()) TestKeysOfFailingConnections();

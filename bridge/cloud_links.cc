@@ -13,6 +13,7 @@
 
 #include "gateway_agent/aws_iot.h"
 #include "gateway_agent/log.h"
+#include "gateway_agent/tpm/tpm_scheduler.h"
 
 namespace ga::bridge {
 
@@ -28,6 +29,9 @@ constexpr std::chrono::seconds kTrimQuiet[] = {std::chrono::seconds(2), std::chr
 // A TCP connect and TLS handshake, then a CONNACK, must be over by these.
 constexpr std::chrono::seconds kHandshakeTimeout{60};
 constexpr std::chrono::seconds kConnackTimeout{30};
+// How long a failing gateway connection holds the sensors' own reconnects
+// back (Tick): past this, it fails for reasons of its own.
+constexpr std::chrono::minutes kGatewayLeadsFor{2};
 
 }  // namespace
 
@@ -154,8 +158,12 @@ void CloudLinks::Connect(CloudConnection& c) {
   CloudConnection* conn = &c;
   // aws.proxy, its password read now: a new one needs no restart.
   auto proxy = CloudProxy(aws);
+  // Who signs first on a slow TPM.
+  const auto work = static_cast<tpm::TpmWork>(Urgency(c));
   handshakes_.Submit(
-      [this, m, host = aws.endpoint, port = aws.port, keepalive, conn, proxy = std::move(proxy)] {
+      [this, m, host = aws.endpoint, port = aws.port, keepalive, conn, proxy = std::move(proxy),
+       work] {
+        tpm::TpmWorkScope tpm_work(work);
         // The shared context's certificate callback runs on this thread, inside
         // SSL_connect, and presents this connection's identity.
         CloudTlsContext::PresentOnThisThread(conn->identity.credentials.get());
@@ -189,6 +197,8 @@ void CloudLinks::Connect(CloudConnection& c) {
           unsigned user_timeout = static_cast<unsigned>(keepalive) * 1500u;
           setsockopt(mosquitto_socket(m), IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout,
                      sizeof user_timeout);
+          // Its signature is next: background TPM work waits for it.
+          tpm::HandshakeAnnouncement announce;
           HandshakeEnd end = FinishTlsHandshake(m, handshakes_.stopping());
           rc = end.rc;
           why = std::move(end.why);
@@ -212,7 +222,8 @@ void CloudLinks::Connect(CloudConnection& c) {
         CloudTlsContext::TunnelOnThisThread(nullptr);
         CloudTlsContext::PresentOnThisThread(nullptr);
         parts_.loop.Post([this, conn, rc, why] { HandshakeDone(*conn, rc, why); });
-      });
+      },
+      static_cast<int>(work));
 }
 
 void CloudLinks::HandshakeDone(CloudConnection& c, int rc, const std::string& why) {
@@ -263,6 +274,7 @@ void CloudLinks::OnConnect(mosquitto* m, int rc) {
   }
   bool was_failing = c->failures > 0;
   c->failures = 0;
+  c->lost_at = {};
   c->problem.clear();
   c->last_inbound = Clock::now();
   SetConnected(*c, true);
@@ -334,6 +346,7 @@ void CloudLinks::Lost(CloudConnection& c, int rc) {
       c.problem = "no answer to CONNECT from " + settings_.aws.endpoint + " (" + why + ")";
     }
   }
+  if (c.connected) c.lost_at = Clock::now();
   SetConnected(c, false);
   c.connecting = false;
   ScheduleReconnect(c, parts_.rng);
@@ -373,14 +386,60 @@ void CloudLinks::ReleaseFreeMemory(Clock::time_point now) {
   log::Debug("released free heap memory after a burst of TLS handshakes");
 }
 
+int CloudLinks::Urgency(const CloudConnection& c) const {
+  // The gateway's connection carries the shared-mode sensors and its own
+  // traffic; then identities whose messages wait.
+  if (!c.identity.sensor) return static_cast<int>(tpm::TpmWork::kGatewayHandshake);
+  if (parts_.outbox.held(c.name) > 0) return static_cast<int>(tpm::TpmWork::kWaitingHandshake);
+  return static_cast<int>(tpm::TpmWork::kHandshake);
+}
+
+CloudConnection* CloudLinks::LeadingGateway(Clock::time_point now) {
+  for (auto& [name, c] : clouds_) {
+    if (c->identity.sensor || !c->identity.via.empty()) continue;
+    if (c->connected || c->lost_at == Clock::time_point{} || now - c->lost_at > kGatewayLeadsFor) {
+      return nullptr;
+    }
+    return c.get();
+  }
+  return nullptr;
+}
+
 void CloudLinks::Tick(Clock::time_point now) {
   ReleaseFreeMemory(now);
+  // After an outage the gateway's connection goes first: a sensor's own
+  // connection that is due makes the gateway try now instead (once a second
+  // at most), and waits; the gateway's success brings every other back
+  // (CloudIsBack), the most urgent first. Only after it lost a connection
+  // that was up, and for at most kGatewayLeadsFor: a gateway that cannot
+  // connect for reasons of its own does not hold the sensors back.
+  CloudConnection* gateway = LeadingGateway(now);
+  std::vector<CloudConnection*> due;
   for (auto& [name, c] : clouds_) {
     if (c->handshaking || !c->identity.via.empty()) continue;  // carried: sent by its carrier
-    // The account-wide connect rate (aws.connect_rate).
-    if (!c->connected && !c->connecting && now >= c->next_connect && connects_.TryTake(1, now)) {
-      Connect(*c);
-    } else if (c->connecting && now >= c->next_connect) {
+    if (c->connected || c->connecting || now < c->next_connect) continue;
+    if (gateway != nullptr && c.get() != gateway) {
+      if (!gateway->connecting && !gateway->handshaking) {
+        gateway->next_connect =
+            std::min(gateway->next_connect,
+                     std::max(now, gateway->last_attempt + aws::kConnectSpacingPerClientId));
+      }
+      continue;
+    }
+    due.push_back(c.get());
+  }
+  std::stable_sort(due.begin(), due.end(),
+                   [this](const CloudConnection* a, const CloudConnection* b) {
+                     return Urgency(*a) < Urgency(*b);
+                   });
+  // The account-wide connect rate (aws.connect_rate).
+  for (CloudConnection* c : due) {
+    if (!connects_.TryTake(1, now)) break;
+    Connect(*c);
+  }
+  for (auto& [name, c] : clouds_) {
+    if (c->handshaking || !c->identity.via.empty()) continue;
+    if (c->connecting && now >= c->next_connect) {
       Lost(*c, MOSQ_ERR_CONN_LOST);
     }
     if (c->connected && now - c->last_inbound > HalfOpenAfter()) {

@@ -97,6 +97,11 @@ class CloudLinks {
   void OnConnect(mosquitto* m, int rc);
   void OnMessage(mosquitto* m, const mosquitto_message* msg);
   void CloudIsBack();
+  // How urgently `c` needs its handshake (tpm::TpmWork as an int: lower first).
+  int Urgency(const CloudConnection& c) const;
+  // The gateway's own connection while it is down and leads the reconnects
+  // (kGatewayLeadsFor); else null.
+  CloudConnection* LeadingGateway(Clock::time_point now);
   void Lost(CloudConnection& c, int rc);
   void SetConnected(CloudConnection& c, bool up);
   CloudConnection* Of(mosquitto* m);

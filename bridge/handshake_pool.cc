@@ -58,11 +58,11 @@ int HandshakePool::InterruptibleConnect(const std::function<int()>& connect) {
   return rc;
 }
 
-void HandshakePool::Submit(std::function<void()> job) {
+void HandshakePool::Submit(std::function<void()> job, int priority) {
   {
     MutexLock lock(mu_);
     if (stopped_) return;
-    jobs_.push_back(std::move(job));
+    jobs_.emplace(std::make_pair(priority, submitted_++), std::move(job));
     if (workers_.size() < static_cast<size_t>(threads_)) {
       workers_.emplace_back([this] { Work(); });
     }
@@ -101,8 +101,8 @@ void HandshakePool::Work() {
       return stopped_ || !jobs_.empty();
     });
     if (jobs_.empty()) break;  // stopped and drained
-    auto job = std::move(jobs_.front());
-    jobs_.pop_front();
+    auto job = std::move(jobs_.begin()->second);
+    jobs_.erase(jobs_.begin());
     mu_.unlock();
     job();
     mu_.lock();

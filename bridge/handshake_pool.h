@@ -1,7 +1,8 @@
 // The blocking part of connecting a cloud connection (the TCP connect, the
 // TLS handshake whose signature is made in the TPM: 40-200 ms on a real chip)
 // runs on a few threads, so that it never holds up the traffic of the
-// connections the loop already carries. Jobs run in submission order.
+// connections the loop already carries. Jobs run by priority (lowest
+// first: a tpm::TpmWork), in submission order within one.
 #pragma once
 
 #include <mosquitto.h>
@@ -10,8 +11,8 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
-#include <deque>
 #include <functional>
+#include <map>
 #include <set>
 #include <string>
 #include <thread>
@@ -37,7 +38,7 @@ class HandshakePool {
   // interrupt it; MOSQ_ERR_CONN_LOST once stopping.
   int InterruptibleConnect(const std::function<int()>& connect) GA_EXCLUDES(connecting_mu_);
 
-  void Submit(std::function<void()> job) GA_EXCLUDES(mu_);
+  void Submit(std::function<void()> job, int priority = 0) GA_EXCLUDES(mu_);
 
   // Set once Stop() begins: running jobs should give up.
   const std::atomic<bool>& stopping() const { return stopping_; }
@@ -58,7 +59,9 @@ class HandshakePool {
   const int interrupt_signal_;
   Mutex mu_;
   std::condition_variable_any cv_;
-  std::deque<std::function<void()>> jobs_ GA_GUARDED_BY(mu_);
+  // (priority, submission number) -> job.
+  std::map<std::pair<int, uint64_t>, std::function<void()>> jobs_ GA_GUARDED_BY(mu_);
+  uint64_t submitted_ GA_GUARDED_BY(mu_) = 0;
   std::vector<std::thread> workers_ GA_GUARDED_BY(mu_);
   bool stopped_ GA_GUARDED_BY(mu_) = false;
   std::atomic<bool> stopping_{false};

@@ -76,6 +76,9 @@ struct CloudConnection : MqttConnection {
   bool reread_marked = false;  // in the Agenda's reread list
   // TLS buffers: kept while the connection is busy (see TlsBufferPolicy).
   bool holds_tls_buffers = false;
+  // When it lost a connection that was up (an outage, most often); cleared
+  // by the next CONNACK.
+  Clock::time_point lost_at{};
   bool sent_this_tick = false;
 
   size_t in_flight() const { return inflight.size() + carried.size(); }

@@ -250,6 +250,7 @@ R TpmContext::WithReconnect(R (TpmContext::*op)(P...), A&&... args) {
 }
 
 Result<bool> TpmContext::EnsureSrk() {
+  TpmScheduler::Turn turn = scheduler_.Enter();
   MutexLock lock(mu_);
   return WithReconnect(&TpmContext::EnsureSrkLocked);
 }
@@ -283,6 +284,7 @@ Result<bool> TpmContext::EnsureSrkLocked() {
 }
 
 Result<TpmKeyBlob> TpmContext::CreateKey(KeyAlgorithm algorithm) {
+  TpmScheduler::Turn turn = scheduler_.Enter();
   MutexLock lock(mu_);
   return WithReconnect(&TpmContext::CreateKeyLocked, algorithm);
 }
@@ -335,6 +337,7 @@ Result<std::string> TpmContext::SignDigest(const TpmKeyBlob& key, std::string_vi
     return FailedPrecondition("the key's parent is " + HandleHex(key.parent()) +
                               " but the SRK is configured at " + HandleHex(options_.srk_handle));
   }
+  TpmScheduler::Turn turn = scheduler_.Enter();
   MutexLock lock(mu_);
   return WithReconnect(&TpmContext::SignLocked, key, digest);
 }
@@ -453,6 +456,7 @@ Result<std::vector<uint32_t>> ListTransient(ESYS_CONTEXT* ctx, std::string_view 
 }  // namespace
 
 Result<std::vector<uint32_t>> TpmContext::TransientHandles() {
+  TpmScheduler::Turn turn = scheduler_.Enter();
   MutexLock lock(mu_);
   return WithReconnect(&TpmContext::TransientHandlesLocked);
 }
@@ -462,6 +466,7 @@ Result<std::vector<uint32_t>> TpmContext::TransientHandlesLocked() {
 }
 
 Result<int> TpmContext::FlushStaleTransientObjects() {
+  TpmScheduler::Turn turn = scheduler_.Enter();
   MutexLock lock(mu_);
   std::string where = "tcti " + options_.tcti;
   GA_ASSIGN_OR_RETURN(std::vector<uint32_t> handles, ListTransient(esys_->ctx, where));
@@ -487,6 +492,7 @@ Status TpmContext::TryKey(const TpmKeyBlob& key) {
 }
 
 Status TpmContext::Probe() {
+  TpmScheduler::Turn turn = scheduler_.Enter();
   MutexLock lock(mu_);
   return WithReconnect(&TpmContext::ProbeLocked).status();
 }
@@ -496,6 +502,7 @@ Result<uint32_t> TpmContext::ProbeLocked() {
 }
 
 Result<TpmInfo> TpmContext::Info() {
+  TpmScheduler::Turn turn = scheduler_.Enter();
   MutexLock lock(mu_);
   return WithReconnect(&TpmContext::InfoLocked);
 }

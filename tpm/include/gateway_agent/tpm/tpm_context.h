@@ -3,8 +3,10 @@
 //
 // Thread safety: all methods may be called from any thread; they serialize on
 // one internal lock (an ESYS context is not thread-safe, and swtpm or a TPM
-// without resource manager serves one command at a time). Share one
-// TpmContext (std::shared_ptr) among all keys of the process.
+// without resource manager serves one command at a time), taken in the order
+// of the callers' TpmWork (tpm_scheduler.h: the gateway's handshake first,
+// background work last). Share one TpmContext (std::shared_ptr) among all
+// keys of the process.
 //
 // Lost TPM: when the TCTI reports a lost connection (swtpm, tpm2-abrmd or the
 // kernel resource manager restarted), the context reopens its TCTI and ESYS
@@ -28,6 +30,7 @@
 #include "gateway_agent/status.h"
 #include "gateway_agent/thread_annotations.h"
 #include "gateway_agent/tpm/tpm_key.h"
+#include "gateway_agent/tpm/tpm_scheduler.h"
 #include "gateway_agent/tpm_handle.h"
 
 namespace ga::tpm {
@@ -132,6 +135,8 @@ class TpmContext {
   R WithReconnect(R (TpmContext::*op)(P...), A&&... args) GA_REQUIRES(mu_);
 
   const TpmOptions options_;
+  // Who goes next: the most urgent caller (tpm_scheduler.h), before mu_.
+  TpmScheduler scheduler_;
   // One TPM command at a time on the ESAPI context.
   Mutex mu_;
   const std::unique_ptr<Esys> esys_ GA_PT_GUARDED_BY(mu_);

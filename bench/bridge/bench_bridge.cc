@@ -58,6 +58,9 @@
 #include <thread>
 #include <vector>
 
+#include "gateway_agent/agent/control.h"
+#include "gateway_agent/agent/daemon.h"
+
 namespace {
 
 using namespace ga::bench;
@@ -545,9 +548,24 @@ void ScaleAndStorm(const Args& a) {
     if (h.tpm_relay() != nullptr) tpm_before = h.tpm_relay()->stats();
     h.sim().process().Stop();
     std::this_thread::sleep_for(std::chrono::seconds(a.outage));
+    // The control socket during the storm: a request every 100 ms.
+    std::atomic<bool> storm_over{false};
+    std::vector<double> control_ms;
+    std::thread control([&] {
+      const std::filesystem::path socket = h.dir() / "run" / ga::kControlSocket;
+      while (!storm_over) {
+        auto sent = Clock::now();
+        auto reply = ga::ControlRequest(socket, {"sensor-list", {}}, 10s);
+        control_ms.push_back(reply.ok() ? Seconds(Clock::now() - sent) * 1000 : 10000.0);
+        std::this_thread::sleep_for(100ms);
+      }
+    });
     ga::Status s = h.sim().Restart();
     if (!s.ok()) Fail("sim restart: " + s.ToString());
     auto up = Clock::now();
+    const int64_t up_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                              std::chrono::system_clock::now().time_since_epoch())
+                              .count();
     int last = 0;
     std::vector<std::pair<double, int>> marks;
     bool ok = WaitFor(
@@ -559,6 +577,20 @@ void ScaleAndStorm(const Args& a) {
         },
         180s, 100ms);
     double storm = Seconds(Clock::now() - up);
+    storm_over = true;
+    control.join();
+    const int64_t gateway_at = ConnectedAt(h.sim(), "gw-test");
+    int before_gateway = 0;
+    for (int64_t at : ConnectTimes(h.sim())) before_gateway += at < gateway_at ? 1 : 0;
+    std::printf("  the gateway's own connection back after %.2f s (%d identities before it)\n",
+                gateway_at > 0 ? (gateway_at - up_ms) / 1000.0 : -1.0, before_gateway);
+    std::sort(control_ms.begin(), control_ms.end());
+    if (!control_ms.empty()) {
+      std::printf(
+          "  control p99 during storm: %.0f ms (%zu sensor-list requests, median %.0f ms)\n",
+          control_ms[std::min(control_ms.size() - 1, control_ms.size() * 99 / 100)],
+          control_ms.size(), control_ms[control_ms.size() / 2]);
+    }
     std::string curve;
     for (double q : {0.5, 0.9, 0.99}) {
       for (auto& [t, c] : marks) {

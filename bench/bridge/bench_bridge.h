@@ -141,6 +141,26 @@ inline int SimClients(IotSim& sim) {
   return n;
 }
 
+// When iot-sim accepted `client_id`'s connection (Unix ms), from /_sim/clients;
+// 0 when it is not connected.
+inline int64_t ConnectedAt(IotSim& sim, const std::string& client_id) {
+  auto r = sim.Http("GET", "/_sim/clients");
+  size_t at = r.body.find("\"clientId\":\"" + client_id + "\"");
+  if (at == std::string::npos) return 0;
+  size_t field = r.body.find("\"connectedAt\":", at);
+  return field == std::string::npos ? 0 : std::atoll(r.body.c_str() + field + 14);
+}
+
+// Every client's connectedAt (Unix ms), from /_sim/clients.
+inline std::vector<int64_t> ConnectTimes(IotSim& sim) {
+  auto r = sim.Http("GET", "/_sim/clients");
+  std::vector<int64_t> out;
+  for (size_t p = 0; (p = r.body.find("\"connectedAt\":", p)) != std::string::npos; p += 14) {
+    out.push_back(std::atoll(r.body.c_str() + p + 14));
+  }
+  return out;
+}
+
 inline int CountConnected(const std::string& status_json) {
   int n = 0;
   for (size_t p = 0; (p = status_json.find("\"connected\":true", p)) != std::string::npos; ++p) ++n;

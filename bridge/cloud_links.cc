@@ -160,9 +160,12 @@ void CloudLinks::Connect(CloudConnection& c) {
   auto proxy = CloudProxy(aws);
   // Who signs first on a slow TPM.
   const auto work = static_cast<tpm::TpmWork>(Urgency(c));
+  // Queued, it will want the TPM: background TPM work waits for it.
+  auto queued = std::make_shared<tpm::HandshakeAnnouncement>();
   handshakes_.Submit(
       [this, m, host = aws.endpoint, port = aws.port, keepalive, conn, proxy = std::move(proxy),
-       work] {
+       work, queued]() mutable {
+        queued.reset();  // announced again once its TCP connect is done
         tpm::TpmWorkScope tpm_work(work);
         // The shared context's certificate callback runs on this thread, inside
         // SSL_connect, and presents this connection's identity.
@@ -280,7 +283,12 @@ void CloudLinks::OnConnect(mosquitto* m, int rc) {
   SetConnected(*c, true);
   log::Info("cloud connection " + c->name + " up as " + c->identity.thing,
             {{"IDENTITY", c->name}, {"THING", c->identity.thing}});
-  if (was_failing) CloudIsBack();
+  if (was_failing) {
+    CloudIsBack();
+    // At once, not at the next tick: their handshakes queue for the TPM
+    // before background work takes it.
+    ConnectDue(Clock::now());
+  }
   std::vector<CloudConnection*> who = {c};
   who.insert(who.end(), c->riders.begin(), c->riders.end());
   SubscribeCommands(*c, who);
@@ -405,8 +413,7 @@ CloudConnection* CloudLinks::LeadingGateway(Clock::time_point now) {
   return nullptr;
 }
 
-void CloudLinks::Tick(Clock::time_point now) {
-  ReleaseFreeMemory(now);
+void CloudLinks::ConnectDue(Clock::time_point now) {
   // After an outage the gateway's connection goes first: a sensor's own
   // connection that is due makes the gateway try now instead (once a second
   // at most), and waits; the gateway's success brings every other back
@@ -437,6 +444,11 @@ void CloudLinks::Tick(Clock::time_point now) {
     if (!connects_.TryTake(1, now)) break;
     Connect(*c);
   }
+}
+
+void CloudLinks::Tick(Clock::time_point now) {
+  ReleaseFreeMemory(now);
+  ConnectDue(now);
   for (auto& [name, c] : clouds_) {
     if (c->handshaking || !c->identity.via.empty()) continue;
     if (c->connecting && now >= c->next_connect) {

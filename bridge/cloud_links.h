@@ -102,6 +102,9 @@ class CloudLinks {
   // The gateway's own connection while it is down and leads the reconnects
   // (kGatewayLeadsFor); else null.
   CloudConnection* LeadingGateway(Clock::time_point now);
+  // Starts the connects that are due, the most urgent first, within the
+  // account's connect rate.
+  void ConnectDue(Clock::time_point now);
   void Lost(CloudConnection& c, int rc);
   void SetConnected(CloudConnection& c, bool up);
   CloudConnection* Of(mosquitto* m);

@@ -12,8 +12,9 @@
 //   4. background work: key creation, CSR signing and JITR connects of new
 //      enrollments and renewals, key tests.
 //
-// Background work also yields while handshakes are announced (TCP connected,
-// their signature next) and until none has been for kHandshakeQuiet, for at
+// Background work also yields while handshakes are announced (queued, or TCP
+// connected with their signature next) and until none has been for
+// kHandshakeQuiet, for at
 // most kBackgroundPatience per TPM call, so a long run of reconnects delays
 // enrollments but never starves them.
 #pragma once
@@ -53,8 +54,9 @@ class TpmWorkScope {
   TpmWork previous_;
 };
 
-// A handshake about to need the TPM (its TCP connect is done): background
-// work waits while any is announced. Process-wide: the agent has one TPM.
+// A handshake that will need the TPM (queued for a handshake thread, or its
+// TCP connect done): background work waits while any is announced.
+// Process-wide: the agent has one TPM.
 class HandshakeAnnouncement {
  public:
   HandshakeAnnouncement();
@@ -63,12 +65,12 @@ class HandshakeAnnouncement {
   HandshakeAnnouncement& operator=(const HandshakeAnnouncement&) = delete;
   // How many are announced now.
   static int Count();
-  // Whether one is announced, or one ended less than kHandshakeQuiet ago (a
-  // storm's next handshake is usually a TCP connect away).
+  // Whether one is announced, or one ended less than kHandshakeQuiet ago
+  // (between a handshake's end and its CONNACK, which lets others in).
   static bool Recent();
 };
 
-inline constexpr std::chrono::milliseconds kHandshakeQuiet{300};
+inline constexpr std::chrono::milliseconds kHandshakeQuiet{50};
 inline constexpr std::chrono::seconds kBackgroundPatience{20};
 
 // One user at a time, the most urgent class first and in arrival order

@@ -2,6 +2,7 @@
 
 #include <chrono>
 
+#include "gateway_agent/rate.h"
 #include "gateway_agent/sqlite.h"
 
 namespace ga {
@@ -119,9 +120,7 @@ std::string_view KindName(IdentityKind kind) {
 }
 
 Millis NowMillis() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
+  return UnixMillis();
 }
 
 IdentityStore::IdentityStore(std::unique_ptr<sqlite::Database> db, std::filesystem::path path)

@@ -298,9 +298,7 @@ Result<std::optional<std::string>> LocalBrokerConfinementWarning(const LocalConf
 
 HealthCheck CheckLocalBroker(const LocalConfig& local, const std::string& probe_password) {
   const std::string name = "local broker";
-  const std::string where = local.unix_socket.empty()
-                                ? local.host + ":" + std::to_string(local.port)
-                                : local.unix_socket.string();
+  const std::string where = WhereIs(local);
   const std::string fix = "start the local broker (systemctl start mosquitto) and check [local]";
   const std::string pid = std::to_string(getpid());
   // Anonymous first: a broker that lets anyone in lets anyone speak for any

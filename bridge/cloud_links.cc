@@ -13,7 +13,6 @@
 
 #include "gateway_agent/aws_iot.h"
 #include "gateway_agent/log.h"
-#include "gateway_agent/tpm/tpm_scheduler.h"
 
 namespace ga::bridge {
 
@@ -138,7 +137,7 @@ Status CloudLinks::NewClient(CloudConnection& c) {
   return Status::Ok();
 }
 
-void CloudLinks::Connect(CloudConnection& c) {
+void CloudLinks::Connect(CloudConnection& c, tpm::TpmWork work) {
   if (!c.mosq) {
     if (Status s = NewClient(c); !s.ok()) {
       log::Error("cloud connection " + c.name + ": " + s.message(), {{"IDENTITY", c.name}});
@@ -158,8 +157,6 @@ void CloudLinks::Connect(CloudConnection& c) {
   CloudConnection* conn = &c;
   // aws.proxy, its password read now: a new one needs no restart.
   auto proxy = CloudProxy(aws);
-  // Who signs first on a slow TPM.
-  const auto work = static_cast<tpm::TpmWork>(Urgency(c));
   // Queued, it will want the TPM: background TPM work waits for it.
   auto queued = std::make_shared<tpm::HandshakeAnnouncement>();
   handshakes_.Submit(
@@ -394,12 +391,12 @@ void CloudLinks::ReleaseFreeMemory(Clock::time_point now) {
   log::Debug("released free heap memory after a burst of TLS handshakes");
 }
 
-int CloudLinks::Urgency(const CloudConnection& c) const {
+tpm::TpmWork CloudLinks::Urgency(const CloudConnection& c) const {
   // The gateway's connection carries the shared-mode sensors and its own
   // traffic; then identities whose messages wait.
-  if (!c.identity.sensor) return static_cast<int>(tpm::TpmWork::kGatewayHandshake);
-  if (parts_.outbox.held(c.name) > 0) return static_cast<int>(tpm::TpmWork::kWaitingHandshake);
-  return static_cast<int>(tpm::TpmWork::kHandshake);
+  if (!c.identity.sensor) return tpm::TpmWork::kGatewayHandshake;
+  if (parts_.outbox.held(c.name) > 0) return tpm::TpmWork::kWaitingHandshake;
+  return tpm::TpmWork::kHandshake;
 }
 
 CloudConnection* CloudLinks::LeadingGateway(Clock::time_point now) {
@@ -421,7 +418,7 @@ void CloudLinks::ConnectDue(Clock::time_point now) {
   // that was up, and for at most kGatewayLeadsFor: a gateway that cannot
   // connect for reasons of its own does not hold the sensors back.
   CloudConnection* gateway = LeadingGateway(now);
-  std::vector<CloudConnection*> due;
+  std::vector<std::pair<tpm::TpmWork, CloudConnection*>> due;
   for (auto& [name, c] : clouds_) {
     if (c->handshaking || !c->identity.via.empty()) continue;  // carried: sent by its carrier
     if (c->connected || c->connecting || now < c->next_connect) continue;
@@ -433,16 +430,14 @@ void CloudLinks::ConnectDue(Clock::time_point now) {
       }
       continue;
     }
-    due.push_back(c.get());
+    due.emplace_back(Urgency(*c), c.get());
   }
   std::stable_sort(due.begin(), due.end(),
-                   [this](const CloudConnection* a, const CloudConnection* b) {
-                     return Urgency(*a) < Urgency(*b);
-                   });
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
   // The account-wide connect rate (aws.connect_rate).
-  for (CloudConnection* c : due) {
+  for (auto& [work, c] : due) {
     if (!connects_.TryTake(1, now)) break;
-    Connect(*c);
+    Connect(*c, work);
   }
 }
 

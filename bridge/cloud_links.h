@@ -27,6 +27,7 @@
 #include "gateway_agent/bridge/outbox.h"
 #include "gateway_agent/config.h"
 #include "gateway_agent/rate.h"
+#include "gateway_agent/tpm/tpm_scheduler.h"
 #include "handshake_pool.h"
 #include "local_link.h"
 #include "outbox_staging.h"
@@ -92,13 +93,14 @@ class CloudLinks {
  private:
   // cloud_links.cc
   Status NewClient(CloudConnection& c);
-  void Connect(CloudConnection& c);
+  // Its handshake queues for a thread and the TPM as `work` (Urgency).
+  void Connect(CloudConnection& c, tpm::TpmWork work);
   void HandshakeDone(CloudConnection& c, int rc, const std::string& why);
   void OnConnect(mosquitto* m, int rc);
   void OnMessage(mosquitto* m, const mosquitto_message* msg);
   void CloudIsBack();
-  // How urgently `c` needs its handshake (tpm::TpmWork as an int: lower first).
-  int Urgency(const CloudConnection& c) const;
+  // How urgently `c` needs its handshake.
+  tpm::TpmWork Urgency(const CloudConnection& c) const;
   // The gateway's own connection while it is down and leads the reconnects
   // (kGatewayLeadsFor); else null.
   CloudConnection* LeadingGateway(Clock::time_point now);

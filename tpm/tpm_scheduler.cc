@@ -16,16 +16,6 @@ constexpr std::chrono::milliseconds kYieldPoll{20};
 
 }  // namespace
 
-const char* TpmWorkName(TpmWork work) {
-  switch (work) {
-    case TpmWork::kGatewayHandshake: return "gateway handshake";
-    case TpmWork::kWaitingHandshake: return "handshake with messages waiting";
-    case TpmWork::kHandshake: return "handshake";
-    case TpmWork::kBackground: return "background";
-  }
-  return "?";
-}
-
 TpmWork CurrentTpmWork() {
   return current_work;
 }
@@ -45,10 +35,6 @@ HandshakeAnnouncement::~HandshakeAnnouncement() {
   announced.fetch_sub(1);
 }
 
-int HandshakeAnnouncement::Count() {
-  return announced.load();
-}
-
 bool HandshakeAnnouncement::Recent() {
   if (announced.load() > 0) return true;
   const auto end = std::chrono::steady_clock::time_point(
@@ -59,11 +45,11 @@ bool HandshakeAnnouncement::Recent() {
 TpmScheduler::Turn TpmScheduler::Enter(TpmWork work) {
   MutexLock lock(mu_);
   const std::pair<int, uint64_t> me{static_cast<int>(work), next_ticket_++};
-  waiting_.emplace(me, true);
+  waiting_.insert(me);
   const bool background = work == TpmWork::kBackground;
   const auto patience_end = std::chrono::steady_clock::now() + kBackgroundPatience;
   while (true) {
-    const bool first = waiting_.begin()->first == me;
+    const bool first = *waiting_.begin() == me;
     const bool yield = background && HandshakeAnnouncement::Recent() &&
                        std::chrono::steady_clock::now() < patience_end;
     if (!busy_ && first && !yield) break;
@@ -84,13 +70,6 @@ void TpmScheduler::Leave() {
     busy_ = false;
   }
   cv_.notify_all();
-}
-
-std::map<TpmWork, int> TpmScheduler::Waiting() const {
-  MutexLock lock(mu_);
-  std::map<TpmWork, int> out;
-  for (const auto& [key, unused] : waiting_) ++out[static_cast<TpmWork>(key.first)];
-  return out;
 }
 
 }  // namespace ga::tpm

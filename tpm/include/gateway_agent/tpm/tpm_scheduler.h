@@ -22,7 +22,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
-#include <map>
+#include <set>
 #include <utility>
 
 #include "gateway_agent/thread_annotations.h"
@@ -35,9 +35,6 @@ enum class TpmWork : int {
   kHandshake = 2,
   kBackground = 3,
 };
-
-// "gateway handshake", "handshake with messages waiting", ...
-const char* TpmWorkName(TpmWork work);
 
 // The calling thread's class of TPM work: kHandshake unless a scope says.
 TpmWork CurrentTpmWork();
@@ -63,8 +60,6 @@ class HandshakeAnnouncement {
   ~HandshakeAnnouncement();
   HandshakeAnnouncement(const HandshakeAnnouncement&) = delete;
   HandshakeAnnouncement& operator=(const HandshakeAnnouncement&) = delete;
-  // How many are announced now.
-  static int Count();
   // Whether one is announced, or one ended less than kHandshakeQuiet ago
   // (between a handshake's end and its CONNACK, which lets others in).
   static bool Recent();
@@ -97,17 +92,14 @@ class TpmScheduler {
   // Waits for the TPM as `work` (the calling thread's class by default).
   Turn Enter(TpmWork work = CurrentTpmWork()) GA_EXCLUDES(mu_);
 
-  // Waiters now, by class (for tests and status).
-  std::map<TpmWork, int> Waiting() const GA_EXCLUDES(mu_);
-
  private:
   void Leave() GA_EXCLUDES(mu_);
-  mutable Mutex mu_;
+  Mutex mu_;
   std::condition_variable_any cv_;
   bool busy_ GA_GUARDED_BY(mu_) = false;
   uint64_t next_ticket_ GA_GUARDED_BY(mu_) = 0;
   // (class, ticket) of every waiter; the first one goes next.
-  std::map<std::pair<int, uint64_t>, bool> waiting_ GA_GUARDED_BY(mu_);
+  std::set<std::pair<int, uint64_t>> waiting_ GA_GUARDED_BY(mu_);
 };
 
 }  // namespace ga::tpm

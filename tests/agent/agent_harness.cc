@@ -164,11 +164,14 @@ void AgentHarness::RewriteConfig(const std::function<void(std::string&)>& edit) 
 }
 
 bool WaitUntil(const std::function<bool()>& done, std::chrono::seconds timeout) {
+  // One evaluation decides: asking again after a success could see a
+  // passing state (an enrollment's accepted connect closing) already gone.
   auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!done() && std::chrono::steady_clock::now() < deadline) {
+  for (;;) {
+    if (done()) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
     std::this_thread::sleep_for(200ms);
   }
-  return done();
 }
 
 }  // namespace ga::testing

@@ -188,7 +188,7 @@ int RunShow(const GlobalOptions& global, const CaSourceOptions& source,
   std::printf("Not before:   %s\n", pki::FormatTime(X509_get0_notBefore(cert)).c_str());
   std::printf("Not after:    %s\n", pki::FormatTime(X509_get0_notAfter(cert)).c_str());
   std::printf("AWS CA id:    %s\n", id.c_str());
-  std::printf("Device certificates: %d days\n", opened->ca->validity_days());
+  std::printf("Device certificates: %s\n", FormatDuration(opened->ca->validity()).c_str());
   std::string how = where.how.empty() ? "" : " " + where.how;
   std::printf(
       "\nTo register this CA with AWS IoT for Just-in-Time Registration:\n"

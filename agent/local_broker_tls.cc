@@ -104,7 +104,7 @@ Status WriteBrokerTls(const LocalBrokerSetup& s, bool force) {
     if (!made.ok()) return std::move(made).take_status().With(kWhat);
   }
   GA_ASSIGN_OR_RETURN(pki::CaDirectory dir, pki::ReadCaDirectory(s.sensor_ca_dir).With(kWhat));
-  dir.ca.validity_days = kCaDays;
+  dir.ca.validity = std::chrono::hours(24 * kCaDays);
   GA_ASSIGN_OR_RETURN(std::unique_ptr<pki::LocalCa> ca, pki::OpenLocalCa(dir.ca).With(kWhat));
 
   GA_ASSIGN_OR_RETURN(EvpPkeyPtr key, pki::GenerateP256Key().With("the broker's TLS key"));

@@ -100,7 +100,7 @@ Status CheckSensorCa(const Config& config) {
 Result<std::unique_ptr<pki::LocalCa>> OpenSensorCa(const Config& config, int validity_days) {
   auto ca = ReadSensorCa(config);
   if (!ca.ok()) return std::move(ca).take_status().With(Where(config));
-  if (validity_days > 0) ca->ca.validity_days = validity_days;
+  if (validity_days > 0) ca->ca.validity = std::chrono::hours(24 * validity_days);
   return pki::OpenLocalCa(ca->ca).With(Where(config));
 }
 

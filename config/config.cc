@@ -61,7 +61,8 @@ void VisitCa(V& v, CaConfig& c) {
   v.Path("key", c.key);
   v.StrList("command", c.command);
   v.Dur("command_timeout", c.command_timeout, Duration(100), std::chrono::hours(1));
-  v.Int("validity_days", c.validity_days, 1, 36500, "");
+  v.Dur("validity", c.validity, std::chrono::minutes(1), std::chrono::hours(24 * 36500));
+  v.Days("validity_days", c.validity, 1, 36500, "validity");
 }
 
 template <typename V>
@@ -315,6 +316,19 @@ class Reader {
     out = *d;
   }
 
+  // An integer number of days for a duration also settable as `other`.
+  void Days(std::string_view key, Duration& out, int lo, int hi, std::string_view other) {
+    int days = 0;
+    Int(key, days, lo, hi, "");
+    if (days == 0) return;
+    if (frames_.back().table->get(other) != nullptr) {
+      return Problem(
+          Get(key)->source(), Dotted(key),
+          "give either " + std::string(other) + " or " + std::string(key) + ", not both");
+    }
+    out = std::chrono::hours(24 * days);
+  }
+
   void Size(std::string_view key, uint64_t& out, uint64_t lo, uint64_t hi, std::string_view why) {
     auto* n = Get(key);
     if (n == nullptr) return;
@@ -463,6 +477,7 @@ class Writer {
   void Dur(std::string_view k, Duration& v, Duration, Duration) {
     Line(k, Quote(FormatDuration(v)));
   }
+  void Days(std::string_view, Duration&, int, int, std::string_view) {}  // written as a Dur
   void Size(std::string_view k, uint64_t& v, uint64_t, uint64_t, std::string_view) {
     Line(k, Quote(FormatSize(v)));
   }

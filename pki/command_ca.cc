@@ -64,7 +64,7 @@ Status CheckDeviceUsage(X509* cert) {
 class CommandCa final : public LocalCa {
  public:
   CommandCa(const CaConfig& config, X509Ptr cert)
-      : LocalCa(config.validity_days),
+      : LocalCa(ValidityOf(config)),
         argv_(config.command),
         timeout_(config.command_timeout),
         cert_(std::move(cert)),
@@ -273,7 +273,7 @@ Result<std::unique_ptr<LocalCa>> OpenCommandCa(const CaConfig& config) {
   if (config.command.empty() || config.command[0].empty()) {
     return InvalidArgument("[ca] command is empty");
   }
-  if (config.validity_days < 1) return InvalidArgument("validity_days must be at least 1");
+  GA_RETURN_IF_ERROR(CheckValidity(config));
   X509Ptr cert;
   std::error_code ec;
   if (!config.cert.empty() && std::filesystem::exists(config.cert, ec)) {

@@ -120,10 +120,12 @@ Result<X509Ptr> BuildCertificate(const CertificateRequest& request, const X509* 
   GA_RETURN_IF_ERROR(SetRandomSerial(cert.get(), libctx));
 
   // notBefore: a few minutes back, but not before the CA's own notBefore;
-  // notAfter: validity_days ahead, capped at the CA's notAfter.
+  // notAfter: validity ahead, capped at the CA's notAfter.
   time_t now = time(nullptr);
   if (X509_time_adj_ex(X509_getm_notBefore(cert.get()), 0, -kClockSkewSeconds, &now) == nullptr ||
-      X509_time_adj_ex(X509_getm_notAfter(cert.get()), request.validity_days, 0, &now) == nullptr) {
+      X509_time_adj_ex(X509_getm_notAfter(cert.get()),
+                       static_cast<int>(request.validity.count() / 86400),
+                       static_cast<long>(request.validity.count() % 86400), &now) == nullptr) {
     return OpenSslError("setting the validity");
   }
   if (ASN1_TIME_compare(X509_get0_notBefore(cert.get()), X509_get0_notBefore(ca_cert)) < 0 &&
@@ -221,6 +223,17 @@ Status CheckIssuedBy(const X509* cert, const X509* issuer) {
   if (issuer_key == nullptr || X509_verify(const_cast<X509*>(cert), issuer_key) != 1) {
     return OpenSslError("the certificate's signature does not verify with the CA's key",
                         Code::kInvalidArgument);
+  }
+  return Status::Ok();
+}
+
+std::chrono::seconds ValidityOf(const CaConfig& config) {
+  return std::chrono::duration_cast<std::chrono::seconds>(config.validity);
+}
+
+Status CheckValidity(const CaConfig& config) {
+  if (ValidityOf(config) < std::chrono::minutes(1)) {
+    return InvalidArgument("[ca] validity must be at least 1m");
   }
   return Status::Ok();
 }

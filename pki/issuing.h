@@ -43,4 +43,8 @@ Status CheckCaCertificate(const X509* cert, std::string_view source);
 // A certificate `issuer` signed: names chain and the signature verifies.
 Status CheckIssuedBy(const X509* cert, const X509* issuer);
 
+// [ca] validity in whole seconds; at least a minute.
+std::chrono::seconds ValidityOf(const CaConfig& config);
+Status CheckValidity(const CaConfig& config);
+
 }  // namespace ga::pki::internal

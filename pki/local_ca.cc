@@ -41,9 +41,9 @@ X509Ptr Share(const X509* cert) {
 // A CA whose key this process can use: a PEM file, or a TPM key.
 class KeyedCa final : public LocalCa {
  public:
-  KeyedCa(std::string_view backend, X509Ptr cert, EvpPkeyPtr key, int validity_days,
+  KeyedCa(std::string_view backend, X509Ptr cert, EvpPkeyPtr key, std::chrono::seconds validity,
           std::string cert_source)
-      : LocalCa(validity_days),
+      : LocalCa(validity),
         backend_(backend),
         cert_(std::move(cert)),
         key_(std::move(key)),
@@ -248,12 +248,7 @@ Result<IssuedCertificate> LocalCa::Issue(X509_REQ* csr, const std::string& thing
   if (!cn->empty() && *cn != thing_name) {
     return InvalidArgument("the CSR's CN \"" + *cn + "\" is not the thing name").With(what);
   }
-  return Sign({csr,
-               thing_name,
-               organizational_unit,
-               CertificateProfile::kDevice,
-               validity_days_,
-               {}})
+  return Sign({csr, thing_name, organizational_unit, CertificateProfile::kDevice, validity(), {}})
       .With(what);
 }
 
@@ -268,7 +263,7 @@ Result<IssuedCertificate> LocalCa::IssueVerificationCertificate(X509_REQ* csr,
   }
   auto key = internal::CheckCsr(csr);
   if (!key.ok()) return std::move(key).take_status().With(kWhat);
-  return Sign({csr, std::string(code), "", CertificateProfile::kVerification, validity_days_, {}})
+  return Sign({csr, std::string(code), "", CertificateProfile::kVerification, validity(), {}})
       .With(kWhat);
 }
 
@@ -281,7 +276,7 @@ Result<IssuedCertificate> LocalCa::IssueServerCertificate(
   }
   auto key = internal::CheckCsr(csr);
   if (!key.ok()) return std::move(key).take_status().With(what);
-  return Sign({csr, common_name, "", CertificateProfile::kServer, validity_days_, alt_names})
+  return Sign({csr, common_name, "", CertificateProfile::kServer, validity(), alt_names})
       .With(what);
 }
 
@@ -309,7 +304,7 @@ Result<std::unique_ptr<LocalCa>> OpenLocalCa(const CaConfig& config,
                                              std::shared_ptr<tpm::TpmContext> tpm) {
   std::string what = "opening the " + std::string(BackendName(config.backend)) + " CA";
   if (config.backend == CaBackend::kCommand) return internal::OpenCommandCa(config).With(what);
-  if (config.validity_days < 1) return InvalidArgument("validity_days must be at least 1");
+  GA_RETURN_IF_ERROR(internal::CheckValidity(config));
 
   std::error_code ec;
   if (!fs::exists(config.cert, ec) && fs::exists(config.key, ec)) {
@@ -327,14 +322,14 @@ Result<std::unique_ptr<LocalCa>> OpenLocalCa(const CaConfig& config,
     GA_RETURN_IF_ERROR(ProbeSignature(cert->get(), key->get(), config).With(what));
   }
   return std::unique_ptr<LocalCa>(new KeyedCa(BackendName(config.backend), std::move(*cert),
-                                              std::move(*key), config.validity_days,
+                                              std::move(*key), internal::ValidityOf(config),
                                               config.cert.string()));
 }
 
 Status CheckLocalCa(const CaConfig& config) {
   if (config.backend != CaBackend::kTpm) return OpenLocalCa(config, nullptr).status();
   std::string what = "opening the tpm CA";
-  if (config.validity_days < 1) return InvalidArgument("validity_days must be at least 1");
+  GA_RETURN_IF_ERROR(internal::CheckValidity(config));
   auto cert = ReadCertificateFile(config.cert);
   if (!cert.ok()) return std::move(cert).take_status().With(what);
   GA_RETURN_IF_ERROR(internal::CheckCaCertificate(cert->get(), config.cert.string()).With(what));
@@ -464,7 +459,7 @@ Result<CaDirectory> ReadCaDirectory(const fs::path& dir) {
   if (days < 1 || days > 36500) {
     return InvalidArgument(file.string() + ": validity_days must be 1-36500");
   }
-  out.ca.validity_days = static_cast<int>(days);
+  out.ca.validity = std::chrono::hours(24 * days);
   out.tcti = root["tcti"].value_or(std::string());
   std::string srk = root["srk_handle"].value_or(std::string());
   if (!srk.empty()) {

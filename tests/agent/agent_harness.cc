@@ -75,7 +75,7 @@ Result<std::unique_ptr<AgentHarness>> AgentHarness::Start(const HarnessOptions& 
       << "backend = \"file\"\n"
       << "cert = \"" << (h->ca_dir() / "ca.pem").string() << "\"\n"
       << "key = \"" << (h->ca_dir() / "ca.key").string() << "\"\n"
-      << "validity_days = " << options.validity_days << "\n"
+      << "validity = \"" << options.validity << "\"\n"
       << "[aws]\n"
       << "endpoint = \"" << h->sim_->endpoint() << "\"\n"
       << "port = " << h->sim_->mqtt_port() << "\n"

@@ -40,7 +40,7 @@ struct HarnessOptions {
   bool local_broker_tls = false;
   // Validity of the local CA's certificate and of the certificates it issues.
   int ca_days = 30;
-  int validity_days = 30;
+  std::string validity = "30d";  // [ca] validity
   // The agent's TPM behind the latency model (tpm_latency.h): "swtpm",
   // "discrete"; empty: swtpm directly.
   std::string tpm_profile;

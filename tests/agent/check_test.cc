@@ -34,7 +34,7 @@ class Check : public ::testing::Test {
     HarnessOptions o;
     o.sensors = 1;
     o.ca_days = 3650;
-    o.validity_days = 365;
+    o.validity = "365d";
     o.managed_local_broker = true;  // the setup the README recommends
     auto h = AgentHarness::Start(o);
     ASSERT_TRUE(h.ok()) << h.status().ToString();
@@ -195,7 +195,7 @@ class InspectIdentity : public ::testing::Test {
     CaConfig ca;
     ca.cert = dir_ / "ca" / "ca.pem";
     ca.key = dir_ / "ca" / "ca.key";
-    ca.validity_days = 365;
+    ca.validity = std::chrono::hours(24 * 365);
     auto opened = pki::OpenLocalCa(ca);
     ASSERT_TRUE(opened.ok()) << opened.status().ToString();
     ca_ = std::move(*opened);

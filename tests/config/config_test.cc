@@ -186,6 +186,30 @@ TEST(Config, RefusesWhatTheAgentCannotRun) {
   EXPECT_NE(Joined(p).find("agent.state_dir: must not be empty"), std::string::npos) << Joined(p);
 }
 
+TEST(Config, ValidityIsADurationOrDays) {
+  ParsedConfig days = ParseConfig(std::string(kMinimal) + "[ca]\nvalidity_days = 90\n", "a.toml");
+  ASSERT_TRUE(days.ok()) << Joined(days);
+  EXPECT_EQ(days.config.ca.validity, std::chrono::hours(24 * 90));
+  ParsedConfig minutes =
+      ParseConfig(std::string(kMinimal) + "[ca]\nvalidity = \"10m\"\n", "a.toml");
+  ASSERT_TRUE(minutes.ok()) << Joined(minutes);
+  EXPECT_EQ(minutes.config.ca.validity, std::chrono::minutes(10));
+  ParsedConfig defaults = ParseConfig(kMinimal, "a.toml");
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_EQ(defaults.config.ca.validity, std::chrono::hours(24 * 365));
+
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"[ca]\nvalidity = \"10m\"\nvalidity_days = 3\n",
+       "ca.validity_days: give either validity or validity_days, not both"},
+      {"[ca]\nvalidity = \"30s\"\n", "ca.validity"},
+  };
+  for (const auto& [extra, expected] : bad) {
+    ParsedConfig p = ParseConfig(std::string(kMinimal) + extra, "a.toml");
+    EXPECT_FALSE(p.ok()) << extra;
+    EXPECT_NE(Joined(p).find(expected), std::string::npos) << extra << "\n" << Joined(p);
+  }
+}
+
 TEST(Config, ProxySettingsAreCheckedWithWhatToDo) {
   struct Case {
     std::string aws;

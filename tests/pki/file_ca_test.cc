@@ -113,7 +113,7 @@ TEST_F(FileCaTest, InitRefusesToOverwriteACa) {
 
 TEST_F(FileCaTest, IssuesDeviceCertificatesThatOpensslVerifies) {
   CaConfig config = InitCa();
-  config.validity_days = 90;
+  config.validity = std::chrono::hours(24 * 90);
   auto ca = Open(config);
   ASSERT_TRUE(ca);
   EXPECT_EQ(ca->backend(), "file");
@@ -285,7 +285,7 @@ TEST_F(FileCaTest, VerificationCertificateHasTheRegistrationCode) {
 
 TEST_F(FileCaTest, NotAfterIsCappedAtTheCas) {
   CaConfig config = InitCa("short", 10);
-  config.validity_days = 365;
+  config.validity = std::chrono::hours(24 * 365);
   auto ca = Open(config);
   ASSERT_TRUE(ca);
   auto files = MakeCsrFiles(dir_.path(), "dev", "P-256", "/CN=gw-1");

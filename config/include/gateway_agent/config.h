@@ -51,7 +51,9 @@ struct CaConfig {
   std::filesystem::path key = "/etc/gateway-agent/ca/ca.key";  // file: PEM key; tpm: TSS2 key blob
   std::vector<std::string> command;  // command: argv, CSR on stdin, certificate on stdout
   Duration command_timeout = std::chrono::seconds(30);
-  int validity_days = 365;
+  // How long the certificates it issues are valid (capped at the CA's own
+  // notAfter): `validity = "365d"`, or `validity_days = 365` as before.
+  Duration validity = std::chrono::hours(24 * 365);
 };
 
 struct AwsConfig {

@@ -62,7 +62,7 @@ struct CertificateRequest {
   std::string common_name;          // the certificate's subject: CN=common_name, after
   std::string organizational_unit;  // OU=organizational_unit when not empty
   CertificateProfile profile = CertificateProfile::kDevice;
-  int validity_days = 365;
+  std::chrono::seconds validity = std::chrono::hours(24 * 365);
   // kServer: the subjectAltName entries, "DNS:<name>" or "IP:<address>".
   std::vector<std::string> alt_names;
 };
@@ -89,7 +89,7 @@ class LocalCa {
   // certificate is expired or not yet valid.
   //
   // The certificate: X.509 v3, random 128-bit serial, notBefore 5 minutes in
-  // the past (clock skew), notAfter = now + validity_days (from [ca]) capped at
+  // the past (clock skew), notAfter = now + validity (from [ca]) capped at
   // the CA's own notAfter, subject CN = thing_name, preceded by
   // OU = organizational_unit when one is given ("gateway" marks the gateway's
   // own certificate: the JITR Lambda gives it the gateway policy).
@@ -103,19 +103,19 @@ class LocalCa {
 
   // A TLS server certificate (CN = `common_name`, subjectAltName =
   // `alt_names`, "DNS:<name>" or "IP:<address>", at least one) for a CSR
-  // whose signature verifies; valid for validity_days.
+  // whose signature verifies; valid for validity().
   Result<IssuedCertificate> IssueServerCertificate(X509_REQ* csr, const std::string& common_name,
                                                    const std::vector<std::string>& alt_names);
 
-  int validity_days() const { return validity_days_; }
+  std::chrono::seconds validity() const { return validity_; }
 
  protected:
-  explicit LocalCa(int validity_days) : validity_days_(validity_days) {}
+  explicit LocalCa(std::chrono::seconds validity) : validity_(validity) {}
   // Signs a request whose CSR and common name have been checked.
   virtual Result<IssuedCertificate> Sign(const CertificateRequest& request) = 0;
 
  private:
-  int validity_days_;
+  std::chrono::seconds validity_;
 };
 
 // What OpenLocalCa checks that needs no TPM: for a file CA everything

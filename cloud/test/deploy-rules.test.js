@@ -1,13 +1,16 @@
 // deploy.sh --rules-only against a running iot-sim (the real aws CLI with --endpoint-url):
 // it creates the JITR rule and the retire rule for the given function ARN, a second run
 // replaces them (same result, no error), --ca-id narrows the JITR rule to that CA's
-// registration events, and bad arguments are refused before anything is called.
+// registration events, and bad arguments are refused before anything is called. Also the
+// sim's data-plane Publish through the aws CLI (aws iot-data publish --endpoint-url).
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { startSim, deployRules, aws, CLOUD_DIR } from './helpers.js';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { startSim, deployRules, aws, AWS, CLOUD_DIR } from './helpers.js';
 
 const FN = 'arn:aws:lambda:us-east-1:123456789012:function:gateway-agent-jitr';
 const CA = 'ab'.repeat(32);
@@ -63,5 +66,26 @@ test('other rule names, and bad arguments refused before any call', async () => 
     r = await deployRules(sim, args);
     assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
     assert.match(r.stderr, why);
+  }
+});
+
+test('the data plane: aws iot-data publish reaches the sim, raw / in the path too; bad requests are refused', async () => {
+  const env = {
+    PATH: process.env.PATH, HOME: sim.dataDir, AWS_ACCESS_KEY_ID: 'AKIDEXAMPLE', AWS_SECRET_ACCESS_KEY: 'secret',
+    AWS_DEFAULT_REGION: 'us-east-1', AWS_PAGER: '', AWS_CONFIG_FILE: '/dev/null'
+  };
+  await promisify(execFile)(AWS, ['iot-data', 'publish', '--endpoint-url', sim.base, '--topic', 'lifecycle/gw1:s1/retire/accepted',
+    '--qos', '1', '--cli-binary-format', 'raw-in-base64-out', '--payload', '{"x":1}'], { env });
+  let log = (await sim.api('GET', `/_sim/publishes?topic=${encodeURIComponent('lifecycle/gw1:s1/retire/accepted')}`)).body.publishes;
+  assert.equal(log.length, 1);
+  assert.deepEqual([log[0].qos, log[0].clientId, Buffer.from(log[0].payload, 'base64').toString()], [1, null, '{"x":1}']);
+  // a raw (not URL-encoded) '/' in the path is the same topic
+  const res = await fetch(`${sim.base}/topics/dt/gw1/raw?qos=0`, { method: 'POST', body: 'not json' });
+  assert.equal(res.status, 200);
+  log = (await sim.api('GET', '/_sim/publishes?topic=dt%2Fgw1%2Fraw')).body.publishes;
+  assert.equal(Buffer.from(log[0].payload, 'base64').toString(), 'not json');
+  for (const [url, type] of [['/topics/a%2F%2B?qos=1', 'InvalidRequestException'], ['/topics/a?qos=2', 'InvalidRequestException']]) {
+    const r = await fetch(sim.base + url, { method: 'POST', body: 'x' });
+    assert.equal(r.headers.get('x-amzn-errortype'), type, url);
   }
 });

@@ -213,7 +213,7 @@ test('the policy: a thing cannot publish a retire request for another thing, nor
   assert.equal((await violations(sim, victim)).total, 0);
 });
 
-test('the handler\'s own checks, called directly: client id other than the thing, no principal, an empty thing name', async () => {
+test('the handler\'s own checks, called directly: client id other than the thing, no principal, an empty thing name; a REVOKED old certificate', async () => {
   const thing = 'gw-direct';
   const { id1, id2, client2 } = await renewedThing(sim, thing);
   client2.end(true);
@@ -247,6 +247,19 @@ test('the handler\'s own checks, called directly: client id other than the thing
     await assert.rejects(handler({ certificateId: 'nope' }, ctx), /certificateId/);
     assert.equal(await statusOf(sim, id1), 'ACTIVE');
     assert.deepEqual(await principalsOf(sim, thing), [certArn(id1), certArn(id2)].sort());
+
+    // an old certificate an operator already revoked stays REVOKED; it is detached
+    assert.equal((await sim.api('PUT', `/certificates/${id1}?newStatus=REVOKED`)).status, 200);
+    const request = { oldCertificateId: id1, newCertificateId: id2, clientId: thing, thingName: thing };
+    out = await handler(request, ctx);
+    assert.deepEqual([out.retired, out.status, out.repeated], [true, 'REVOKED', undefined]);
+    assert.equal(await statusOf(sim, id1), 'REVOKED');
+    assert.deepEqual(await principalsOf(sim, thing), [certArn(id2)]);
+    out = await handler(request, ctx);
+    assert.deepEqual([out.retired, out.status, out.repeated], [true, 'REVOKED', true]);
+    const accepted = (await sim.api('GET', `/_sim/publishes?topic=${encodeURIComponent(`lifecycle/${thing}/retire/accepted`)}`)).body.publishes
+      .map((p) => JSON.parse(Buffer.from(p.payload, 'base64')));
+    assert.deepEqual(accepted, [1, 2].map(() => ({ oldCertificateId: id1, status: 'REVOKED', detached: true })));
   } finally {
     for (const k of Object.keys(process.env)) if (!(k in saved)) delete process.env[k];
     Object.assign(process.env, saved);

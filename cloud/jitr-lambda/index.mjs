@@ -1,6 +1,10 @@
-// JITR Lambda for gateway-agent devices.
+// JITR and certificate-retirement Lambda for gateway-agent devices. One handler, two
+// triggers, told apart by the event's shape:
+//  - a registration event (has certificateId, certificateStatus): JITR, below;
+//  - a retire request (has thingName, which the retire rule always sets): retirement of a
+//    renewed thing's old certificate, see "Retirement" further down.
 //
-// Trigger: the topic rule
+// JITR trigger: the topic rule
 //   SELECT * FROM '$aws/events/certificates/registered/#' WHERE certificateStatus = "PENDING_ACTIVATION"
 // whose event is {certificateId, caCertificateId, timestamp, certificateStatus, awsAccountId,
 // certificateRegistrationTimestamp}.
@@ -35,12 +39,35 @@
 // the certificate is pending) converges to the same state. A certificate an operator made
 // INACTIVE or REVOKED is left alone.
 //
+// A renewal: a new certificate from the thing's CA enrolls like the first and is attached
+// to the same thing, so both are ACTIVE and attached until the device retires the old one;
+// the handler then logs and returns `renewal: true`.
+//
+// Retirement. Trigger: the topic rule
+//   SELECT *, principal() AS newCertificateId, clientid() AS clientId, topic(2) AS thingName
+//   FROM 'lifecycle/+/retire'
+// A device that connected with its new certificate publishes {"oldCertificateId":"<id>"} to
+// lifecycle/<thing>/retire (its policy allows only its own thing's topic). principal() is
+// the certificate the request was published with, so the request proves the new
+// certificate. The handler checks: both ids are certificate ids and differ; the client id is
+// the thing name; the new certificate is ACTIVE and attached to the thing; the old one was
+// registered before it, is attached to the same thing and was issued by the thing's CA (the
+// new one's too). Then it makes the old certificate INACTIVE (a REVOKED one stays REVOKED)
+// and detaches it from the thing, and publishes the outcome (QoS 1) to
+//   lifecycle/<thing>/retire/accepted  {"oldCertificateId","status":"INACTIVE","detached":true}
+//   lifecycle/<thing>/retire/rejected  {"oldCertificateId","reason"}
+// A repeated request after success (the old certificate INACTIVE or REVOKED and no longer
+// attached) is accepted again. AWS IoT closes the old certificate's connections within
+// minutes of it leaving ACTIVE.
+//
 // Configuration (environment): AWS_REGION (set by Lambda), POLICY_NAME (default
 // gateway-agent-device), GATEWAY_POLICY_NAME (default gateway-agent-gateway). The partition
 // (aws, aws-cn, aws-us-gov) comes from the function's own ARN (context.invokedFunctionArn);
 // the account from the event (awsAccountId), falling back to the function's ARN. The IoT
-// client takes endpoint and credentials from the standard SDK environment; iot-sim points it
-// at itself through AWS_ENDPOINT_URL_IOT.
+// clients take endpoint and credentials from the standard SDK environment; iot-sim points
+// them at itself through AWS_ENDPOINT_URL_IOT and AWS_ENDPOINT_URL_IOT_DATA_PLANE.
+// IOT_DATA_ENDPOINT (deploy.sh sets it to the account's iot:Data-ATS endpoint, as the AWS
+// CLI reference recommends for data-plane calls) is the data-plane endpoint when set.
 
 import { readFileSync } from 'node:fs';
 import { X509Certificate } from 'node:crypto';
@@ -55,8 +82,10 @@ import {
   AttachPolicyCommand,
   AttachThingPrincipalCommand,
   UpdateCertificateCommand,
+  DetachThingPrincipalCommand,
   ResourceAlreadyExistsException
 } from '@aws-sdk/client-iot';
+import { IoTDataPlaneClient, PublishCommand } from '@aws-sdk/client-iot-data-plane';
 
 const POLICY_TEMPLATES = {
   device: readFileSync(new URL('./device-policy.json', import.meta.url), 'utf8'),
@@ -76,6 +105,10 @@ const ACCOUNT_RE = /^\d{12}$/;
 
 let client;
 const iot = () => (client ??= new IoTClient({}));
+let dataClient;
+const iotData = () => (dataClient ??= new IoTDataPlaneClient(process.env.IOT_DATA_ENDPOINT
+  ? { endpoint: /^https?:\/\//.test(process.env.IOT_DATA_ENDPOINT) ? process.env.IOT_DATA_ENDPOINT : `https://${process.env.IOT_DATA_ENDPOINT}` }
+  : {}));
 
 function log (level, msg, fields) {
   console.log(JSON.stringify({ level, msg, ...fields }));
@@ -219,6 +252,7 @@ async function ignoreExisting (promise) {
 }
 
 export async function handler (event, context) {
+  if (isRetireRequest(event)) return handleRetire(event);
   const certificateId = event?.certificateId;
   if (!CERT_ID_RE.test(certificateId ?? '')) throw new Error('event.certificateId is missing or not a certificate id');
   if (event.certificateStatus !== 'PENDING_ACTIVATION') {
@@ -255,8 +289,10 @@ export async function handler (event, context) {
   // The thing, and for `<gateway>:<id>` the gateway's namespace, must belong to this CA.
   const caId = cert.caCertificateId;
   const gateway = gatewayOf(thingName);
+  let thingCreated = false;
   for (const [name, what] of gateway ? [[gateway, 'gateway namespace'], [thingName, 'thing']] : [[thingName, 'thing']]) {
-    const { owner } = await bindThing(name, caId);
+    const { owner, created } = await bindThing(name, caId);
+    if (name === thingName) thingCreated = Boolean(created);
     if (owner !== caId) {
       log('warn', `refused: the ${what} belongs to another CA`, {
         certificateId, thingName, [what === 'thing' ? 'thing' : 'gateway']: name,
@@ -266,6 +302,10 @@ export async function handler (event, context) {
     }
   }
 
+  // A renewal: the thing already existed with other certificates attached (the device
+  // retires the old one once it is connected with this one).
+  const renewal = !thingCreated && (await thingPrincipals(thingName)).some((p) => p !== principal);
+
   await ignoreExisting(iot().send(new CreatePolicyCommand({ policyName, policyDocument: renderPolicy(partition, region, accountId, role) })));
   await iot().send(new AttachPolicyCommand({ policyName, target: principal }));
   await iot().send(new AttachThingPrincipalCommand({ thingName, principal }));
@@ -274,6 +314,124 @@ export async function handler (event, context) {
     await iot().send(new UpdateCertificateCommand({ certificateId, newStatus: 'ACTIVE' }));
     activated = true;
   }
-  log('info', 'certificate provisioned', { certificateId, thingName, role, policyName, activated });
-  return { certificateId, thingName, role, policyName, activated };
+  const out = { certificateId, thingName, role, policyName, activated, ...(renewal ? { renewal: true } : {}) };
+  log('info', 'certificate provisioned', out);
+  return out;
+}
+
+// ---- retirement ----------------------------------------------------------------------
+
+/** The topic prefix of a thing's retire request and replies. */
+export const retireTopic = (thingName) => `lifecycle/${thingName}/retire`;
+
+/**
+ * True when the event is a retire request, not a registration event. The retire rule's
+ * SELECT always sets `thingName` (topic(2)) after the payload's own keys, and registration
+ * events (published by AWS IoT on $aws/events/..., which devices cannot publish to) never
+ * have one: so whatever a device puts in its payload, its request never takes the
+ * registration path.
+ */
+export function isRetireRequest (event) {
+  return event !== null && typeof event === 'object' && Object.hasOwn(event, 'thingName');
+}
+
+/** A refusal of a retire request: answered on .../rejected with `reason`. */
+class Refusal extends Error {}
+
+async function publishReply (thingName, outcome, body) {
+  const topic = `${retireTopic(thingName)}/${outcome}`;
+  await iotData().send(new PublishCommand({ topic, qos: 1, payload: Buffer.from(JSON.stringify(body)) }));
+  return topic;
+}
+
+async function describeCertificate (certificateId) {
+  try {
+    return (await iot().send(new DescribeCertificateCommand({ certificateId }))).certificateDescription;
+  } catch (e) {
+    if (isError(e, 'ResourceNotFoundException')) return null;
+    throw e;
+  }
+}
+
+/**
+ * Retire `old`, the thing's certificate before `new`: the checks, then INACTIVE and detach.
+ * Returns the reply body of an acceptance; throws Refusal for a request that is refused.
+ */
+async function retire ({ thingName, clientId, oldId, newId }) {
+  if (!CERT_ID_RE.test(oldId ?? '')) throw new Refusal('oldCertificateId must be a certificate id (64 lowercase hex characters)');
+  if (!CERT_ID_RE.test(newId ?? '')) throw new Refusal('the request was not published with an X.509 certificate');
+  if (clientId !== thingName) throw new Refusal(`the client id ${JSON.stringify(clientId ?? null)} is not the thing name ${thingName}`);
+  if (oldId === newId) throw new Refusal('oldCertificateId is the certificate this request was published with');
+
+  const thing = await describeThing(thingName);
+  if (thing === null) throw new Refusal(`thing ${thingName} does not exist`);
+  const principals = await thingPrincipals(thingName);
+  const newCert = await describeCertificate(newId);
+  if (newCert === null || !principals.includes(newCert.certificateArn)) {
+    throw new Refusal(`the certificate the request was published with is not attached to thing ${thingName}`);
+  }
+  if (newCert.status !== 'ACTIVE') throw new Refusal(`the certificate the request was published with is ${newCert.status}, not ACTIVE`);
+
+  const oldCert = await describeCertificate(oldId);
+  if (oldCert === null) throw new Refusal(`certificate ${oldId} does not exist`);
+  const thingCa = thing.attributes?.[CA_ATTRIBUTE];
+  if ((thingCa && oldCert.caCertificateId !== thingCa) || oldCert.caCertificateId !== newCert.caCertificateId) {
+    throw new Refusal(`certificate ${oldId} was issued by CA ${oldCert.caCertificateId}, not by the CA of thing ${thingName} (${thingCa || newCert.caCertificateId})`);
+  }
+  const attached = principals.includes(oldCert.certificateArn);
+  if (!attached) {
+    // Retired already (a repeated request): the same answer again. Anything else is not
+    // this thing's certificate to retire.
+    if (oldCert.status === 'INACTIVE' || oldCert.status === 'REVOKED') {
+      return { oldCertificateId: oldId, status: oldCert.status, detached: true, repeated: true };
+    }
+    throw new Refusal(`certificate ${oldId} is not attached to thing ${thingName}`);
+  }
+  // The request must come over the newer certificate: one connected with the old
+  // certificate cannot retire the certificate that replaces it.
+  if (!(oldCert.creationDate < newCert.creationDate)) {
+    throw new Refusal(`certificate ${oldId} was registered after the certificate the request was published with; only an older certificate can be retired`);
+  }
+  let status = oldCert.status;
+  if (status !== 'INACTIVE' && status !== 'REVOKED') {
+    await iot().send(new UpdateCertificateCommand({ certificateId: oldId, newStatus: 'INACTIVE' }));
+    status = 'INACTIVE';
+  }
+  await iot().send(new DetachThingPrincipalCommand({ thingName, principal: oldCert.certificateArn }));
+  return { oldCertificateId: oldId, status, detached: true };
+}
+
+async function handleRetire (event) {
+  const thingName = event.thingName;
+  const oldId = event.oldCertificateId;
+  const fields = { thingName, clientId: event.clientId, oldCertificateId: oldId, newCertificateId: event.newCertificateId };
+  if (typeof thingName !== 'string' || !THING_NAME_RE.test(thingName)) {
+    // no topic to answer on: the rule's topic(2) is always a thing name for our topics
+    log('warn', 'retire request refused: no valid thing name', fields);
+    return { ...fields, refused: 'no valid thing name' };
+  }
+  const echo = typeof oldId === 'string' ? oldId : null;
+  let accepted;
+  try {
+    accepted = await retire({ thingName, clientId: event.clientId, oldId, newId: event.newCertificateId });
+  } catch (e) {
+    if (!(e instanceof Refusal)) {
+      // Not a refusal (e.g. a call the role does not allow): say so to the device, then fail
+      // the invocation so the error is seen.
+      log('error', 'retire request failed', { ...fields, error: `${e?.name}: ${e?.message}` });
+      try {
+        await publishReply(thingName, 'rejected', { oldCertificateId: echo, reason: `the cloud could not retire the certificate (${e?.name ?? 'error'}); try again later` });
+      } catch (e2) {
+        log('error', 'could not publish the rejection', { ...fields, error: `${e2?.name}: ${e2?.message}` });
+      }
+      throw e;
+    }
+    log('warn', 'retire request refused', { ...fields, reason: e.message });
+    await publishReply(thingName, 'rejected', { oldCertificateId: echo, reason: e.message });
+    return { ...fields, refused: e.message };
+  }
+  const { repeated, ...reply } = accepted;
+  await publishReply(thingName, 'accepted', reply);
+  log('info', repeated ? 'retire request repeated: already retired' : 'certificate retired', { ...fields, status: reply.status });
+  return { ...fields, retired: true, status: reply.status, ...(repeated ? { repeated: true } : {}) };
 }

@@ -268,3 +268,67 @@ export const ALLOW_ALL = { Version: '2012-10-17', Statement: [{ Effect: 'Allow',
 export async function violations (sim, clientId) {
   return (await sim.api('GET', `/_sim/violations/${encodeURIComponent(clientId)}`)).body;
 }
+
+/**
+ * Run deploy.sh --rules-only against the sim (the aws CLI at /usr/bin/aws with
+ * --endpoint-url). Resolves {code, stdout, stderr}.
+ */
+export async function deployRules (sim, args = []) {
+  const env = {
+    PATH: process.env.PATH,
+    HOME: sim.dataDir,
+    AWS_CLI: AWS,
+    AWS_ACCESS_KEY_ID: 'AKIDEXAMPLE',
+    AWS_SECRET_ACCESS_KEY: 'secret',
+    AWS_PAGER: '',
+    AWS_CONFIG_FILE: '/dev/null',
+    AWS_SHARED_CREDENTIALS_FILE: '/dev/null'
+  };
+  try {
+    const { stdout, stderr } = await execFileP(DEPLOY, ['--rules-only', '--endpoint-url', sim.base, ...args], { env });
+    return { code: 0, stdout, stderr };
+  } catch (e) {
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+/**
+ * Enroll `leaf` by JITR through the sim's rule and Lambda: the first connect is refused,
+ * the Lambda activates the certificate, the next connect (client id `clientId`) is accepted.
+ * Resolves {client, certificateId}; the caller ends `client`.
+ */
+export async function enroll (sim, leaf, clientId) {
+  const certificateId = certIdOf(leaf.pem);
+  const first = await connect(sim, leaf, clientId);
+  if (first.ok) { first.client.end(true); return { client: null, certificateId, already: true }; }
+  await waitFor(async () => (await sim.api('GET', `/certificates/${certificateId}`)).body.certificateDescription?.status === 'ACTIVE',
+    { timeoutMs: 15000, what: `certificate of ${clientId} ACTIVE` });
+  const r = await connect(sim, leaf, clientId);
+  if (!r.ok) throw new Error(`${clientId}: connect after activation refused: ${r.reason}`);
+  return { client: r.client, certificateId };
+}
+
+/**
+ * A retire request as the agent sends it over `client` (thing `thing`): subscribe QoS 1 to
+ * lifecycle/<thing>/retire/+, publish `body` QoS 1 to lifecycle/<thing>/retire, wait for
+ * the reply. Resolves {outcome: 'accepted'|'rejected', reply}.
+ */
+export function retireRequest (client, thing, body, { timeoutMs = 10000 } = {}) {
+  const base = `lifecycle/${thing}/retire`;
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => { client.off('message', onMessage); reject(new Error(`no reply on ${base}/+`)); }, timeoutMs);
+    const onMessage = (topic, payload) => {
+      if (!topic.startsWith(base + '/')) return;
+      clearTimeout(t);
+      client.off('message', onMessage);
+      resolve({ outcome: topic.slice(base.length + 1), reply: JSON.parse(payload.toString()) });
+    };
+    client.on('message', onMessage);
+    client.subscribe(`${base}/+`, { qos: 1 }, (err, granted) => {
+      if (err || granted?.[0]?.qos === 128) { clearTimeout(t); reject(err ?? new Error('subscription refused')); return; }
+      client.publish(base, typeof body === 'string' ? body : JSON.stringify(body), { qos: 1 }, (e) => {
+        if (e) { clearTimeout(t); reject(e); }
+      });
+    });
+  });
+}

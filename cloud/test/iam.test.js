@@ -46,7 +46,11 @@ const LAMBDA_CALLS = (partition, region) => {
     ['CreatePolicy', { params: { name: 'gateway-agent-gateway' } }],
     ['AttachPolicy', { params: { name: 'gateway-agent-device' }, body: { target: certArn } }],
     ['AttachThingPrincipal', { params: { name: 'gw1' }, headers: { 'x-amzn-principal': certArn } }],
-    ['UpdateCertificate', { params: { id: CERT } }]
+    ['UpdateCertificate', { params: { id: CERT } }],
+    // retirement: the old certificate detached, the reply published
+    ['DetachThingPrincipal', { params: { name: 'gw1:s1' }, headers: { 'x-amzn-principal': certArn } }],
+    ['Publish', { params: { topic: 'lifecycle/gw1/retire/accepted' } }],
+    ['Publish', { params: { topic: 'lifecycle/gw1:s1/retire/rejected' } }]
   ].map(([op, r]) => [op, { params: {}, body: {}, headers: {}, ...r }]);
 };
 
@@ -61,6 +65,10 @@ test('dry run: every IoT action of the rendered role names the resource type AWS
   }
   // a policy other than the two named ones may not be created
   assert.throws(() => iam.authorize('CreatePolicy', { params: { name: 'admin' }, body: {}, headers: {} }), /AccessDenied|not authorized/);
+  // it publishes retire replies only: not requests, not to devices' other topics
+  for (const topic of ['lifecycle/gw1/retire', 'cmd/gw1/reboot', 'dt/gw1/x', 'lifecycle/gw1/retire/other']) {
+    assert.throws(() => iam.authorize('Publish', { params: { topic }, body: {}, headers: {} }), /not authorized to perform: iot:Publish/, topic);
+  }
   // the Lambda may not delete anything
   assert.throws(() => iam.authorize('DeleteThing', { params: { name: 'gw1' }, body: {}, headers: {} }), /not authorized/);
   assert.throws(() => iam.authorize('DeleteCertificate', { params: { id: CERT }, body: {}, headers: {} }), /not authorized/);
@@ -79,6 +87,8 @@ test('dry run: the role policy of before (AttachThingPrincipal on thing/*) fails
 test('the table: resource types from the Service Authorization Reference for the calls that matter', () => {
   const types = Object.fromEntries(Object.entries(OPERATIONS).map(([op, e]) => [op, e.type]));
   assert.equal(types.AttachThingPrincipal, 'cert');
+  assert.equal(types.DetachThingPrincipal, 'cert');
+  assert.equal(types.Publish, 'topic');
   assert.equal(types.AttachPolicy, 'cert');
   assert.equal(types.CreateThing, 'thing');
   assert.equal(types.DescribeThing, 'thing');

@@ -201,6 +201,14 @@ test('deploy.sh --dry-run renders valid documents for the given account and regi
     assert.match(stdout, /lambda create-function .*POLICY_NAME=my-devices.*GATEWAY_POLICY_NAME=my-gateways/);
     assert.match(stdout, /lambda remove-permission --function-name gateway-agent-jitr --statement-id iot-jitr-rule\n(.*\n)?\+ aws lambda add-permission .*--principal iot\.amazonaws\.com .*--source-arn arn:aws:iot:eu-west-1:210987654321:rule\/gateway_agent_jitr/);
     assert.match(stdout, /iot create-topic-rule --rule-name gateway_agent_jitr/);
+    // the retire rule: same function, its own invoke permission
+    const retire = JSON.parse(fs.readFileSync(path.join(work, 'retire-rule.json'), 'utf8'));
+    assert.equal(retire.actions[0].lambda.functionArn, 'arn:aws:lambda:eu-west-1:210987654321:function:gateway-agent-jitr');
+    assert.equal(retire.sql, "SELECT *, principal() AS newCertificateId, clientid() AS clientId, topic(2) AS thingName FROM 'lifecycle/+/retire'");
+    assert.match(stdout, /lambda remove-permission --function-name gateway-agent-jitr --statement-id iot-retire-rule\n(.*\n)?\+ aws lambda add-permission .*--statement-id iot-retire-rule .*--source-arn arn:aws:iot:eu-west-1:210987654321:rule\/gateway_agent_retire/);
+    assert.match(stdout, /iot create-topic-rule --rule-name gateway_agent_retire --topic-rule-payload file:\/\/\S+\/retire-rule\.json/);
+    assert.match(stdout, /iot describe-endpoint --endpoint-type iot:Data-ATS/);
+    assert.match(stdout, /lambda create-function .*IOT_DATA_ENDPOINT=https:/);
     const { stdout: listing } = await promisify(execFile)('python3', ['-m', 'zipfile', '-l', path.join(work, 'function.zip')]);
     assert.deepEqual(listing.split('\n').slice(1).filter(Boolean).map((l) => l.split(/\s+/)[0]).sort(),
       ['device-policy.json', 'gateway-policy.json', 'index.mjs'], 'the zip holds every file the Lambda reads');

@@ -14,11 +14,11 @@ import { tmpDir } from './helpers.js';
 
 test('rule SQL subset', () => {
   assert.deepEqual(parseSql("SELECT * FROM '$aws/events/certificates/registered/#' WHERE certificateStatus = \"PENDING_ACTIVATION\""),
-    { filter: '$aws/events/certificates/registered/#', where: { field: ['certificateStatus'], value: 'PENDING_ACTIVATION' } });
-  assert.deepEqual(parseSql("select * from 'a/+/c'"), { filter: 'a/+/c', where: null });
+    { filter: '$aws/events/certificates/registered/#', where: { field: ['certificateStatus'], value: 'PENDING_ACTIVATION' }, select: [{ star: true }] });
+  assert.deepEqual(parseSql("select * from 'a/+/c'"), { filter: 'a/+/c', where: null, select: [{ star: true }] });
   assert.deepEqual(parseSql("SELECT * FROM 'a' WHERE x.y = 'v'").where, { field: ['x', 'y'], value: 'v' });
   assert.deepEqual(parseSql("SELECT * FROM 'a' WHERE n = 42").where, { field: ['n'], value: '42' });
-  for (const bad of ['', 'SELECT a FROM \'x\'', "SELECT * FROM 'a/#/b'", "SELECT * FROM 'a' WHERE x > 1", "SELECT * FROM 'a' WHERE x = \"1\" AND y = \"2\""]) {
+  for (const bad of ['', 'SELECT FROM \'x\'', "SELECT * FROM 'a/#/b'", "SELECT * FROM 'a' WHERE x > 1", "SELECT * FROM 'a' WHERE x = \"1\" AND y = \"2\""]) {
     assert.throws(() => parseSql(bad), (e) => e.type === 'SqlParseException', bad);
   }
 });

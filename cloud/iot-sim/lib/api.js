@@ -48,11 +48,14 @@ const OPERATION_OF = {
   'DELETE /things/{name}': 'DeleteThing',
   'GET /things': 'ListThings',
   'GET /principals/things': 'ListPrincipalThings',
-  'GET /rules/{name}': 'GetTopicRule'
+  'GET /rules/{name}': 'GetTopicRule',
+  // the data plane (iot-data): one API port serves both, as AWS_ENDPOINT_URL_IOT_DATA_PLANE says
+  'POST /topics/{topic+}': 'Publish'
 };
 
-function route (method, pattern, fn) {
-  return { method, parts: pattern.split('/').filter(Boolean), fn, op: OPERATION_OF[`${method} ${pattern}`] ?? null };
+/** A route; `raw`: the handler gets the body as a Buffer instead of parsed JSON. */
+function route (method, pattern, fn, { raw = false } = {}) {
+  return { method, parts: pattern.split('/').filter(Boolean), fn, raw, op: OPERATION_OF[`${method} ${pattern}`] ?? null };
 }
 
 /** The access key id of a SigV4-signed request, or null. */
@@ -62,14 +65,34 @@ function accessKeyOf (headers) {
 }
 
 function match (r, method, parts) {
-  if (r.method !== method || r.parts.length !== parts.length) return null;
+  if (r.method !== method) return null;
+  const greedy = r.parts.at(-1).endsWith('+}'); // {name+}: the rest of the path, '/' included
+  if (greedy ? parts.length < r.parts.length : r.parts.length !== parts.length) return null;
   const params = {};
-  for (let i = 0; i < parts.length; i++) {
+  for (let i = 0; i < r.parts.length; i++) {
     const p = r.parts[i];
-    if (p.startsWith('{')) params[p.slice(1, -1)] = parts[i];
+    if (greedy && i === r.parts.length - 1) params[p.slice(1, -2)] = parts.slice(i).join('/');
+    else if (p.startsWith('{')) params[p.slice(1, -1)] = parts[i];
     else if (p !== parts[i]) return null;
   }
   return params;
+}
+
+/**
+ * The data-plane Publish (IoT data plane API reference, Publish:
+ * https://docs.aws.amazon.com/iot/latest/apireference/API_iotdata_Publish.html):
+ * POST /topics/{topic}?qos=0|1&retain=true|false, the body is the payload as is. The SDK
+ * sends the topic as one URL-encoded path segment; raw '/' are accepted too.
+ */
+function publishRequest (params, q, body) {
+  const topic = params.topic;
+  if (!topic || /[+#]/.test(topic)) throw invalid('topic must be a topic name without wildcards');
+  if (Buffer.byteLength(topic) > 256) throw invalid('topic is longer than 256 bytes');
+  if ((topic.match(/\//g) || []).length > 7) throw invalid('topic has more than 8 levels');
+  const qos = q.has('qos') ? Number(q.get('qos')) : 0;
+  if (qos !== 0 && qos !== 1) throw invalid('qos must be 0 or 1');
+  if (body.length > 128 * 1024) throw new AwsError('RequestEntityTooLargeException', 'The payload exceeds the maximum size allowed');
+  return { topic, payload: body, qos, retain: q.get('retain') === 'true' };
 }
 
 const bool = (v) => v === 'true';
@@ -208,6 +231,10 @@ export class Api {
         const { slice, next } = page(reg.thingsForCert(reg.certIdFromArn(principal)), q, { sizeKey: 'maxResults', markerKey: 'nextToken', ascendingKey: null });
         return { things: slice, nextToken: next };
       }),
+      route('POST', '/topics/{topic+}', async (p, q, b) => {
+        await sim.broker.publish(publishRequest(p, q, b));
+        return {};
+      }, { raw: true }),
       route('GET', '/rules/{name}', (p) => {
         const r = reg.rule(p.name);
         return {
@@ -303,14 +330,14 @@ export class Api {
     try { url = new URL(req.url, 'http://sim'); } catch { throw invalid('Malformed request URL'); }
     let parts;
     try { parts = url.pathname.split('/').filter(Boolean).map(decodeURIComponent); } catch { throw invalid('Malformed URL encoding'); }
-    let json = {};
-    if (body.length) {
-      try { json = JSON.parse(body.toString('utf8')); } catch { throw invalid('Request body is not valid JSON'); }
-      if (!json || typeof json !== 'object' || Array.isArray(json)) throw invalid('Request body must be a JSON object');
-    }
     for (const r of this.routes) {
       const params = match(r, req.method, parts);
       if (!params) continue;
+      let json = {};
+      if (!r.raw && body.length) {
+        try { json = JSON.parse(body.toString('utf8')); } catch { throw invalid('Request body is not valid JSON'); }
+        if (!json || typeof json !== 'object' || Array.isArray(json)) throw invalid('Request body must be a JSON object');
+      }
       if (r.op && this.sim.iam && accessKeyOf(req.headers) === LAMBDA_ACCESS_KEY_ID) {
         const request = { params, query: url.searchParams, body: json, headers: req.headers };
         try {
@@ -320,7 +347,7 @@ export class Api {
           throw e;
         }
       }
-      return await r.fn(params, url.searchParams, json, req.headers);
+      return await r.fn(params, url.searchParams, r.raw ? body : json, req.headers);
     }
     throw new AwsError('UnknownOperationException', `iot-sim does not implement ${req.method} ${url.pathname}`);
   }

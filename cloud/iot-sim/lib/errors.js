@@ -14,6 +14,7 @@ const STATUS = {
   LimitExceededException: 410,
   MalformedPolicyException: 400,
   RegistrationCodeValidationException: 400,
+  RequestEntityTooLargeException: 413, // data plane (iot-data service model)
   ResourceAlreadyExistsException: 409,
   ResourceNotFoundException: 404,
   SqlParseException: 400,

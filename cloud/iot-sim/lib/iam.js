@@ -41,6 +41,7 @@ export const LAMBDA_ROLE_NAME = 'iot-sim-lambda-role';
  *   thing    arn:${Partition}:iot:${Region}:${Account}:thing/${ThingName}
  *   policy   arn:${Partition}:iot:${Region}:${Account}:policy/${PolicyName}
  *   rule     arn:${Partition}:iot:${Region}:${Account}:rule/${RuleName}
+ *   topic    arn:${Partition}:iot:${Region}:${Account}:topic/${TopicName}
  */
 const certOf = (arn) => (/:cert\/([0-9a-f]{64})$/.exec(arn || '') || [])[1] ?? String(arn);
 export const OPERATIONS = {
@@ -67,6 +68,11 @@ export const OPERATIONS = {
   ListThings: { action: 'iot:ListThings', type: null },
   // AttachThingPrincipal is authorized on the certificate (the principal), not on the thing.
   AttachThingPrincipal: { action: 'iot:AttachThingPrincipal', type: 'cert', name: (r) => certOf(r.headers['x-amzn-principal']) },
+  // DetachThingPrincipal, its counterpart, likewise on the certificate being detached.
+  DetachThingPrincipal: { action: 'iot:DetachThingPrincipal', type: 'cert', name: (r) => certOf(r.headers['x-amzn-principal']) },
+  // The data plane's Publish (POST /topics/{topic}) is the action iot:Publish on the topic,
+  // resource type topic: arn:${Partition}:iot:${Region}:${Account}:topic/${TopicName}.
+  Publish: { action: 'iot:Publish', type: 'topic', name: (r) => r.params.topic },
   GetTopicRule: { action: 'iot:GetTopicRule', type: 'rule', name: (r) => r.params.name },
   CreateTopicRule: { action: 'iot:CreateTopicRule', type: 'rule', name: (r) => r.params.name },
   ReplaceTopicRule: { action: 'iot:ReplaceTopicRule', type: 'rule', name: (r) => r.params.name },

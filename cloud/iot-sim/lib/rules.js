@@ -1,9 +1,25 @@
-// Topic rules: the SQL subset `SELECT * FROM '<topic filter>' [WHERE <field> = "<value>"]`
-// and the `lambda` action. A matching message's JSON payload is the Lambda's event, as in
-// AWS. The handler mapped to the action's functionArn (--lambda ARN=PATH) runs in this
-// process after --lambda-delay-ms; its AWS SDK clients reach the sim's own control API
-// through AWS_ENDPOINT_URL_IOT, which the sim sets before loading any handler, so the code
-// under test is exactly the shipped Lambda. Other action types are stored but not run.
+// Topic rules: a subset of the AWS IoT SQL and the `lambda` action.
+//
+//   SELECT <item>[, <item>]... FROM '<topic filter>' [WHERE <field>[.<field>] = <literal>]
+//   <item>: *  |  <field>[.<field>] [AS <name>]  |  <function> AS <name>
+//   <function>: principal() | clientid() | topic() | topic(<n>)
+//
+// The SELECT result is the Lambda's event: `*` copies the message's JSON payload, each other
+// item adds (or, with no value, removes) one key, in the order written. WHERE compares a
+// field of the incoming payload. The functions, as the AWS IoT SQL reference gives them
+// (https://docs.aws.amazon.com/iot/latest/developerguide/iot-sql-functions.html):
+//   principal()  the principal the publisher authenticated with: for a client connected with
+//                an X.509 certificate, the certificate id (64 hex characters)
+//   clientid()   the MQTT client id of the publisher
+//   topic()      the topic the message was published to; topic(n) its n-th level, from 1
+// For messages no MQTT client published (the sim's own events, data-plane Publish calls,
+// /_sim/publish) principal() and clientid() have no value here, and their keys are left out.
+//
+// The handler mapped to the action's functionArn (--lambda ARN=PATH) runs in this process
+// after --lambda-delay-ms; its AWS SDK clients reach the sim's own API through
+// AWS_ENDPOINT_URL_IOT and AWS_ENDPOINT_URL_IOT_DATA_PLANE, which the sim sets before loading
+// any handler, so the code under test is exactly the shipped Lambda. Other action types are
+// stored but not run.
 
 import { randomUUID } from 'node:crypto';
 import { pathToFileURL } from 'node:url';
@@ -11,16 +27,55 @@ import path from 'node:path';
 import { AwsError } from './errors.js';
 import { topicMatches, validFilter } from './topics.js';
 
-const SQL_RE = /^\s*SELECT\s+\*\s+FROM\s+'([^']+)'\s*(?:WHERE\s+([A-Za-z_][\w.]*)\s*=\s*(?:"([^"]*)"|'([^']*)'|(-?\d+(?:\.\d+)?|true|false))\s*)?;?\s*$/i;
+const SQL_RE = /^\s*SELECT\s+(.+?)\s+FROM\s+'([^']+)'\s*(?:WHERE\s+([A-Za-z_][\w.]*)\s*=\s*(?:"([^"]*)"|'([^']*)'|(-?\d+(?:\.\d+)?|true|false))\s*)?;?\s*$/is;
+const FUNCTION_ITEM_RE = /^([A-Za-z_]\w*)\s*\(\s*([^)]*?)\s*\)(?:\s+AS\s+([A-Za-z_]\w*))?$/i;
+const FIELD_ITEM_RE = /^([A-Za-z_][\w.]*)(?:\s+AS\s+([A-Za-z_]\w*))?$/i;
+const FUNCTIONS = {
+  principal: { args: 0 },
+  clientid: { args: 0 },
+  topic: { args: 1, optional: true }
+};
+const SUPPORTED = `SELECT *|<field> [AS <name>]|principal() AS <name>|clientid() AS <name>|topic([<n>]) AS <name>, ... FROM '<filter>' [WHERE <field> = "<value>"]`;
 
-/** Parse the supported SQL subset; throws SqlParseException. */
+const sqlError = (why, sql) => new AwsError('SqlParseException', `${why} (iot-sim supports ${SUPPORTED}): ${sql}`);
+
+function parseItem (text, sql) {
+  if (text === '*') return { star: true };
+  let m = FUNCTION_ITEM_RE.exec(text);
+  if (m) {
+    const fn = m[1].toLowerCase();
+    const spec = FUNCTIONS[fn];
+    if (!spec) throw sqlError(`function ${m[1]}() is not modelled`, sql);
+    let arg;
+    if (m[2] !== '') {
+      if (spec.args === 0 || !/^[1-9]\d*$/.test(m[2])) throw sqlError(`invalid argument of ${fn}(): ${m[2]}`, sql);
+      arg = Number(m[2]);
+    } else if (spec.args > 0 && !spec.optional) {
+      throw sqlError(`${fn}() needs an argument`, sql);
+    }
+    if (!m[3]) throw sqlError(`${fn}() needs AS <name>`, sql);
+    return { fn, arg, name: m[3] };
+  }
+  m = FIELD_ITEM_RE.exec(text);
+  if (m) {
+    const field = m[1].split('.');
+    if (field.some((f) => f === '')) throw sqlError(`invalid field ${m[1]}`, sql);
+    return { field, name: m[2] ?? field.at(-1) };
+  }
+  throw sqlError(`cannot parse the select item ${JSON.stringify(text)}`, sql);
+}
+
+/**
+ * Parse the supported SQL subset; throws SqlParseException. Returns {filter, where, select}:
+ * select is a list of {star:true} | {fn, arg, name} | {field, name}.
+ */
 export function parseSql (sql) {
   const m = SQL_RE.exec(sql || '');
-  if (!m || !validFilter(m[1])) {
-    throw new AwsError('SqlParseException', `Unsupported or invalid SQL (iot-sim supports SELECT * FROM '<filter>' [WHERE <field> = "<value>"]): ${sql}`);
-  }
-  const where = m[2] ? { field: m[2].split('.'), value: m[3] ?? m[4] ?? m[5] } : null;
-  return { filter: m[1], where };
+  if (!m || !validFilter(m[2])) throw sqlError('unsupported or invalid SQL', sql);
+  const select = m[1].split(',').map((t) => parseItem(t.trim(), sql));
+  if (select.filter((i) => i.star).length > 1) throw sqlError('* may appear once', sql);
+  const where = m[3] ? { field: m[3].split('.'), value: m[4] ?? m[5] ?? m[6] } : null;
+  return { filter: m[2], where, select };
 }
 
 function fieldValue (obj, pathParts) {
@@ -30,6 +85,33 @@ function fieldValue (obj, pathParts) {
     v = v[k];
   }
   return v;
+}
+
+/** The value of a SQL function for a message on `topic` from `source` {clientId, principal}. */
+export function callFunction (fn, arg, topic, source = {}) {
+  switch (fn) {
+    case 'principal': return source.principal || undefined;
+    case 'clientid': return source.clientId || undefined;
+    case 'topic': return arg === undefined ? topic : topic.split('/')[arg - 1];
+    default: return undefined;
+  }
+}
+
+/**
+ * Whether a parsed rule matches a message, and its SELECT result: null when it does not
+ * match, else the object the rule's actions get. `doc` is the parsed JSON payload.
+ */
+export function evaluateRule (q, topic, doc, source = {}) {
+  if (!topicMatches(q.filter, topic)) return null;
+  if (doc === undefined || doc === null || typeof doc !== 'object') return null; // non-JSON payloads are not modelled
+  if (q.where && String(fieldValue(doc, q.where.field)) !== q.where.value) return null;
+  const out = {};
+  for (const item of q.select ?? [{ star: true }]) {
+    if (item.star) { Object.assign(out, structuredClone(doc)); continue; }
+    const v = item.fn ? callFunction(item.fn, item.arg, topic, source) : structuredClone(fieldValue(doc, item.field));
+    if (v === undefined) delete out[item.name]; else out[item.name] = v;
+  }
+  return out;
 }
 
 export class RulesEngine {
@@ -62,8 +144,12 @@ export class RulesEngine {
     return p.parsed;
   }
 
-  /** Called for every message the broker routes (device publishes and the sim's own events). */
-  onMessage (topic, payload) {
+  /**
+   * Called for every message the broker routes (device publishes and the sim's own events).
+   * `source`: the publishing client's {clientId, principal} (its certificate id), or {} for
+   * messages no MQTT client published.
+   */
+  onMessage (topic, payload, source = {}) {
     const rules = this.registry.rules();
     if (rules.length === 0) return;
     let doc;
@@ -76,10 +162,10 @@ export class RulesEngine {
         parsedOk = true;
         try { doc = JSON.parse(payload.toString('utf8')); } catch { doc = undefined; }
       }
-      if (doc === undefined || doc === null || typeof doc !== 'object') continue; // non-JSON payloads are not modelled
-      if (q.where && String(fieldValue(doc, q.where.field)) !== q.where.value) continue;
+      const event = evaluateRule(q, topic, doc, source);
+      if (event === null) continue;
       for (const action of rule.actions || []) {
-        if (action.lambda && action.lambda.functionArn) this.schedule(name, action.lambda.functionArn, doc);
+        if (action.lambda && action.lambda.functionArn) this.schedule(name, action.lambda.functionArn, event);
       }
     }
   }

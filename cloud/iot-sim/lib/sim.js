@@ -38,9 +38,12 @@ export class Sim {
     });
     this.api = new Api(this);
     await this.api.start();
-    // The shipped Lambda builds its IoT client from the environment; point it at our API.
-    // Set before any handler is imported (handlers load lazily on first invocation).
+    // The shipped Lambda builds its IoT clients from the environment; point both the control
+    // plane (@aws-sdk/client-iot) and the data plane (@aws-sdk/client-iot-data-plane, whose
+    // service-specific variable is AWS_ENDPOINT_URL_IOT_DATA_PLANE) at our API. Set before
+    // any handler is imported (handlers load lazily on first invocation).
     process.env.AWS_ENDPOINT_URL_IOT = `http://127.0.0.1:${this.api.port}`;
+    process.env.AWS_ENDPOINT_URL_IOT_DATA_PLANE = `http://127.0.0.1:${this.api.port}`;
     process.env.AWS_REGION = o.region;
     // The Lambda role's session credentials: the API recognises the Lambda's calls by this
     // access key and authorizes them against --lambda-role-policy (iam.js).
@@ -61,7 +64,9 @@ export class Sim {
       retain: Boolean(packet.retain),
       payload: Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload ?? '')
     });
-    this.rules.onMessage(packet.topic, packet.payload);
+    // principal() and clientid() of the rules engine: the publishing device's certificate id
+    // and client id; nothing for the sim's own messages.
+    this.rules.onMessage(packet.topic, packet.payload, gate ? { clientId: gate.clientId, principal: gate.certificateId } : {});
   }
 
   info () {

@@ -34,7 +34,9 @@ Result<bridge::BridgeIdentity> ToBridgeIdentity(const Identity& id,
     b.via = kGatewayIdentity;  // no key of its own
     return b;
   }
-  b.active = id.state == EnrollmentState::kActive;
+  // While a renewal proves the next certificate, the connection is let go:
+  // AWS IoT allows one connection per client id.
+  b.active = id.state == EnrollmentState::kActive && id.renewal != RenewalStep::kProving;
   if (!b.active) return b;
   const std::string where = "identity " + id.name;
   *fault = CredentialFault::kKey;

@@ -185,6 +185,7 @@ Status Enrollment::Advance(Identity& identity) {
     options_.crash("registering", identity.name);
   }
   if (identity.state == EnrollmentState::kRegistering) return Register(identity);
+  if (identity.state == EnrollmentState::kActive) return Renew(identity);
   return Status::Ok();
 }
 

@@ -39,6 +39,28 @@ struct StepContext {
 // naming the identity and the file.
 Status KeyUsableInTpm(const Identity& identity, const std::shared_ptr<tpm::TpmContext>& tpm);
 
+// A TPM key for `identity` saved at `key_path` (0600, its directory 0700);
+// a key saved there before a crash is reused.
+Status EnsureKey(const Identity& identity, const std::filesystem::path& key_path,
+                 const StepContext& ctx);
+
+struct CertificateFiles {
+  std::string cert_file;
+  std::string chain_file;
+  std::string cert_id;
+  Millis not_after = 0;
+  Millis issued_at = 0;
+};
+
+// A certificate from the local CA for the key in `key_file`, saved at
+// `cert_path` with its chain at `chain_path`; one saved before a crash for
+// this key is reused. `key_refused`: the TPM will not use the key (a new
+// one is needed).
+Result<CertificateFiles> EnsureCertificate(const Identity& identity, const std::string& key_file,
+                                           const std::filesystem::path& cert_path,
+                                           const std::filesystem::path& chain_path,
+                                           const StepContext& ctx, bool* key_refused);
+
 // NEW -> KEYED: a TPM key, its blob saved in the identity's directory.
 Status MakeKey(Identity& identity, const StepContext& ctx);
 

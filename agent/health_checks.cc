@@ -128,7 +128,7 @@ Result<std::vector<Identity>> StoredIdentities(const Config& config) {
 }
 
 HealthCheck CheckClock(const Config& config, const std::vector<Identity>& identities, Millis now) {
-  const Millis built = static_cast<Millis>(GATEWAY_AGENT_BUILD_EPOCH) * 1000;
+  const Millis built = BuildEpochMillis();
   if (now < built) {
     return Error(
         "clock",
@@ -374,6 +374,10 @@ std::vector<HealthCheck> CheckStateDir(const Config& config, Millis now) {
 }
 
 }  // namespace
+
+Millis BuildEpochMillis() {
+  return static_cast<Millis>(GATEWAY_AGENT_BUILD_EPOCH) * 1000;
+}
 
 std::string_view ProblemName(IdentityFileCheck::Problem problem) {
   switch (problem) {

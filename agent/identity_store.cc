@@ -39,12 +39,35 @@ const char* const kMigrations[] = {
     );
     CREATE INDEX identities_thing ON identities(thing);
     )sql",
+    R"sql(
+    ALTER TABLE identities ADD COLUMN cert_issued_at INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE identities ADD COLUMN renewal TEXT NOT NULL DEFAULT '';
+    ALTER TABLE identities ADD COLUMN next_key_file TEXT NOT NULL DEFAULT '';
+    ALTER TABLE identities ADD COLUMN next_cert_file TEXT NOT NULL DEFAULT '';
+    ALTER TABLE identities ADD COLUMN next_chain_file TEXT NOT NULL DEFAULT '';
+    ALTER TABLE identities ADD COLUMN next_cert_id TEXT NOT NULL DEFAULT '';
+    ALTER TABLE identities ADD COLUMN next_cert_not_after INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE identities ADD COLUMN next_cert_issued_at INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE identities ADD COLUMN renewals INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE identities ADD COLUMN retiring_cert_id TEXT NOT NULL DEFAULT '';
+    ALTER TABLE identities ADD COLUMN renewal_error TEXT NOT NULL DEFAULT '';
+    )sql",
 };
 
 constexpr const char* kColumns =
     "name, kind, thing, state, key_file, cert_file, chain_file, cert_id, "
     "cert_not_after, attempts, next_attempt, last_error, park_reason, long_pending_reported, "
-    "created, updated, registering_since, active_since";
+    "created, updated, registering_since, active_since, cert_issued_at, renewal, next_key_file, "
+    "next_cert_file, next_chain_file, next_cert_id, next_cert_not_after, next_cert_issued_at, "
+    "renewals, "
+    "retiring_cert_id, renewal_error";
+
+RenewalStep ParseRenewalStep(std::string_view name) {
+  for (auto s : {RenewalStep::kKeyed, RenewalStep::kCertified, RenewalStep::kProving}) {
+    if (RenewalStepName(s) == name) return s;
+  }
+  return RenewalStep::kNone;
+}
 
 Identity Row(sqlite3_stmt* s) {
   Identity id;
@@ -66,6 +89,17 @@ Identity Row(sqlite3_stmt* s) {
   id.updated = sqlite3_column_int64(s, 15);
   id.registering_since = sqlite3_column_int64(s, 16);
   id.active_since = sqlite3_column_int64(s, 17);
+  id.cert_issued_at = sqlite3_column_int64(s, 18);
+  id.renewal = ParseRenewalStep(Text(s, 19));
+  id.next_key_file = Text(s, 20);
+  id.next_cert_file = Text(s, 21);
+  id.next_chain_file = Text(s, 22);
+  id.next_cert_id = Text(s, 23);
+  id.next_cert_not_after = sqlite3_column_int64(s, 24);
+  id.next_cert_issued_at = sqlite3_column_int64(s, 25);
+  id.renewals = sqlite3_column_int(s, 26);
+  id.retiring_cert_id = Text(s, 27);
+  id.renewal_error = Text(s, 28);
   return id;
 }
 
@@ -88,6 +122,17 @@ void BindAll(sqlite3_stmt* s, const Identity& id) {
   sqlite3_bind_int64(s, 16, id.updated);
   sqlite3_bind_int64(s, 17, id.registering_since);
   sqlite3_bind_int64(s, 18, id.active_since);
+  sqlite3_bind_int64(s, 19, id.cert_issued_at);
+  BindText(s, 20, id.renewal == RenewalStep::kNone ? "" : RenewalStepName(id.renewal));
+  BindText(s, 21, id.next_key_file);
+  BindText(s, 22, id.next_cert_file);
+  BindText(s, 23, id.next_chain_file);
+  BindText(s, 24, id.next_cert_id);
+  sqlite3_bind_int64(s, 25, id.next_cert_not_after);
+  sqlite3_bind_int64(s, 26, id.next_cert_issued_at);
+  sqlite3_bind_int(s, 27, id.renewals);
+  BindText(s, 28, id.retiring_cert_id);
+  BindText(s, 29, id.renewal_error);
 }
 
 }  // namespace
@@ -113,6 +158,16 @@ std::optional<EnrollmentState> ParseState(std::string_view name) {
     if (StateName(s) == name) return s;
   }
   return std::nullopt;
+}
+
+std::string_view RenewalStepName(RenewalStep step) {
+  switch (step) {
+    case RenewalStep::kNone: return "none";
+    case RenewalStep::kKeyed: return "keyed";
+    case RenewalStep::kCertified: return "certified";
+    case RenewalStep::kProving: return "proving";
+  }
+  return "none";
 }
 
 std::string_view KindName(IdentityKind kind) {
@@ -199,8 +254,10 @@ Status IdentityStore::Add(const Identity& identity) {
                                         identity.thing + "\""};
     }
   }
-  std::string sql = std::string("INSERT OR REPLACE INTO identities (") + kColumns +
-                    ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)";
+  std::string sql =
+      std::string("INSERT OR REPLACE INTO identities (") + kColumns +
+      ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,"
+      "?23,?24,?25,?26,?27,?28,?29)";
   GA_ASSIGN_OR_RETURN(Stmt s, db_->Prepare(sql));
   Identity row = identity;
   row.created = row.updated = NowMillis();
@@ -217,7 +274,10 @@ Status IdentityStore::Update(const Identity& identity) {
       "UPDATE identities SET kind=?2, thing=?3, state=?4, key_file=?5, "
       "cert_file=?6, chain_file=?7, cert_id=?8, cert_not_after=?9, attempts=?10, "
       "next_attempt=?11, last_error=?12, park_reason=?13, long_pending_reported=?14, "
-      "created=?15, updated=?16, registering_since=?17, active_since=?18 WHERE name=?1";
+      "created=?15, updated=?16, registering_since=?17, active_since=?18, cert_issued_at=?19, "
+      "renewal=?20, next_key_file=?21, next_cert_file=?22, next_chain_file=?23, next_cert_id=?24, "
+      "next_cert_not_after=?25, next_cert_issued_at=?26, renewals=?27, retiring_cert_id=?28, "
+      "renewal_error=?29 WHERE name=?1";
   GA_ASSIGN_OR_RETURN(Stmt s, db_->Prepare(sql));
   Identity row = identity;
   row.updated = NowMillis();

@@ -10,7 +10,8 @@ bool Actionable(const Identity& identity) {
     case EnrollmentState::kNew:
     case EnrollmentState::kKeyed:
     case EnrollmentState::kCertified:
-    case EnrollmentState::kRegistering: return true;
+    case EnrollmentState::kRegistering:
+    case EnrollmentState::kActive: return true;  // its certificate's renewal
     default: return false;
   }
 }

@@ -166,6 +166,11 @@ Result<Identity> SensorRoster::Reenroll(const std::string& name, EnrollmentState
     return FailedPrecondition("identity " + name + " is " + std::string(StateName(identity.state)) +
                               ", not ACTIVE: nothing to enroll again");
   }
+  if (identity.renewal != RenewalStep::kNone) {
+    return FailedPrecondition("identity " + name + " is renewing its certificate (" +
+                              std::string(RenewalStepName(identity.renewal)) +
+                              "): its files are being replaced");
+  }
   table_.HoldForMove(name);
   auto current = store_.Get(name);  // a step may have advanced it meanwhile
   Status saved = current.status();

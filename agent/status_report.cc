@@ -198,6 +198,16 @@ std::string StatusJson(const std::vector<Identity>& identities, Millis now,
         {"longPending", id.long_pending_reported},
         {"certificateId", id.cert_id},
         {"certificateExpires", Iso8601(id.cert_not_after)},
+        {"renewal",
+         {{"step", RenewalStepName(id.renewal)},
+          {"renewals", id.renewals},
+          {"renewsAt", id.state == EnrollmentState::kActive && id.renewal == RenewalStep::kNone &&
+                               id.retiring_cert_id.empty()
+                           ? Iso8601(id.next_attempt)
+                           : ""},
+          {"nextCertificateId", id.next_cert_id},
+          {"retiringCertificateId", id.retiring_cert_id},
+          {"error", id.renewal_error}}},
         {"keyFile", id.key_file},
         {"chainFile", id.chain_file},
         {"registeringSince", Iso8601(id.registering_since)},

@@ -66,6 +66,16 @@ void VisitCa(V& v, CaConfig& c) {
 }
 
 template <typename V>
+void VisitRenewal(V& v, RenewalConfig& c) {
+  v.Double("threshold", c.threshold, 0.05, 0.95,
+           "a certificate renews once this fraction of its validity has passed");
+  v.Dur("before", c.before, Duration(0), std::chrono::hours(24 * 36500));
+  v.Bool("rekey", c.rekey);
+  v.Dur("retry_initial", c.retry_initial, std::chrono::seconds(1), std::chrono::hours(24));
+  v.Dur("retry_max", c.retry_max, std::chrono::seconds(1), std::chrono::hours(24 * 7));
+}
+
+template <typename V>
 void VisitAws(V& v, AwsConfig& c) {
   v.Str("endpoint", c.endpoint);
   v.Int("port", c.port, 1, 65535, "");
@@ -131,6 +141,7 @@ void VisitSections(V& v, Config& c) {
   v.Section("ca", [&] { VisitCa(v, c.ca); });
   v.Section("aws", [&] { VisitAws(v, c.aws); });
   v.Section("enrollment", [&] { VisitEnrollment(v, c.enrollment); });
+  v.Section("renewal", [&] { VisitRenewal(v, c.renewal); });
   v.Section("local", [&] { VisitLocal(v, c.local); });
   v.Section("bridge", [&] { VisitBridge(v, c.bridge); });
   v.Array("sensor", c.sensors, [&](SensorConfig& s) { VisitSensor(v, s); });

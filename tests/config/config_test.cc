@@ -186,7 +186,7 @@ TEST(Config, RefusesWhatTheAgentCannotRun) {
   EXPECT_NE(Joined(p).find("agent.state_dir: must not be empty"), std::string::npos) << Joined(p);
 }
 
-TEST(Config, ValidityIsADurationOrDays) {
+TEST(Config, ValidityIsADurationOrDaysAndRenewalHasItsPolicy) {
   ParsedConfig days = ParseConfig(std::string(kMinimal) + "[ca]\nvalidity_days = 90\n", "a.toml");
   ASSERT_TRUE(days.ok()) << Joined(days);
   EXPECT_EQ(days.config.ca.validity, std::chrono::hours(24 * 90));
@@ -194,14 +194,27 @@ TEST(Config, ValidityIsADurationOrDays) {
       ParseConfig(std::string(kMinimal) + "[ca]\nvalidity = \"10m\"\n", "a.toml");
   ASSERT_TRUE(minutes.ok()) << Joined(minutes);
   EXPECT_EQ(minutes.config.ca.validity, std::chrono::minutes(10));
+  ParsedConfig renewal = ParseConfig(std::string(kMinimal) +
+                                         "[renewal]\nthreshold = 0.5\nbefore = \"2m\"\n"
+                                         "rekey = false\nretry_initial = \"5s\"\n",
+                                     "a.toml");
+  ASSERT_TRUE(renewal.ok()) << Joined(renewal);
+  EXPECT_DOUBLE_EQ(renewal.config.renewal.threshold, 0.5);
+  EXPECT_EQ(renewal.config.renewal.before, std::chrono::minutes(2));
+  EXPECT_FALSE(renewal.config.renewal.rekey);
+  EXPECT_EQ(renewal.config.renewal.retry_initial, std::chrono::seconds(5));
   ParsedConfig defaults = ParseConfig(kMinimal, "a.toml");
   ASSERT_TRUE(defaults.ok());
   EXPECT_EQ(defaults.config.ca.validity, std::chrono::hours(24 * 365));
+  EXPECT_DOUBLE_EQ(defaults.config.renewal.threshold, 0.8);
+  EXPECT_TRUE(defaults.config.renewal.rekey);
 
   const std::vector<std::pair<std::string, std::string>> bad = {
       {"[ca]\nvalidity = \"10m\"\nvalidity_days = 3\n",
        "ca.validity_days: give either validity or validity_days, not both"},
       {"[ca]\nvalidity = \"30s\"\n", "ca.validity"},
+      {"[renewal]\nthreshold = 1.0\n", "renewal.threshold"},
+      {"[renewal]\nretry = \"1m\"\n", "renewal.retry"},
   };
   for (const auto& [extra, expected] : bad) {
     ParsedConfig p = ParseConfig(std::string(kMinimal) + extra, "a.toml");

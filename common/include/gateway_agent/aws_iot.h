@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <string>
 
 namespace ga::aws {
 
@@ -28,5 +29,13 @@ inline constexpr size_t kMaxSubscriptionsPerConnection = 50;
 // A certificate's CN is the thing name: X.509 caps a CN at 64 characters,
 // AWS thing names at 128, so an enrollable thing name has at most 64.
 inline constexpr size_t kMaxCommonNameBytes = 64;
+
+// Where an identity asks, with its new certificate, for its previous one to
+// be retired (cloud/jitr-lambda: the retire rule and the Lambda answer on
+// <topic>/accepted or <topic>/rejected; the device and gateway policies allow
+// each thing only its own).
+inline std::string RetireTopic(const std::string& thing) {
+  return "lifecycle/" + thing + "/retire";
+}
 
 }  // namespace ga::aws

@@ -56,6 +56,17 @@ struct CaConfig {
   Duration validity = std::chrono::hours(24 * 365);
 };
 
+// When and how identities get new certificates before theirs expire.
+struct RenewalConfig {
+  // Renew once this fraction of a certificate's validity has passed...
+  double threshold = 0.8;
+  // ...or once this little of it is left (0: only the threshold counts).
+  Duration before = Duration(0);
+  bool rekey = true;  // a new TPM key with each certificate
+  Duration retry_initial = std::chrono::seconds(30);
+  Duration retry_max = std::chrono::hours(1);
+};
+
 struct AwsConfig {
   std::string endpoint;  // e.g. abc123-ats.iot.eu-west-1.amazonaws.com (required)
   int port = 8883;       // 8883, or 443 with ALPN x-amzn-mqtt-ca
@@ -126,6 +137,7 @@ struct Config {
   CaConfig ca;
   AwsConfig aws;
   EnrollmentConfig enrollment;
+  RenewalConfig renewal;
   LocalConfig local;
   BridgeConfig bridge;
   std::vector<SensorConfig> sensors;

@@ -78,6 +78,10 @@ struct EnrollmentCounts {
   std::string ToString() const;
 };
 
+// When an ACTIVE identity's certificate is due for renewal (0: unknown):
+// once renewal.threshold of its life has passed, or renewal.before is left.
+Millis RenewAt(const Identity& id, const RenewalConfig& renewal);
+
 class Enrollment {
  public:
   struct Options {
@@ -142,6 +146,13 @@ class Enrollment {
   Status MakeAndCommit(Identity& identity, StepFunction step, std::string_view what,
                        std::string_view error_prefix, std::string_view done);
   Status Register(Identity& identity);
+  // An ACTIVE identity: renews its certificate when due (renewal.cc).
+  Status Renew(Identity& identity);
+  // One connect with the next certificate (or, to retire the previous
+  // certificate again, with the one in use) while the bridge lets go of the
+  // identity's connection.
+  Status Prove(Identity& identity);
+  Status RenewalFailed(Identity& identity, const std::string& error);
   // Commits `identity`, unless it was removed meanwhile (an error then).
   Status Commit(const Identity& identity);
   // Records a failed step and when to try again, and commits that.

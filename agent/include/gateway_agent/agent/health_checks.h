@@ -40,6 +40,10 @@ struct IdentityFileCheck {
 
 std::string_view ProblemName(IdentityFileCheck::Problem problem);
 
+// When this binary was built: a clock before it is wrong (no certificate is
+// issued and no renewal decided by it).
+Millis BuildEpochMillis();
+
 // Inspects the files of `identity` (its key from KEYED on, its certificate
 // and chain once it has them): the key blob parses and, when `tpm` is given,
 // loads and signs in it; the certificate and the chain's leaf match the key

@@ -42,6 +42,18 @@ enum class EnrollmentState {
 };
 inline constexpr int kEnrollmentStateCount = 8;
 
+// How far an ACTIVE identity's renewal has come: the next key and
+// certificate are made beside the ones in use, proven with one connect, and
+// only then take their place.
+enum class RenewalStep {
+  kNone,       // no renewal under way
+  kKeyed,      // the next key is made and saved (the current one when not re-keying)
+  kCertified,  // the next certificate is issued and saved with its chain
+  kProving,    // the bridge's connection is let go; connecting with the next certificate
+};
+
+std::string_view RenewalStepName(RenewalStep step);
+
 std::string_view StateName(EnrollmentState state);
 std::optional<EnrollmentState> ParseState(std::string_view name);
 std::string_view KindName(IdentityKind kind);
@@ -67,6 +79,21 @@ struct Identity {
   Millis updated = 0;
   Millis registering_since = 0;
   Millis active_since = 0;
+  // When the certificate in use was issued to the agent (0: not known, its
+  // notBefore counts): renewal is timed from here.
+  Millis cert_issued_at = 0;
+  // Renewal: the step reached, and the next key and certificate until they
+  // replace the ones above.
+  RenewalStep renewal = RenewalStep::kNone;
+  std::string next_key_file;
+  std::string next_cert_file;
+  std::string next_chain_file;
+  std::string next_cert_id;
+  Millis next_cert_not_after = 0;
+  Millis next_cert_issued_at = 0;
+  int renewals = 0;              // certificates that replaced an earlier one
+  std::string retiring_cert_id;  // the previous certificate, until AWS IoT retired it
+  std::string renewal_error;     // the last failure of the renewal under way, or of a retirement
 };
 
 class IdentityStore {
@@ -80,7 +107,7 @@ class IdentityStore {
   IdentityStore(const IdentityStore&) = delete;
   IdentityStore& operator=(const IdentityStore&) = delete;
 
-  static constexpr int kSchemaVersion = 1;
+  static constexpr int kSchemaVersion = 2;
   int schema_version() GA_EXCLUDES(mu_);
 
   // Inserts a new identity (state NEW). AlreadyExists when the name or thing

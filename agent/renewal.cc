@@ -1,0 +1,275 @@
+// Certificate renewal of an ACTIVE identity, step by step like enrollment:
+// each step is committed before the next, so a restart resumes it.
+//
+// The next key (a new one in the TPM unless renewal.rekey is false) and
+// certificate are made beside the ones in use, which keep serving. Then the
+// bridge lets go of the identity's connection (AWS IoT allows one per client
+// id) and one connect is made with the next certificate: AWS IoT registers it
+// (JITR; the Lambda attaches it to the same thing) and closes that connect,
+// and the bridge goes back to the certificate in use; once a connect is
+// accepted, the same connection asks for the previous certificate to be
+// retired, the identity switches to the next key and certificate, and the
+// bridge connects with them. The previous files are deleted last.
+#include <filesystem>
+
+#include "enrollment_steps.h"
+#include "gateway_agent/agent/clock.h"
+#include "gateway_agent/agent/connect_scheduler.h"
+#include "gateway_agent/agent/connect_verdict.h"
+#include "gateway_agent/agent/enrollment.h"
+#include "gateway_agent/agent/health_checks.h"
+#include "gateway_agent/aws_iot.h"
+#include "gateway_agent/log.h"
+#include "gateway_agent/tpm/openssl_provider.h"
+#include "gateway_agent/tpm/tpm_key.h"
+#include "identity_table.h"
+
+namespace ga {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr Millis kClockRecheck = 60'000;
+
+void Say(log::Level level, const Identity& id, const std::string& message) {
+  log::Write(
+      level, "identity " + id.name + ": " + message,
+      {{"IDENTITY", id.name}, {"THING", id.thing}, {"RENEWAL", RenewalStepName(id.renewal)}});
+}
+
+// Deletes key, certificate and chain files in the identity's directory that
+// it no longer uses (left by a renewal that stopped between its commit and
+// its clean-up).
+void RemoveUnusedFiles(const Identity& id, const fs::path& dir) {
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string path = entry.path().string();
+    const std::string name = entry.path().filename().string();
+    bool ours =
+        name.rfind("key", 0) == 0 || name.rfind("cert", 0) == 0 || name.rfind("chain", 0) == 0;
+    if (!ours || path == id.key_file || path == id.cert_file || path == id.chain_file ||
+        path == id.next_key_file || path == id.next_cert_file || path == id.next_chain_file) {
+      continue;
+    }
+    std::error_code ignored;
+    fs::remove(entry.path(), ignored);
+  }
+}
+
+}  // namespace
+
+Millis RenewAt(const Identity& id, const RenewalConfig& renewal) {
+  if (id.cert_not_after == 0) return 0;
+  Millis start = id.cert_issued_at      ? id.cert_issued_at
+                 : id.registering_since ? id.registering_since
+                                        : id.active_since;
+  Millis lifetime = std::max<Millis>(0, id.cert_not_after - start);
+  Millis at = start + static_cast<Millis>(static_cast<double>(lifetime) * renewal.threshold);
+  if (renewal.before.count() > 0) at = std::min(at, id.cert_not_after - renewal.before.count());
+  return at;
+}
+
+Status Enrollment::RenewalFailed(Identity& identity, const std::string& error) {
+  identity.renewal_error = error;
+  ++identity.attempts;
+  auto delay = scheduler_->RetryDelay(
+      identity.name, identity.attempts, /*counted=*/true,
+      std::chrono::duration_cast<std::chrono::milliseconds>(options_.config.renewal.retry_max));
+  delay = std::max(delay, std::chrono::duration_cast<std::chrono::milliseconds>(
+                              options_.config.renewal.retry_initial));
+  identity.next_attempt = options_.clock->WallMillis() + delay.count();
+  Say(log::Level::kError, identity, "renewal: " + error);
+  return Commit(identity);
+}
+
+Status Enrollment::Renew(Identity& identity) {
+  const Config& config = options_.config;
+  const Millis now = options_.clock->WallMillis();
+  const fs::path dir = IdentityDir(identity.name);
+  if (identity.renewal == RenewalStep::kNone) {
+    if (!identity.retiring_cert_id.empty() && now >= identity.next_attempt) {
+      return Prove(identity);  // the previous certificate's retirement, again
+    }
+    if (now < BuildEpochMillis()) {
+      // A clock before this build is wrong: nothing is decided by it.
+      identity.next_attempt = now + kClockRecheck;
+      return Status::Ok();
+    }
+    Millis at = RenewAt(identity, config.renewal);
+    if (at == 0 || now < at) {
+      if (identity.retiring_cert_id.empty()) RemoveUnusedFiles(identity, dir);
+      if (at == 0) {
+        identity.next_attempt = now + kClockRecheck;
+        return Status::Ok();
+      }
+      if (identity.next_attempt == at) return Status::Ok();
+      identity.next_attempt = at;  // saved: status shows when it renews
+      return Commit(identity);
+    }
+    Say(log::Level::kInfo, identity,
+        "renewing certificate " + identity.cert_id +
+            (now >= identity.cert_not_after ? " (expired)" : "") + " with a new " +
+            (config.renewal.rekey ? "key and certificate" : "certificate"));
+    const std::string generation = std::to_string(identity.renewals + 1);
+    fs::path key =
+        config.renewal.rekey ? dir / ("key-" + generation + ".tss2") : fs::path(identity.key_file);
+    if (config.renewal.rekey) {
+      if (Status s = EnsureKey(identity, key, Steps()); !s.ok()) {
+        return RenewalFailed(identity, "key: " + s.message());
+      }
+    }
+    identity.next_key_file = key.string();
+    identity.renewal = RenewalStep::kKeyed;
+    identity.renewal_error.clear();
+    GA_RETURN_IF_ERROR(Commit(identity));
+    options_.crash("renew-keyed", identity.name);
+  }
+  if (identity.renewal == RenewalStep::kKeyed) {
+    if (now < BuildEpochMillis()) {
+      identity.next_attempt = now + kClockRecheck;
+      return Status::Ok();
+    }
+    const std::string generation = std::to_string(identity.renewals + 1);
+    bool key_refused = false;
+    auto files =
+        EnsureCertificate(identity, identity.next_key_file, dir / ("cert-" + generation + ".pem"),
+                          dir / ("chain-" + generation + ".pem"), Steps(), &key_refused);
+    if (!files.ok()) {
+      if (key_refused && identity.next_key_file != identity.key_file) {
+        std::error_code ignored;
+        fs::remove(identity.next_key_file, ignored);
+        identity.next_key_file.clear();
+        identity.renewal = RenewalStep::kNone;
+      }
+      return RenewalFailed(identity, "certificate: " + files.status().message());
+    }
+    identity.next_cert_file = files->cert_file;
+    identity.next_chain_file = files->chain_file;
+    identity.next_cert_id = files->cert_id;
+    identity.next_cert_not_after = files->not_after;
+    identity.next_cert_issued_at = files->issued_at;
+    identity.renewal = RenewalStep::kCertified;
+    identity.attempts = 0;
+    GA_RETURN_IF_ERROR(Commit(identity));
+    options_.crash("renew-certified", identity.name);
+  }
+  return Prove(identity);
+}
+
+Status Enrollment::Prove(Identity& identity) {
+  const bool switching = identity.renewal != RenewalStep::kNone;
+  for (;;) {
+    std::chrono::nanoseconds wait = scheduler_->TryAdmit(identity.name);
+    if (wait.count() == 0) break;
+    if (!table_->SleepFor(wait)) return Status::Ok();
+  }
+  if (table_->Stopped() || table_->IsRemoved(identity.name)) return Status::Ok();
+  // The bridge lets go of the connection, then a CONNECT a second after its
+  // last one (AWS: one per second per client id).
+  const RenewalStep before = identity.renewal;
+  identity.renewal = RenewalStep::kProving;
+  GA_RETURN_IF_ERROR(Commit(identity));
+  options_.crash("renew-proving", identity.name);
+  if (!table_->SleepFor(aws::kConnectSpacingPerClientId)) return Status::Ok();
+
+  const std::string& key_file = switching ? identity.next_key_file : identity.key_file;
+  const std::string& chain_file = switching ? identity.next_chain_file : identity.chain_file;
+  const std::string& cert_id = switching ? identity.next_cert_id : identity.cert_id;
+  const std::string retire = switching ? identity.cert_id : identity.retiring_cert_id;
+  Result<ConnectAttempt> attempt = [&]() -> Result<ConnectAttempt> {
+    GA_ASSIGN_OR_RETURN(tpm::TpmKeyBlob blob, tpm::TpmKeyBlob::ReadFile(key_file));
+    GA_ASSIGN_OR_RETURN(EvpPkeyPtr key, tpm::MakeEvpPkey(options_.tpm, blob));
+    ConnectOptions o =
+        CloudConnectOptions(options_.config.aws, identity.thing, key.get(), chain_file);
+    o.retire_certificate_id = retire;
+    return options_.connect(o);
+  }();
+  scheduler_->AttemptDone(identity.name);
+  identity.renewal = switching ? RenewalStep::kCertified : RenewalStep::kNone;
+  if (!attempt.ok()) {
+    if (!switching) identity.renewal = before;
+    return RenewalFailed(identity, "key: " + attempt.status().message());
+  }
+  ConnectVerdict verdict =
+      Classify(*attempt, {options_.config.aws, cert_id, scheduler_->backoff().max});
+  if (verdict.action != ConnectVerdict::Action::kActive) {
+    // Back to the certificate in use: the bridge reconnects with it.
+    std::string why = switching ? "certificate " + cert_id + " not accepted yet: " + verdict.error
+                                : "retiring certificate " + retire + ": " + verdict.error;
+    if (verdict.level == log::Level::kInfo) {
+      Say(log::Level::kInfo, identity, why);
+      identity.renewal_error = why;
+      if (verdict.counted) ++identity.attempts;
+      identity.next_attempt =
+          options_.clock->WallMillis() +
+          scheduler_->RetryDelay(identity.name, identity.attempts, verdict.counted, verdict.cap)
+              .count();
+      return Commit(identity);
+    }
+    return RenewalFailed(identity, why);
+  }
+  options_.crash("renew-connected", identity.name);
+  const RetireAnswer& answer = attempt->retire;
+  std::string retired_note = answer.accepted ? "certificate " + retire + " retired in AWS IoT"
+                                             : "certificate " + retire + " not retired yet (" +
+                                                   (answer.answered ? "refused: " : "") +
+                                                   answer.detail + "): asked again later";
+  if (!switching) {
+    identity.retiring_cert_id = answer.accepted ? "" : retire;
+    identity.renewal_error = answer.accepted ? "" : retired_note;
+    identity.attempts = answer.accepted ? 0 : identity.attempts + 1;
+    identity.next_attempt =
+        options_.clock->WallMillis() +
+        (answer.accepted
+             ? 0
+             : std::max(scheduler_
+                            ->RetryDelay(identity.name, identity.attempts, true,
+                                         std::chrono::duration_cast<std::chrono::milliseconds>(
+                                             options_.config.renewal.retry_max))
+                            .count(),
+                        static_cast<Millis>(options_.config.renewal.retry_initial.count())));
+    Say(answer.accepted ? log::Level::kInfo : log::Level::kWarning, identity, retired_note);
+    GA_RETURN_IF_ERROR(Commit(identity));
+    if (answer.accepted) RemoveUnusedFiles(identity, IdentityDir(identity.name));
+    return Status::Ok();
+  }
+  // The switch: the next key and certificate are the ones in use from here.
+  const std::string old_id = identity.cert_id;
+  identity.key_file = identity.next_key_file;
+  identity.cert_file = identity.next_cert_file;
+  identity.chain_file = identity.next_chain_file;
+  identity.cert_id = identity.next_cert_id;
+  identity.cert_not_after = identity.next_cert_not_after;
+  identity.cert_issued_at = identity.next_cert_issued_at;
+  identity.next_key_file.clear();
+  identity.next_cert_file.clear();
+  identity.next_chain_file.clear();
+  identity.next_cert_id.clear();
+  identity.next_cert_not_after = 0;
+  identity.next_cert_issued_at = 0;
+  identity.renewal = RenewalStep::kNone;
+  ++identity.renewals;
+  identity.attempts = 0;
+  identity.retiring_cert_id = answer.accepted ? "" : old_id;
+  identity.renewal_error = answer.accepted ? "" : retired_note;
+  identity.active_since = options_.clock->WallMillis();
+  // The next pass (at once, also after a restart) deletes what the previous
+  // certificate left and times the next renewal.
+  identity.next_attempt =
+      answer.accepted
+          ? identity.active_since
+          : identity.active_since + std::chrono::duration_cast<std::chrono::milliseconds>(
+                                        options_.config.renewal.retry_initial)
+                                        .count();
+  GA_RETURN_IF_ERROR(Commit(identity));
+  options_.crash("renew-switched", identity.name);
+  Say(answer.accepted ? log::Level::kInfo : log::Level::kWarning, identity,
+      "now uses certificate " + identity.cert_id + " (renewal " +
+          std::to_string(identity.renewals) + ", valid until " +
+          FormatUtc(identity.cert_not_after, "%Y-%m-%dT%H:%M:%SZ") + "); " + retired_note);
+  RemoveUnusedFiles(identity, IdentityDir(identity.name));
+  return Status::Ok();
+}
+
+}  // namespace ga

@@ -1,0 +1,181 @@
+// Certificate renewal end to end: swtpm, mosquitto, iot-sim with the shipped
+// Lambda (JITR of the renewed certificate onto the same thing, retirement of
+// the previous one), and the agent renewing while messages flow.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <set>
+#include <thread>
+
+#include "bridge_harness.h"
+
+namespace ga::testing {
+namespace {
+
+using namespace std::chrono_literals;
+
+int Renewals(const std::string& status, const std::string& name) {
+  Json id = StatusOf(status, name);
+  if (!id.contains("renewal")) return 0;
+  const Json& r = id["renewal"];
+  bool settled = r.value("step", "") == "none" && r.value("retiringCertificateId", "").empty();
+  return settled ? r.value("renewals", 0) : 0;
+}
+
+Json AwsJson(IotSim& sim, const std::vector<std::string>& args) {
+  auto r = sim.Aws(args);
+  return Json::parse(r.output, nullptr, false);
+}
+
+TEST(Renewal, GatewayAndSensorsRenewTwiceWhileMessagesFlowAndOldCertificatesAreRetired) {
+  HarnessOptions o;
+  o.sensors = 2;
+  o.over_gateway = {2};  // s2 rides on the gateway's connection (and certificate)
+  o.validity = "1m";
+  o.extra_config = "[renewal]\nthreshold = 0.4\nretry_initial = \"1s\"\nretry_max = \"5s\"\n";
+  auto h = AgentHarness::Start(o);
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  ASSERT_TRUE((*h)->StartAgent().ok());
+  ASSERT_TRUE((*h)->WaitForState("ACTIVE", 2, 60s)) << Log(**h);
+
+  LocalClient sensor((*h)->broker().port(), "renewal-test");
+  ASSERT_TRUE(sensor.connected());
+  // ~40 messages a second (20 per sensor) until gateway and s1 have renewed twice.
+  int sent = 0;
+  auto deadline = std::chrono::steady_clock::now() + 150s;
+  bool renewed = false;
+  while (std::chrono::steady_clock::now() < deadline) {
+    for (int i = 0; i < 20; ++i, ++sent) {
+      ASSERT_TRUE(sensor.Publish("sensors/s1/seq", std::to_string(sent)));
+      ASSERT_TRUE(sensor.Publish("sensors/s2/seq", std::to_string(sent)));
+      std::this_thread::sleep_for(50ms);
+    }
+    std::string status = (*h)->StatusJson();
+    if (Renewals(status, "gateway") >= 2 && Renewals(status, "s1") >= 2) {
+      renewed = true;
+      break;
+    }
+  }
+  ASSERT_TRUE(renewed) << (*h)->StatusJson() << "\n" << Log(**h);
+
+  // Every message arrives (a resend after a switch may repeat one: counted).
+  std::vector<CloudMessage> got;
+  WaitForCloudCount((*h)->sim(), static_cast<size_t>(2 * sent), 60s, &got);
+  std::map<std::string, std::set<std::string>> seen;
+  size_t repeats = 0;
+  for (const auto& m : got) {
+    if (!seen[m.topic].insert(m.payload_b64).second) ++repeats;
+  }
+  for (const std::string topic : {"dt/gw-test:s1/seq", "dt/gw-test:s2/seq"}) {
+    EXPECT_EQ(seen[topic].size(), static_cast<size_t>(sent)) << topic;
+    for (int n = 0; n < sent; ++n) {
+      if (!seen[topic].count(Base64(std::to_string(n)))) {
+        ADD_FAILURE() << topic << ": message " << n << " never arrived";
+        break;
+      }
+    }
+  }
+  std::printf("[ figures  ] %d messages per sensor, %zu repeats, over %d renewals\n", sent, repeats,
+              4);
+
+  // In AWS: each thing has exactly one certificate attached, the one in use,
+  // ACTIVE; every earlier one is INACTIVE and attached to nothing.
+  std::string status = (*h)->StatusJson();
+  std::set<std::string> in_use;
+  for (const auto& [name, thing] :
+       {std::pair<std::string, std::string>{"gateway", "gw-test"}, {"s1", "gw-test:s1"}}) {
+    std::string id = StatusOf(status, name).value("certificateId", "");
+    in_use.insert(id);
+    Json principals = AwsJson((*h)->sim(), {"list-thing-principals", "--thing-name", thing});
+    ASSERT_TRUE(principals.contains("principals")) << principals.dump();
+    ASSERT_EQ(principals["principals"].size(), 1u) << thing << ": " << principals.dump();
+    EXPECT_NE(principals["principals"][0].get<std::string>().find(id), std::string::npos);
+  }
+  Json certs = AwsJson((*h)->sim(), {"list-certificates"});
+  ASSERT_TRUE(certs.contains("certificates")) << certs.dump();
+  int active = 0, inactive = 0;
+  for (const auto& c : certs["certificates"]) {
+    std::string id = c.value("certificateId", "");
+    std::string state = c.value("status", "");
+    if (in_use.count(id)) {
+      EXPECT_EQ(state, "ACTIVE") << id;
+      ++active;
+    } else {
+      EXPECT_EQ(state, "INACTIVE") << id;
+      ++inactive;
+    }
+  }
+  EXPECT_EQ(active, 2);
+  EXPECT_GE(inactive, 4);  // two renewals each for the gateway and s1
+
+  // One key blob per identity on disk.
+  for (const std::string name : {"gateway", "s1"}) {
+    int blobs = 0;
+    for (const auto& e :
+         std::filesystem::directory_iterator((*h)->state_dir() / "identities" / name)) {
+      if (e.path().extension() == ".tss2") ++blobs;
+    }
+    EXPECT_EQ(blobs, 1) << name;
+  }
+  ASSERT_TRUE((*h)->agent().Signal(SIGTERM, 20s).has_value());
+  ExpectNoViolations(**h);
+}
+
+// SIGKILL at every step of one renewal, the agent started again after each:
+// the renewal resumes and ends as one without crashes would.
+TEST(Renewal, KilledAtEveryStepItResumesToTheSameEndState) {
+  HarnessOptions o;
+  o.sensors = 1;
+  o.validity = "1m";
+  o.extra_config = "[renewal]\nthreshold = 0.3\nretry_initial = \"1s\"\nretry_max = \"5s\"\n";
+  auto h = AgentHarness::Start(o);
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  ASSERT_TRUE((*h)->StartAgent().ok());
+  ASSERT_TRUE((*h)->WaitForState("ACTIVE", 2, 60s)) << Log(**h);
+  ASSERT_TRUE((*h)->agent().Signal(SIGTERM, 20s).has_value());
+  const std::string first_id = StatusOf((*h)->StatusJson(), "s1").value("certificateId", "");
+  for (const char* point : {"key-created", "renew-keyed", "cert-issued", "renew-certified",
+                            "renew-proving", "renew-connected", "renew-switched"}) {
+    ASSERT_TRUE((*h)->StartAgent({{"GATEWAY_AGENT_CRASH_AT", std::string(point) + ":s1"}}).ok());
+    auto end = (*h)->agent().Wait(90s);
+    ASSERT_TRUE(end.has_value()) << point << " never reached\n" << Log(**h);
+    EXPECT_TRUE(WIFSIGNALED(*end) && WTERMSIG(*end) == SIGKILL) << point;
+  }
+  ASSERT_TRUE((*h)->StartAgent().ok());
+  std::string status;
+  ASSERT_TRUE((*h)->WaitForStatus([](const std::string& s) { return Renewals(s, "s1") >= 1; }, 60s,
+                                  &status))
+      << status << "\n"
+      << Log(**h);
+  Json s1 = StatusOf(status, "s1");
+  EXPECT_EQ(s1["renewal"].value("renewals", 0), 1) << status;  // one renewal, not one per restart
+  std::string now_id = s1.value("certificateId", "");
+  EXPECT_NE(now_id, first_id);
+  Json principals = AwsJson((*h)->sim(), {"list-thing-principals", "--thing-name", "gw-test:s1"});
+  ASSERT_TRUE(principals.contains("principals")) << principals.dump();
+  ASSERT_EQ(principals["principals"].size(), 1u) << principals.dump();
+  EXPECT_NE(principals["principals"][0].get<std::string>().find(now_id), std::string::npos);
+  // No orphan left ACTIVE: of s1's certificates only the one in use is.
+  Json certs = AwsJson((*h)->sim(), {"list-certificates"});
+  int s1_active = 0;
+  for (const auto& c : certs["certificates"]) {
+    std::string id = c.value("certificateId", "");
+    if (c.value("status", "") == "ACTIVE" &&
+        id != StatusOf(status, "gateway").value("certificateId", "")) {
+      ++s1_active;
+      EXPECT_EQ(id, now_id);
+    }
+  }
+  EXPECT_EQ(s1_active, 1);
+  int blobs = 0;
+  for (const auto& e :
+       std::filesystem::directory_iterator((*h)->state_dir() / "identities" / "s1")) {
+    if (e.path().extension() == ".tss2") ++blobs;
+  }
+  EXPECT_EQ(blobs, 1);
+  ASSERT_TRUE((*h)->agent().Signal(SIGTERM, 20s).has_value());
+  ExpectNoViolations(**h);
+}
+
+}  // namespace
+}  // namespace ga::testing

@@ -140,6 +140,17 @@ void RegisterRunCommands(CLI::App& app, const GlobalOptions& global, int& exit_c
     exit_code = a.outcome == ConnectOutcome::kAccepted ? 0 : 1;
   });
 
+  auto* renew = app.add_subcommand(
+      "renew", "Renew a certificate now through the running agent (e.g. a suspected key leak)");
+  auto renew_identity = std::make_shared<std::string>();
+  auto renew_all = std::make_shared<bool>(false);
+  auto renew_rekey = std::make_shared<bool>(false);
+  auto* renew_one =
+      renew->add_option("--identity", *renew_identity, "The identity: \"gateway\" or a sensor id");
+  auto* renew_every = renew->add_flag("--all", *renew_all, "Every ACTIVE identity, paced");
+  renew_one->excludes(renew_every);
+  renew->add_flag("--rekey", *renew_rekey, "A new TPM key too, whatever renewal.rekey says");
+
   auto* sensor =
       app.add_subcommand("sensor", "Add, remove, list or certify the sensors of the agent");
   sensor->require_subcommand(1);
@@ -160,6 +171,13 @@ void RegisterRunCommands(CLI::App& app, const GlobalOptions& global, int& exit_c
     std::cout << reply->body;
     exit_code = 0;
   };
+  renew->callback([send, renew_identity, renew_all, renew_rekey] {
+    ControlCommand request{"renew", {}};
+    if (*renew_all) request.fields["all"] = "yes";
+    if (!renew_identity->empty()) request.fields["identity"] = *renew_identity;
+    if (*renew_rekey) request.fields["rekey"] = "yes";
+    send(request);
+  });
   auto* add = sensor->add_subcommand("add", "Enroll a new sensor");
   auto add_id = std::make_shared<std::string>();
   auto add_thing = std::make_shared<std::string>();

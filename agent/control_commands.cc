@@ -99,6 +99,38 @@ ControlReply SensorCredentials(const ControlParts& parts, const ControlCommand& 
                     (rotate ? "(new: the old password no longer works)\n" : "")};
 }
 
+// Renewal now of one identity ("identity") or of every ACTIVE one ("all").
+ControlReply Renew(Enrollment& enrollment, const ControlCommand& request) {
+  if (Status s = request.CheckFields({}, {"identity", "all", "rekey"}); !s.ok()) return Refused(s);
+  const bool all = request.Field("all") == "yes";
+  const std::string name = request.Field("identity");
+  if (all == !name.empty()) return {false, "give --identity NAME or --all"};
+  const bool rekey = request.Field("rekey") == "yes";
+  std::vector<std::string> names;
+  if (all) {
+    for (const Identity& i : enrollment.Snapshot()) {
+      if (i.state == EnrollmentState::kActive && i.renewal == RenewalStep::kNone) {
+        names.push_back(i.name);
+      }
+    }
+  } else {
+    names.push_back(name);
+  }
+  std::string body;
+  for (const std::string& n : names) {
+    auto asked = enrollment.AskRenewal(n, rekey);
+    if (!asked.ok()) {
+      if (!all) return Refused(asked.status());
+      body += n + ": " + asked.status().message() + "\n";
+      continue;
+    }
+    body += n + ": renewing certificate " + asked->cert_id + (rekey ? " with a new key" : "") +
+            " (gateway-agent status shows its progress)\n";
+  }
+  if (names.empty()) body = "no ACTIVE identity to renew\n";
+  return {true, body};
+}
+
 }  // namespace
 
 ControlReply HandleControl(const ControlParts& parts, const ControlCommand& request) {
@@ -108,6 +140,7 @@ ControlReply HandleControl(const ControlParts& parts, const ControlCommand& requ
     return ListSensors(parts.enrollment, parts.config, request);
   }
   if (request.command == "sensor-credentials") return SensorCredentials(parts, request);
+  if (request.command == "renew") return Renew(parts.enrollment, request);
   return {false, "unknown command \"" + request.command +
                      "\" (sensor-add, sensor-remove, sensor-list or sensor-credentials)"};
 }

@@ -3,6 +3,7 @@
 //   {"command":"sensor-remove","id":…}
 //   {"command":"sensor-list"}
 //   {"command":"sensor-credentials","id":…[,"rotate":"yes"][,"json":"yes"]}
+//   {"command":"renew","identity":…|"all":"yes"[,"rekey":"yes"]}
 #pragma once
 
 #include <functional>

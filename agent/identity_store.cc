@@ -49,6 +49,7 @@ const char* const kMigrations[] = {
     ALTER TABLE identities ADD COLUMN next_cert_not_after INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE identities ADD COLUMN next_cert_issued_at INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE identities ADD COLUMN renewals INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE identities ADD COLUMN renewal_asked INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE identities ADD COLUMN retiring_cert_id TEXT NOT NULL DEFAULT '';
     ALTER TABLE identities ADD COLUMN renewal_error TEXT NOT NULL DEFAULT '';
     )sql",
@@ -59,7 +60,7 @@ constexpr const char* kColumns =
     "cert_not_after, attempts, next_attempt, last_error, park_reason, long_pending_reported, "
     "created, updated, registering_since, active_since, cert_issued_at, renewal, next_key_file, "
     "next_cert_file, next_chain_file, next_cert_id, next_cert_not_after, next_cert_issued_at, "
-    "renewals, "
+    "renewals, renewal_asked, "
     "retiring_cert_id, renewal_error";
 
 RenewalStep ParseRenewalStep(std::string_view name) {
@@ -98,8 +99,9 @@ Identity Row(sqlite3_stmt* s) {
   id.next_cert_not_after = sqlite3_column_int64(s, 24);
   id.next_cert_issued_at = sqlite3_column_int64(s, 25);
   id.renewals = sqlite3_column_int(s, 26);
-  id.retiring_cert_id = Text(s, 27);
-  id.renewal_error = Text(s, 28);
+  id.renewal_asked = sqlite3_column_int(s, 27);
+  id.retiring_cert_id = Text(s, 28);
+  id.renewal_error = Text(s, 29);
   return id;
 }
 
@@ -131,8 +133,9 @@ void BindAll(sqlite3_stmt* s, const Identity& id) {
   sqlite3_bind_int64(s, 25, id.next_cert_not_after);
   sqlite3_bind_int64(s, 26, id.next_cert_issued_at);
   sqlite3_bind_int(s, 27, id.renewals);
-  BindText(s, 28, id.retiring_cert_id);
-  BindText(s, 29, id.renewal_error);
+  sqlite3_bind_int(s, 28, id.renewal_asked);
+  BindText(s, 29, id.retiring_cert_id);
+  BindText(s, 30, id.renewal_error);
 }
 
 }  // namespace
@@ -257,7 +260,7 @@ Status IdentityStore::Add(const Identity& identity) {
   std::string sql =
       std::string("INSERT OR REPLACE INTO identities (") + kColumns +
       ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,"
-      "?23,?24,?25,?26,?27,?28,?29)";
+      "?23,?24,?25,?26,?27,?28,?29,?30)";
   GA_ASSIGN_OR_RETURN(Stmt s, db_->Prepare(sql));
   Identity row = identity;
   row.created = row.updated = NowMillis();
@@ -276,8 +279,8 @@ Status IdentityStore::Update(const Identity& identity) {
       "next_attempt=?11, last_error=?12, park_reason=?13, long_pending_reported=?14, "
       "created=?15, updated=?16, registering_since=?17, active_since=?18, cert_issued_at=?19, "
       "renewal=?20, next_key_file=?21, next_cert_file=?22, next_chain_file=?23, next_cert_id=?24, "
-      "next_cert_not_after=?25, next_cert_issued_at=?26, renewals=?27, retiring_cert_id=?28, "
-      "renewal_error=?29 WHERE name=?1";
+      "next_cert_not_after=?25, next_cert_issued_at=?26, renewals=?27, renewal_asked=?28, "
+      "retiring_cert_id=?29, renewal_error=?30 WHERE name=?1";
   GA_ASSIGN_OR_RETURN(Stmt s, db_->Prepare(sql));
   Identity row = identity;
   row.updated = NowMillis();

@@ -97,7 +97,7 @@ Status Enrollment::Renew(Identity& identity) {
       return Status::Ok();
     }
     Millis at = RenewAt(identity, config.renewal);
-    if (at == 0 || now < at) {
+    if (identity.renewal_asked == 0 && (at == 0 || now < at)) {
       if (identity.retiring_cert_id.empty()) RemoveUnusedFiles(identity, dir);
       if (at == 0) {
         identity.next_attempt = now + kClockRecheck;
@@ -107,19 +107,22 @@ Status Enrollment::Renew(Identity& identity) {
       identity.next_attempt = at;  // saved: status shows when it renews
       return Commit(identity);
     }
+    const bool rekey = config.renewal.rekey || identity.renewal_asked == 2;
+    std::string why = identity.renewal_asked           ? " (asked for)"
+                      : now >= identity.cert_not_after ? " (expired)"
+                                                       : "";
     Say(log::Level::kInfo, identity,
-        "renewing certificate " + identity.cert_id +
-            (now >= identity.cert_not_after ? " (expired)" : "") + " with a new " +
-            (config.renewal.rekey ? "key and certificate" : "certificate"));
+        "renewing certificate " + identity.cert_id + why + " with a new " +
+            (rekey ? "key and certificate" : "certificate"));
     const std::string generation = std::to_string(identity.renewals + 1);
-    fs::path key =
-        config.renewal.rekey ? dir / ("key-" + generation + ".tss2") : fs::path(identity.key_file);
-    if (config.renewal.rekey) {
+    fs::path key = rekey ? dir / ("key-" + generation + ".tss2") : fs::path(identity.key_file);
+    if (rekey) {
       if (Status s = EnsureKey(identity, key, Steps()); !s.ok()) {
         return RenewalFailed(identity, "key: " + s.message());
       }
     }
     identity.next_key_file = key.string();
+    identity.renewal_asked = 0;
     identity.renewal = RenewalStep::kKeyed;
     identity.renewal_error.clear();
     GA_RETURN_IF_ERROR(Commit(identity));
@@ -155,6 +158,34 @@ Status Enrollment::Renew(Identity& identity) {
     options_.crash("renew-certified", identity.name);
   }
   return Prove(identity);
+}
+
+Result<Identity> Enrollment::AskRenewal(const std::string& name, bool rekey) {
+  // A pass over this identity in progress finishes first.
+  table_->HoldForMove(name);
+  auto current = options_.store->Get(name);
+  Status saved = current.status();
+  Identity next;
+  if (current.ok()) {
+    next = *current;
+    if (next.state != EnrollmentState::kActive) {
+      saved = FailedPrecondition("identity " + name + " is " + std::string(StateName(next.state)) +
+                                 ": only an ACTIVE identity renews (a shared sensor renews "
+                                 "with the gateway)");
+    } else if (next.renewal != RenewalStep::kNone) {
+      saved = FailedPrecondition("identity " + name + " is already renewing (" +
+                                 std::string(RenewalStepName(next.renewal)) + ")");
+    } else {
+      next.renewal_asked = rekey ? 2 : 1;
+      next.next_attempt = options_.clock->WallMillis();
+      saved = options_.store->Update(next).With("asking identity " + name + " to renew");
+    }
+  }
+  table_->EndMove(name, saved.ok() ? std::optional<Identity>(next) : std::nullopt);
+  GA_RETURN_IF_ERROR(saved);
+  log::Info("identity " + name + ": renewal asked for" + (rekey ? " with a new key" : ""),
+            {{"IDENTITY", name}, {"THING", next.thing}});
+  return next;
 }
 
 Status Enrollment::Prove(Identity& identity) {

@@ -177,5 +177,43 @@ TEST(Renewal, KilledAtEveryStepItResumesToTheSameEndState) {
   ExpectNoViolations(**h);
 }
 
+// `gateway-agent renew` renews now, through the running agent.
+TEST(Renewal, TheRenewCommandRenewsNowWithANewKey) {
+  HarnessOptions o;
+  o.sensors = 1;
+  o.extra_config = "[renewal]\nrekey = false\n";  // --rekey overrides it
+  auto h = AgentHarness::Start(o);
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  ASSERT_TRUE((*h)->StartAgent().ok());
+  ASSERT_TRUE((*h)->WaitForState("ACTIVE", 2, 60s)) << Log(**h);
+  Json before = StatusOf((*h)->StatusJson(), "s1");
+  EXPECT_FALSE(before["renewal"].value("renewsAt", "").empty()) << before.dump();
+
+  auto neither = (*h)->Cli({"renew"});
+  EXPECT_EQ(neither.exit_code, 1) << neither.output;
+  EXPECT_NE(neither.output.find("give --identity NAME or --all"), std::string::npos);
+  auto unknown = (*h)->Cli({"renew", "--identity", "nosuch"});
+  EXPECT_EQ(unknown.exit_code, 1) << unknown.output;
+  EXPECT_NE(unknown.output.find("nosuch"), std::string::npos) << unknown.output;
+
+  auto asked = (*h)->Cli({"renew", "--identity", "s1", "--rekey"});
+  ASSERT_EQ(asked.exit_code, 0) << asked.output;
+  EXPECT_NE(asked.output.find("s1: renewing certificate"), std::string::npos) << asked.output;
+  std::string status;
+  ASSERT_TRUE((*h)->WaitForStatus([](const std::string& s) { return Renewals(s, "s1") == 1; }, 60s,
+                                  &status))
+      << status << "\n"
+      << Log(**h);
+  Json after = StatusOf(status, "s1");
+  EXPECT_NE(after.value("keyFile", ""), before.value("keyFile", ""));  // a new TPM key
+  EXPECT_NE(after.value("certificateId", ""), before.value("certificateId", ""));
+  Json old = AwsJson(
+      (*h)->sim(), {"describe-certificate", "--certificate-id", before.value("certificateId", "")});
+  EXPECT_EQ(old["certificateDescription"].value("status", ""), "INACTIVE") << old.dump();
+  EXPECT_EQ(Renewals(status, "gateway"), 0);  // only the one asked for
+  ASSERT_TRUE((*h)->agent().Signal(SIGTERM, 20s).has_value());
+  ExpectNoViolations(**h);
+}
+
 }  // namespace
 }  // namespace ga::testing

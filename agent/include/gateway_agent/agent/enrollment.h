@@ -119,6 +119,10 @@ class Enrollment {
   // configuration file ([[sensor]]) is refused: the file would bring it back
   // at the next reload, so it is removed from the file and reloaded.
   Result<Identity> RemoveSensor(const std::string& id);
+  // `gateway-agent renew`: an ACTIVE identity renews its certificate now
+  // (with a new TPM key when `rekey`, whatever renewal.rekey says), paced
+  // like every connect.
+  Result<Identity> AskRenewal(const std::string& name, bool rekey);
   // An ACTIVE identity whose key is gone (from kNew) or whose certificate
   // does not fit its key (from kKeyed) enrolls again (SensorRoster::Reenroll).
   Result<Identity> Reenroll(const std::string& name, EnrollmentState from,

@@ -91,7 +91,9 @@ struct Identity {
   std::string next_cert_id;
   Millis next_cert_not_after = 0;
   Millis next_cert_issued_at = 0;
-  int renewals = 0;              // certificates that replaced an earlier one
+  int renewals = 0;  // certificates that replaced an earlier one
+  // `gateway-agent renew` asked for a renewal now: 1, with a new key: 2.
+  int renewal_asked = 0;
   std::string retiring_cert_id;  // the previous certificate, until AWS IoT retired it
   std::string renewal_error;     // the last failure of the renewal under way, or of a retirement
 };

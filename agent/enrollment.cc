@@ -6,6 +6,7 @@
 #include "enrollment_steps.h"
 #include "gateway_agent/agent/connect_scheduler.h"
 #include "gateway_agent/agent/connect_verdict.h"
+#include "gateway_agent/agent/health_checks.h"
 #include "gateway_agent/log.h"
 #include "gateway_agent/tpm/tpm_scheduler.h"
 #include "identity_table.h"
@@ -172,6 +173,12 @@ Status Enrollment::Advance(Identity& identity) {
   // A step that failed leaves the state as it was: no later step runs.
   if (identity.state == EnrollmentState::kNew) {
     GA_RETURN_IF_ERROR(MakeAndCommit(identity, MakeKey, "creating the TPM key", "key", "keyed"));
+  }
+  if (identity.state == EnrollmentState::kKeyed &&
+      options_.clock->WallMillis() < BuildEpochMillis()) {
+    // A certificate's validity is counted from now: not from a wrong clock.
+    return Retry(identity, ClockProblem(options_.clock->WallMillis()), false,
+                 std::chrono::minutes(1));
   }
   if (identity.state == EnrollmentState::kKeyed) {
     GA_RETURN_IF_ERROR(MakeAndCommit(identity, MakeCertificate, "getting a certificate",

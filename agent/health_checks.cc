@@ -379,6 +379,14 @@ Millis BuildEpochMillis() {
   return static_cast<Millis>(GATEWAY_AGENT_BUILD_EPOCH) * 1000;
 }
 
+std::string ClockProblem(Millis now) {
+  return "waiting for a trustworthy clock: it says " + FormatMillis(now) +
+         ", before this build (" + FormatMillis(BuildEpochMillis()) +
+         "); no certificate is issued or renewed until it is set (timedatectl set-ntp true; "
+         "on a gateway without a battery-backed clock, systemctl enable "
+         "systemd-time-wait-sync)";
+}
+
 std::string_view ProblemName(IdentityFileCheck::Problem problem) {
   switch (problem) {
     case IdentityFileCheck::kNone: return "none";

@@ -199,6 +199,7 @@ AgentHealth HealthMonitor::Gather() {
     h.identities[name] = w.check.problem + "; enrolling it again";
   }
   if (open_broker_) h.warnings.push_back(*open_broker_);
+  if (h.updated < BuildEpochMillis()) h.problems.push_back(ClockProblem(h.updated));
   return h;
 }
 

@@ -33,6 +33,8 @@ TEST(StatusJson, KeepsItsShapeAndEscapesText) {
             "\"nextAttempt\":\"\","
             "\"lastError\":\"closed \\\"without\\\" CONNACK\\n\\u0001\",\"parkReason\":\"\","
             "\"longPending\":true,\"certificateId\":\"\",\"certificateExpires\":\"\","
+            "\"renewal\":{\"step\":\"none\",\"renewals\":0,\"renewsAt\":\"\","
+            "\"nextCertificateId\":\"\",\"retiringCertificateId\":\"\",\"error\":\"\"},"
             "\"keyFile\":\"\",\"chainFile\":\"\",\"registeringSince\":\"2026-01-01T00:00:00Z\","
             "\"activeSince\":\"\",\"connected\":false,"
             "\"outbox\":{\"messages\":2,\"bytes\":40,\"oldestAgeSeconds\":0},"

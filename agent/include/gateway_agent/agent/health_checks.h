@@ -43,6 +43,9 @@ std::string_view ProblemName(IdentityFileCheck::Problem problem);
 // When this binary was built: a clock before it is wrong (no certificate is
 // issued and no renewal decided by it).
 Millis BuildEpochMillis();
+// "waiting for a trustworthy clock: ..." with what to do, for a clock at `now`
+// before BuildEpochMillis().
+std::string ClockProblem(Millis now);
 
 // Inspects the files of `identity` (its key from KEYED on, its certificate
 // and chain once it has them): the key blob parses and, when `tpm` is given,

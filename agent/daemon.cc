@@ -251,10 +251,17 @@ int RunAgent(const Config& config) {
 
   auto fail = [](const Status& s) {
     int code = ExitCodeFor(s);
-    log::Error(s.message() + (code == kExitNeedsOperator
-                                  ? " (not retried: fix this, then start the agent again)"
-                                  : ""));
-    sd_notifyf(0, "STATUS=failed: %s", s.message().c_str());
+    std::string message = s.message();
+    if (const Millis now = NowMillis(); now < BuildEpochMillis()) {
+      // A file judged by a wrong clock (a CA "not valid yet") is fine once
+      // NTP has set it: a restart can get past this.
+      code = kExitTransient;
+      message += "; " + ClockProblem(now);
+    }
+    log::Error(message + (code == kExitNeedsOperator
+                              ? " (not retried: fix this, then start the agent again)"
+                              : ""));
+    sd_notifyf(0, "STATUS=failed: %s", message.c_str());
     return code;
   };
   Status s = CheckStartupFiles(config);

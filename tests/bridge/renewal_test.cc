@@ -215,5 +215,35 @@ TEST(Renewal, TheRenewCommandRenewsNowWithANewKey) {
   ExpectNoViolations(**h);
 }
 
+// A clock before the agent's build (a gateway booted without its time): the
+// agent says so and exits as a transient failure (systemd starts it again),
+// never as one that needs an operator; with the clock right it enrolls.
+TEST(Clock, BeforeTheBuildTheAgentWaitsForATrustworthyClock) {
+  HarnessOptions o;
+  o.sensors = 0;
+  auto h = AgentHarness::Start(o);
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  // libfaketime (Debian's faketime) sets the agent's wall clock to 2020.
+  ASSERT_TRUE(
+      (*h)->StartAgent({{"LD_PRELOAD", "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"},
+                        {"FAKETIME", "@2020-01-01 00:00:00"},
+                        {"DONT_FAKE_MONOTONIC", "1"},
+                        {"ASAN_OPTIONS", "verify_asan_link_order=0"}})
+          .ok());
+  auto end = (*h)->agent().Wait(30s);
+  ASSERT_TRUE(end.has_value()) << Log(**h);
+  EXPECT_TRUE(WIFEXITED(*end) && WEXITSTATUS(*end) == 1) << *end << "\n" << Log(**h);
+  std::string log = Log(**h);
+  EXPECT_NE(log.find("waiting for a trustworthy clock"), std::string::npos) << log;
+  EXPECT_NE(log.find("systemd-time-wait-sync"), std::string::npos) << log;
+  EXPECT_EQ(log.find("not retried"), std::string::npos) << log;
+  EXPECT_FALSE(std::filesystem::exists((*h)->state_dir() / "identities" / "gateway" / "cert.pem"));
+
+  ASSERT_TRUE((*h)->StartAgent().ok());  // the clock is right again
+  ASSERT_TRUE((*h)->WaitForState("ACTIVE", 1, 60s)) << Log(**h);
+  ASSERT_TRUE((*h)->agent().Signal(SIGTERM, 20s).has_value());
+  ExpectNoViolations(**h);
+}
+
 }  // namespace
 }  // namespace ga::testing

@@ -90,8 +90,9 @@ void IdentityTable::FinishUncommitted(const std::string& name, const std::string
 
 bool IdentityTable::SleepFor(std::chrono::nanoseconds d) {
   MutexLock lock(mu_);
-  if (stop_) return false;
-  cv_.wait_for(mu_, d);
+  const auto until = std::chrono::steady_clock::now() + d;
+  while (!stop_ && cv_.wait_until(mu_, until) == std::cv_status::no_timeout) {
+  }
   return !stop_;
 }
 

@@ -44,7 +44,8 @@ class IdentityTable {
   // only, so that `status` and the next pick tell the truth).
   void FinishUncommitted(const std::string& name, const std::string& error, Millis next_attempt)
       GA_EXCLUDES(mu_);
-  // Sleeps up to `d` or until something changes; false once stopped.
+  // Sleeps the whole of `d` (a change to the table does not end it early: a
+  // caller may be spacing CONNECTs); false once stopped, at once.
   bool SleepFor(std::chrono::nanoseconds d) GA_EXCLUDES(mu_);
   bool Stopped() GA_EXCLUDES(mu_);
 

@@ -23,7 +23,8 @@ std::string Relative(Millis at, Millis now) {
   if (s <= 0) return "now";
   if (s < 120) return "in " + std::to_string(s) + "s";
   if (s < 7200) return "in " + std::to_string(s / 60) + "m";
-  return "in " + std::to_string(s / 3600) + "h";
+  if (s < 2 * 86400) return "in " + std::to_string(s / 3600) + "h";
+  return "in " + std::to_string(s / 86400) + "d";
 }
 
 std::string Cut(std::string s, size_t width) {
@@ -133,16 +134,28 @@ std::string StatusTable(const std::vector<Identity>& identities, Millis now,
     if (id.state == EnrollmentState::kShared) {
       note = "travels over the gateway's connection";
     }
+    // An ACTIVE identity's next step is its certificate's renewal.
+    const bool renewing = id.state == EnrollmentState::kActive &&
+                          (id.renewal != RenewalStep::kNone || !id.retiring_cert_id.empty());
+    if (renewing) {
+      note = id.renewal != RenewalStep::kNone
+                 ? "renewing (" + std::string(RenewalStepName(id.renewal)) + ")" +
+                       (id.renewal_error.empty() ? "" : ": " + id.renewal_error)
+                 : id.renewal_error;
+    }
     if (std::string problem = IdentityProblem(id, now, live); !problem.empty()) {
       note = "PROBLEM: " + problem;
     }
+    // For an ACTIVE identity, when its certificate renews (or its renewal's
+    // next attempt).
+    std::string next =
+        waiting || id.state == EnrollmentState::kActive ? Relative(id.next_attempt, now) : "-";
     Traffic t = TrafficOf(bridge, id.name, now);
     std::snprintf(line, sizeof line,
                   "%-16s %-7s %-28s %-11s %8d %-10s %-20s %-4s %7lld %9lld %7lld %5lld %5lld %s\n",
                   Cut(id.name, 16).c_str(), std::string(KindName(id.kind)).c_str(),
                   Cut(id.thing, 28).c_str(), std::string(StateName(id.state)).c_str(), id.attempts,
-                  waiting ? Relative(id.next_attempt, now).c_str() : "-",
-                  id.cert_not_after ? Iso8601(id.cert_not_after).c_str() : "-",
+                  next.c_str(), id.cert_not_after ? Iso8601(id.cert_not_after).c_str() : "-",
                   t.connected ? "yes" : "no", static_cast<long long>(t.messages),
                   static_cast<long long>(t.bytes), static_cast<long long>(t.sent),
                   static_cast<long long>(t.rejected), static_cast<long long>(t.dropped),

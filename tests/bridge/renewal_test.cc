@@ -247,6 +247,88 @@ TEST(Renewal, CertificatesThatExpiredWhileStoppedAreRenewedAtStart) {
   ExpectNoViolations(**h);
 }
 
+// The retire rule's Lambda down (here: its topic rule deleted) while an
+// identity renews: the new certificate is proven and serves, the previous one
+// stays ACTIVE with the reason in status, its retirement is asked for again
+// later, and once the Lambda is back it is retired. No message is lost.
+TEST(Renewal, WithTheRetireLambdaDownRetirementIsRetriedAndTrafficFlows) {
+  HarnessOptions o;
+  o.sensors = 1;
+  o.extra_config = "[renewal]\nretry_initial = \"2s\"\nretry_max = \"4s\"\n";
+  auto h = AgentHarness::Start(o);
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  ASSERT_TRUE((*h)->StartAgent().ok());
+  ASSERT_TRUE((*h)->WaitForState("ACTIVE", 2, 60s)) << Log(**h);
+  const std::string old_id = StatusOf((*h)->StatusJson(), "s1").value("certificateId", "");
+  auto deleted = (*h)->sim().Aws({"delete-topic-rule", "--rule-name", "gateway_agent_retire"});
+  ASSERT_EQ(deleted.exit_code, 0) << deleted.output;
+
+  LocalClient sensor((*h)->broker().port(), "retire-down-test");
+  ASSERT_TRUE(sensor.connected());
+  int sent = 0;
+  auto publish_for = [&](std::chrono::milliseconds d) {
+    auto end = std::chrono::steady_clock::now() + d;
+    while (std::chrono::steady_clock::now() < end) {
+      EXPECT_TRUE(sensor.Publish("sensors/s1/seq", std::to_string(sent++)));
+      std::this_thread::sleep_for(50ms);
+    }
+  };
+  publish_for(1s);
+  auto asked = (*h)->Cli({"renew", "--identity", "s1"});
+  ASSERT_EQ(asked.exit_code, 0) << asked.output;
+  std::string status;
+  auto waiting = [&](const std::string& s) {
+    Json r = StatusOf(s, "s1")["renewal"];
+    return r.value("renewals", 0) == 1 && r.value("retiringCertificateId", "") == old_id &&
+           !r.value("error", "").empty();
+  };
+  auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (!waiting(status = (*h)->StatusJson()) && std::chrono::steady_clock::now() < deadline) {
+    publish_for(500ms);
+  }
+  ASSERT_TRUE(waiting(status)) << status << "\n" << Log(**h);
+  const std::string new_id = StatusOf(status, "s1").value("certificateId", "");
+  EXPECT_NE(new_id, old_id);
+  Json old = AwsJson((*h)->sim(), {"describe-certificate", "--certificate-id", old_id});
+  EXPECT_EQ(old["certificateDescription"].value("status", ""), "ACTIVE") << old.dump();
+  auto text = (*h)->Cli({"status"});
+  EXPECT_NE(text.output.find("not retired yet"), std::string::npos) << text.output;
+  publish_for(3s);  // at least one more attempt while it is down
+
+  ASSERT_TRUE((*h)->sim().CreateJitrRule((*h)->ca_id()).ok());
+  deadline = std::chrono::steady_clock::now() + 60s;
+  while (Renewals(status = (*h)->StatusJson(), "s1") != 1 &&
+         std::chrono::steady_clock::now() < deadline) {
+    publish_for(500ms);
+  }
+  ASSERT_EQ(Renewals(status, "s1"), 1) << status << "\n" << Log(**h);
+  old = AwsJson((*h)->sim(), {"describe-certificate", "--certificate-id", old_id});
+  EXPECT_EQ(old["certificateDescription"].value("status", ""), "INACTIVE") << old.dump();
+  Json principals = AwsJson((*h)->sim(), {"list-thing-principals", "--thing-name", "gw-test:s1"});
+  ASSERT_TRUE(principals.contains("principals")) << principals.dump();
+  ASSERT_EQ(principals["principals"].size(), 1u) << principals.dump();
+  EXPECT_NE(principals["principals"][0].get<std::string>().find(new_id), std::string::npos);
+
+  std::vector<CloudMessage> got;
+  WaitForCloudCount((*h)->sim(), static_cast<size_t>(sent), 60s, &got);
+  std::set<std::string> seen;
+  for (const auto& m : got) seen.insert(m.payload_b64);
+  EXPECT_EQ(seen.size(), static_cast<size_t>(sent));
+  // What a retirement attempt costs the identity's traffic: the proving
+  // connection takes the client id while it waits for the Lambda's answer.
+  int64_t last = 0, largest_gap = 0;
+  for (const Json& p : SimPublishes((*h)->sim())) {
+    if (Str(p, "topic") != "dt/gw-test:s1/seq") continue;
+    int64_t t = p.value("time", int64_t{0});
+    if (last) largest_gap = std::max(largest_gap, t - last);
+    last = t;
+  }
+  std::printf("[ figures  ] %d messages, %zu distinct arrived, largest gap %lld ms\n", sent,
+              seen.size(), static_cast<long long>(largest_gap));
+  ASSERT_TRUE((*h)->agent().Signal(SIGTERM, 20s).has_value());
+  ExpectNoViolations(**h);
+}
+
 // `gateway-agent renew` renews now, through the running agent.
 TEST(Renewal, TheRenewCommandRenewsNowWithANewKey) {
   HarnessOptions o;

@@ -315,6 +315,13 @@ int RunAgent(const Config& config) {
   options.store = store->get();
   options.issue = MakeIssuer(std::shared_ptr<pki::LocalCa>(std::move(*ca)));
   options.on_change = [&health](const Identity& id) { health.Feed(id); };
+  options.retire = [&bridge = **bridge](const Identity& id,
+                                        const std::string& old_id) -> std::optional<RetireAnswer> {
+    // As long as a connect of its own would wait for the answer.
+    bridge::RetireReply r = bridge.AskToRetire(id.name, old_id, ConnectOptions().timeout);
+    if (!r.sent) return std::nullopt;
+    return RetireAnswer{r.answered, r.accepted, std::move(r.detail)};
+  };
   Enrollment enrollment(std::move(options));
   if (Status l = enrollment.Load(); !l.ok()) return fail(l);
   for (const Identity& id : enrollment.Snapshot()) health.Feed(id);

@@ -108,128 +108,6 @@ ConnectAttempt FromTlsFailure(SSL* ssl, const tls::StepResult& step, std::string
   return a;
 }
 
-// One MQTT packet: its first byte and its body.
-struct Packet {
-  unsigned char type = 0;
-  std::string body;
-};
-
-std::optional<Packet> ReadPacket(SSL* ssl, int fd, SteadyClock::time_point deadline) {
-  auto read = [&](void* to, size_t n) {
-    size_t got = 0;
-    while (got < n) {
-      tls::StepResult step = tls::Step(ssl, fd, deadline, [&] {
-        return SSL_read(ssl, static_cast<char*>(to) + got, static_cast<int>(n - got));
-      });
-      if (step.end != tls::StepEnd::kDone) return false;
-      got += static_cast<size_t>(step.rc);
-    }
-    return true;
-  };
-  Packet p;
-  if (!read(&p.type, 1)) return std::nullopt;
-  size_t length = 0;
-  for (int shift = 0; shift < 28; shift += 7) {
-    unsigned char b;
-    if (!read(&b, 1)) return std::nullopt;
-    length |= static_cast<size_t>(b & 0x7f) << shift;
-    if ((b & 0x80) == 0) break;
-  }
-  if (length > aws::kMaxPayloadBytes + 1024) return std::nullopt;
-  p.body.resize(length);
-  if (length > 0 && !read(p.body.data(), length)) return std::nullopt;
-  return p;
-}
-
-bool WritePacket(SSL* ssl, int fd, unsigned char type, const std::string& body,
-                 SteadyClock::time_point deadline) {
-  std::string packet(1, static_cast<char>(type));
-  PutLength(packet, body.size());
-  packet += body;
-  tls::StepResult step = tls::Step(ssl, fd, deadline, [&] {
-    return SSL_write(ssl, packet.data(), static_cast<int>(packet.size()));
-  });
-  return step.end == tls::StepEnd::kDone;
-}
-
-std::string PacketId(uint16_t id) {
-  return {static_cast<char>(id >> 8), static_cast<char>(id & 0xff)};
-}
-
-// The value of "key":"<value>" in a flat JSON object, or "".
-std::string JsonString(const std::string& json, const std::string& key) {
-  size_t k = json.find("\"" + key + "\"");
-  if (k == std::string::npos) return "";
-  size_t open = json.find('"', json.find(':', k));
-  if (open == std::string::npos) return "";
-  std::string out;
-  for (size_t i = open + 1; i < json.size() && json[i] != '"'; ++i) {
-    if (json[i] == '\\' && i + 1 < json.size()) ++i;
-    out += json[i];
-  }
-  return out;
-}
-
-// Subscribes to the answers, publishes the request (QoS 1) and waits for
-// the answer about `old_id`. A command the session delivers meanwhile is
-// not acknowledged: it stays queued for the bridge's connection.
-RetireAnswer AskToRetire(SSL* ssl, int fd, const std::string& thing, const std::string& old_id,
-                         std::chrono::milliseconds timeout) {
-  RetireAnswer answer;
-  const auto deadline = SteadyClock::now() + timeout;
-  const std::string topic = aws::RetireTopic(thing);
-  const std::string answers = topic + "/+";
-  std::string subscribe = PacketId(1);
-  PutString(subscribe, answers);
-  subscribe += static_cast<char>(1);
-  std::string publish;
-  PutString(publish, topic);
-  publish += PacketId(2);
-  publish += "{\"oldCertificateId\":\"" + old_id + "\"}";
-  if (!WritePacket(ssl, fd, 0x82, subscribe, deadline) ||
-      !WritePacket(ssl, fd, 0x32, publish, deadline)) {
-    answer.detail = "the connection closed before the request was sent";
-    return answer;
-  }
-  while (!answer.answered) {
-    std::optional<Packet> p = ReadPacket(ssl, fd, deadline);
-    if (!p) {
-      answer.detail = SteadyClock::now() >= deadline
-                          ? "no answer within " + std::to_string(timeout.count()) + " ms"
-                          : "the connection closed before the answer";
-      break;
-    }
-    if ((p->type & 0xf0) == 0x90 && p->body.size() >= 3 &&
-        static_cast<unsigned char>(p->body[2]) == 0x80) {
-      answer.detail = "subscribing to " + answers + " was refused (the policy lacks it)";
-      break;
-    }
-    if ((p->type & 0xf0) != 0x30 || p->body.size() < 2) continue;
-    size_t topic_len =
-        (static_cast<unsigned char>(p->body[0]) << 8) | static_cast<unsigned char>(p->body[1]);
-    if (p->body.size() < 2 + topic_len) continue;
-    std::string got_topic = p->body.substr(2, topic_len);
-    size_t at = 2 + topic_len;
-    int qos = (p->type >> 1) & 3;
-    std::string id;
-    if (qos > 0 && p->body.size() >= at + 2) {
-      id = p->body.substr(at, 2);
-      at += 2;
-    }
-    if (got_topic != topic + "/accepted" && got_topic != topic + "/rejected") continue;
-    if (qos > 0) WritePacket(ssl, fd, 0x40, id, deadline);  // PUBACK
-    std::string payload = p->body.substr(at);
-    if (JsonString(payload, "oldCertificateId") != old_id) continue;
-    answer.answered = true;
-    answer.accepted = got_topic == topic + "/accepted";
-    answer.detail = answer.accepted ? "retired" : JsonString(payload, "reason");
-  }
-  std::string unsubscribe = PacketId(3);
-  PutString(unsubscribe, answers);
-  WritePacket(ssl, fd, 0xA2, unsubscribe, SteadyClock::now() + std::chrono::seconds(1));
-  return answer;
-}
-
 }  // namespace
 
 std::string_view OutcomeName(ConnectOutcome outcome) {
@@ -349,8 +227,8 @@ ConnectAttempt AttemptConnect(const ConnectOptions& options) {
   tls::StepResult step = tls::Step(ssl.get(), fd, deadline, [&] { return SSL_connect(ssl.get()); });
   if (step.end != tls::StepEnd::kDone) return FromTlsFailure(ssl.get(), step, "TLS handshake");
 
-  std::string connect = ConnectPacket(options.client_id, options.keepalive_seconds,
-                                      options.retire_certificate_id.empty());
+  std::string connect =
+      ConnectPacket(options.client_id, options.keepalive_seconds, !options.keep_session);
   step = tls::Step(ssl.get(), fd, deadline, [&] {
     return SSL_write(ssl.get(), connect.data(), static_cast<int>(connect.size()));
   });
@@ -395,10 +273,6 @@ ConnectAttempt AttemptConnect(const ConnectOptions& options) {
   }
   a.outcome = ConnectOutcome::kAccepted;
   a.detail = "CONNACK accepted";
-  if (!options.retire_certificate_id.empty()) {
-    a.retire = AskToRetire(ssl.get(), fd, options.client_id, options.retire_certificate_id,
-                           options.timeout);
-  }
   const char disconnect[2] = {static_cast<char>(0xE0), 0};
   tls::Step(ssl.get(), fd, SteadyClock::now() + std::chrono::seconds(1),
             [&] { return SSL_write(ssl.get(), disconnect, 2); });  // best effort

@@ -31,6 +31,15 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr Millis kClockRecheck = 60'000;
+// A retirement waiting for the identity's bridge connection to be up.
+constexpr Millis kRetireWhenConnected = 2'000;
+
+std::string RetiredNote(const std::string& old_id, const RetireAnswer& answer) {
+  return answer.accepted
+             ? "certificate " + old_id + " retired in AWS IoT"
+             : "certificate " + old_id + " not retired yet (" +
+                   (answer.answered ? "refused: " : "") + answer.detail + "): asked again later";
+}
 
 void Say(log::Level level, const Identity& id, const std::string& message) {
   log::Write(
@@ -88,18 +97,16 @@ Status Enrollment::Renew(Identity& identity) {
   const Millis now = options_.clock->WallMillis();
   const fs::path dir = IdentityDir(identity.name);
   if (identity.renewal == RenewalStep::kNone) {
-    if (!identity.retiring_cert_id.empty() && now >= identity.next_attempt) {
-      return Prove(identity);  // the previous certificate's retirement, again
-    }
-    if (now < BuildEpochMillis()) {
-      // A clock before this build is wrong: nothing is decided by it.
-      identity.next_attempt = now + kClockRecheck;
-      return Status::Ok();
-    }
-    Millis at = RenewAt(identity, config.renewal);
-    if (identity.renewal_asked == 0 && (at == 0 || now < at)) {
+    // A clock before this build is wrong: nothing is decided by it.
+    const bool clock_ok = now >= BuildEpochMillis();
+    const Millis at = RenewAt(identity, config.renewal);
+    const bool due = clock_ok && (identity.renewal_asked != 0 || (at != 0 && now >= at));
+    // A renewal that is due goes first: a working certificate matters more
+    // than retiring an old one.
+    if (!identity.retiring_cert_id.empty() && !due) return RetirePrevious(identity);
+    if (!due) {
       if (identity.retiring_cert_id.empty()) RemoveUnusedFiles(identity, dir);
-      if (at == 0) {
+      if (!clock_ok || at == 0) {
         identity.next_attempt = now + kClockRecheck;
         return Status::Ok();
       }
@@ -188,8 +195,36 @@ Result<Identity> Enrollment::AskRenewal(const std::string& name, bool rekey) {
   return next;
 }
 
+Status Enrollment::RetirePrevious(Identity& identity) {
+  std::optional<RetireAnswer> answer;
+  if (options_.retire) answer = options_.retire(identity, identity.retiring_cert_id);
+  if (!answer) {
+    // Its connection is not up (after a switch the bridge reconnects with the
+    // new certificate first): again shortly, nothing counted.
+    identity.next_attempt = options_.clock->WallMillis() + kRetireWhenConnected;
+    return Status::Ok();
+  }
+  const std::string note = RetiredNote(identity.retiring_cert_id, *answer);
+  if (answer->accepted) identity.retiring_cert_id.clear();
+  identity.renewal_error = answer->accepted ? "" : note;
+  identity.attempts = answer->accepted ? 0 : identity.attempts + 1;
+  identity.next_attempt =
+      options_.clock->WallMillis() +
+      (answer->accepted
+           ? 0
+           : std::max(scheduler_
+                          ->RetryDelay(identity.name, identity.attempts, true,
+                                       std::chrono::duration_cast<std::chrono::milliseconds>(
+                                           options_.config.renewal.retry_max))
+                          .count(),
+                      static_cast<Millis>(options_.config.renewal.retry_initial.count())));
+  Say(answer->accepted ? log::Level::kInfo : log::Level::kWarning, identity, note);
+  GA_RETURN_IF_ERROR(Commit(identity));
+  if (answer->accepted) RemoveUnusedFiles(identity, IdentityDir(identity.name));
+  return Status::Ok();
+}
+
 Status Enrollment::Prove(Identity& identity) {
-  const bool switching = identity.renewal != RenewalStep::kNone;
   for (;;) {
     std::chrono::nanoseconds wait = scheduler_->TryAdmit(identity.name);
     if (wait.count() == 0) break;
@@ -198,36 +233,28 @@ Status Enrollment::Prove(Identity& identity) {
   if (table_->Stopped() || table_->IsRemoved(identity.name)) return Status::Ok();
   // The bridge lets go of the connection, then a CONNECT a second after its
   // last one (AWS: one per second per client id).
-  const RenewalStep before = identity.renewal;
   identity.renewal = RenewalStep::kProving;
   GA_RETURN_IF_ERROR(Commit(identity));
   options_.crash("renew-proving", identity.name);
   if (!table_->SleepFor(aws::kConnectSpacingPerClientId)) return Status::Ok();
 
-  const std::string& key_file = switching ? identity.next_key_file : identity.key_file;
-  const std::string& chain_file = switching ? identity.next_chain_file : identity.chain_file;
-  const std::string& cert_id = switching ? identity.next_cert_id : identity.cert_id;
-  const std::string retire = switching ? identity.cert_id : identity.retiring_cert_id;
   Result<ConnectAttempt> attempt = [&]() -> Result<ConnectAttempt> {
-    GA_ASSIGN_OR_RETURN(tpm::TpmKeyBlob blob, tpm::TpmKeyBlob::ReadFile(key_file));
+    GA_ASSIGN_OR_RETURN(tpm::TpmKeyBlob blob, tpm::TpmKeyBlob::ReadFile(identity.next_key_file));
     GA_ASSIGN_OR_RETURN(EvpPkeyPtr key, tpm::MakeEvpPkey(options_.tpm, blob));
-    ConnectOptions o =
-        CloudConnectOptions(options_.config.aws, identity.thing, key.get(), chain_file);
-    o.retire_certificate_id = retire;
+    ConnectOptions o = CloudConnectOptions(options_.config.aws, identity.thing, key.get(),
+                                           identity.next_chain_file);
+    o.keep_session = true;  // the bridge's session, its subscriptions and queued commands
     return options_.connect(o);
   }();
   scheduler_->AttemptDone(identity.name);
-  identity.renewal = switching ? RenewalStep::kCertified : RenewalStep::kNone;
-  if (!attempt.ok()) {
-    if (!switching) identity.renewal = before;
-    return RenewalFailed(identity, "key: " + attempt.status().message());
-  }
+  identity.renewal = RenewalStep::kCertified;
+  if (!attempt.ok()) return RenewalFailed(identity, "key: " + attempt.status().message());
   ConnectVerdict verdict =
-      Classify(*attempt, {options_.config.aws, cert_id, scheduler_->backoff().max});
+      Classify(*attempt, {options_.config.aws, identity.next_cert_id, scheduler_->backoff().max});
   if (verdict.action != ConnectVerdict::Action::kActive) {
     // Back to the certificate in use: the bridge reconnects with it.
-    std::string why = switching ? "certificate " + cert_id + " not accepted yet: " + verdict.error
-                                : "retiring certificate " + retire + ": " + verdict.error;
+    std::string why =
+        "certificate " + identity.next_cert_id + " not accepted yet: " + verdict.error;
     if (verdict.level == log::Level::kInfo) {
       Say(log::Level::kInfo, identity, why);
       identity.renewal_error = why;
@@ -241,32 +268,14 @@ Status Enrollment::Prove(Identity& identity) {
     return RenewalFailed(identity, why);
   }
   options_.crash("renew-connected", identity.name);
-  const RetireAnswer& answer = attempt->retire;
-  std::string retired_note = answer.accepted ? "certificate " + retire + " retired in AWS IoT"
-                                             : "certificate " + retire + " not retired yet (" +
-                                                   (answer.answered ? "refused: " : "") +
-                                                   answer.detail + "): asked again later";
-  if (!switching) {
-    identity.retiring_cert_id = answer.accepted ? "" : retire;
-    identity.renewal_error = answer.accepted ? "" : retired_note;
-    identity.attempts = answer.accepted ? 0 : identity.attempts + 1;
-    identity.next_attempt =
-        options_.clock->WallMillis() +
-        (answer.accepted
-             ? 0
-             : std::max(scheduler_
-                            ->RetryDelay(identity.name, identity.attempts, true,
-                                         std::chrono::duration_cast<std::chrono::milliseconds>(
-                                             options_.config.renewal.retry_max))
-                            .count(),
-                        static_cast<Millis>(options_.config.renewal.retry_initial.count())));
-    Say(answer.accepted ? log::Level::kInfo : log::Level::kWarning, identity, retired_note);
-    GA_RETURN_IF_ERROR(Commit(identity));
-    if (answer.accepted) RemoveUnusedFiles(identity, IdentityDir(identity.name));
-    return Status::Ok();
-  }
   // The switch: the next key and certificate are the ones in use from here.
-  const std::string old_id = identity.cert_id;
+  if (!identity.retiring_cert_id.empty()) {
+    Say(log::Level::kWarning, identity,
+        "certificate " + identity.retiring_cert_id +
+            " was never retired (no answer from the retire Lambda): set it INACTIVE in AWS IoT "
+            "by hand (aws iot update-certificate --new-status INACTIVE)");
+  }
+  identity.retiring_cert_id = identity.cert_id;
   identity.key_file = identity.next_key_file;
   identity.cert_file = identity.next_cert_file;
   identity.chain_file = identity.next_chain_file;
@@ -282,23 +291,17 @@ Status Enrollment::Prove(Identity& identity) {
   identity.renewal = RenewalStep::kNone;
   ++identity.renewals;
   identity.attempts = 0;
-  identity.retiring_cert_id = answer.accepted ? "" : old_id;
-  identity.renewal_error = answer.accepted ? "" : retired_note;
+  identity.renewal_error.clear();
   identity.active_since = options_.clock->WallMillis();
-  // The next pass (at once, also after a restart) deletes what the previous
-  // certificate left and times the next renewal.
-  identity.next_attempt =
-      answer.accepted
-          ? identity.active_since
-          : identity.active_since + std::chrono::duration_cast<std::chrono::milliseconds>(
-                                        options_.config.renewal.retry_initial)
-                                        .count();
+  // The next pass (at once, also after a restart) asks, over the bridge's
+  // connection with the new certificate, for the previous one to be retired.
+  identity.next_attempt = identity.active_since;
   GA_RETURN_IF_ERROR(Commit(identity));
   options_.crash("renew-switched", identity.name);
-  Say(answer.accepted ? log::Level::kInfo : log::Level::kWarning, identity,
+  Say(log::Level::kInfo, identity,
       "now uses certificate " + identity.cert_id + " (renewal " +
           std::to_string(identity.renewals) + ", valid until " +
-          FormatUtc(identity.cert_not_after, "%Y-%m-%dT%H:%M:%SZ") + "); " + retired_note);
+          FormatUtc(identity.cert_not_after, "%Y-%m-%dT%H:%M:%SZ") + ")");
   RemoveUnusedFiles(identity, IdentityDir(identity.name));
   return Status::Ok();
 }

@@ -17,14 +17,15 @@ std::string Iso8601(Millis ms) {
   return ms <= 0 ? "" : FormatUtc(ms, "%Y-%m-%dT%H:%M:%SZ");
 }
 
+// How long until `at`, as one word (a table cell a script can split on).
 std::string Relative(Millis at, Millis now) {
   if (at <= 0) return "-";
   int64_t s = (at - now) / 1000;
   if (s <= 0) return "now";
-  if (s < 120) return "in " + std::to_string(s) + "s";
-  if (s < 7200) return "in " + std::to_string(s / 60) + "m";
-  if (s < 2 * 86400) return "in " + std::to_string(s / 3600) + "h";
-  return "in " + std::to_string(s / 86400) + "d";
+  if (s < 120) return std::to_string(s) + "s";
+  if (s < 7200) return std::to_string(s / 60) + "m";
+  if (s < 2 * 86400) return std::to_string(s / 3600) + "h";
+  return std::to_string(s / 86400) + "d";
 }
 
 std::string Cut(std::string s, size_t width) {

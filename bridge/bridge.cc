@@ -17,6 +17,7 @@
 #include "local_link.h"
 #include "outbox_full_log.h"
 #include "outbox_staging.h"
+#include "retire_request.h"
 #include "topic_map.h"
 
 namespace ga::bridge {
@@ -142,6 +143,10 @@ class Bridge::Loop {
         identity.local_password != old_password) {
       local_->IssueClient(identity.name, identity.local_password, !old_password.empty());
     }
+  }
+
+  void AskToRetire(const std::string& name, const std::shared_ptr<RetireRequest>& request) {
+    clouds_->AskToRetire(name, request);
   }
 
   BridgeHealth Health() const {
@@ -272,17 +277,47 @@ Status Bridge::Start() {
   if (thread_.joinable()) return FailedPrecondition("the bridge is already running");
   Loop* loop = loop_.get();
   thread_ = std::thread([loop] { loop->Run(); });
+  MutexLock lock(retire_mu_);
+  running_ = true;
   return Status::Ok();
 }
 
 void Bridge::Stop() {
-  if (!thread_.joinable()) return;
-  loop_->RequestStop();
-  thread_.join();
+  if (thread_.joinable()) {
+    loop_->RequestStop();
+    thread_.join();
+  }
+  MutexLock lock(retire_mu_);
+  running_ = false;
+  for (const auto& weak : asked_) {
+    if (auto request = weak.lock()) {
+      RetireReply none;
+      none.detail = "the bridge stopped before the answer";
+      request->Complete(std::move(none));
+    }
+  }
+  asked_.clear();
 }
 
 void Bridge::Upsert(const BridgeIdentity& identity) {
   loop_->Post([loop = loop_.get(), identity] { loop->Upsert(identity); });
+}
+
+RetireReply Bridge::AskToRetire(const std::string& name, const std::string& old_certificate_id,
+                                std::chrono::milliseconds timeout) {
+  auto request = std::make_shared<RetireRequest>(old_certificate_id);
+  {
+    MutexLock lock(retire_mu_);
+    if (!running_) {
+      RetireReply none;
+      none.detail = "the bridge is not running";
+      return none;
+    }
+    std::erase_if(asked_, [](const std::weak_ptr<RetireRequest>& w) { return w.expired(); });
+    asked_.push_back(request);
+  }
+  loop_->Post([loop = loop_.get(), name, request] { loop->AskToRetire(name, request); });
+  return request->Wait(timeout);
 }
 
 BridgeHealth Bridge::Health() const {

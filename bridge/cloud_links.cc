@@ -83,6 +83,7 @@ void CloudLinks::Drop(const std::string& name) {
   auto it = clouds_.find(name);
   if (it == clouds_.end()) return;
   CloudConnection& c = *it->second;
+  EndRetire(c, "the connection was let go before the answer");
   Detach(c);
   for (CloudConnection* rider : std::vector<CloudConnection*>(c.riders)) Detach(*rider);
   parts_.loop.Unwatch(c);
@@ -132,6 +133,10 @@ Status CloudLinks::NewClient(CloudConnection& c) {
   mosquitto_message_callback_set(m, [](mosquitto* mq, void* self, const mosquitto_message* msg) {
     static_cast<CloudLinks*>(self)->OnMessage(mq, msg);
   });
+  mosquitto_subscribe_callback_set(
+      m, [](mosquitto* mq, void* self, int mid, int count, const int* granted) {
+        static_cast<CloudLinks*>(self)->OnSubscribe(mq, mid, count, granted);
+      });
   by_mosq_[m] = &c;
   c.mosq = std::move(mosq);
   return Status::Ok();
@@ -312,7 +317,7 @@ void CloudLinks::CloudIsBack() {
 // own thing or one of the sensors it carries.
 void CloudLinks::OnMessage(mosquitto* m, const mosquitto_message* msg) {
   CloudConnection* c = Of(m);
-  if (c == nullptr || !parts_.local.connected()) return;
+  if (c == nullptr || TakeRetireAnswer(*c, msg) || !parts_.local.connected()) return;
   std::vector<CloudConnection*> who = {c};
   who.insert(who.end(), c->riders.begin(), c->riders.end());
   for (CloudConnection* target : who) {
@@ -360,6 +365,7 @@ void CloudLinks::Lost(CloudConnection& c, int rc) {
 void CloudLinks::SetConnected(CloudConnection& c, bool up) {
   if (c.connected == up) return;
   c.connected = up;
+  if (!up) EndRetire(c, "the connection closed before the answer");
   if (Status s = parts_.outbox.SetConnected(c.name, up); !s.ok()) {
     log::Error(s.message(), {{"IDENTITY", c.name}});
   }
@@ -506,6 +512,7 @@ void CloudLinks::MarkAllWrite() {
 
 void CloudLinks::Clear() {
   for (auto& [name, c] : clouds_) {
+    EndRetire(*c, "the bridge stopped before the answer");
     if (Status s = parts_.outbox.SetConnected(name, false); !s.ok()) {
       log::Error(s.message(), {{"IDENTITY", name}});
     }

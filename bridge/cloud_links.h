@@ -11,6 +11,8 @@
 //                   and rates (SendBudget), riders in turns; PUBACKs
 //   shared_mode.cc  riders (sensors in shared mode) attached to and detached
 //                   from their carrier, and its command subscriptions
+//   cloud_retire.cc retirements of a previous certificate asked over a
+//                   connection that keeps carrying messages
 #pragma once
 
 #include <functional>
@@ -86,6 +88,10 @@ class CloudLinks {
   void MarkAllWrite();
   // Forgets every connection (shutdown, after the last write).
   void Clear();
+  // Asks over `name`'s own connection for a certificate to be retired
+  // (Bridge::AskToRetire); `request` is completed with the answer, or when
+  // the connection ends or is not up.
+  void AskToRetire(const std::string& name, const std::shared_ptr<RetireRequest>& request);
   // Why each connection that failed is down (a carried sensor: its carrier's).
   // Returns how many connections of their own are up.
   size_t CollectProblems(std::map<std::string, std::string>& out) const;
@@ -116,6 +122,13 @@ class CloudLinks {
   // cloud_send.cc
   bool SendOne(CloudConnection& sender, CloudConnection& via, Clock::time_point now);
   void OnPuback(mosquitto* m, int mid);
+  // cloud_retire.cc
+  void OnSubscribe(mosquitto* m, int mid, int count, const int* granted);
+  // True when `msg` is an answer on the retire topic (taken here, never
+  // delivered as a command).
+  bool TakeRetireAnswer(CloudConnection& c, const mosquitto_message* msg);
+  // Completes the retirement waiting on `c`, if any, unanswered.
+  void EndRetire(CloudConnection& c, const std::string& why);
   // shared_mode.cc
   void AddRider(const BridgeIdentity& identity);
   void Attach(CloudConnection& carrier, CloudConnection& rider);

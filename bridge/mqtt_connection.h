@@ -22,6 +22,8 @@
 
 namespace ga::bridge {
 
+class RetireRequest;
+
 using Clock = std::chrono::steady_clock;
 
 struct MosqDeleter {
@@ -80,6 +82,10 @@ struct CloudConnection : MqttConnection {
   // by the next CONNACK.
   Clock::time_point lost_at{};
   bool sent_this_tick = false;
+  // A retirement asked over this connection, waiting for its answer, and the
+  // id of its SUBSCRIBE until the SUBACK (cloud_retire.cc).
+  std::shared_ptr<RetireRequest> retire;
+  int retire_subscribe_mid = -1;
 
   size_t in_flight() const { return inflight.size() + carried.size(); }
 };

@@ -82,6 +82,14 @@ struct EnrollmentCounts {
 // once renewal.threshold of its life has passed, or renewal.before is left.
 Millis RenewAt(const Identity& id, const RenewalConfig& renewal);
 
+// AWS IoT's answer to a request to retire a certificate (lifecycle/<thing>/retire,
+// answered by the JITR Lambda on lifecycle/<thing>/retire/accepted or /rejected).
+struct RetireAnswer {
+  bool answered = false;  // false: no answer in time (the rule or Lambda may be down)
+  bool accepted = false;
+  std::string detail;  // the rejection's reason, or why there was no answer
+};
+
 class Enrollment {
  public:
   struct Options {
@@ -95,6 +103,10 @@ class Enrollment {
     // Must outlive the Enrollment.
     Clock* clock = &SystemClock();
     CrashHook crash = CrashPoint;
+    // Asks over the identity's bridge connection (with the certificate in
+    // use), which keeps carrying its messages, for its previous certificate
+    // to be retired; nullopt when that connection is not up yet.
+    std::function<std::optional<RetireAnswer>(const Identity&, const std::string& old_id)> retire;
   };
 
   explicit Enrollment(Options options);
@@ -152,10 +164,12 @@ class Enrollment {
   Status Register(Identity& identity);
   // An ACTIVE identity: renews its certificate when due (renewal.cc).
   Status Renew(Identity& identity);
-  // One connect with the next certificate (or, to retire the previous
-  // certificate again, with the one in use) while the bridge lets go of the
-  // identity's connection.
+  // One connect with the next certificate while the bridge lets go of the
+  // identity's connection; once it is accepted, the switch to it.
   Status Prove(Identity& identity);
+  // Asks for the previous certificate to be retired (Options::retire) and
+  // saves the answer: the old files deleted once retired, else asked again.
+  Status RetirePrevious(Identity& identity);
   Status RenewalFailed(Identity& identity, const std::string& error);
   // Commits `identity`, unless it was removed meanwhile (an error then).
   Status Commit(const Identity& identity);

@@ -31,21 +31,12 @@ enum class ConnectOutcome {
 
 std::string_view OutcomeName(ConnectOutcome outcome);
 
-// AWS IoT's answer to a request to retire a certificate (lifecycle/<thing>/retire,
-// answered by the JITR Lambda on lifecycle/<thing>/retire/accepted or /rejected).
-struct RetireAnswer {
-  bool answered = false;  // false: no answer in time (the rule or Lambda may be down)
-  bool accepted = false;
-  std::string detail;  // the rejection's reason, or why there was no answer
-};
-
 struct ConnectAttempt {
   ConnectOutcome outcome = ConnectOutcome::kNetworkError;
   int connack_code = -1;        // kRefused: the CONNACK return code
   int tls_alert = -1;           // kTlsAlert: the TLS alert description (e.g. 42 bad_certificate)
   bool name_not_found = false;  // kNetworkError: the endpoint name does not exist (DNS)
   std::string detail;           // human-readable, for logs and `probe`
-  RetireAnswer retire;          // kAccepted with ConnectOptions::retire_certificate_id
 };
 
 struct ConnectOptions {
@@ -60,11 +51,9 @@ struct ConnectOptions {
   std::chrono::milliseconds timeout{10000};  // for each of connect, handshake, CONNACK
   std::optional<ProxyEndpoint> proxy;        // aws.proxy: the tunnel the TLS goes through
   std::string proxy_error;                   // aws.proxy unusable now (password file unreadable)
-  // Accepted, ask AWS IoT (over this connection, so with this certificate)
-  // to retire this earlier certificate of the same thing, and wait for the
-  // answer. The connect then keeps the client id's persistent session
-  // (clean session 0): the bridge's queued commands stay for the bridge.
-  std::string retire_certificate_id;
+  // Clean session 0: the client id's persistent session (the bridge's
+  // subscriptions, the commands queued for the thing) stays as it is.
+  bool keep_session = false;
 };
 
 // The options for a connect to the configured endpoint as `client_id`.

@@ -23,22 +23,26 @@
 // The parts, one file each in bridge/: topic_map (topics and AWS limits),
 // event_loop (epoll and posted work), mqtt_connection (libmosquitto glue),
 // agenda (connections with news), handshake_pool (blocking connects),
-// cloud_tls (the shared TLS context), local_link (the local broker),
+// cloud_tls (the shared TLS context), cloud_retire (retirements asked over a
+// connection), local_link (the local broker),
 // unknown_senders (bounded accounting of unknown sensor ids),
 // outbox_staging (group commit), cloud_links / cloud_send / shared_mode (the
 // cloud connections), send_budget (the send scheduler), outbox (SQLite).
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <functional>
 #include <map>
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "gateway_agent/config.h"
 #include "gateway_agent/status.h"
+#include "gateway_agent/thread_annotations.h"
 #include "gateway_agent/tpm/tls_client.h"
 
 namespace ga::bridge {
@@ -81,6 +85,16 @@ struct BridgeHealth {
   std::map<std::string, std::string> local_client_problems;
 };
 
+// The answer to a retirement asked over an identity's own connection.
+struct RetireReply {
+  bool sent = false;  // false: its connection is not up, nothing was asked
+  bool answered = false;
+  bool accepted = false;
+  std::string detail;  // the rejection's reason, or why there was no answer
+};
+
+class RetireRequest;
+
 class Bridge {
  public:
   struct Options {
@@ -112,14 +126,22 @@ class Bridge {
   Bridge& operator=(const Bridge&) = delete;
 
   // Starts the loop thread; it connects to the local broker at once.
-  Status Start();
+  Status Start() GA_EXCLUDES(retire_mu_);
   // Finishes in-flight commits, disconnects cleanly, joins the loop thread.
-  void Stop();
+  void Stop() GA_EXCLUDES(retire_mu_);
 
   // Thread-safe; applied by the loop. A known identity that is not active yet
   // has its messages kept in the outbox until it is.
   void Upsert(const BridgeIdentity& identity);
   void Remove(const std::string& name);
+
+  // Asks, over `name`'s own cloud connection while it is up, for its
+  // certificate `old_certificate_id` to be retired (aws::RetireTopic: the
+  // retire rule's Lambda answers), and waits up to `timeout` for the answer.
+  // The connection carries messages meanwhile: a retirement that gets no
+  // answer costs no traffic. Thread-safe; blocks the caller.
+  RetireReply AskToRetire(const std::string& name, const std::string& old_certificate_id,
+                          std::chrono::milliseconds timeout) GA_EXCLUDES(retire_mu_);
 
   bool local_connected() const { return local_connected_; }
   // Thread-safe; refreshed by the loop every tick.
@@ -130,6 +152,10 @@ class Bridge {
   explicit Bridge(std::unique_ptr<Loop> loop);
   std::unique_ptr<Loop> loop_;
   std::thread thread_;
+  // Retirements asked and maybe still waiting: Stop() answers them.
+  Mutex retire_mu_;
+  bool running_ GA_GUARDED_BY(retire_mu_) = false;
+  std::vector<std::weak_ptr<RetireRequest>> asked_ GA_GUARDED_BY(retire_mu_);
   std::atomic<bool> local_connected_{false};
 };
 

@@ -41,7 +41,9 @@
 //
 // A renewal: a new certificate from the thing's CA enrolls like the first and is attached
 // to the same thing, so both are ACTIVE and attached until the device retires the old one;
-// the handler then logs and returns `renewal: true`.
+// the handler then logs and returns `renewal: true`. Not while a certificate attached to
+// the thing is INACTIVE or REVOKED (an operator's doing: a retired one is detached): the
+// new one then stays PENDING_ACTIVATION and the handler returns `refused`.
 //
 // Retirement. Trigger: the topic rule
 //   SELECT *, principal() AS newCertificateId, clientid() AS clientId, topic(2) AS thingName
@@ -304,7 +306,26 @@ export async function handler (event, context) {
 
   // A renewal: the thing already existed with other certificates attached (the device
   // retires the old one once it is connected with this one).
-  const renewal = !thingCreated && (await thingPrincipals(thingName)).some((p) => p !== principal);
+  const others = thingCreated ? [] : (await thingPrincipals(thingName)).filter((p) => p !== principal);
+  const renewal = others.length > 0;
+  // A certificate of the thing that an operator made INACTIVE or REVOKED (a retired one is
+  // also detached) stops the thing's renewals: its device does not get itself a new
+  // certificate behind the operator's back. The new one stays PENDING_ACTIVATION; once the
+  // operator has detached the blocked certificate (or made it ACTIVE again), the device's
+  // next connect brings the event again.
+  for (const other of others) {
+    const otherId = other.slice(other.lastIndexOf('/') + 1);
+    if (!CERT_ID_RE.test(otherId)) continue;
+    const { certificateDescription: d } = await iot().send(new DescribeCertificateCommand({ certificateId: otherId }));
+    if (d.status === 'INACTIVE' || d.status === 'REVOKED') {
+      const refused = `certificate ${otherId} of thing ${thingName} is ${d.status}: a new certificate is not ` +
+        'activated while it is attached (detach it, or make it ACTIVE again, to let the thing renew)';
+      log('warn', 'refused: the thing has a certificate an operator deactivated', {
+        certificateId, thingName, blockedBy: otherId, blockedStatus: d.status
+      });
+      return { certificateId, thingName, refused };
+    }
+  }
 
   await ignoreExisting(iot().send(new CreatePolicyCommand({ policyName, policyDocument: renderPolicy(partition, region, accountId, role) })));
   await iot().send(new AttachPolicyCommand({ policyName, target: principal }));

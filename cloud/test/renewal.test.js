@@ -266,6 +266,36 @@ test('the handler\'s own checks, called directly: client id other than the thing
   }
 });
 
+test('a thing with a certificate an operator revoked does not renew: the new one stays PENDING_ACTIVATION until the revoked one is detached', async () => {
+  const thing = 'gw-blocked';
+  const subject = '/OU=gateway/CN=gw-blocked';
+  const leaf1 = await makeLeaf(dir, ca, thing, fileName(thing, 1), { subject });
+  const first = await enroll(sim, leaf1, thing);
+  first.client.end(true);
+  const id1 = first.certificateId;
+  assert.equal((await sim.api('PUT', `/certificates/${id1}?newStatus=REVOKED`)).status, 200);
+
+  const leaf2 = await makeLeaf(dir, ca, thing, fileName(thing, 2), { subject });
+  const id2 = certIdOf(leaf2.pem);
+  const refusedFor = async () => (await lambdaState(sim)).invocations
+    .filter((i) => i.event?.certificateId === id2 && i.ok && i.result?.refused);
+  assert.equal((await connect(sim, leaf2, thing)).ok, false);
+  await waitFor(async () => (await refusedFor()).length > 0, { timeoutMs: 15000, what: 'the Lambda refusing the renewal' });
+  assert.match((await refusedFor())[0].result.refused, new RegExp(`certificate ${id1} of thing gw-blocked is REVOKED`));
+  assert.equal(await statusOf(sim, id2), 'PENDING_ACTIVATION');
+  assert.deepEqual(await principalsOf(sim, thing), [certArn(id1)]);
+
+  // the operator detaches the revoked certificate: the device's next connect renews
+  const detached = await sim.api('DELETE', `/things/${thing}/principals`, undefined, { 'x-amzn-principal': certArn(id1) });
+  assert.equal(detached.status, 200);
+  const second = await enroll(sim, leaf2, thing);
+  second.client?.end(true);
+  assert.equal(await statusOf(sim, id2), 'ACTIVE');
+  assert.equal(await statusOf(sim, id1), 'REVOKED');
+  assert.deepEqual(await principalsOf(sim, thing), [certArn(id2)]);
+  assert.equal((await violations(sim, thing)).total, 0);
+});
+
 test('IAM: a role without iot:DetachThingPrincipal fails the retirement with AccessDenied, recorded by the sim', async () => {
   const shipped = JSON.parse(fs.readFileSync(path.join(CLOUD_DIR, 'jitr-lambda', 'lambda-role-policy.template.json'), 'utf8'));
   const statements = shipped.Statement

@@ -150,6 +150,10 @@ void RegisterRunCommands(CLI::App& app, const GlobalOptions& global, int& exit_c
   auto* renew_every = renew->add_flag("--all", *renew_all, "Every ACTIVE identity, paced");
   renew_one->excludes(renew_every);
   renew->add_flag("--rekey", *renew_rekey, "A new TPM key too, whatever renewal.rekey says");
+  auto renew_force = std::make_shared<bool>(false);
+  renew->add_flag("--force", *renew_force,
+                  "Also an identity PARKED because AWS IoT turned its certificate away (once "
+                  "an operator has settled it in AWS IoT)");
 
   auto* sensor =
       app.add_subcommand("sensor", "Add, remove, list or certify the sensors of the agent");
@@ -171,8 +175,9 @@ void RegisterRunCommands(CLI::App& app, const GlobalOptions& global, int& exit_c
     std::cout << reply->body;
     exit_code = 0;
   };
-  renew->callback([send, renew_identity, renew_all, renew_rekey] {
+  renew->callback([send, renew_identity, renew_all, renew_rekey, renew_force] {
     ControlCommand request{"renew", {}};
+    if (*renew_force) request.fields["force"] = "yes";
     if (*renew_all) request.fields["all"] = "yes";
     if (!renew_identity->empty()) request.fields["identity"] = *renew_identity;
     if (*renew_rekey) request.fields["rekey"] = "yes";

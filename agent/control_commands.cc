@@ -100,8 +100,12 @@ ControlReply SensorCredentials(const ControlParts& parts, const ControlCommand& 
 }
 
 // Renewal now of one identity ("identity") or of every ACTIVE one ("all").
-ControlReply Renew(Enrollment& enrollment, const ControlCommand& request) {
-  if (Status s = request.CheckFields({}, {"identity", "all", "rekey"}); !s.ok()) return Refused(s);
+ControlReply Renew(const ControlParts& parts, const ControlCommand& request) {
+  Enrollment& enrollment = parts.enrollment;
+  if (Status s = request.CheckFields({}, {"identity", "all", "rekey", "force"}); !s.ok()) {
+    return Refused(s);
+  }
+  const bool force = request.Field("force") == "yes";
   const bool all = request.Field("all") == "yes";
   const std::string name = request.Field("identity");
   if (all == !name.empty()) return {false, "give --identity NAME or --all"};
@@ -109,7 +113,9 @@ ControlReply Renew(Enrollment& enrollment, const ControlCommand& request) {
   std::vector<std::string> names;
   if (all) {
     for (const Identity& i : enrollment.Snapshot()) {
-      if (i.state == EnrollmentState::kActive && i.renewal == RenewalStep::kNone) {
+      const bool parked_active = i.state == EnrollmentState::kParked && i.active_since != 0;
+      if ((i.state == EnrollmentState::kActive || (force && parked_active)) &&
+          i.renewal == RenewalStep::kNone) {
         names.push_back(i.name);
       }
     }
@@ -118,12 +124,13 @@ ControlReply Renew(Enrollment& enrollment, const ControlCommand& request) {
   }
   std::string body;
   for (const std::string& n : names) {
-    auto asked = enrollment.AskRenewal(n, rekey);
+    auto asked = enrollment.AskRenewal(n, rekey, force);
     if (!asked.ok()) {
       if (!all) return Refused(asked.status());
       body += n + ": " + asked.status().message() + "\n";
       continue;
     }
+    if (parts.refeed) parts.refeed(*asked);  // a PARKED one connects again
     body += n + ": renewing certificate " + asked->cert_id + (rekey ? " with a new key" : "") +
             " (gateway-agent status shows its progress)\n";
   }
@@ -140,7 +147,7 @@ ControlReply HandleControl(const ControlParts& parts, const ControlCommand& requ
     return ListSensors(parts.enrollment, parts.config, request);
   }
   if (request.command == "sensor-credentials") return SensorCredentials(parts, request);
-  if (request.command == "renew") return Renew(parts.enrollment, request);
+  if (request.command == "renew") return Renew(parts, request);
   return {false, "unknown command \"" + request.command +
                      "\" (sensor-add, sensor-remove, sensor-list or sensor-credentials)"};
 }

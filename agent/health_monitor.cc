@@ -176,6 +176,40 @@ void HealthMonitor::Repair(Enrollment& enrollment) {
   }
 }
 
+void HealthMonitor::ParkRefused(Enrollment& enrollment) {
+  bridge::BridgeHealth b = parts_.bridge->Health();
+  // With no connection up the endpoint is what fails (an outage).
+  if (b.cloud_connected == 0 || b.cloud_refusals.empty()) return;
+  const Millis now = NowMillis();
+  std::vector<std::pair<Identity, int>> refused;
+  {
+    MutexLock lock(mu_);
+    for (const auto& [name, w] : watched_) {
+      auto r = b.cloud_refusals.find(name);
+      const Identity& id = w.identity;
+      // An expired certificate is turned away too: that one renews by itself.
+      if (r == b.cloud_refusals.end() || r->second < kRefusalsToPark || id.cert_not_after <= now ||
+          id.renewal != RenewalStep::kNone || id.renewal_asked != 0) {
+        continue;
+      }
+      refused.emplace_back(id, r->second);
+    }
+  }
+  for (const auto& [id, count] : refused) {
+    std::string reason = "AWS IoT turns certificate " + id.cert_id + " away (" +
+                         std::to_string(count) +
+                         " connects in a row closed without CONNACK while other identities "
+                         "connect): an operator may have made it INACTIVE or REVOKED, or "
+                         "detached it from thing " +
+                         id.thing +
+                         " or from its policy; it is not renewed behind the operator's back. "
+                         "Once that is settled in AWS IoT: gateway-agent renew --identity " +
+                         id.name + " --force";
+    auto parked = enrollment.ParkRefused(id.name, reason);
+    if (parked.ok()) Feed(*parked);  // the bridge lets go of it
+  }
+}
+
 AgentHealth HealthMonitor::Gather() {
   AgentHealth h;
   h.pid = getpid();
@@ -210,6 +244,7 @@ const AgentHealth& HealthMonitor::Tick(Enrollment& enrollment) {
     RecheckFiles();
   }
   Repair(enrollment);
+  ParkRefused(enrollment);
   AgentHealth h = Gather();
   for (const auto& p : h.problems) {
     if (std::find(last_.problems.begin(), last_.problems.end(), p) == last_.problems.end()) {

@@ -7,7 +7,9 @@
 // anonymous clients in (probed now and then), and repairs what enrolling again can
 // repair: an identity whose key is gone gets a new key and certificate, one
 // whose certificate does not fit its key a new certificate (at most once per
-// kRepairSpacing per identity, so a fault that comes back is not a loop).
+// kRepairSpacing per identity, so a fault that comes back is not a loop). An
+// identity whose certificate AWS IoT turns away while other connections are
+// up (an operator's INACTIVE or REVOKED) is PARKED, not renewed.
 #pragma once
 
 #include <chrono>
@@ -34,6 +36,9 @@ class HealthMonitor {
   static constexpr std::chrono::seconds kTpmProbeEvery{3};
   static constexpr std::chrono::seconds kFilesCheckEvery{3};
   static constexpr std::chrono::minutes kRepairSpacing{10};
+  // CONNECTs in a row turned away by AWS IoT, with other connections up,
+  // after which an identity is PARKED.
+  static constexpr int kRefusalsToPark = 3;
   // An identity whose cloud connection fails has its key tried in the TPM
   // (one signature) at most this often.
   static constexpr std::chrono::minutes kKeyTestEvery{1};
@@ -95,6 +100,7 @@ class HealthMonitor {
   void TestKeysOfFailingConnections() GA_EXCLUDES(mu_);
   AgentHealth Gather() GA_EXCLUDES(mu_);
   void Repair(Enrollment& enrollment) GA_EXCLUDES(mu_);
+  void ParkRefused(Enrollment& enrollment) GA_EXCLUDES(mu_);
   void RecheckFiles() GA_EXCLUDES(mu_);
 
   Parts parts_;

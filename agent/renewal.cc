@@ -167,7 +167,9 @@ Status Enrollment::Renew(Identity& identity) {
   return Prove(identity);
 }
 
-Result<Identity> Enrollment::AskRenewal(const std::string& name, bool rekey) {
+Result<Identity> Enrollment::ChangeSaved(const std::string& name,
+                                         const std::function<Status(Identity&)>& change,
+                                         const std::string& what) {
   // A pass over this identity in progress finishes first.
   table_->HoldForMove(name);
   auto current = options_.store->Get(name);
@@ -175,24 +177,62 @@ Result<Identity> Enrollment::AskRenewal(const std::string& name, bool rekey) {
   Identity next;
   if (current.ok()) {
     next = *current;
-    if (next.state != EnrollmentState::kActive) {
-      saved = FailedPrecondition("identity " + name + " is " + std::string(StateName(next.state)) +
-                                 ": only an ACTIVE identity renews (a shared sensor renews "
-                                 "with the gateway)");
-    } else if (next.renewal != RenewalStep::kNone) {
-      saved = FailedPrecondition("identity " + name + " is already renewing (" +
-                                 std::string(RenewalStepName(next.renewal)) + ")");
-    } else {
-      next.renewal_asked = rekey ? 2 : 1;
-      next.next_attempt = options_.clock->WallMillis();
-      saved = options_.store->Update(next).With("asking identity " + name + " to renew");
-    }
+    saved = change(next);
+    if (saved.ok()) saved = options_.store->Update(next).With(what + " " + name);
   }
   table_->EndMove(name, saved.ok() ? std::optional<Identity>(next) : std::nullopt);
   GA_RETURN_IF_ERROR(saved);
-  log::Info("identity " + name + ": renewal asked for" + (rekey ? " with a new key" : ""),
-            {{"IDENTITY", name}, {"THING", next.thing}});
   return next;
+}
+
+Result<Identity> Enrollment::AskRenewal(const std::string& name, bool rekey, bool force) {
+  auto asked = ChangeSaved(
+      name,
+      [&](Identity& next) {
+        const bool was_active = next.state == EnrollmentState::kParked && next.active_since != 0;
+        if (next.state != EnrollmentState::kActive && !(force && was_active)) {
+          return FailedPrecondition(
+              "identity " + name + " is " + std::string(StateName(next.state)) +
+              (was_active ? " (" + next.park_reason + "): --force renews it"
+                          : ": only an ACTIVE identity renews (a shared sensor renews with the "
+                            "gateway)"));
+        }
+        if (next.renewal != RenewalStep::kNone) {
+          return FailedPrecondition("identity " + name + " is already renewing (" +
+                                    std::string(RenewalStepName(next.renewal)) + ")");
+        }
+        next.state = EnrollmentState::kActive;
+        next.park_reason.clear();
+        next.renewal_asked = rekey ? 2 : 1;
+        next.next_attempt = options_.clock->WallMillis();
+        return Status::Ok();
+      },
+      "asking to renew identity");
+  if (asked.ok()) {
+    log::Info("identity " + name + ": renewal asked for" + (rekey ? " with a new key" : ""),
+              {{"IDENTITY", name}, {"THING", asked->thing}});
+  }
+  return asked;
+}
+
+Result<Identity> Enrollment::ParkRefused(const std::string& name, const std::string& reason) {
+  auto parked = ChangeSaved(
+      name,
+      [&](Identity& next) {
+        if (next.state != EnrollmentState::kActive || next.renewal != RenewalStep::kNone ||
+            next.renewal_asked != 0) {
+          return FailedPrecondition("identity " + name + " is not ACTIVE without a renewal");
+        }
+        next.state = EnrollmentState::kParked;
+        next.park_reason = reason;
+        return Status::Ok();
+      },
+      "parking identity");
+  if (parked.ok()) {
+    log::Error("identity " + name + " PARKED: " + reason,
+               {{"IDENTITY", name}, {"THING", parked->thing}, {"STATE", "PARKED"}});
+  }
+  return parked;
 }
 
 Status Enrollment::RetirePrevious(Identity& identity) {

@@ -210,7 +210,7 @@ class Bridge::Loop {
     // Empty until a connect has failed (the first one is not a problem yet).
     if (!h.local_connected) h.local_problem = local_->connection().problem;
     h.outbox_problem = outbox_problem_;
-    h.cloud_connected = clouds_->CollectProblems(h.cloud_problems);
+    h.cloud_connected = clouds_->CollectProblems(h.cloud_problems, h.cloud_refusals);
     h.local_client_problems = local_->ClientProblems();
     MutexLock lock(health_mu_);
     health_ = std::move(h);

@@ -254,6 +254,7 @@ void CloudLinks::HandshakeDone(CloudConnection& c, int rc, const std::string& wh
     return Lost(c, rc);
   }
   // CONNECT is queued; the CONNACK arrives through loop_read.
+  c.connect_sent = true;
   c.last_attempt = Clock::now();
   c.next_connect = Clock::now() + kConnackTimeout;
   parts_.loop.Watch(c);
@@ -269,7 +270,9 @@ void CloudLinks::OnConnect(mosquitto* m, int rc) {
   CloudConnection* c = Of(m);
   if (c == nullptr) return;
   c->connecting = false;
+  c->connect_sent = false;
   if (rc != 0) {
+    ++c->refused;
     c->problem = std::string("AWS IoT refused the connection: ") + mosquitto_connack_string(rc);
     log::Warning(
         "AWS IoT refused the connection of " + c->name + ": " + mosquitto_connack_string(rc),
@@ -279,6 +282,7 @@ void CloudLinks::OnConnect(mosquitto* m, int rc) {
   }
   bool was_failing = c->failures > 0;
   c->failures = 0;
+  c->refused = 0;
   c->lost_at = {};
   c->problem.clear();
   c->last_inbound = Clock::now();
@@ -345,6 +349,10 @@ void CloudLinks::Write(CloudConnection& c) {
 }
 
 void CloudLinks::Lost(CloudConnection& c, int rc) {
+  // Closed by the server after our CONNECT, before any CONNACK: how AWS IoT
+  // turns away a certificate it does not accept.
+  if (c.connect_sent) ++c.refused;
+  c.connect_sent = false;
   parts_.loop.Unwatch(c);
   tls_buffers_.Forget(c);
   if (c.connected || c.connecting) {
@@ -453,6 +461,7 @@ void CloudLinks::Tick(Clock::time_point now) {
   for (auto& [name, c] : clouds_) {
     if (c->handshaking || !c->identity.via.empty()) continue;
     if (c->connecting && now >= c->next_connect) {
+      c->connect_sent = false;  // no answer at all: not a refusal
       Lost(*c, MOSQ_ERR_CONN_LOST);
     }
     if (c->connected && now - c->last_inbound > HalfOpenAfter()) {
@@ -485,10 +494,12 @@ void CloudLinks::Tick(Clock::time_point now) {
   }
 }
 
-size_t CloudLinks::CollectProblems(std::map<std::string, std::string>& out) const {
+size_t CloudLinks::CollectProblems(std::map<std::string, std::string>& out,
+                                   std::map<std::string, int>& refusals) const {
   size_t up = 0;
   for (const auto& [name, c] : clouds_) {
     if (c->identity.via.empty() && c->connected) ++up;
+    if (c->refused > 0) refusals[name] = c->refused;
     const CloudConnection* own = c->carrier != nullptr ? c->carrier : c.get();
     if (own->connected || own->problem.empty()) continue;
     out[name] = own == c.get() ? own->problem : "carrier " + own->name + ": " + own->problem;

@@ -92,9 +92,11 @@ class CloudLinks {
   // (Bridge::AskToRetire); `request` is completed with the answer, or when
   // the connection ends or is not up.
   void AskToRetire(const std::string& name, const std::shared_ptr<RetireRequest>& request);
-  // Why each connection that failed is down (a carried sensor: its carrier's).
-  // Returns how many connections of their own are up.
-  size_t CollectProblems(std::map<std::string, std::string>& out) const;
+  // Why each connection that failed is down (a carried sensor: its carrier's),
+  // and the refusals in a row of each connection that has some. Returns how
+  // many connections of their own are up.
+  size_t CollectProblems(std::map<std::string, std::string>& out,
+                         std::map<std::string, int>& refusals) const;
 
  private:
   // cloud_links.cc

@@ -82,6 +82,12 @@ struct CloudConnection : MqttConnection {
   // by the next CONNACK.
   Clock::time_point lost_at{};
   bool sent_this_tick = false;
+  // Its CONNECT went out and no CONNACK has come yet.
+  bool connect_sent = false;
+  // CONNECTs in a row that AWS IoT closed or refused instead of accepting
+  // (the certificate INACTIVE, REVOKED or expired, the thing or policy
+  // detached); a CONNACK 0 resets it.
+  int refused = 0;
   // A retirement asked over this connection, waiting for its answer, and the
   // id of its SUBSCRIBE until the SUBACK (cloud_retire.cc).
   std::shared_ptr<RetireRequest> retire;

@@ -329,6 +329,126 @@ TEST(Renewal, WithTheRetireLambdaDownRetirementIsRetriedAndTrafficFlows) {
   ExpectNoViolations(**h);
 }
 
+// AWS IoT unreachable (iot-sim stopped) when a renewal starts: the new key and
+// certificate are made, the connects with it fail and are retried, status
+// shows why, the certificate in use stays; once the endpoint is back the
+// renewal completes and the messages queued meanwhile arrive.
+TEST(Renewal, WithAwsIotDownTheRenewalWaitsAndCompletesWhenItIsBack) {
+  HarnessOptions o;
+  o.sensors = 1;
+  o.extra_config = "[renewal]\nretry_initial = \"1s\"\nretry_max = \"3s\"\n";
+  auto h = AgentHarness::Start(o);
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  ASSERT_TRUE((*h)->StartAgent().ok());
+  ASSERT_TRUE((*h)->WaitForState("ACTIVE", 2, 60s)) << Log(**h);
+  const std::string old_id = StatusOf((*h)->StatusJson(), "s1").value("certificateId", "");
+  (*h)->sim().process().Stop();
+
+  auto asked = (*h)->Cli({"renew", "--identity", "s1"});
+  ASSERT_EQ(asked.exit_code, 0) << asked.output;
+  std::string status;
+  ASSERT_TRUE((*h)->WaitForStatus(
+      [](const std::string& s) {
+        Json r = StatusOf(s, "s1")["renewal"];
+        return r.value("step", "") == "certified" && !r.value("error", "").empty();
+      },
+      60s, &status))
+      << status << Log(**h);
+  EXPECT_EQ(StatusOf(status, "s1").value("certificateId", ""), old_id);  // still in use
+  LocalClient sensor((*h)->broker().port(), "aws-down-test");
+  ASSERT_TRUE(sensor.connected());
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(sensor.Publish("sensors/s1/seq", std::to_string(i)));
+
+  ASSERT_TRUE((*h)->sim().Restart().ok());
+  ASSERT_TRUE((*h)->WaitForStatus(
+      [](const std::string& s) {
+        return Renewals(s, "s1") == 1 && StatusOf(s, "s1").value("connected", false);
+      },
+      90s, &status))
+      << status << Log(**h);
+  EXPECT_NE(StatusOf(status, "s1").value("certificateId", ""), old_id);
+  Json old = AwsJson((*h)->sim(), {"describe-certificate", "--certificate-id", old_id});
+  EXPECT_EQ(old["certificateDescription"].value("status", ""), "INACTIVE") << old.dump();
+  std::vector<CloudMessage> got;
+  EXPECT_TRUE(WaitForCloudCount((*h)->sim(), 20, 30s, &got)) << got.size();
+  ASSERT_TRUE((*h)->agent().Signal(SIGTERM, 20s).has_value());
+  ExpectNoViolations(**h);
+}
+
+// An operator revokes a sensor's certificate in AWS IoT: the agent sees its
+// connects turned away while the gateway's connection works, PARKS the
+// sensor with the reason and does not renew it behind the operator's back
+// (the JITR Lambda would not activate a new certificate either while the
+// revoked one is attached). Once the operator has detached it,
+// `renew --force` brings the sensor back with a new certificate.
+TEST(Renewal, ACertificateAnOperatorRevokedParksTheIdentityAndForceRenewsIt) {
+  HarnessOptions o;
+  o.sensors = 1;
+  auto h = AgentHarness::Start(o);
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  ASSERT_TRUE((*h)->StartAgent().ok());
+  ASSERT_TRUE((*h)->WaitForStatus(
+      [](const std::string& s) {
+        return StatusOf(s, "gateway").value("connected", false) &&
+               StatusOf(s, "s1").value("connected", false);
+      },
+      60s))
+      << (*h)->StatusJson() << Log(**h);
+  const std::string old_id = StatusOf((*h)->StatusJson(), "s1").value("certificateId", "");
+  auto revoked = (*h)->sim().Aws(
+      {"update-certificate", "--certificate-id", old_id, "--new-status", "REVOKED"});
+  ASSERT_EQ(revoked.exit_code, 0) << revoked.output;
+
+  std::string status;
+  ASSERT_TRUE((*h)->WaitForState("PARKED", 1, 90s, &status)) << status << Log(**h);
+  Json s1 = StatusOf(status, "s1");
+  EXPECT_EQ(s1.value("state", ""), "PARKED") << status;
+  EXPECT_NE(s1.value("parkReason", "").find(old_id), std::string::npos) << status;
+  EXPECT_NE(s1.value("parkReason", "").find("--force"), std::string::npos) << status;
+  EXPECT_EQ(StatusOf(status, "gateway").value("state", ""), "ACTIVE");
+  EXPECT_EQ(s1["renewal"].value("renewals", -1), 0);
+  auto text = (*h)->Cli({"status"});
+  EXPECT_NE(text.output.find("PARKED"), std::string::npos) << text.output;
+  // No new certificate was asked for behind the operator's back.
+  Json certs = AwsJson((*h)->sim(), {"list-certificates"});
+  EXPECT_EQ(certs["certificates"].size(), 2u) << certs.dump();
+
+  auto plain = (*h)->Cli({"renew", "--identity", "s1"});
+  EXPECT_EQ(plain.exit_code, 1) << plain.output;
+  EXPECT_NE(plain.output.find("--force"), std::string::npos) << plain.output;
+
+  // The operator settles it: the revoked certificate detached from the thing.
+  auto detached =
+      (*h)->sim().Aws({"detach-thing-principal", "--thing-name", "gw-test:s1", "--principal",
+                       "arn:aws:iot:us-east-1:123456789012:cert/" + old_id});
+  ASSERT_EQ(detached.exit_code, 0) << detached.output;
+  auto forced = (*h)->Cli({"renew", "--identity", "s1", "--force"});
+  ASSERT_EQ(forced.exit_code, 0) << forced.output;
+  ASSERT_TRUE((*h)->WaitForStatus(
+      [](const std::string& s) {
+        Json id = StatusOf(s, "s1");
+        return id.value("state", "") == "ACTIVE" && id.value("connected", false) &&
+               Renewals(s, "s1") == 1;
+      },
+      90s, &status))
+      << status << Log(**h);
+  const std::string new_id = StatusOf(status, "s1").value("certificateId", "");
+  EXPECT_NE(new_id, old_id);
+  Json old = AwsJson((*h)->sim(), {"describe-certificate", "--certificate-id", old_id});
+  EXPECT_EQ(old["certificateDescription"].value("status", ""), "REVOKED") << old.dump();
+  Json principals = AwsJson((*h)->sim(), {"list-thing-principals", "--thing-name", "gw-test:s1"});
+  ASSERT_EQ(principals["principals"].size(), 1u) << principals.dump();
+  EXPECT_NE(principals["principals"][0].get<std::string>().find(new_id), std::string::npos);
+
+  LocalClient sensor((*h)->broker().port(), "revoked-test");
+  ASSERT_TRUE(sensor.connected());
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(sensor.Publish("sensors/s1/seq", std::to_string(i)));
+  std::vector<CloudMessage> got;
+  EXPECT_TRUE(WaitForCloudCount((*h)->sim(), 10, 30s, &got)) << got.size();
+  ASSERT_TRUE((*h)->agent().Signal(SIGTERM, 20s).has_value());
+  ExpectNoViolations(**h);
+}
+
 // `gateway-agent renew` renews now, through the running agent.
 TEST(Renewal, TheRenewCommandRenewsNowWithANewKey) {
   HarnessOptions o;

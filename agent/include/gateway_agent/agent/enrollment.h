@@ -134,7 +134,14 @@ class Enrollment {
   // `gateway-agent renew`: an ACTIVE identity renews its certificate now
   // (with a new TPM key when `rekey`, whatever renewal.rekey says), paced
   // like every connect.
-  Result<Identity> AskRenewal(const std::string& name, bool rekey);
+  // `force`: also an identity PARKED after it was ACTIVE (ParkRefused), which
+  // becomes ACTIVE again and renews.
+  Result<Identity> AskRenewal(const std::string& name, bool rekey, bool force = false);
+  // An ACTIVE identity whose certificate AWS IoT turns away while others
+  // connect: PARKED with `reason`, not renewed behind the operator's back
+  // (AskRenewal with `force` undoes it). Refused while a renewal is asked for
+  // or in progress.
+  Result<Identity> ParkRefused(const std::string& name, const std::string& reason);
   // An ACTIVE identity whose key is gone (from kNew) or whose certificate
   // does not fit its key (from kKeyed) enrolls again (SensorRoster::Reenroll).
   Result<Identity> Reenroll(const std::string& name, EnrollmentState from,
@@ -170,6 +177,11 @@ class Enrollment {
   // Asks for the previous certificate to be retired (Options::retire) and
   // saves the answer: the old files deleted once retired, else asked again.
   Status RetirePrevious(Identity& identity);
+  // Changes the saved state of `name` by `change` (an error refuses it) while
+  // no worker holds it; `what` names the change in a database error.
+  Result<Identity> ChangeSaved(const std::string& name,
+                               const std::function<Status(Identity&)>& change,
+                               const std::string& what);
   Status RenewalFailed(Identity& identity, const std::string& error);
   // Commits `identity`, unless it was removed meanwhile (an error then).
   Status Commit(const Identity& identity);

@@ -81,6 +81,9 @@ struct BridgeHealth {
   // failed and are not connected).
   std::map<std::string, std::string> cloud_problems;
   size_t cloud_connected = 0;  // identities whose own connection is up
+  // Identity name -> its CONNECTs in a row that AWS IoT closed or refused
+  // (only those with one or more).
+  std::map<std::string, int> cloud_refusals;
   // Sensor -> why the local broker did not make its client (manage_clients).
   std::map<std::string, std::string> local_client_problems;
 };

@@ -9,6 +9,13 @@
 
 namespace ga::testing {
 
+Status AgentHarness::NoViolations() {
+  GA_ASSIGN_OR_RETURN(int count, sim().ViolationCount());
+  if (count == 0) return Status::Ok();
+  return Internal("iot-sim counted " + std::to_string(count) +
+                  " AWS limit violation(s): " + sim().Http("GET", "/_sim/violations").body);
+}
+
 using namespace std::chrono_literals;
 
 Result<std::unique_ptr<AgentHarness>> AgentHarness::Start(const HarnessOptions& options) {

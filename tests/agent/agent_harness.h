@@ -69,6 +69,8 @@ class AgentHarness {
   void RewriteConfig(const std::function<void(std::string&)>& edit);
 
   IotSim& sim() { return *sim_; }
+  // OK when iot-sim counted no AWS limit violation; else what it counted.
+  Status NoViolations();
   Mosquitto& broker() { return *broker_; }
   Swtpm& tpm() { return *tpm_; }
   // The latency model in front of the TPM (HarnessOptions::tpm_profile), or null.

@@ -44,6 +44,12 @@ class Check : public ::testing::Test {
     ASSERT_TRUE(harness_->WaitForState("ACTIVE", 2, 120s, &status)) << status;
   }
 
+  void TearDown() override {
+    if (!harness_) return;
+    Status violations = harness_->NoViolations();
+    EXPECT_TRUE(violations.ok()) << violations.ToString();
+  }
+
   AgentHarness& h() { return *harness_; }
   std::filesystem::path IdentityFile(const std::string& identity, const std::string& file) {
     return h().state_dir() / "identities" / identity / file;
@@ -392,6 +398,8 @@ TEST(CheckBoundary, AnOpenLocalBrokerIsAWarningSayingWhatToDo) {
   EXPECT_EQ(text.exit_code, 0) << text.output;
   EXPECT_NE(text.output.find("warning: the local broker"), std::string::npos) << text.output;
   EXPECT_TRUE((*h)->agent().Signal(SIGTERM, std::chrono::seconds(20)).has_value());
+  Status violations = (*h)->NoViolations();
+  EXPECT_TRUE(violations.ok()) << violations.ToString();
 }
 
 }  // namespace

@@ -447,6 +447,8 @@ TEST(ControlEndToEnd, SensorCommandsKeepTheirArgumentsAndTellTheTruth) {
       },
       30s, &status))
       << status << AgentLog(**h);
+  Status violations = (*h)->NoViolations();
+  EXPECT_TRUE(violations.ok()) << violations.ToString();
 }
 
 }  // namespace

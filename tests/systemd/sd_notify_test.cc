@@ -54,6 +54,12 @@ class SdNotifyTest : public ::testing::Test {
     ASSERT_TRUE(notify_->bound()) << "cannot bind " << notify_->path();
   }
 
+  void TearDown() override {
+    if (!harness_) return;
+    Status violations = harness_->NoViolations();
+    EXPECT_TRUE(violations.ok()) << violations.ToString();
+  }
+
   Status StartAgent() {
     return harness_->StartAgent(
         {{"NOTIFY_SOCKET", notify_->path().string()},

@@ -47,8 +47,10 @@ std::chrono::nanoseconds ConnectScheduler::TryAdmit(const std::string& client) {
     return std::chrono::nanoseconds(0);
   }
   auto last = last_connect_.find(client);
-  if (last != last_connect_.end() && now < last->second + pacing_.per_client_spacing) {
-    return last->second + pacing_.per_client_spacing - now;
+  std::optional<SteadyClock::time_point> previous =
+      last != last_connect_.end() ? std::optional(last->second) : everyone_connected_;
+  if (previous && now < *previous + pacing_.per_client_spacing) {
+    return *previous + pacing_.per_client_spacing - now;
   }
   auto slot = std::max(now, next_free_ - tolerance_);
   next_free_ = std::max(slot, next_free_) + interval_;
@@ -58,6 +60,11 @@ std::chrono::nanoseconds ConnectScheduler::TryAdmit(const std::string& client) {
   }
   last_connect_[client] = now;
   return std::chrono::nanoseconds(0);
+}
+
+void ConnectScheduler::AssumeAllConnectedNow() {
+  MutexLock lock(mu_);
+  everyone_connected_ = clock_.Now();
 }
 
 void ConnectScheduler::AttemptDone(const std::string& client) {

@@ -32,6 +32,7 @@ Enrollment::Enrollment(Options options) : options_(std::move(options)) {
   pacing.backoff.multiplier = options_.config.enrollment.backoff_multiplier;
   pacing.account_rate = options_.config.aws.connect_rate;
   scheduler_ = std::make_unique<ConnectScheduler>(pacing, *options_.clock, std::random_device{}());
+  scheduler_->AssumeAllConnectedNow();
   table_ = std::make_unique<IdentityTable>(*options_.clock);
   roster_ =
       std::make_unique<SensorRoster>(options_.config, *options_.store, *table_, options_.on_change);

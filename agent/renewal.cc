@@ -265,18 +265,23 @@ Status Enrollment::RetirePrevious(Identity& identity) {
 }
 
 Status Enrollment::Prove(Identity& identity) {
+  if (identity.renewal != RenewalStep::kProving) {
+    // The bridge lets go of the connection (bridge_feed), then a CONNECT a
+    // second after its last one (AWS: one per second per client id); the
+    // worker serves others meanwhile.
+    identity.renewal = RenewalStep::kProving;
+    identity.next_attempt = options_.clock->WallMillis() +
+                            std::chrono::milliseconds(aws::kConnectSpacingPerClientId).count();
+    GA_RETURN_IF_ERROR(Commit(identity));
+    options_.crash("renew-proving", identity.name);
+    return Status::Ok();
+  }
   for (;;) {
     std::chrono::nanoseconds wait = scheduler_->TryAdmit(identity.name);
     if (wait.count() == 0) break;
     if (!table_->SleepFor(wait)) return Status::Ok();
   }
   if (table_->Stopped() || table_->IsRemoved(identity.name)) return Status::Ok();
-  // The bridge lets go of the connection, then a CONNECT a second after its
-  // last one (AWS: one per second per client id).
-  identity.renewal = RenewalStep::kProving;
-  GA_RETURN_IF_ERROR(Commit(identity));
-  options_.crash("renew-proving", identity.name);
-  if (!table_->SleepFor(aws::kConnectSpacingPerClientId)) return Status::Ok();
 
   Result<ConnectAttempt> attempt = [&]() -> Result<ConnectAttempt> {
     GA_ASSIGN_OR_RETURN(tpm::TpmKeyBlob blob, tpm::TpmKeyBlob::ReadFile(identity.next_key_file));

@@ -92,6 +92,20 @@ TEST(ConnectScheduler, OneConnectPerClientIdPerSpacingOthersUnaffected) {
   EXPECT_EQ(s.TryAdmit("s1"), nanoseconds(kPerClientIdSpacing));
 }
 
+// After a restart: the process before may have connected any client id just
+// before it ended.
+TEST(ConnectScheduler, AfterAssumingAllConnectedEveryClientIdWaitsOneSpacing) {
+  FakeClock clock;
+  ConnectScheduler s(Pacing(100), clock, 1);
+  s.AssumeAllConnectedNow();
+  EXPECT_EQ(s.TryAdmit("s1"), nanoseconds(kPerClientIdSpacing));
+  clock.Advance(kPerClientIdSpacing - 100ms);
+  EXPECT_EQ(s.TryAdmit("s2"), nanoseconds(100ms));
+  clock.Advance(100ms);
+  EXPECT_EQ(s.TryAdmit("s1"), 0ns);
+  EXPECT_EQ(s.TryAdmit("s2"), 0ns);
+}
+
 TEST(ConnectScheduler, TheSpacingCountsFromTheEndOfASlowAttempt) {
   FakeClock clock;
   ConnectScheduler s(Pacing(100), clock, 5);

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <random>
 #include <string>
 
@@ -60,6 +61,10 @@ class ConnectScheduler {
   // otherwise bring two within a second.
   void AttemptDone(const std::string& client) GA_EXCLUDES(mu_);
 
+  // Every client id counts as having connected now: a process that starts
+  // cannot know when the one before it (killed, restarted) last did.
+  void AssumeAllConnectedNow() GA_EXCLUDES(mu_);
+
   const BackoffPolicy& backoff() const { return pacing_.backoff; }
 
  private:
@@ -74,6 +79,8 @@ class ConnectScheduler {
   SteadyClock::time_point next_free_ GA_GUARDED_BY(mu_);
   std::map<std::string, SteadyClock::time_point> booked_ GA_GUARDED_BY(mu_);
   std::map<std::string, SteadyClock::time_point> last_connect_ GA_GUARDED_BY(mu_);
+  // The last connect of a client id not in last_connect_ (AssumeAllConnectedNow).
+  std::optional<SteadyClock::time_point> everyone_connected_ GA_GUARDED_BY(mu_);
   std::map<std::string, int> uncounted_failures_ GA_GUARDED_BY(mu_);
   std::mt19937_64 rng_ GA_GUARDED_BY(mu_);
 };

@@ -186,6 +186,7 @@ EnrollmentCounts IdentityTable::Counts() {
   EnrollmentCounts c;
   for (const auto& [name, id] : identities_) {
     ++c.total;
+    if (id.renewal == RenewalStep::kProving) ++c.proving;
     switch (id.state) {
       case EnrollmentState::kActive: ++c.active; break;
       case EnrollmentState::kRegistering: ++c.registering; break;

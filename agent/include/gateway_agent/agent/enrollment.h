@@ -74,6 +74,7 @@ struct EnrollmentCounts {
   int parked = 0;
   int in_progress = 0;  // NEW, KEYED, CERTIFIED
   int shared = 0;       // sensors over the gateway's connection
+  int proving = 0;      // ACTIVE ones whose renewal's connect has the bridge let go
   // "3/21 active, 18 registering"
   std::string ToString() const;
 };

@@ -380,8 +380,8 @@ Millis BuildEpochMillis() {
 }
 
 std::string ClockProblem(Millis now) {
-  return "waiting for a trustworthy clock: it says " + FormatMillis(now) +
-         ", before this build (" + FormatMillis(BuildEpochMillis()) +
+  return "waiting for a trustworthy clock: it says " + FormatMillis(now) + ", before this build (" +
+         FormatMillis(BuildEpochMillis()) +
          "); no certificate is issued or renewed until it is set (timedatectl set-ntp true; "
          "on a gateway without a battery-backed clock, systemctl enable "
          "systemd-time-wait-sync)";

@@ -113,8 +113,7 @@ ControlReply Renew(const ControlParts& parts, const ControlCommand& request) {
   std::vector<std::string> names;
   if (all) {
     for (const Identity& i : enrollment.Snapshot()) {
-      const bool parked_active = i.state == EnrollmentState::kParked && i.active_since != 0;
-      if ((i.state == EnrollmentState::kActive || (force && parked_active)) &&
+      if ((i.state == EnrollmentState::kActive || (force && ParkedOnceActive(i))) &&
           i.renewal == RenewalStep::kNone) {
         names.push_back(i.name);
       }

@@ -84,15 +84,19 @@ Millis RenewAt(const Identity& id, const RenewalConfig& renewal) {
   return at;
 }
 
-Status Enrollment::RenewalFailed(Identity& identity, const std::string& error) {
-  identity.renewal_error = error;
-  ++identity.attempts;
+Millis Enrollment::RenewalRetryAt(const Identity& identity) {
   auto delay = scheduler_->RetryDelay(
       identity.name, identity.attempts, /*counted=*/true,
       std::chrono::duration_cast<std::chrono::milliseconds>(options_.config.renewal.retry_max));
   delay = std::max(delay, std::chrono::duration_cast<std::chrono::milliseconds>(
                               options_.config.renewal.retry_initial));
-  identity.next_attempt = options_.clock->WallMillis() + delay.count();
+  return options_.clock->WallMillis() + delay.count();
+}
+
+Status Enrollment::RenewalFailed(Identity& identity, const std::string& error) {
+  identity.renewal_error = error;
+  ++identity.attempts;
+  identity.next_attempt = RenewalRetryAt(identity);
   Say(log::Level::kError, identity, "renewal: " + error);
   return Commit(identity);
 }
@@ -194,7 +198,7 @@ Result<Identity> Enrollment::AskRenewal(const std::string& name, bool rekey, boo
   auto asked = ChangeSaved(
       name,
       [&](Identity& next) {
-        const bool was_active = next.state == EnrollmentState::kParked && next.active_since != 0;
+        const bool was_active = ParkedOnceActive(next);
         if (next.state != EnrollmentState::kActive && !(force && was_active)) {
           return FailedPrecondition(
               "identity " + name + " is " + std::string(StateName(next.state)) +
@@ -254,15 +258,7 @@ Status Enrollment::RetirePrevious(Identity& identity) {
   identity.renewal_error = answer->accepted ? "" : note;
   identity.attempts = answer->accepted ? 0 : identity.attempts + 1;
   identity.next_attempt =
-      options_.clock->WallMillis() +
-      (answer->accepted
-           ? 0
-           : std::max(scheduler_
-                          ->RetryDelay(identity.name, identity.attempts, true,
-                                       std::chrono::duration_cast<std::chrono::milliseconds>(
-                                           options_.config.renewal.retry_max))
-                          .count(),
-                      static_cast<Millis>(options_.config.renewal.retry_initial.count())));
+      answer->accepted ? options_.clock->WallMillis() : RenewalRetryAt(identity);
   Say(answer->accepted ? log::Level::kInfo : log::Level::kWarning, identity, note);
   GA_RETURN_IF_ERROR(Commit(identity));
   if (answer->accepted) RemoveUnusedFiles(identity, IdentityDir(identity.name));

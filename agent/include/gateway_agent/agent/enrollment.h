@@ -184,6 +184,9 @@ class Enrollment {
                                const std::function<Status(Identity&)>& change,
                                const std::string& what);
   Status RenewalFailed(Identity& identity, const std::string& error);
+  // When a renewal step that failed is tried again: the backoff between
+  // renewal.retry_initial and renewal.retry_max, after identity.attempts.
+  Millis RenewalRetryAt(const Identity& identity);
   // Commits `identity`, unless it was removed meanwhile (an error then).
   Status Commit(const Identity& identity);
   // Records a failed step and when to try again, and commits that.

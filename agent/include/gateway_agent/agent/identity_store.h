@@ -98,6 +98,12 @@ struct Identity {
   std::string renewal_error;     // the last failure of the renewal under way, or of a retirement
 };
 
+// PARKED after it had been ACTIVE (its certificate turned away by AWS IoT):
+// `renew --force` may bring it back.
+inline bool ParkedOnceActive(const Identity& id) {
+  return id.state == EnrollmentState::kParked && id.active_since != 0;
+}
+
 class IdentityStore {
  public:
   // Opens (creating if needed, mode 0600) and migrates the database.

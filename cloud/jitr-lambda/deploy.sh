@@ -1,25 +1,28 @@
 #!/usr/bin/env bash
-# Deploy the gateway-agent Lambda (JITR and certificate retirement), its IAM role and its two
-# topic rules with the aws CLI. Idempotent: re-running updates the code, the role policy,
-# the invoke permissions and the rules in place.
+# Deploy the gateway-agent Lambda (JITR, certificate retirement and CA hand-over), its IAM
+# role and its three topic rules with the aws CLI. Idempotent: re-running updates the code,
+# the role policy, the invoke permissions and the rules in place.
 #
 # Usage: cloud/jitr-lambda/deploy.sh [--region REGION] [--function-name NAME]
 #            [--role-name NAME] [--policy-name NAME] [--gateway-policy-name NAME]
-#            [--rule-name NAME] [--retire-rule-name NAME] [--ca-id ID]
-#            [--dry-run | --render-only DIR]
+#            [--rule-name NAME] [--retire-rule-name NAME] [--handover-rule-name NAME]
+#            [--ca-id ID] [--dry-run | --render-only DIR]
 #        cloud/jitr-lambda/deploy.sh --rules-only --function-arn ARN [--ca-id ID]
 #            [--endpoint-url URL] [--region REGION] [--rule-name NAME] [--retire-rule-name NAME]
+#            [--handover-rule-name NAME]
 #   --policy-name          the IoT policy the Lambda creates/reuses for sensor (device)
 #                          certificates (default gateway-agent-device; the Lambda's POLICY_NAME)
 #   --gateway-policy-name  the IoT policy for gateway certificates, subject OU=gateway
 #                          (default gateway-agent-gateway; the Lambda's GATEWAY_POLICY_NAME)
 #   --rule-name            the JITR rule (default gateway_agent_jitr)
 #   --retire-rule-name     the retire rule (default gateway_agent_retire)
+#   --handover-rule-name   the CA hand-over rule (default gateway_agent_handover)
 #   --ca-id ID             the JITR rule takes the registration events of that CA only
 #                          ('$aws/events/certificates/registered/ID'); default: every CA ('#')
 #   --dry-run              render the documents into a temp dir and print the commands; call nothing
-#   --render-only DIR      only write role-policy.json, topic-rule.json and retire-rule.json
-#                          into DIR; call nothing (iot-sim's --lambda-role-policy takes the first)
+#   --render-only DIR      only write role-policy.json, topic-rule.json, retire-rule.json and
+#                          handover-rule.json into DIR; call nothing (iot-sim's
+#                          --lambda-role-policy takes the first)
 #   --rules-only           only create or replace the topic rules, for the function ARN given
 #                          with --function-arn (region: --region, else the ARN's); --endpoint-url
 #                          is passed to the aws CLI, so the same command sets up iot-sim
@@ -39,6 +42,7 @@ policy_name=gateway-agent-device
 gateway_policy_name=gateway-agent-gateway
 rule_name=gateway_agent_jitr
 retire_rule_name=gateway_agent_retire
+handover_rule_name=gateway_agent_handover
 dry_run=0
 render_dir=
 rules_only=0
@@ -56,20 +60,23 @@ while [ $# -gt 0 ]; do
     --gateway-policy-name) gateway_policy_name=$2; shift 2 ;;
     --rule-name) rule_name=$2; shift 2 ;;
     --retire-rule-name) retire_rule_name=$2; shift 2 ;;
+    --handover-rule-name) handover_rule_name=$2; shift 2 ;;
     --ca-id) ca_id=$2; shift 2 ;;
     --dry-run) dry_run=1; shift ;;
     --render-only) render_dir=$2; shift 2 ;;
     --rules-only) rules_only=1; shift ;;
     --function-arn) function_arn_arg=$2; shift 2 ;;
     --endpoint-url) endpoint_url=$2; shift 2 ;;
-    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
     *) echo "deploy.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
-for name in "$rule_name" "$retire_rule_name"; do
+for name in "$rule_name" "$retire_rule_name" "$handover_rule_name"; do
   [[ $name =~ ^[A-Za-z0-9_]{1,128}$ ]] || { echo "deploy.sh: rule name may contain only letters, digits and _: $name" >&2; exit 2; }
 done
-[ "$rule_name" != "$retire_rule_name" ] || { echo "deploy.sh: --rule-name and --retire-rule-name must differ" >&2; exit 2; }
+if [ "$rule_name" = "$retire_rule_name" ] || [ "$rule_name" = "$handover_rule_name" ] || [ "$retire_rule_name" = "$handover_rule_name" ]; then
+  echo "deploy.sh: --rule-name, --retire-rule-name and --handover-rule-name must differ" >&2; exit 2
+fi
 [ -z "$ca_id" ] || [[ $ca_id =~ ^[0-9a-f]{64}$ ]] || { echo "deploy.sh: --ca-id must be a CA certificate id (64 lowercase hex characters)" >&2; exit 2; }
 if [ "$rules_only" = 1 ]; then
   [ "$dry_run" = 0 ] && [ -z "$render_dir" ] || { echo "deploy.sh: --rules-only goes without --dry-run and --render-only" >&2; exit 2; }
@@ -99,6 +106,7 @@ render_jitr_rule() {
   fi
 }
 render_retire_rule() { sed -e "s|{{functionArn}}|$1|g" "$here/retire-rule.template.json" > "$2"; }
+render_handover_rule() { sed -e "s|{{functionArn}}|$1|g" "$here/handover-rule.template.json" > "$2"; }
 
 # --rules-only: create or replace every topic rule the agent needs, nothing else.
 if [ "$rules_only" = 1 ]; then
@@ -110,7 +118,8 @@ if [ "$rules_only" = 1 ]; then
   trap 'rm -rf "$work"' EXIT
   render_jitr_rule "$function_arn_arg" "$work/topic-rule.json"
   render_retire_rule "$function_arn_arg" "$work/retire-rule.json"
-  for pair in "$rule_name:topic-rule.json" "$retire_rule_name:retire-rule.json"; do
+  render_handover_rule "$function_arn_arg" "$work/handover-rule.json"
+  for pair in "$rule_name:topic-rule.json" "$retire_rule_name:retire-rule.json" "$handover_rule_name:handover-rule.json"; do
     name=${pair%%:*} doc=$work/${pair#*:}
     if iot get-topic-rule --rule-name "$name" >/dev/null 2>&1; then
       iot replace-topic-rule --rule-name "$name" --topic-rule-payload "file://$doc"
@@ -120,7 +129,7 @@ if [ "$rules_only" = 1 ]; then
       echo "created rule $name"
     fi
   done
-  echo "rules $rule_name and $retire_rule_name invoke $function_arn_arg"
+  echo "rules $rule_name, $retire_rule_name and $handover_rule_name invoke $function_arn_arg"
   exit 0
 fi
 if [ "$dry_run" = 1 ] || [ -n "$render_dir" ]; then
@@ -158,8 +167,9 @@ render() {
 render "$here/lambda-role-policy.template.json" "$work/role-policy.json"
 render_jitr_rule "$function_arn" "$work/topic-rule.json"
 render_retire_rule "$function_arn" "$work/retire-rule.json"
+render_handover_rule "$function_arn" "$work/handover-rule.json"
 if [ -n "$render_dir" ]; then
-  echo "rendered $work/role-policy.json, $work/topic-rule.json and $work/retire-rule.json for $function_arn"
+  echo "rendered $work/role-policy.json, $work/topic-rule.json, $work/retire-rule.json and $work/handover-rule.json for $function_arn"
   exit 0
 fi
 (cd "$here" && python3 -m zipfile -c "$work/function.zip" index.mjs device-policy.json gateway-policy.json)
@@ -174,8 +184,9 @@ run $AWS_CLI iam put-role-policy --role-name "$role_name" --policy-name gateway-
 role_arn="arn:${partition}:iam::${account}:role/${role_name}"
 
 # 2. The function (Node.js 20 ships the AWS SDK v3, @aws-sdk/client-iot and
-# @aws-sdk/client-iot-data-plane included, so the zip holds only our files). Its retire
-# replies go to the account's data endpoint (iot:Data-ATS), as the CLI reference recommends.
+# @aws-sdk/client-iot-data-plane included, so the zip holds only our files). Its replies to
+# retire and hand-over requests go to the account's data endpoint (iot:Data-ATS), as the CLI
+# reference recommends.
 if [ "$dry_run" = 1 ]; then
   run $AWS_CLI iot describe-endpoint --endpoint-type iot:Data-ATS --query endpointAddress --output text
   data_endpoint="<endpointAddress>"
@@ -204,7 +215,7 @@ else
   done
 fi
 
-# 3. Allow AWS IoT to invoke it, from each of the two rules only: one statement per rule.
+# 3. Allow AWS IoT to invoke it, from each of the three rules only: one statement per rule.
 # Each statement is replaced, so a re-deploy with another rule name moves the permission to
 # the new rule: remove it (only "not found", on the first deploy, is expected), then add it.
 # Any other error stops the deploy.
@@ -226,9 +237,10 @@ allow_rule() {  # statement id, rule name
 }
 allow_rule iot-jitr-rule "$rule_name"
 allow_rule iot-retire-rule "$retire_rule_name"
+allow_rule iot-handover-rule "$handover_rule_name"
 
 # 4. The topic rules
-for pair in "$rule_name:topic-rule.json" "$retire_rule_name:retire-rule.json"; do
+for pair in "$rule_name:topic-rule.json" "$retire_rule_name:retire-rule.json" "$handover_rule_name:handover-rule.json"; do
   name=${pair%%:*} doc=$work/${pair#*:}
   if [ "$dry_run" = 0 ] && $AWS_CLI iot get-topic-rule --rule-name "$name" >/dev/null 2>&1; then
     run $AWS_CLI iot replace-topic-rule --rule-name "$name" --topic-rule-payload "file://$doc"
@@ -240,5 +252,5 @@ done
 if [ "$dry_run" = 1 ]; then
   echo "rendered documents in $work"
 else
-  echo "deployed: function $function_arn, rules $rule_name and $retire_rule_name, device policy $policy_name, gateway policy $gateway_policy_name (each created on its first JITR)"
+  echo "deployed: function $function_arn, rules $rule_name, $retire_rule_name and $handover_rule_name, device policy $policy_name, gateway policy $gateway_policy_name (each created on its first JITR)"
 fi

@@ -1,8 +1,12 @@
-// JITR and certificate-retirement Lambda for gateway-agent devices. One handler, two
-// triggers, told apart by the event's shape:
-//  - a registration event (has certificateId, certificateStatus): JITR, below;
-//  - a retire request (has thingName, which the retire rule always sets): retirement of a
-//    renewed thing's old certificate, see "Retirement" further down.
+// JITR, certificate-retirement and CA hand-over Lambda for gateway-agent devices. One
+// handler, three triggers, told apart by what the rules' SELECT sets after the payload's own
+// keys (see requestKind):
+//  - a registration event (published by AWS IoT itself: no `request`, no `thingName`): JITR,
+//    below;
+//  - a retire request (the retire rule sets `thingName` and `request` = 'retire'): retirement
+//    of a renewed thing's old certificate, see "Retirement" further down;
+//  - a hand-over request (the hand-over rule sets `thingName` and `request` = 'handover'): a
+//    thing asks to be handed over to a new registered CA, see "CA hand-over" further down.
 //
 // JITR trigger: the topic rule
 //   SELECT * FROM '$aws/events/certificates/registered/#' WHERE certificateStatus = "PENDING_ACTIVATION"
@@ -23,11 +27,13 @@
 //
 // A thing belongs to a CA: the thing attribute `caCertificateId` records the registered CA
 // that enrolled it. A certificate from any other CA for that thing is refused (not attached,
-// not activated, whatever its status), and logged with both CA ids. A renewed certificate
-// from the same CA is attached like the first. Moving things to a new CA is an operator's
-// act (cloud/README.md, "CA hand-over"), never the Lambda's. A thing without the attribute
-// (enrolled before it existed) is bound to the new certificate's CA only when every
-// certificate attached to it was issued by that CA.
+// not activated, whatever its status), and logged with both CA ids: no registered CA can
+// take over another's things. A renewed certificate from the same CA is attached like the
+// first. A thing moves to a new CA only when its own device asks for it over a certificate of
+// its current CA ("CA hand-over" below), or by an operator with IAM rights (cloud/README.md,
+// "CA hand-over"); never because a CA alone says so. A thing without the attribute (enrolled
+// before it existed) is bound to the new certificate's CA only when every certificate
+// attached to it was issued by that CA.
 //
 // Naming rule: `:` separates a gateway's thing name from its sensors' ids. A gateway
 // certificate's CN may not contain `:`; a sensor thing named `<gateway>:<id>` is in that
@@ -46,21 +52,49 @@
 // new one then stays PENDING_ACTIVATION and the handler returns `refused`.
 //
 // Retirement. Trigger: the topic rule
-//   SELECT *, principal() AS newCertificateId, clientid() AS clientId, topic(2) AS thingName
-//   FROM 'lifecycle/+/retire'
+//   SELECT *, principal() AS newCertificateId, clientid() AS clientId, topic(2) AS thingName,
+//   'retire' AS request FROM 'lifecycle/+/retire'
 // A device that connected with its new certificate publishes {"oldCertificateId":"<id>"} to
 // lifecycle/<thing>/retire (its policy allows only its own thing's topic). principal() is
 // the certificate the request was published with, so the request proves the new
 // certificate. The handler checks: both ids are certificate ids and differ; the client id is
-// the thing name; the new certificate is ACTIVE and attached to the thing; the old one was
-// registered before it, is attached to the same thing and was issued by the thing's CA (the
-// new one's too). Then it makes the old certificate INACTIVE (a REVOKED one stays REVOKED)
+// the thing name; the new certificate is ACTIVE, attached to the thing and issued by the
+// thing's CA; the old one was registered before it, is attached to the same thing and was
+// issued by the thing's CA or, after a hand-over, by the CA before it (attribute
+// previousCaCertificateId). (A thing without `caCertificateId`: both from the same CA.)
+// Then it makes the old certificate INACTIVE (a REVOKED one stays REVOKED)
 // and detaches it from the thing, and publishes the outcome (QoS 1) to
 //   lifecycle/<thing>/retire/accepted  {"oldCertificateId","status":"INACTIVE","detached":true}
 //   lifecycle/<thing>/retire/rejected  {"oldCertificateId","reason"}
 // A repeated request after success (the old certificate INACTIVE or REVOKED and no longer
 // attached) is accepted again. AWS IoT closes the old certificate's connections within
 // minutes of it leaving ACTIVE.
+//
+// CA hand-over (a CA rollover: the gateway's CA is replaced by a new one, registered with
+// AWS IoT as usual). Trigger: the topic rule
+//   SELECT *, principal() AS certificateId, clientid() AS clientId, topic(2) AS thingName,
+//   'handover' AS request FROM 'lifecycle/+/handover'
+// Before a device connects with a certificate of the new CA it publishes, over its CURRENT
+// connection (a certificate of the thing's CA), {"caCertificateId":"<new CA's id>"} to
+// lifecycle/<thing>/handover (its policy allows only its own thing's topic). principal() is
+// the certificate the request was published with, so the request proves a certificate of the
+// thing's current CA: the binding still can never be taken by a CA alone, only by a device
+// holding an ACTIVE certificate of the thing's current CA, for its own thing (or by an
+// operator with IAM rights). The handler checks: the client id is the thing name; the
+// publishing certificate is ACTIVE and attached to the thing; the requested CA is a CA
+// certificate registered in this account and ACTIVE (DescribeCACertificate); the publishing
+// certificate was issued by the thing's CA (a thing without `caCertificateId`: the CA of the
+// publishing certificate); for a sensor `<gateway>:<id>`, thing `<gateway>` already belongs
+// to the requested CA (the namespace follows its gateway: the gateway is handed over first).
+// Then UpdateThing (expectedVersion, so a concurrent change makes it look again) sets
+// caCertificateId = the new CA and previousCaCertificateId = the old one, and it publishes
+// (QoS 1)
+//   lifecycle/<thing>/handover/accepted  {"caCertificateId","previousCaCertificateId"}
+//   lifecycle/<thing>/handover/rejected  {"caCertificateId","reason"}
+// A thing that already belongs to the requested CA is accepted again without a change, when
+// the request comes over a certificate of that CA or of the previous one (a repeated
+// request). From then on the new CA's certificates enroll onto the thing by JITR (a renewal)
+// and the new certificate retires the old CA's one; the old CA's new certificates are refused.
 //
 // Configuration (environment): AWS_REGION (set by Lambda), POLICY_NAME (default
 // gateway-agent-device), GATEWAY_POLICY_NAME (default gateway-agent-gateway). The partition
@@ -76,6 +110,7 @@ import { X509Certificate } from 'node:crypto';
 import {
   IoTClient,
   DescribeCertificateCommand,
+  DescribeCACertificateCommand,
   DescribeThingCommand,
   UpdateThingCommand,
   ListThingPrincipalsCommand,
@@ -101,6 +136,8 @@ export const THING_NAME_RE = /^[a-zA-Z0-9:_-]{1,128}$/;
 export const SEPARATOR = ':';
 /** The thing attribute naming the registered CA a thing belongs to. */
 export const CA_ATTRIBUTE = 'caCertificateId';
+/** The thing attribute naming the CA a thing belonged to before its last hand-over. */
+export const PREVIOUS_CA_ATTRIBUTE = 'previousCaCertificateId';
 const PARTITION_RE = /^aws(-[a-z]+)*$/;
 const CERT_ID_RE = /^[0-9a-f]{64}$/;
 const ACCOUNT_RE = /^\d{12}$/;
@@ -254,7 +291,9 @@ async function ignoreExisting (promise) {
 }
 
 export async function handler (event, context) {
-  if (isRetireRequest(event)) return handleRetire(event);
+  const kind = requestKind(event);
+  if (kind === 'handover' || kind === 'invalid-handover') return handleHandover(event, kind === 'invalid-handover');
+  if (kind === 'retire') return handleRetire(event);
   const certificateId = event?.certificateId;
   if (!CERT_ID_RE.test(certificateId ?? '')) throw new Error('event.certificateId is missing or not a certificate id');
   if (event.certificateStatus !== 'PENDING_ACTIVATION') {
@@ -346,21 +385,40 @@ export async function handler (event, context) {
 export const retireTopic = (thingName) => `lifecycle/${thingName}/retire`;
 
 /**
- * True when the event is a retire request, not a registration event. The retire rule's
- * SELECT always sets `thingName` (topic(2)) after the payload's own keys, and registration
- * events (published by AWS IoT on $aws/events/..., which devices cannot publish to) never
- * have one: so whatever a device puts in its payload, its request never takes the
- * registration path.
+ * What an event is: 'handover', 'invalid-handover', 'retire' or 'registration'. Each device
+ * rule's SELECT sets its keys after the payload's own (`*` first), so a device can add keys
+ * but cannot change those: the hand-over rule sets `request` = 'handover', `thingName` and `certificateId`
+ * (principal()); the retire rule sets `request` = 'retire', `thingName` and
+ * `newCertificateId` (principal()). Registration events (published by AWS IoT on
+ * $aws/events/..., which devices cannot publish to) have neither `request` nor `thingName`.
+ * So:
+ *  - `request` 'handover' is the hand-over rule, unless the event also has
+ *    `newCertificateId`: a retire rule deployed before `request` existed sets that, and its
+ *    `request` comes from the payload. Such an event is 'invalid-handover' (refused, nothing
+ *    done): it is not a hand-over request (its certificateId would be the payload's), and
+ *    taking it as a retire request would trust a hand-over payload's newCertificateId.
+ *  - else `thingName` is a retire request, from the retire rule of now or of before (whose
+ *    newCertificateId, clientId and thingName the payload cannot change either);
+ *  - else a registration event.
+ * Whatever a device puts in its payload, its request never takes another path.
  */
-export function isRetireRequest (event) {
-  return event !== null && typeof event === 'object' && Object.hasOwn(event, 'thingName');
+export function requestKind (event) {
+  if (event === null || typeof event !== 'object') return 'registration';
+  if (event.request === 'handover') return Object.hasOwn(event, 'newCertificateId') ? 'invalid-handover' : 'handover';
+  if (Object.hasOwn(event, 'thingName')) return 'retire';
+  return 'registration';
 }
 
-/** A refusal of a retire request: answered on .../rejected with `reason`. */
+/** True when the event is a retire request (requestKind). */
+export function isRetireRequest (event) {
+  return requestKind(event) === 'retire';
+}
+
+/** A refusal of a request: answered on .../rejected with `reason`. */
 class Refusal extends Error {}
 
-async function publishReply (thingName, outcome, body) {
-  const topic = `${retireTopic(thingName)}/${outcome}`;
+async function publishReply (thingName, outcome, body, action) {
+  const topic = `lifecycle/${thingName}/${action}/${outcome}`;
   await iotData().send(new PublishCommand({ topic, qos: 1, payload: Buffer.from(JSON.stringify(body)) }));
   return topic;
 }
@@ -395,9 +453,19 @@ async function retire ({ thingName, clientId, oldId, newId }) {
 
   const oldCert = await describeCertificate(oldId);
   if (oldCert === null) throw new Refusal(`certificate ${oldId} does not exist`);
+  // The requester is from the thing's CA; the old certificate from that CA too, or, after a
+  // hand-over, from the CA the thing belonged to before (a thing without the attribute: both
+  // from the same CA).
   const thingCa = thing.attributes?.[CA_ATTRIBUTE];
-  if ((thingCa && oldCert.caCertificateId !== thingCa) || oldCert.caCertificateId !== newCert.caCertificateId) {
-    throw new Refusal(`certificate ${oldId} was issued by CA ${oldCert.caCertificateId}, not by the CA of thing ${thingName} (${thingCa || newCert.caCertificateId})`);
+  const previousCa = thing.attributes?.[PREVIOUS_CA_ATTRIBUTE];
+  if (thingCa && newCert.caCertificateId !== thingCa) {
+    throw new Refusal(`the certificate the request was published with was issued by CA ${newCert.caCertificateId}, not by the CA of thing ${thingName} (${thingCa})`);
+  }
+  if (thingCa
+    ? oldCert.caCertificateId !== thingCa && !(previousCa && oldCert.caCertificateId === previousCa)
+    : oldCert.caCertificateId !== newCert.caCertificateId) {
+    const allowed = thingCa ? (previousCa ? `${thingCa}, or ${previousCa} before its hand-over` : thingCa) : newCert.caCertificateId;
+    throw new Refusal(`certificate ${oldId} was issued by CA ${oldCert.caCertificateId}, not by the CA of thing ${thingName} (${allowed})`);
   }
   const attached = principals.includes(oldCert.certificateArn);
   if (!attached) {
@@ -422,37 +490,160 @@ async function retire ({ thingName, clientId, oldId, newId }) {
   return { oldCertificateId: oldId, status, detached: true };
 }
 
-async function handleRetire (event) {
+/**
+ * Answer a lifecycle request `event` on lifecycle/<thing>/<action>/accepted|rejected: a
+ * valid thing name first (none: no topic to answer on), then `run(thingName)`, which returns
+ * the reply body of an acceptance (with `repeated` for a request already done) or throws
+ * Refusal. The reply echoes the request's `echoField`; any other error is answered "try
+ * again later" and rethrown. `what` names the request in the log ('retire request'),
+ * `failure` what the cloud could not do; `accepted` says what an acceptance returns
+ * (`flag`: true, and the reply's `detail`) and logs (`repeatedLog` or `doneLog`).
+ */
+async function answerLifecycleRequest ({ event, action, what, echoField, certificateField, failure, run, accepted }) {
   const thingName = event.thingName;
-  const oldId = event.oldCertificateId;
-  const fields = { thingName, clientId: event.clientId, oldCertificateId: oldId, newCertificateId: event.newCertificateId };
+  const fields = { thingName, clientId: event.clientId, [echoField]: event[echoField], [certificateField]: event[certificateField] };
   if (typeof thingName !== 'string' || !THING_NAME_RE.test(thingName)) {
     // no topic to answer on: the rule's topic(2) is always a thing name for our topics
-    log('warn', 'retire request refused: no valid thing name', fields);
+    log('warn', `${what} refused: no valid thing name`, fields);
     return { ...fields, refused: 'no valid thing name' };
   }
-  const echo = typeof oldId === 'string' ? oldId : null;
-  let accepted;
+  const echo = typeof event[echoField] === 'string' ? event[echoField] : null;
+  let result;
   try {
-    accepted = await retire({ thingName, clientId: event.clientId, oldId, newId: event.newCertificateId });
+    result = await run(thingName);
   } catch (e) {
     if (!(e instanceof Refusal)) {
       // Not a refusal (e.g. a call the role does not allow): say so to the device, then fail
       // the invocation so the error is seen.
-      log('error', 'retire request failed', { ...fields, error: `${e?.name}: ${e?.message}` });
+      log('error', `${what} failed`, { ...fields, error: `${e?.name}: ${e?.message}` });
       try {
-        await publishReply(thingName, 'rejected', { oldCertificateId: echo, reason: `the cloud could not retire the certificate (${e?.name ?? 'error'}); try again later` });
+        await publishReply(thingName, 'rejected', { [echoField]: echo, reason: `the cloud could not ${failure} (${e?.name ?? 'error'}); try again later` }, action);
       } catch (e2) {
         log('error', 'could not publish the rejection', { ...fields, error: `${e2?.name}: ${e2?.message}` });
       }
       throw e;
     }
-    log('warn', 'retire request refused', { ...fields, reason: e.message });
-    await publishReply(thingName, 'rejected', { oldCertificateId: echo, reason: e.message });
+    log('warn', `${what} refused`, { ...fields, reason: e.message });
+    await publishReply(thingName, 'rejected', { [echoField]: echo, reason: e.message }, action);
     return { ...fields, refused: e.message };
   }
-  const { repeated, ...reply } = accepted;
-  await publishReply(thingName, 'accepted', reply);
-  log('info', repeated ? 'retire request repeated: already retired' : 'certificate retired', { ...fields, status: reply.status });
-  return { ...fields, retired: true, status: reply.status, ...(repeated ? { repeated: true } : {}) };
+  const { repeated, ...reply } = result;
+  const { flag, detail } = accepted;
+  await publishReply(thingName, 'accepted', reply, action);
+  log('info', repeated ? accepted.repeatedLog : accepted.doneLog, { ...fields, [detail]: reply[detail] });
+  return { ...fields, [flag]: true, [detail]: reply[detail], ...(repeated ? { repeated: true } : {}) };
+}
+
+function handleRetire (event) {
+  return answerLifecycleRequest({
+    event,
+    action: 'retire',
+    what: 'retire request',
+    echoField: 'oldCertificateId',
+    certificateField: 'newCertificateId',
+    failure: 'retire the certificate',
+    run: (thingName) => retire({ thingName, clientId: event.clientId, oldId: event.oldCertificateId, newId: event.newCertificateId }),
+    accepted: { flag: 'retired', detail: 'status', repeatedLog: 'retire request repeated: already retired', doneLog: 'certificate retired' }
+  });
+}
+
+// ---- CA hand-over --------------------------------------------------------------------
+
+/** The topic prefix of a thing's hand-over request and replies. */
+export const handoverTopic = (thingName) => `lifecycle/${thingName}/handover`;
+
+/**
+ * DescribeCACertificate (IoT API reference,
+ * https://docs.aws.amazon.com/iot/latest/apireference/API_DescribeCACertificate.html):
+ * certificateDescription {certificateId, status ACTIVE|INACTIVE, autoRegistrationStatus, ...}
+ * of a CA certificate registered in this account, or null when there is none with that id.
+ */
+async function describeCaCertificate (caCertificateId) {
+  try {
+    return (await iot().send(new DescribeCACertificateCommand({ certificateId: caCertificateId }))).certificateDescription;
+  } catch (e) {
+    if (isError(e, 'ResourceNotFoundException')) return null;
+    throw e;
+  }
+}
+
+/**
+ * Hand thing `thingName` over to CA `caId`, asked over certificate `certificateId`: the
+ * checks, then UpdateThing. `ambiguous`: an 'invalid-handover' event (requestKind). Returns the reply body of an acceptance (with `repeated` when the
+ * thing already belonged to that CA); throws Refusal for a request that is refused.
+ */
+async function handOver ({ thingName, clientId, certificateId, caId, ambiguous }) {
+  if (ambiguous) throw new Refusal('a hand-over request may not carry newCertificateId');
+  if (!CERT_ID_RE.test(caId ?? '')) throw new Refusal('caCertificateId must be a CA certificate id (64 lowercase hex characters)');
+  if (!CERT_ID_RE.test(certificateId ?? '')) throw new Refusal('the request was not published with an X.509 certificate');
+  if (clientId !== thingName) throw new Refusal(`the client id ${JSON.stringify(clientId ?? null)} is not the thing name ${thingName}`);
+
+  let thing = await describeThing(thingName);
+  if (thing === null) throw new Refusal(`thing ${thingName} does not exist`);
+  const cert = await describeCertificate(certificateId);
+  if (cert === null || !(await thingPrincipals(thingName)).includes(cert.certificateArn)) {
+    throw new Refusal(`the certificate the request was published with is not attached to thing ${thingName}`);
+  }
+  if (cert.status !== 'ACTIVE') throw new Refusal(`the certificate the request was published with is ${cert.status}, not ACTIVE`);
+  if (!CERT_ID_RE.test(cert.caCertificateId ?? '')) throw new Refusal('the certificate the request was published with was not issued by a registered CA');
+
+  const ca = await describeCaCertificate(caId);
+  if (ca === null) throw new Refusal(`CA certificate ${caId} is not registered in this account`);
+  if (ca.status !== 'ACTIVE') throw new Refusal(`CA certificate ${caId} is ${ca.status}, not ACTIVE`);
+
+  const gateway = gatewayOf(thingName);
+  for (let attempt = 0; attempt < 3; attempt++) {
+    if (attempt > 0) {
+      thing = await describeThing(thingName);
+      if (thing === null) throw new Refusal(`thing ${thingName} does not exist`);
+    }
+    const current = thing.attributes?.[CA_ATTRIBUTE] || cert.caCertificateId;
+    const previous = thing.attributes?.[PREVIOUS_CA_ATTRIBUTE] || null;
+    const repeated = current === caId;
+    // Only a certificate of the thing's CA can hand it over; a repeated request (the thing is
+    // the requested CA's already) may also come over the previous CA's certificate, which
+    // asked the first time and is still in use until the new one is enrolled.
+    if (cert.caCertificateId !== current && !(repeated && previous && cert.caCertificateId === previous)) {
+      throw new Refusal(`the certificate the request was published with was issued by CA ${cert.caCertificateId}, not by the CA of thing ${thingName} (${current})`);
+    }
+    // A sensor's namespace `<gateway>:` belongs to the CA of thing `<gateway>`: the sensor
+    // follows its gateway, never goes first.
+    if (gateway) {
+      const owner = (await describeThing(gateway))?.attributes?.[CA_ATTRIBUTE];
+      if (owner !== caId) {
+        throw new Refusal(`gateway thing ${gateway} belongs to ${owner ? `CA ${owner}` : 'no CA'}, not to CA ${caId}: hand the gateway over first`);
+      }
+    }
+    if (repeated) return { caCertificateId: caId, previousCaCertificateId: previous, repeated: true };
+    try {
+      await iot().send(new UpdateThingCommand({
+        thingName,
+        expectedVersion: thing.version,
+        attributePayload: { attributes: { [CA_ATTRIBUTE]: caId, [PREVIOUS_CA_ATTRIBUTE]: current }, merge: true }
+      }));
+      return { caCertificateId: caId, previousCaCertificateId: current };
+    } catch (e) {
+      if (isError(e, 'VersionConflictException')) continue; // changed meanwhile: look again
+      throw e;
+    }
+  }
+  throw new Error(`thing ${thingName} kept changing while being handed over to CA ${caId}`);
+}
+
+function handleHandover (event, ambiguous = false) {
+  return answerLifecycleRequest({
+    event,
+    action: 'handover',
+    what: 'hand-over request',
+    echoField: 'caCertificateId',
+    certificateField: 'certificateId',
+    failure: 'hand the thing over',
+    run: (thingName) => handOver({ thingName, clientId: event.clientId, certificateId: event.certificateId, caId: event.caCertificateId, ambiguous }),
+    accepted: {
+      flag: 'handedOver',
+      detail: 'previousCaCertificateId',
+      repeatedLog: 'hand-over request repeated: the thing already belongs to that CA',
+      doneLog: 'thing handed over to a new CA'
+    }
+  });
 }

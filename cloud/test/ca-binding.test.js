@@ -4,7 +4,8 @@
 // is registered by JITR but not attached, not activated, and cannot connect or publish; one
 // an operator activated is not touched either. Renewal under the same CA works; a `<gateway>:`
 // namespace belongs to the gateway's CA; a thing from before CA binding is bound to the CA of
-// its certificates; the operator's hand-over (cloud/README.md) moves a thing to a new CA.
+// its certificates; the operator's hand-over (cloud/README.md) moves a thing to a new CA
+// (the device's own hand-over request is handover.test.js).
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -227,7 +228,7 @@ test('CA hand-over: the operator moves the things of CA one to CA two (README), 
   const things = (await aws(sim, ['list-things', '--attribute-name', 'caCertificateId', '--attribute-value', cas.caOne])).json.things;
   assert.deepEqual(things.map((t) => t.thingName).sort(), ['later', 'later:s1', 'legacy', 'site', 'site:s2', 'victim']);
   for (const t of things.filter((x) => x.thingName === 'victim')) {
-    const payload = JSON.stringify({ attributes: { caCertificateId: cas.caTwo }, merge: true });
+    const payload = JSON.stringify({ attributes: { caCertificateId: cas.caTwo, previousCaCertificateId: cas.caOne }, merge: true });
     const r = await aws(sim, ['update-thing', '--thing-name', t.thingName, '--attribute-payload', payload, '--expected-version', String(t.version)]);
     assert.equal(r.code, 0, r.stderr);
     // a stale expected version is refused: nobody else changed it meanwhile
@@ -235,6 +236,7 @@ test('CA hand-over: the operator moves the things of CA one to CA two (README), 
     assert.match(stale.stderr, /VersionConflictException/);
   }
   assert.equal(await caOf('victim'), cas.caTwo);
+  assert.equal((await aws(sim, ['describe-thing', '--thing-name', 'victim'])).json.attributes.previousCaCertificateId, cas.caOne);
   // CA two's certificate, refused before, is now enrolled on its next connect
   const dev = { file: 'intruder', id: certIdOf(fs.readFileSync(path.join(dir, 'intruder.crt'), 'utf8')) };
   const run = await jitr(dev, 'victim');

@@ -1,5 +1,6 @@
 // deploy.sh --rules-only against a running iot-sim (the real aws CLI with --endpoint-url):
-// it creates the JITR rule and the retire rule for the given function ARN, a second run
+// it creates the JITR rule, the retire rule and the hand-over rule for the given function
+// ARN, a second run
 // replaces them (same result, no error), --ca-id narrows the JITR rule to that CA's
 // registration events, and bad arguments are refused before anything is called. Also the
 // sim's data-plane Publish through the aws CLI (aws iot-data publish --endpoint-url).
@@ -21,29 +22,35 @@ after(async () => { await sim.stop(); });
 
 const rule = async (name) => (await aws(sim, ['get-topic-rule', '--rule-name', name])).json?.rule;
 
-test('creates both rules, and running it again replaces them', async () => {
+test('creates the three rules, and running it again replaces them', async () => {
   let r = await deployRules(sim, ['--function-arn', FN, '--ca-id', CA]);
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /^created rule gateway_agent_jitr$/m);
   assert.match(r.stdout, /^created rule gateway_agent_retire$/m);
+  assert.match(r.stdout, /^created rule gateway_agent_handover$/m);
   const jitr = await rule('gateway_agent_jitr');
   const retire = await rule('gateway_agent_retire');
+  const handover = await rule('gateway_agent_handover');
   assert.equal(jitr.sql, `SELECT * FROM '$aws/events/certificates/registered/${CA}' WHERE certificateStatus = "PENDING_ACTIVATION"`);
-  assert.equal(retire.sql, "SELECT *, principal() AS newCertificateId, clientid() AS clientId, topic(2) AS thingName FROM 'lifecycle/+/retire'");
-  for (const x of [jitr, retire]) {
+  assert.equal(retire.sql, "SELECT *, principal() AS newCertificateId, clientid() AS clientId, topic(2) AS thingName, 'retire' AS request FROM 'lifecycle/+/retire'");
+  assert.equal(handover.sql, "SELECT *, principal() AS certificateId, clientid() AS clientId, topic(2) AS thingName, 'handover' AS request FROM 'lifecycle/+/handover'");
+  for (const x of [jitr, retire, handover]) {
     assert.deepEqual(x.actions, [{ lambda: { functionArn: FN } }]);
     assert.equal(x.ruleDisabled, false);
     assert.equal(x.awsIotSqlVersion, '2016-03-23');
   }
   assert.equal(retire.description, template('retire-rule.template.json').description);
+  assert.equal(handover.description, template('handover-rule.template.json').description);
 
   // again: replaced, not created (create would fail with ResourceAlreadyExistsException)
   r = await deployRules(sim, ['--function-arn', FN, '--ca-id', CA]);
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /^replaced rule gateway_agent_jitr$/m);
   assert.match(r.stdout, /^replaced rule gateway_agent_retire$/m);
+  assert.match(r.stdout, /^replaced rule gateway_agent_handover$/m);
   assert.deepEqual(await rule('gateway_agent_jitr'), jitr);
   assert.deepEqual(await rule('gateway_agent_retire'), retire);
+  assert.deepEqual(await rule('gateway_agent_handover'), handover);
 
   // without --ca-id the JITR rule takes every CA's events, as the full deploy's
   r = await deployRules(sim, ['--function-arn', FN]);
@@ -52,15 +59,19 @@ test('creates both rules, and running it again replaces them', async () => {
 });
 
 test('other rule names, and bad arguments refused before any call', async () => {
-  let r = await deployRules(sim, ['--function-arn', FN, '--rule-name', 'my_jitr', '--retire-rule-name', 'my_retire']);
+  let r = await deployRules(sim, ['--function-arn', FN, '--rule-name', 'my_jitr', '--retire-rule-name', 'my_retire', '--handover-rule-name', 'my_handover']);
   assert.equal(r.code, 0, r.stderr);
   assert.ok(await rule('my_jitr'));
   assert.ok(await rule('my_retire'));
+  assert.match((await rule('my_handover')).sql, /FROM 'lifecycle\/\+\/handover'$/);
   for (const [args, why] of [
     [[], /--function-arn/],
     [['--function-arn', 'not-an-arn'], /--function-arn/],
     [['--function-arn', FN, '--ca-id', 'XYZ'], /--ca-id/],
     [['--function-arn', FN, '--rule-name', 'same', '--retire-rule-name', 'same'], /must differ/],
+    [['--function-arn', FN, '--retire-rule-name', 'same', '--handover-rule-name', 'same'], /must differ/],
+    [['--function-arn', FN, '--handover-rule-name', 'gateway_agent_jitr'], /must differ/],
+    [['--function-arn', FN, '--handover-rule-name', 'bad-name'], /rule name may contain only/],
     [['--function-arn', FN, '--dry-run'], /--rules-only goes without/]
   ]) {
     r = await deployRules(sim, args);

@@ -45,18 +45,23 @@ test('deployed twice with different --rule-name: the second rule can invoke the 
   fn = a.state().functions['gateway-agent-jitr'];
   assert.ok(mayInvoke(fn, 'arn:aws:iot:eu-west-1:123456789012:rule/second_rule'), JSON.stringify(fn.statements));
   assert.equal(mayInvoke(fn, 'arn:aws:iot:eu-west-1:123456789012:rule/first_rule'), false);
-  // one statement per rule: the JITR rule's and the retire rule's
-  assert.deepEqual(fn.statements.map((s) => s.Sid).sort(), ['iot-jitr-rule', 'iot-retire-rule']);
+  // one statement per rule: the JITR rule's, the retire rule's and the hand-over rule's
+  assert.deepEqual(fn.statements.map((s) => s.Sid).sort(), ['iot-handover-rule', 'iot-jitr-rule', 'iot-retire-rule']);
   assert.ok(mayInvoke(fn, 'arn:aws:iot:eu-west-1:123456789012:rule/gateway_agent_retire'));
-  assert.deepEqual(Object.keys(a.state().rules).sort(), ['first_rule', 'gateway_agent_retire', 'second_rule']);
-  assert.match(a.state().rules.gateway_agent_retire.sql, /^SELECT \*, principal\(\) AS newCertificateId, clientid\(\) AS clientId, topic\(2\) AS thingName FROM 'lifecycle\/\+\/retire'$/);
+  assert.ok(mayInvoke(fn, 'arn:aws:iot:eu-west-1:123456789012:rule/gateway_agent_handover'));
+  assert.deepEqual(Object.keys(a.state().rules).sort(), ['first_rule', 'gateway_agent_handover', 'gateway_agent_retire', 'second_rule']);
+  assert.match(a.state().rules.gateway_agent_retire.sql, /^SELECT \*, principal\(\) AS newCertificateId, clientid\(\) AS clientId, topic\(2\) AS thingName, 'retire' AS request FROM 'lifecycle\/\+\/retire'$/);
+  assert.match(a.state().rules.gateway_agent_handover.sql, /^SELECT \*, principal\(\) AS certificateId, clientid\(\) AS clientId, topic\(2\) AS thingName, 'handover' AS request FROM 'lifecycle\/\+\/handover'$/);
+  assert.equal(a.state().rules.gateway_agent_handover.actions[0].lambda.functionArn, 'arn:aws:lambda:eu-west-1:123456789012:function:gateway-agent-jitr');
   // the command sequence of the second run: each statement is removed, then added
   const lambdaCalls = a.calls().filter((c) => c[0] === 'lambda' && /permission/.test(c[1]));
   assert.deepEqual(lambdaCalls.map((c) => `${c[1]} ${c[c.indexOf('--statement-id') + 1]}`), [
     'remove-permission iot-jitr-rule', 'add-permission iot-jitr-rule', 'remove-permission iot-retire-rule', 'add-permission iot-retire-rule',
-    'remove-permission iot-jitr-rule', 'add-permission iot-jitr-rule', 'remove-permission iot-retire-rule', 'add-permission iot-retire-rule'
+    'remove-permission iot-handover-rule', 'add-permission iot-handover-rule',
+    'remove-permission iot-jitr-rule', 'add-permission iot-jitr-rule', 'remove-permission iot-retire-rule', 'add-permission iot-retire-rule',
+    'remove-permission iot-handover-rule', 'add-permission iot-handover-rule'
   ]);
-  assert.equal(lambdaCalls.at(-3)[lambdaCalls.at(-3).indexOf('--source-arn') + 1], 'arn:aws:iot:eu-west-1:123456789012:rule/second_rule');
+  assert.equal(lambdaCalls.at(-5)[lambdaCalls.at(-5).indexOf('--source-arn') + 1], 'arn:aws:iot:eu-west-1:123456789012:rule/second_rule');
   // the function sends its retire replies to the account's data endpoint
   assert.match(a.state().functions['gateway-agent-jitr'].environment, /,IOT_DATA_ENDPOINT=https:\/\/[a-z0-9]+-ats\.iot\.eu-west-1\.amazonaws\.com\}$/);
   // a third run with the same rule converges
@@ -96,7 +101,7 @@ test('--render-only and --dry-run for aws-cn: no arn:aws: in any rendered docume
   const out = path.join(dir, 'render-cn');
   const r = await promisify(execFile)(DEPLOY, ['--render-only', out, '--region', 'cn-northwest-1'], { env: { ...process.env, ACCOUNT_ID: '210987654321' } });
   assert.match(r.stdout, /arn:aws-cn:lambda:cn-northwest-1:210987654321:function:gateway-agent-jitr/);
-  assert.deepEqual(fs.readdirSync(out).sort(), ['retire-rule.json', 'role-policy.json', 'topic-rule.json']);
+  assert.deepEqual(fs.readdirSync(out).sort(), ['handover-rule.json', 'retire-rule.json', 'role-policy.json', 'topic-rule.json']);
   for (const f of fs.readdirSync(out)) {
     const text = fs.readFileSync(path.join(out, f), 'utf8');
     assert.doesNotMatch(text, /arn:aws:|\{\{/, f);

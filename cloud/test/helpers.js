@@ -2,6 +2,7 @@
 // make certificates with openssl, connect MQTT clients. Everything uses temp dirs and
 // port 0, so test files run in parallel; every process started is stopped by `after`.
 
+import assert from 'node:assert/strict';
 import { spawn, execFile, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -309,12 +310,12 @@ export async function enroll (sim, leaf, clientId) {
 }
 
 /**
- * A retire request as the agent sends it over `client` (thing `thing`): subscribe QoS 1 to
- * lifecycle/<thing>/retire/+, publish `body` QoS 1 to lifecycle/<thing>/retire, wait for
- * the reply. Resolves {outcome: 'accepted'|'rejected', reply}.
+ * A lifecycle request as the agent sends it over `client` (thing `thing`): subscribe QoS 1 to
+ * lifecycle/<thing>/<action>/+, publish `body` (QoS `qos`) to lifecycle/<thing>/<action>,
+ * wait for the reply. Resolves {outcome: 'accepted'|'rejected', reply}.
  */
-export function retireRequest (client, thing, body, { timeoutMs = 10000 } = {}) {
-  const base = `lifecycle/${thing}/retire`;
+export function lifecycleRequest (client, thing, action, body, { timeoutMs = 10000, qos = 1 } = {}) {
+  const base = `lifecycle/${thing}/${action}`;
   return new Promise((resolve, reject) => {
     const t = setTimeout(() => { client.off('message', onMessage); reject(new Error(`no reply on ${base}/+`)); }, timeoutMs);
     const onMessage = (topic, payload) => {
@@ -326,9 +327,101 @@ export function retireRequest (client, thing, body, { timeoutMs = 10000 } = {}) 
     client.on('message', onMessage);
     client.subscribe(`${base}/+`, { qos: 1 }, (err, granted) => {
       if (err || granted?.[0]?.qos === 128) { clearTimeout(t); reject(err ?? new Error('subscription refused')); return; }
-      client.publish(base, typeof body === 'string' ? body : JSON.stringify(body), { qos: 1 }, (e) => {
+      client.publish(base, typeof body === 'string' ? body : JSON.stringify(body), { qos }, (e) => {
         if (e) { clearTimeout(t); reject(e); }
       });
     });
   });
+}
+
+/** A retire request (QoS 1) to lifecycle/<thing>/retire: lifecycleRequest. */
+export const retireRequest = (client, thing, body, opts = {}) => lifecycleRequest(client, thing, 'retire', body, { qos: 1, ...opts });
+
+/** A hand-over request (QoS 0, as the agent sends it) to lifecycle/<thing>/handover: lifecycleRequest. */
+export const handoverRequest = (client, thing, body, opts = {}) => lifecycleRequest(client, thing, 'handover', body, { qos: 0, ...opts });
+
+// ---- the lifecycle requests' tests (renewal, hand-over) ----------------------------------
+
+export const certArn = (id) => `arn:aws:iot:us-east-1:123456789012:cert/${id}`;
+export const statusOf = async (sim, id) => (await sim.api('GET', `/certificates/${id}`)).body.certificateDescription.status;
+export const principalsOf = async (sim, thing) => (await sim.api('GET', `/things/${encodeURIComponent(thing)}/principals`)).body.principals.sort();
+export const lambdaState = async (sim) => (await sim.api('GET', '/_sim/lambda')).body;
+/** A file name (for makeLeaf) for thing `cn`'s certificate `tag`. */
+export const fileName = (cn, tag) => `${cn.replace(/[^\w-]/g, '_')}-${tag}`;
+
+/** The JSON payloads the sim logged on `topic` (after sequence number `since`), oldest first. */
+export async function publishedOn (sim, topic, { since } = {}) {
+  const q = `${since === undefined ? '' : `since=${since}&`}topic=${encodeURIComponent(topic)}`;
+  return (await sim.api('GET', `/_sim/publishes?${q}`)).body.publishes.map((p) => JSON.parse(Buffer.from(p.payload, 'base64')));
+}
+
+/**
+ * Set the environment the Lambda needs to call `sim` when its handler is imported and called
+ * directly. Returns a function that restores the environment as it was.
+ */
+export function useLambdaEnv (sim) {
+  const saved = { ...process.env };
+  Object.assign(process.env, {
+    AWS_ENDPOINT_URL_IOT: sim.base, AWS_ENDPOINT_URL_IOT_DATA_PLANE: sim.base, AWS_REGION: 'us-east-1',
+    AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test'
+  });
+  return () => {
+    for (const k of Object.keys(process.env)) if (!(k in saved)) delete process.env[k];
+    Object.assign(process.env, saved);
+  };
+}
+
+/**
+ * Start a sim (as startSim with `args`) whose Lambda runs under the shipped role policy less
+ * `action` (e.g. 'iot:DetachThingPrincipal'), which the shipped role has in a statement of
+ * its own; the changed template is written to `dir`. The caller stops the sim.
+ */
+export async function simWithRoleWithout (dir, action, args = ['--max-connects-per-second', '0']) {
+  const shipped = JSON.parse(fs.readFileSync(path.join(CLOUD_DIR, 'jitr-lambda', 'lambda-role-policy.template.json'), 'utf8'));
+  const statements = shipped.Statement
+    .map((s) => ({ ...s, Action: [s.Action].flat().filter((a) => a !== action) }))
+    .filter((s) => s.Action.length > 0);
+  assert.equal(statements.length, shipped.Statement.length - 1, `the shipped role has one statement for ${action}`);
+  const template = path.join(dir, `role-without-${action.replace(/\W/g, '_')}.template.json`);
+  fs.writeFileSync(template, JSON.stringify({ ...shipped, Statement: statements }, null, 2));
+  return startSim(args, { rolePolicy: renderRolePolicy({ template }) });
+}
+
+/**
+ * The sim recorded the Lambda's call of `action` (e.g. 'iot:DetachThingPrincipal') on
+ * `resource` (an ARN) as denied by its role, and the run of rule `ruleName` as failed by it.
+ */
+export async function assertDeniedRun (sim, { action, resource, ruleName }) {
+  const state = await lambdaState(sim);
+  const denial = state.denied.find((d) => d.operation === action.replace(/^iot:/, ''));
+  assert.ok(denial, JSON.stringify(state.denied));
+  assert.match(denial.message, new RegExp(`is not authorized to perform: ${action} on resource: ${resource} because no identity-based policy allows`));
+  const inv = state.invocations.find((i) => i.ruleName === ruleName);
+  assert.equal(inv.ok, false);
+  assert.match(inv.error, /AccessDeniedException|not authorized/);
+}
+
+/**
+ * Thing `thing`, connected as `client` with certificate `leaf`, tries thing `victim`'s
+ * lifecycle/<victim>/<action> topics: it publishes `body` (QoS `qos`) to the request topic,
+ * then, connected again, subscribes to the replies. The policy refuses both: each closes the
+ * connection and is counted as a violation. Then waits as long as a Lambda run would take
+ * to show (the caller checks that none did).
+ */
+export async function assertOtherThingsLifecycleRefused (sim, { client, leaf, thing, victim, action, body, qos }) {
+  // publish: the connection is closed, counted as publishNotAuthorized; no Lambda runs
+  client.publish(`lifecycle/${victim}/${action}`, JSON.stringify(body), { qos });
+  assert.equal(await closed(client, 5000), true);
+  client.end(true);
+  assert.deepEqual((await violations(sim, thing)).counters, { publishNotAuthorized: 1 });
+
+  // subscribe to the other thing's replies: closed, subscribeNotAuthorized
+  const again = await connect(sim, leaf, thing);
+  assert.equal(again.ok, true);
+  again.client.subscribe(`lifecycle/${victim}/${action}/+`, { qos: 1 });
+  assert.equal(await closed(again.client, 5000), true);
+  again.client.end(true);
+  assert.deepEqual((await violations(sim, thing)).counters, { publishNotAuthorized: 1, subscribeNotAuthorized: 1 });
+
+  await sleep(300);
 }

@@ -50,7 +50,11 @@ const LAMBDA_CALLS = (partition, region) => {
     // retirement: the old certificate detached, the reply published
     ['DetachThingPrincipal', { params: { name: 'gw1:s1' }, headers: { 'x-amzn-principal': certArn } }],
     ['Publish', { params: { topic: 'lifecycle/gw1/retire/accepted' } }],
-    ['Publish', { params: { topic: 'lifecycle/gw1:s1/retire/rejected' } }]
+    ['Publish', { params: { topic: 'lifecycle/gw1:s1/retire/rejected' } }],
+    // hand-over: the new CA described, the thing updated (above), the reply published
+    ['DescribeCACertificate', { params: { id: 'b'.repeat(64) } }],
+    ['Publish', { params: { topic: 'lifecycle/gw1/handover/accepted' } }],
+    ['Publish', { params: { topic: 'lifecycle/gw1:s1/handover/rejected' } }]
   ].map(([op, r]) => [op, { params: {}, body: {}, headers: {}, ...r }]);
 };
 
@@ -65,13 +69,16 @@ test('dry run: every IoT action of the rendered role names the resource type AWS
   }
   // a policy other than the two named ones may not be created
   assert.throws(() => iam.authorize('CreatePolicy', { params: { name: 'admin' }, body: {}, headers: {} }), /AccessDenied|not authorized/);
-  // it publishes retire replies only: not requests, not to devices' other topics
-  for (const topic of ['lifecycle/gw1/retire', 'cmd/gw1/reboot', 'dt/gw1/x', 'lifecycle/gw1/retire/other']) {
+  // it publishes retire and hand-over replies only: not requests, not to devices' other topics
+  for (const topic of ['lifecycle/gw1/retire', 'cmd/gw1/reboot', 'dt/gw1/x', 'lifecycle/gw1/retire/other', 'lifecycle/gw1/handover',
+    'lifecycle/gw1/handover/other']) {
     assert.throws(() => iam.authorize('Publish', { params: { topic }, body: {}, headers: {} }), /not authorized to perform: iot:Publish/, topic);
   }
   // the Lambda may not delete anything
   assert.throws(() => iam.authorize('DeleteThing', { params: { name: 'gw1' }, body: {}, headers: {} }), /not authorized/);
   assert.throws(() => iam.authorize('DeleteCertificate', { params: { id: CERT }, body: {}, headers: {} }), /not authorized/);
+  // nor change a CA: DescribeCACertificate is all it may do with one
+  assert.throws(() => iam.authorize('UpdateCACertificate', { params: { id: 'b'.repeat(64) }, body: {}, headers: {} }), /not authorized to perform: iot:UpdateCACertificate/);
 });
 
 test('dry run: the role policy of before (AttachThingPrincipal on thing/*) fails the check', () => {

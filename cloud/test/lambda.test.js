@@ -204,9 +204,19 @@ test('deploy.sh --dry-run renders valid documents for the given account and regi
     // the retire rule: same function, its own invoke permission
     const retire = JSON.parse(fs.readFileSync(path.join(work, 'retire-rule.json'), 'utf8'));
     assert.equal(retire.actions[0].lambda.functionArn, 'arn:aws:lambda:eu-west-1:210987654321:function:gateway-agent-jitr');
-    assert.equal(retire.sql, "SELECT *, principal() AS newCertificateId, clientid() AS clientId, topic(2) AS thingName FROM 'lifecycle/+/retire'");
+    assert.equal(retire.sql, "SELECT *, principal() AS newCertificateId, clientid() AS clientId, topic(2) AS thingName, 'retire' AS request FROM 'lifecycle/+/retire'");
     assert.match(stdout, /lambda remove-permission --function-name gateway-agent-jitr --statement-id iot-retire-rule\n(.*\n)?\+ aws lambda add-permission .*--statement-id iot-retire-rule .*--source-arn arn:aws:iot:eu-west-1:210987654321:rule\/gateway_agent_retire/);
     assert.match(stdout, /iot create-topic-rule --rule-name gateway_agent_retire --topic-rule-payload file:\/\/\S+\/retire-rule\.json/);
+    // the hand-over rule likewise
+    const handover = JSON.parse(fs.readFileSync(path.join(work, 'handover-rule.json'), 'utf8'));
+    assert.equal(handover.actions[0].lambda.functionArn, 'arn:aws:lambda:eu-west-1:210987654321:function:gateway-agent-jitr');
+    assert.equal(handover.sql, "SELECT *, principal() AS certificateId, clientid() AS clientId, topic(2) AS thingName, 'handover' AS request FROM 'lifecycle/+/handover'");
+    assert.match(stdout, /lambda remove-permission --function-name gateway-agent-jitr --statement-id iot-handover-rule\n(.*\n)?\+ aws lambda add-permission .*--statement-id iot-handover-rule .*--source-arn arn:aws:iot:eu-west-1:210987654321:rule\/gateway_agent_handover/);
+    assert.match(stdout, /iot create-topic-rule --rule-name gateway_agent_handover --topic-rule-payload file:\/\/\S+\/handover-rule\.json/);
+    // the role reads CA certificates, nothing more on them
+    const caStatement = role.Statement.find((st) => [st.Action].flat().includes('iot:DescribeCACertificate'));
+    assert.deepEqual([caStatement.Action].flat(), ['iot:DescribeCACertificate']);
+    assert.equal(caStatement.Resource, 'arn:aws:iot:eu-west-1:210987654321:cacert/*');
     assert.match(stdout, /iot describe-endpoint --endpoint-type iot:Data-ATS/);
     assert.match(stdout, /lambda create-function .*IOT_DATA_ENDPOINT=https:/);
     const { stdout: listing } = await promisify(execFile)('python3', ['-m', 'zipfile', '-l', path.join(work, 'function.zip')]);

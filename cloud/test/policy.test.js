@@ -139,3 +139,33 @@ test('iot:Receive is checked per delivered message; a policy change applies to l
   assert.deepEqual(got, ['open/x']);
   client.end(true);
 });
+
+test('shipped device and gateway policies: own lifecycle/T/handover request and replies only', () => {
+  for (const role of ['device', 'gateway']) {
+    const p = parsePolicy(renderPolicy('aws', 'us-east-1', '123456789012', role));
+    const v = vars('gw1');
+    assert.equal(evaluate([p], 'iot:Publish', `${A}:topic/lifecycle/gw1/handover`, v), true, role);
+    assert.equal(evaluate([p], 'iot:Subscribe', `${A}:topicfilter/lifecycle/gw1/handover/+`, v), true, role);
+    assert.equal(evaluate([p], 'iot:Receive', `${A}:topic/lifecycle/gw1/handover/accepted`, v), true, role);
+    assert.equal(evaluate([p], 'iot:Receive', `${A}:topic/lifecycle/gw1/handover/rejected`, v), true, role);
+    // not another thing's, not its sensors' (a sensor asks over its own certificate), not the replies
+    for (const t of ['lifecycle/gw2/handover', 'lifecycle/gw1:s1/handover', 'lifecycle/gw1/handover/accepted', 'lifecycle/gw10/handover']) {
+      assert.equal(evaluate([p], 'iot:Publish', `${A}:topic/${t}`, v), false, `${role} ${t}`);
+    }
+    assert.equal(evaluate([p], 'iot:Subscribe', `${A}:topicfilter/lifecycle/gw2/handover/+`, v), false, role);
+    assert.equal(evaluate([p], 'iot:Receive', `${A}:topic/lifecycle/gw2/handover/accepted`, v), false, role);
+  }
+});
+
+test('shipped device policy: its own hand-over request goes out and the reply comes in', async () => {
+  const dev = await activeDevice(sim, dir, ca, 'pol-ho', DEVICE_POLICY);
+  const { client } = await connect(sim, dev, 'pol-ho');
+  const granted = await new Promise((resolve) => client.subscribe('lifecycle/pol-ho/handover/+', { qos: 1 }, (e, g) => resolve(g)));
+  assert.equal(granted[0].qos, 1);
+  assert.equal(await pub(client, 'lifecycle/pol-ho/handover', '{"caCertificateId":"x"}'), 'acked');
+  const got = new Promise((resolve) => client.once('message', (topic) => resolve(topic)));
+  assert.equal((await sim.api('POST', '/_sim/publish', { topic: 'lifecycle/pol-ho/handover/accepted', payload: '{}', qos: 1 })).status, 200);
+  assert.equal(await got, 'lifecycle/pol-ho/handover/accepted');
+  client.end(true);
+  assert.equal((await violations(sim, 'pol-ho')).total, 0);
+});

@@ -9,10 +9,10 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import path from 'node:path';
 import {
   startSim, tmpDir, makeCa, makeLeaf, registerCa, connect, closed, certIdOf, waitFor, violations,
-  deployRules, enroll, retireRequest, renderRolePolicy, LAMBDA_ARN, CLOUD_DIR
+  deployRules, enroll, retireRequest, LAMBDA_ARN, certArn, statusOf, principalsOf, lambdaState, fileName,
+  publishedOn, useLambdaEnv, simWithRoleWithout, assertDeniedRun, assertOtherThingsLifecycleRefused
 } from './helpers.js';
 
 const dir = tmpDir('renewal-');
@@ -32,12 +32,6 @@ after(async () => {
   for (const s of sims) await s.stop();
   fs.rmSync(dir, { recursive: true, force: true });
 });
-
-const certArn = (id) => `arn:aws:iot:us-east-1:123456789012:cert/${id}`;
-const statusOf = async (s, id) => (await s.api('GET', `/certificates/${id}`)).body.certificateDescription.status;
-const principalsOf = async (s, thing) => (await s.api('GET', `/things/${encodeURIComponent(thing)}/principals`)).body.principals.sort();
-const lambdaState = async (s) => (await s.api('GET', '/_sim/lambda')).body;
-const fileName = (cn, n) => `${cn.replace(/[^\w-]/g, '_')}-${n}`;
 
 /** A thing's two certificates from `caObj`, both enrolled (the second as a renewal). */
 async function renewedThing (s, thing, { subject = `/CN=${thing}`, caObj = ca } = {}) {
@@ -70,7 +64,7 @@ test('a renewed gateway retires its old certificate over its new one; a repeated
     assert.deepEqual(await principalsOf(sim, thing), [certArn(id2)]);
     // the Lambda saw the publisher's certificate, client id and thing from the rule's SQL
     const inv = (await lambdaState(sim)).invocations.find((i) => i.ruleName === 'gateway_agent_retire');
-    assert.deepEqual(inv.event, { oldCertificateId: id1, newCertificateId: id2, clientId: thing, thingName: thing });
+    assert.deepEqual(inv.event, { oldCertificateId: id1, newCertificateId: id2, clientId: thing, thingName: thing, request: 'retire' });
     assert.equal(inv.ok, true, inv.error);
 
     // the old certificate can no longer connect; the new connection is untouched
@@ -193,21 +187,9 @@ test('the policy: a thing cannot publish a retire request for another thing, nor
   const n = await enroll(sim, leaf, thing);
   const before = (await lambdaState(sim)).invocations.filter((i) => i.ruleName === 'gateway_agent_retire').length;
 
-  // publish: the connection is closed, counted as publishNotAuthorized; no Lambda runs
-  n.client.publish(`lifecycle/${victim}/retire`, JSON.stringify({ oldCertificateId: v.certificateId }), { qos: 1 });
-  assert.equal(await closed(n.client, 5000), true);
-  n.client.end(true);
-  assert.deepEqual((await violations(sim, thing)).counters, { publishNotAuthorized: 1 });
-
-  // subscribe to the other thing's replies: closed, subscribeNotAuthorized
-  const again = await connect(sim, leaf, thing);
-  assert.equal(again.ok, true);
-  again.client.subscribe(`lifecycle/${victim}/retire/+`, { qos: 1 });
-  assert.equal(await closed(again.client, 5000), true);
-  again.client.end(true);
-  assert.deepEqual((await violations(sim, thing)).counters, { publishNotAuthorized: 1, subscribeNotAuthorized: 1 });
-
-  await new Promise((resolve) => setTimeout(resolve, 300));
+  await assertOtherThingsLifecycleRefused(sim, {
+    client: n.client, leaf, thing, victim, action: 'retire', body: { oldCertificateId: v.certificateId }, qos: 1
+  });
   assert.equal((await lambdaState(sim)).invocations.filter((i) => i.ruleName === 'gateway_agent_retire').length, before);
   assert.equal(await statusOf(sim, v.certificateId), 'ACTIVE');
   assert.equal((await violations(sim, victim)).total, 0);
@@ -217,16 +199,11 @@ test('the handler\'s own checks, called directly: client id other than the thing
   const thing = 'gw-direct';
   const { id1, id2, client2 } = await renewedThing(sim, thing);
   client2.end(true);
-  const saved = { ...process.env };
-  Object.assign(process.env, {
-    AWS_ENDPOINT_URL_IOT: sim.base, AWS_ENDPOINT_URL_IOT_DATA_PLANE: sim.base, AWS_REGION: 'us-east-1',
-    AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test'
-  });
+  const restoreEnv = useLambdaEnv(sim);
   try {
     const { handler, isRetireRequest } = await import('../jitr-lambda/index.mjs');
     const ctx = { invokedFunctionArn: LAMBDA_ARN, awsRequestId: 'r' };
-    const rejected = async () => (await sim.api('GET', `/_sim/publishes?topic=${encodeURIComponent(`lifecycle/${thing}/retire/rejected`)}`)).body.publishes
-      .map((p) => JSON.parse(Buffer.from(p.payload, 'base64')));
+    const rejected = () => publishedOn(sim, `lifecycle/${thing}/retire/rejected`);
     assert.equal(isRetireRequest({ certificateId: id1, certificateStatus: 'PENDING_ACTIVATION' }), false);
 
     let out = await handler({ oldCertificateId: id1, newCertificateId: id2, clientId: 'someone-else', thingName: thing }, ctx);
@@ -257,13 +234,9 @@ test('the handler\'s own checks, called directly: client id other than the thing
     assert.deepEqual(await principalsOf(sim, thing), [certArn(id2)]);
     out = await handler(request, ctx);
     assert.deepEqual([out.retired, out.status, out.repeated], [true, 'REVOKED', true]);
-    const accepted = (await sim.api('GET', `/_sim/publishes?topic=${encodeURIComponent(`lifecycle/${thing}/retire/accepted`)}`)).body.publishes
-      .map((p) => JSON.parse(Buffer.from(p.payload, 'base64')));
+    const accepted = await publishedOn(sim, `lifecycle/${thing}/retire/accepted`);
     assert.deepEqual(accepted, [1, 2].map(() => ({ oldCertificateId: id1, status: 'REVOKED', detached: true })));
-  } finally {
-    for (const k of Object.keys(process.env)) if (!(k in saved)) delete process.env[k];
-    Object.assign(process.env, saved);
-  }
+  } finally { restoreEnv(); }
 });
 
 test('a thing with a certificate an operator revoked does not renew: the new one stays PENDING_ACTIVATION until the revoked one is detached', async () => {
@@ -297,14 +270,7 @@ test('a thing with a certificate an operator revoked does not renew: the new one
 });
 
 test('IAM: a role without iot:DetachThingPrincipal fails the retirement with AccessDenied, recorded by the sim', async () => {
-  const shipped = JSON.parse(fs.readFileSync(path.join(CLOUD_DIR, 'jitr-lambda', 'lambda-role-policy.template.json'), 'utf8'));
-  const statements = shipped.Statement
-    .map((s) => ({ ...s, Action: [s.Action].flat().filter((a) => a !== 'iot:DetachThingPrincipal') }))
-    .filter((s) => s.Action.length > 0);
-  assert.equal(statements.length, shipped.Statement.length - 1, 'the shipped role has one statement for iot:DetachThingPrincipal');
-  const template = path.join(dir, 'role-without-detach.template.json');
-  fs.writeFileSync(template, JSON.stringify({ ...shipped, Statement: statements }, null, 2));
-  const s = await startSim(['--max-connects-per-second', '0'], { rolePolicy: renderRolePolicy({ template }) });
+  const s = await simWithRoleWithout(dir, 'iot:DetachThingPrincipal');
   sims.push(s);
   assert.equal(await registerCa(s, dir, ca), caId);
   assert.equal((await deployRules(s, ['--function-arn', LAMBDA_ARN])).code, 0);
@@ -315,13 +281,7 @@ test('IAM: a role without iot:DetachThingPrincipal fails the retirement with Acc
     const r = await retireRequest(client2, thing, { oldCertificateId: id1 });
     assert.equal(r.outcome, 'rejected');
     assert.match(r.reply.reason, /could not retire the certificate \(AccessDeniedException\)/);
-    const state = await lambdaState(s);
-    const denial = state.denied.find((d) => d.operation === 'DetachThingPrincipal');
-    assert.ok(denial, JSON.stringify(state.denied));
-    assert.match(denial.message, new RegExp(`is not authorized to perform: iot:DetachThingPrincipal on resource: arn:aws:iot:us-east-1:123456789012:cert/${id1} because no identity-based policy allows`));
-    const inv = state.invocations.find((i) => i.ruleName === 'gateway_agent_retire');
-    assert.equal(inv.ok, false);
-    assert.match(inv.error, /AccessDeniedException|not authorized/);
+    await assertDeniedRun(s, { action: 'iot:DetachThingPrincipal', resource: certArn(id1), ruleName: 'gateway_agent_retire' });
     // UpdateCertificate came first and was allowed; the detach did not happen
     assert.equal(await statusOf(s, id1), 'INACTIVE');
     assert.deepEqual(await principalsOf(s, thing), [certArn(id1), certArn(id2)].sort());

@@ -151,6 +151,13 @@ export class Registry extends EventEmitter {
     return c;
   }
 
+  /**
+   * DescribeCACertificate (IoT API reference,
+   * https://docs.aws.amazon.com/iot/latest/apireference/API_DescribeCACertificate.html):
+   * {certificateDescription: {certificateArn, certificateId, status ACTIVE|INACTIVE,
+   * autoRegistrationStatus ENABLE|DISABLE, certificateMode, ...}, registrationConfig}; an id
+   * that is not registered is ResourceNotFoundException.
+   */
   describeCa (id) {
     const c = this.ca(id);
     return {

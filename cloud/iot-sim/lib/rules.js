@@ -1,12 +1,19 @@
 // Topic rules: a subset of the AWS IoT SQL and the `lambda` action.
 //
 //   SELECT <item>[, <item>]... FROM '<topic filter>' [WHERE <field>[.<field>] = <literal>]
-//   <item>: *  |  <field>[.<field>] [AS <name>]  |  <function> AS <name>
+//   <item>: *  |  <field>[.<field>] [AS <name>]  |  <function> AS <name>  |  <literal> AS <name>
 //   <function>: principal() | clientid() | topic() | topic(<n>)
+//   <literal>: '<string>' | <number> | true | false
 //
 // The SELECT result is the Lambda's event: `*` copies the message's JSON payload, each other
 // item adds (or, with no value, removes) one key, in the order written. WHERE compares a
-// field of the incoming payload. The functions, as the AWS IoT SQL reference gives them
+// field of the incoming payload. A literal item adds its constant: the SELECT clause reference
+// (https://docs.aws.amazon.com/iot/latest/developerguide/iot-sql-select.html) has
+// `SELECT *, 15 as speed` add "speed":15 to the incoming payload, and string literals are
+// single-quoted as in its WHERE examples (`color <> 'red'`,
+// https://docs.aws.amazon.com/iot/latest/developerguide/iot-sql-where.html); the sim takes a
+// string without `'` or `,` (the item list is split at commas). The functions, as the AWS IoT
+// SQL reference gives them
 // (https://docs.aws.amazon.com/iot/latest/developerguide/iot-sql-functions.html):
 //   principal()  the principal the publisher authenticated with: for a client connected with
 //                an X.509 certificate, the certificate id (64 hex characters)
@@ -30,12 +37,13 @@ import { topicMatches, validFilter } from './topics.js';
 const SQL_RE = /^\s*SELECT\s+(.+?)\s+FROM\s+'([^']+)'\s*(?:WHERE\s+([A-Za-z_][\w.]*)\s*=\s*(?:"([^"]*)"|'([^']*)'|(-?\d+(?:\.\d+)?|true|false))\s*)?;?\s*$/is;
 const FUNCTION_ITEM_RE = /^([A-Za-z_]\w*)\s*\(\s*([^)]*?)\s*\)(?:\s+AS\s+([A-Za-z_]\w*))?$/i;
 const FIELD_ITEM_RE = /^([A-Za-z_][\w.]*)(?:\s+AS\s+([A-Za-z_]\w*))?$/i;
+const LITERAL_ITEM_RE = /^(?:'([^',]*)'|(-?\d+(?:\.\d+)?)|(true|false))(?:\s+AS\s+([A-Za-z_]\w*))?$/i;
 const FUNCTIONS = {
   principal: { args: 0 },
   clientid: { args: 0 },
   topic: { args: 1, optional: true }
 };
-const SUPPORTED = `SELECT *|<field> [AS <name>]|principal() AS <name>|clientid() AS <name>|topic([<n>]) AS <name>, ... FROM '<filter>' [WHERE <field> = "<value>"]`;
+const SUPPORTED = `SELECT *|<field> [AS <name>]|principal() AS <name>|clientid() AS <name>|topic([<n>]) AS <name>|'<string>' AS <name>|<number> AS <name>, ... FROM '<filter>' [WHERE <field> = "<value>"]`;
 
 const sqlError = (why, sql) => new AwsError('SqlParseException', `${why} (iot-sim supports ${SUPPORTED}): ${sql}`);
 
@@ -56,6 +64,12 @@ function parseItem (text, sql) {
     if (!m[3]) throw sqlError(`${fn}() needs AS <name>`, sql);
     return { fn, arg, name: m[3] };
   }
+  m = LITERAL_ITEM_RE.exec(text);
+  if (m) {
+    if (!m[4]) throw sqlError(`the literal ${text} needs AS <name>`, sql);
+    const value = m[1] !== undefined ? m[1] : m[2] !== undefined ? Number(m[2]) : m[3].toLowerCase() === 'true';
+    return { literal: value, name: m[4] };
+  }
   m = FIELD_ITEM_RE.exec(text);
   if (m) {
     const field = m[1].split('.');
@@ -67,7 +81,7 @@ function parseItem (text, sql) {
 
 /**
  * Parse the supported SQL subset; throws SqlParseException. Returns {filter, where, select}:
- * select is a list of {star:true} | {fn, arg, name} | {field, name}.
+ * select is a list of {star:true} | {fn, arg, name} | {field, name} | {literal, name}.
  */
 export function parseSql (sql) {
   const m = SQL_RE.exec(sql || '');
@@ -108,7 +122,8 @@ export function evaluateRule (q, topic, doc, source = {}) {
   const out = {};
   for (const item of q.select ?? [{ star: true }]) {
     if (item.star) { Object.assign(out, structuredClone(doc)); continue; }
-    const v = item.fn ? callFunction(item.fn, item.arg, topic, source) : structuredClone(fieldValue(doc, item.field));
+    const v = 'literal' in item ? item.literal
+      : item.fn ? callFunction(item.fn, item.arg, topic, source) : structuredClone(fieldValue(doc, item.field));
     if (v === undefined) delete out[item.name]; else out[item.name] = v;
   }
   return out;

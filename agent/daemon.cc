@@ -16,6 +16,7 @@
 #include "control_commands.h"
 #include "gateway_agent/agent/agent_health.h"
 #include "gateway_agent/agent/control.h"
+#include "gateway_agent/agent/current_ca.h"
 #include "gateway_agent/agent/enrollment.h"
 #include "gateway_agent/agent/health_checks.h"
 #include "gateway_agent/agent/identity_store.h"
@@ -23,6 +24,7 @@
 #include "gateway_agent/bridge/bridge.h"
 #include "gateway_agent/files.h"
 #include "gateway_agent/log.h"
+#include "gateway_agent/pki/certificate.h"
 #include "gateway_agent/pki/local_ca.h"
 #include "gateway_agent/thread_annotations.h"
 #include "gateway_agent/tpm/tpm_context.h"
@@ -33,21 +35,6 @@
 namespace ga {
 
 namespace {
-
-IssueFunction MakeIssuer(std::shared_ptr<pki::LocalCa> ca) {
-  // One CSR at a time: a CA backend may keep state between calls (a serial
-  // number file, a TPM session).
-  auto mu = std::make_shared<Mutex>();
-  return [ca, mu](X509_REQ* csr, const std::string& thing,
-                  const std::string& ou) -> Result<IssuedPem> {
-    MutexLock lock(*mu);
-    GA_ASSIGN_OR_RETURN(pki::IssuedCertificate issued, ca->Issue(csr, thing, ou));
-    IssuedPem out;
-    GA_ASSIGN_OR_RETURN(out.certificate, issued.CertPem());
-    GA_ASSIGN_OR_RETURN(out.chain, issued.ChainPem());
-    return out;
-  };
-}
 
 // The service side of the sd_notify protocol: readiness, status, reloading,
 // stopping and the watchdog. Without NOTIFY_SOCKET every message is dropped
@@ -128,12 +115,38 @@ std::map<std::string, std::string> ConfigSections(const Config& config) {
   return sections;
 }
 
+// What a reload can change besides the sensors and the log level.
+struct ReloadParts {
+  Enrollment& enrollment;
+  CurrentCa& ca;
+  std::shared_ptr<tpm::TpmContext> tpm;
+};
+
+// The CA [ca] names, opened as at start (its files may have been replaced
+// where they are): another CA than the running one (a rollover) issues every
+// certificate from now on and each identity renews onto it. Returns false
+// (the running CA stays, logged) when it cannot be opened.
+bool ReopenCa(const CaConfig& next, ReloadParts& parts) {
+  auto ca = pki::OpenLocalCa(next, parts.tpm);
+  if (!ca.ok()) {
+    log::Error("reload: the running CA stays, [ca] cannot be opened: " +
+               std::move(ca).take_status().With("opening the local CA").message());
+    return false;
+  }
+  const bool another = pki::AwsCertificateId((*ca)->certificate()) != parts.ca.id();
+  parts.ca.Replace(std::move(*ca));
+  if (another) parts.enrollment.CaReplaced();
+  return true;
+}
+
 // SIGHUP: re-reads and validates the file the running configuration came
 // from. An unreadable or invalid file is refused with every problem logged,
-// and the running configuration stays. Otherwise sensor additions, removals
-// and the log level take effect now; other changes need a restart, which is
-// logged. Returns the configuration in effect afterwards.
-Config ReloadConfig(const Config& running, Enrollment& enrollment) {
+// and the running configuration stays. Otherwise sensor additions, removals,
+// the log level and [ca] (a new CA: identities renew onto it) take effect
+// now; other changes need a restart, which is logged. Returns the
+// configuration in effect afterwards.
+Config ReloadConfig(const Config& running, ReloadParts parts) {
+  Enrollment& enrollment = parts.enrollment;
   log::Info("reloading the configuration from " + running.source.string());
   auto loaded = LoadConfig(running.source);
   if (!loaded.ok()) {
@@ -153,9 +166,10 @@ Config ReloadConfig(const Config& running, Enrollment& enrollment) {
   effective.agent.log_level = next.agent.log_level;
   log::SetLevel(next.agent.log_level);
   effective.sensors = ApplySensorChanges(running, next, enrollment);
+  if (ReopenCa(next.ca, parts)) effective.ca = next.ca;
 
-  // Everything else (endpoint, TPM, CA, directories, enrollment pacing,
-  // bridge) is wired into running parts: it takes a restart.
+  // Everything else (endpoint, TPM, directories, enrollment pacing, bridge)
+  // is wired into running parts: it takes a restart.
   Config unapplied = next;
   unapplied.sensors = effective.sensors;
   unapplied.agent.log_level = effective.agent.log_level;
@@ -313,14 +327,16 @@ int RunAgent(const Config& config) {
   options.config = config;
   options.tpm = *tpm;
   options.store = store->get();
-  options.issue = MakeIssuer(std::shared_ptr<pki::LocalCa>(std::move(*ca)));
+  auto current_ca = std::make_shared<CurrentCa>(std::move(*ca));
+  options.ca = current_ca;
   options.on_change = [&health](const Identity& id) { health.Feed(id); };
-  options.retire = [&bridge = **bridge](const Identity& id,
-                                        const std::string& old_id) -> std::optional<RetireAnswer> {
+  options.ask = [&bridge = **bridge](
+                    const Identity& id,
+                    const aws::LifecycleAsk& ask) -> std::optional<LifecycleAnswer> {
     // As long as a connect of its own would wait for the answer.
-    bridge::RetireReply r = bridge.AskToRetire(id.name, old_id, ConnectOptions().timeout);
+    bridge::LifecycleReply r = bridge.Ask(id.name, ask, ConnectOptions().timeout);
     if (!r.sent) return std::nullopt;
-    return RetireAnswer{r.answered, r.accepted, std::move(r.detail)};
+    return LifecycleAnswer{r.answered, r.accepted, std::move(r.detail)};
   };
   Enrollment enrollment(std::move(options));
   if (Status l = enrollment.Load(); !l.ok()) return fail(l);
@@ -359,7 +375,7 @@ int RunAgent(const Config& config) {
   while (reload || ((sig = notifier.WaitForSignal(signals)) != SIGTERM && sig != SIGINT)) {
     if (std::exchange(reload, false) || sig == SIGHUP) {
       notifier.Reloading();
-      running = ReloadConfig(running, enrollment);
+      running = ReloadConfig(running, {enrollment, *current_ca, *tpm});
       notifier.Ready(StatusLine(enrollment.Counts(), health.Tick(enrollment)));
     } else {
       notifier.UpdateStatus(StatusLine(enrollment.Counts(), health.Tick(enrollment)));

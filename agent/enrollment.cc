@@ -6,6 +6,7 @@
 #include "enrollment_steps.h"
 #include "gateway_agent/agent/connect_scheduler.h"
 #include "gateway_agent/agent/connect_verdict.h"
+#include "gateway_agent/agent/current_ca.h"
 #include "gateway_agent/agent/health_checks.h"
 #include "gateway_agent/log.h"
 #include "gateway_agent/tpm/tpm_scheduler.h"
@@ -26,6 +27,9 @@ std::string EnrollmentCounts::ToString() const {
 }
 
 Enrollment::Enrollment(Options options) : options_(std::move(options)) {
+  issue_ = [ca = options_.ca](X509_REQ* csr, const std::string& thing, const std::string& ou) {
+    return ca->Issue(csr, thing, ou);
+  };
   ConnectPacing pacing;
   pacing.backoff.initial = options_.config.enrollment.backoff_initial;
   pacing.backoff.max = options_.config.enrollment.backoff_max;
@@ -47,7 +51,17 @@ std::filesystem::path Enrollment::IdentityDir(const std::string& name) const {
 }
 
 Status Enrollment::Load() {
-  return roster_->Load();
+  GA_RETURN_IF_ERROR(roster_->Load());
+  // [ca] may name another CA than the one before the restart.
+  table_->WakeActive();
+  return Status::Ok();
+}
+
+void Enrollment::CaReplaced() {
+  log::Info("identities now get their certificates from CA " + options_.ca->subject() + " (" +
+                options_.ca->id().substr(0, 12) + "): those of another CA renew onto it",
+            {{"CA_CERTIFICATE_ID", options_.ca->id()}});
+  table_->WakeActive();
 }
 
 void Enrollment::Start() {
@@ -98,7 +112,7 @@ EnrollmentCounts Enrollment::Counts() {
 }
 
 StepContext Enrollment::Steps() const {
-  return {options_.config, options_.tpm, options_.issue, options_.connect, options_.crash};
+  return {options_.config, options_.tpm, issue_, options_.connect, options_.crash};
 }
 
 void Enrollment::Worker() {
@@ -171,6 +185,32 @@ Status Enrollment::MakeAndCommit(Identity& identity, StepFunction step, std::str
 }
 
 Status Enrollment::Advance(Identity& identity) {
+  // Not accepted yet, with a certificate of a CA that no longer issues (a CA
+  // rollover; the JITR rule may take only the new CA's events): one of the
+  // current CA instead, for the same key. Saved before the files go, so a
+  // crash between them only issues again.
+  if (identity.state == EnrollmentState::kCertified ||
+      identity.state == EnrollmentState::kRegistering) {
+    const std::string issuer = IssuerIdOf(identity.chain_file);
+    if (!issuer.empty() && issuer != options_.ca->id()) {
+      log::Warning("identity " + identity.name + ": its certificate " +
+                       identity.cert_id.substr(0, 12) + " is from CA " + issuer.substr(0, 12) +
+                       ", not yet accepted; the CA is now " + options_.ca->id().substr(0, 12) +
+                       ": a certificate from it instead",
+                   {{"IDENTITY", identity.name}, {"THING", identity.thing}});
+      const Identity before = identity;
+      identity.state = EnrollmentState::kKeyed;
+      identity.cert_id.clear();
+      identity.cert_file.clear();
+      identity.chain_file.clear();
+      identity.cert_not_after = 0;
+      identity.cert_issued_at = 0;
+      GA_RETURN_IF_ERROR(Commit(identity));
+      std::error_code ignored;
+      std::filesystem::remove(before.cert_file, ignored);
+      std::filesystem::remove(before.chain_file, ignored);
+    }
+  }
   // A step that failed leaves the state as it was: no later step runs.
   if (identity.state == EnrollmentState::kNew) {
     GA_RETURN_IF_ERROR(MakeAndCommit(identity, MakeKey, "creating the TPM key", "key", "keyed"));

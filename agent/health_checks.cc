@@ -11,6 +11,7 @@
 #include <ctime>
 
 #include "gateway_agent/agent/clock.h"
+#include "gateway_agent/agent/current_ca.h"
 #include "gateway_agent/agent/daemon.h"
 #include "gateway_agent/bridge/bridge.h"
 #include "gateway_agent/bridge/outbox.h"
@@ -211,9 +212,15 @@ std::string FixFor(IdentityFileCheck::Problem problem, const Identity& id) {
     case IdentityFileCheck::kCertMismatch:
       return "restore the identity's own certificate and chain, otherwise " + again;
     case IdentityFileCheck::kCertExpired:
+      return "check the clock (timedatectl); if it is right, the running agent renews it by "
+             "itself (see the renewal lines; gateway-agent renew --identity " +
+             id.name + " starts one now)";
     case IdentityFileCheck::kCertNotYetValid:
       return "check the clock (timedatectl); if it is right, " + again;
-    case IdentityFileCheck::kCertExpiringSoon: return "plan the certificate's renewal";
+    case IdentityFileCheck::kCertExpiringSoon:
+      return "the running agent renews it by itself (see the renewal lines; gateway-agent renew "
+             "--identity " +
+             id.name + " starts one now)";
   }
   return "";
 }
@@ -299,9 +306,25 @@ HealthCheck CheckLocalCa(const Config& config, Millis now) {
   if (Status files = CheckStartupFiles(config); !files.ok()) {
     return Error(name, files.message(), "fix [ca] or its files: run refuses to start without");
   }
-  if (validity.problem == IdentityFileCheck::kCertExpiringSoon) {
-    return Warn(name, validity.detail,
-                "plan a new CA (ca init, register it with AWS IoT) before this one ends");
+  const char* kNewCa =
+      "set up a new CA (gateway-agent ca init, register it with AWS IoT), name it in [ca] and "
+      "reload: every identity renews onto it";
+  if (validity.problem == IdentityFileCheck::kCertExpiringSoon)
+    return Warn(name, validity.detail, kNewCa);
+  // A certificate issued now would be due for renewal after the CA ends:
+  // it is cut short to the CA's end, and so is every renewal after it.
+  const Millis ca_ends = ToMillis(X509_get0_notAfter(cert->get()));
+  const Millis next_renewal =
+      now +
+      static_cast<Millis>(
+          static_cast<double>(
+              std::chrono::duration_cast<std::chrono::milliseconds>(config.ca.validity).count()) *
+          config.renewal.threshold);
+  if (ca_ends < next_renewal) {
+    return Warn(name,
+                "it ends on " + FormatUtc(ca_ends, "%Y-%m-%d") +
+                    ", before certificates issued now would renew: they end with it",
+                kNewCa);
   }
   return Ok(name, "backend " +
                       std::string(config.ca.backend == CaBackend::kFile  ? "file"
@@ -471,6 +494,53 @@ Result<IdentityFileCheck> InspectIdentityFiles(const Identity& identity,
                        "certificate " + pki::AwsCertificateId(cert->get()).substr(0, 12), now);
 }
 
+// The renewals: per identity, what keeps its certificate from renewing or
+// its previous one from being retired. One line when nothing does.
+std::vector<HealthCheck> CheckRenewals(const Config& config,
+                                       const Result<std::vector<Identity>>& identities,
+                                       Millis now) {
+  if (!identities.ok()) return {};
+  auto ca = pki::ReadCertificateFile(config.ca.cert);
+  ClearOpenSslErrors();
+  const std::string ca_id = ca.ok() ? pki::AwsCertificateId(ca->get()) : "";
+  const Millis ca_ends = ca.ok() ? ToMillis(X509_get0_notAfter(ca->get())) : 0;
+  std::vector<HealthCheck> out;
+  int onto_new_ca = 0;
+  for (const Identity& id : *identities) {
+    if (id.state != EnrollmentState::kActive || id.cert_not_after == 0) continue;
+    const std::string name = "renewal " + id.name;
+    const std::string issuer = IssuerIdOf(id.chain_file);
+    if (!ca_id.empty() && !issuer.empty() && issuer != ca_id) ++onto_new_ca;
+    if (!id.retiring_cert_id.empty() && !id.renewal_error.empty()) {
+      out.push_back(Warn(name,
+                         "previous certificate " + id.retiring_cert_id.substr(0, 12) +
+                             " not retired yet: " + id.renewal_error,
+                         "check the retire rule and Lambda (cloud/README.md); the agent asks "
+                         "again by itself"));
+    } else if (id.renewal != RenewalStep::kNone && !id.renewal_error.empty()) {
+      out.push_back((id.cert_not_after <= now ? Error : Warn)(
+          name,
+          "renewing (" + std::string(RenewalStepName(id.renewal)) + "), certificate ends " +
+              FormatUtc(id.cert_not_after, "%Y-%m-%dT%H:%M:%SZ") + ": " + id.renewal_error,
+          "see the error; the agent tries again by itself"));
+    } else if (ca_ends != 0 && issuer == ca_id && id.cert_not_after >= ca_ends) {
+      out.push_back(Warn(name,
+                         "certificate ends with the CA on " + FormatUtc(ca_ends, "%Y-%m-%d") +
+                             ": no renewal from it can outlive it",
+                         "set up a new CA (gateway-agent ca init, register it with AWS IoT), "
+                         "name it in [ca] and reload"));
+    }
+  }
+  if (out.empty()) {
+    out.push_back(Ok("renewal", onto_new_ca == 0
+                                    ? "nothing keeps a certificate from renewing"
+                                    : std::to_string(onto_new_ca) + " identit" +
+                                          (onto_new_ca == 1 ? "y renews" : "ies renew") +
+                                          " onto the CA of [ca]"));
+  }
+  return out;
+}
+
 std::vector<HealthCheck> RunHealthChecks(const std::filesystem::path& config_file) {
   std::vector<HealthCheck> out;
   auto loaded = LoadConfig(config_file);
@@ -500,6 +570,7 @@ std::vector<HealthCheck> RunHealthChecks(const std::filesystem::path& config_fil
   out.push_back(CheckTpm(config, &tpm, &no_tpm));
   for (auto& c : CheckIdentities(identities, tpm, no_tpm, now)) out.push_back(std::move(c));
   out.push_back(CheckLocalCa(config, now));
+  for (auto& c : CheckRenewals(config, identities, now)) out.push_back(std::move(c));
   for (auto& c : CheckAwsEndpoint(config.aws)) out.push_back(std::move(c));
   std::string probe_password;
   if (config.local.manage_clients) {

@@ -69,7 +69,28 @@ void IdentityTable::Finish(const Identity& identity) {
   {
     MutexLock lock(mu_);
     in_flight_.erase(identity.name);
-    if (!removed_.count(identity.name)) identities_[identity.name] = identity;
+    if (!removed_.count(identity.name)) {
+      Identity& kept = identities_[identity.name] = identity;
+      if (woken_.erase(identity.name) && kept.state == EnrollmentState::kActive) {
+        kept.next_attempt = std::min(kept.next_attempt, clock_.WallMillis());
+      }
+    }
+  }
+  cv_.notify_all();
+}
+
+void IdentityTable::WakeActive() {
+  {
+    MutexLock lock(mu_);
+    const Millis now = clock_.WallMillis();
+    for (auto& [name, id] : identities_) {
+      if (id.state != EnrollmentState::kActive || id.renewal != RenewalStep::kNone) continue;
+      if (in_flight_.count(name)) {
+        woken_.insert(name);
+      } else {
+        id.next_attempt = std::min(id.next_attempt, now);
+      }
+    }
   }
   cv_.notify_all();
 }
@@ -196,6 +217,13 @@ EnrollmentCounts IdentityTable::Counts() {
     }
   }
   return c;
+}
+
+std::optional<Identity> IdentityTable::Get(const std::string& name) {
+  MutexLock lock(mu_);
+  auto it = identities_.find(name);
+  if (it == identities_.end()) return std::nullopt;
+  return it->second;
 }
 
 }  // namespace ga

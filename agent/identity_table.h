@@ -69,10 +69,14 @@ class IdentityTable {
   // Undoes HoldForRemoval when the removal could not be committed.
   void CancelRemoval(const std::string& name, const std::optional<Identity>& entry)
       GA_EXCLUDES(mu_);
+  // Every ACTIVE identity without a renewal in progress looks at its
+  // certificate again now (one in flight: once its pass ends).
+  void WakeActive() GA_EXCLUDES(mu_);
   // Sensors over the gateway's connection, removed ones left out.
   size_t CountShared() GA_EXCLUDES(mu_);
 
   std::vector<Identity> Snapshot() GA_EXCLUDES(mu_);
+  std::optional<Identity> Get(const std::string& name) GA_EXCLUDES(mu_);
   EnrollmentCounts Counts() GA_EXCLUDES(mu_);
 
  private:
@@ -86,6 +90,7 @@ class IdentityTable {
   std::set<std::string> in_flight_ GA_GUARDED_BY(mu_);
   std::set<std::string> removed_ GA_GUARDED_BY(mu_);
   std::set<std::string> moving_ GA_GUARDED_BY(mu_);
+  std::set<std::string> woken_ GA_GUARDED_BY(mu_);  // WakeActive while in flight
 };
 
 }  // namespace ga

@@ -16,6 +16,7 @@
 #include "gateway_agent/agent/clock.h"
 #include "gateway_agent/agent/connect_scheduler.h"
 #include "gateway_agent/agent/connect_verdict.h"
+#include "gateway_agent/agent/current_ca.h"
 #include "gateway_agent/agent/enrollment.h"
 #include "gateway_agent/agent/health_checks.h"
 #include "gateway_agent/aws_iot.h"
@@ -36,10 +37,17 @@ constexpr Millis kClockRecheck = 60'000;
 // time, and how long one waits for its turn before it looks again.
 constexpr int kProvingAtOnce = 8;
 constexpr Millis kProvingWait = 500;
-// A retirement waiting for the identity's bridge connection to be up.
+// A retirement or CA hand-over waiting for the identity's bridge connection
+// to be up.
 constexpr Millis kRetireWhenConnected = 2'000;
+// A sensor waiting for the gateway to move onto a new CA first (its thing's
+// namespace belongs to the gateway's CA: cloud/jitr-lambda).
+constexpr Millis kGatewayFirstWait = 5'000;
+// An identity whose certificate ends with its CA: looked at again this
+// often (a reload naming a new CA wakes it at once).
+constexpr Millis kCaEndingRecheck = 3'600'000;
 
-std::string RetiredNote(const std::string& old_id, const RetireAnswer& answer) {
+std::string RetiredNote(const std::string& old_id, const LifecycleAnswer& answer) {
   return answer.accepted
              ? "certificate " + old_id + " retired in AWS IoT"
              : "certificate " + old_id + " not retired yet (" +
@@ -101,6 +109,25 @@ Status Enrollment::RenewalFailed(Identity& identity, const std::string& error) {
   return Commit(identity);
 }
 
+Enrollment::CaVerdict Enrollment::JudgeCa(const Identity& identity) {
+  const std::string ca = options_.ca->id();
+  const std::string issuer = IssuerIdOf(identity.chain_file);
+  if (!issuer.empty() && issuer != ca) {
+    if (identity.kind == IdentityKind::kSensor) {
+      std::optional<Identity> gateway = table_->Get("gateway");
+      if (gateway && gateway->state == EnrollmentState::kActive &&
+          IssuerIdOf(gateway->chain_file) != ca) {
+        return CaVerdict::kGatewayFirst;
+      }
+    }
+    return CaVerdict::kOtherCa;
+  }
+  // A certificate from it cannot end later than this one: renewing brings
+  // nothing (and ever shorter certificates) until a new CA is configured.
+  if (identity.cert_not_after >= options_.ca->not_after()) return CaVerdict::kEndsWithCa;
+  return CaVerdict::kSame;
+}
+
 Status Enrollment::Renew(Identity& identity) {
   const Config& config = options_.config;
   const Millis now = options_.clock->WallMillis();
@@ -109,7 +136,24 @@ Status Enrollment::Renew(Identity& identity) {
     // A clock before this build is wrong: nothing is decided by it.
     const bool clock_ok = now >= BuildEpochMillis();
     const Millis at = RenewAt(identity, config.renewal);
-    const bool due = clock_ok && (identity.renewal_asked != 0 || (at != 0 && now >= at));
+    const CaVerdict ca = JudgeCa(identity);
+    const bool asked = identity.renewal_asked != 0;
+    if (clock_ok && !asked && ca == CaVerdict::kGatewayFirst) {
+      identity.next_attempt = now + kGatewayFirstWait;
+      return Status::Ok();
+    }
+    if (clock_ok && !asked && ca == CaVerdict::kEndsWithCa && at != 0 && now >= at) {
+      const std::string why = "certificate ends with CA " + options_.ca->subject() + " on " +
+                              FormatUtc(options_.ca->not_after(), "%Y-%m-%d") +
+                              ": it renews once [ca] names a new CA (gateway-agent ca init, "
+                              "register it with AWS IoT, reload)";
+      identity.next_attempt = now + kCaEndingRecheck;
+      if (identity.renewal_error == why) return Status::Ok();
+      identity.renewal_error = why;
+      Say(log::Level::kWarning, identity, why);
+      return Commit(identity);
+    }
+    const bool due = clock_ok && (asked || ca == CaVerdict::kOtherCa || (at != 0 && now >= at));
     // A renewal that is due goes first: a working certificate matters more
     // than retiring an old one.
     if (!identity.retiring_cert_id.empty() && !due) return RetirePrevious(identity);
@@ -126,7 +170,9 @@ Status Enrollment::Renew(Identity& identity) {
     const bool rekey = config.renewal.rekey || identity.renewal_asked == 2;
     std::string why = identity.renewal_asked           ? " (asked for)"
                       : now >= identity.cert_not_after ? " (expired)"
-                                                       : "";
+                      : ca == CaVerdict::kOtherCa ? " (onto CA " + options_.ca->subject() + ", " +
+                                                        options_.ca->id().substr(0, 12) + ")"
+                                                  : "";
     Say(log::Level::kInfo, identity,
         "renewing certificate " + identity.cert_id + why + " with a new " +
             (rekey ? "key and certificate" : "certificate"));
@@ -245,8 +291,8 @@ Result<Identity> Enrollment::ParkRefused(const std::string& name, const std::str
 }
 
 Status Enrollment::RetirePrevious(Identity& identity) {
-  std::optional<RetireAnswer> answer;
-  if (options_.retire) answer = options_.retire(identity, identity.retiring_cert_id);
+  std::optional<LifecycleAnswer> answer;
+  if (options_.ask) answer = options_.ask(identity, aws::RetireAsk(identity.retiring_cert_id));
   if (!answer) {
     // Its connection is not up (after a switch the bridge reconnects with the
     // new certificate first): again shortly, nothing counted.
@@ -265,6 +311,37 @@ Status Enrollment::RetirePrevious(Identity& identity) {
   return Status::Ok();
 }
 
+std::optional<Status> Enrollment::HandOver(Identity& identity) {
+  const std::string from = IssuerIdOf(identity.chain_file);
+  const std::string to = IssuerIdOf(identity.next_chain_file);
+  if (from.empty() || to.empty() || from == to || !options_.ask) return std::nullopt;
+  const Millis now = options_.clock->WallMillis();
+  std::optional<LifecycleAnswer> answer = options_.ask(identity, aws::HandOverAsk(to));
+  if (!answer) {
+    // Its connection is not up: wait for it, unless its certificate expired
+    // (then only an operator can hand the thing over, cloud/README.md: the
+    // connect below tells whether that was done).
+    if (now < identity.cert_not_after) {
+      identity.next_attempt = now + kRetireWhenConnected;
+      return Status::Ok();
+    }
+    Say(log::Level::kWarning, identity,
+        "its certificate expired, so it cannot ask for thing " + identity.thing +
+            " to be handed over to CA " + to +
+            ": the new certificate is accepted only once an "
+            "operator has done so (cloud/README.md, CA hand-over)");
+    return std::nullopt;
+  }
+  if (!answer->accepted) {
+    return RenewalFailed(identity, "handing thing " + identity.thing + " over to CA " +
+                                       to.substr(0, 12) + ": " +
+                                       (answer->answered ? "refused: " : "") + answer->detail);
+  }
+  Say(log::Level::kInfo, identity,
+      "thing " + identity.thing + " handed over to CA " + to.substr(0, 12) + " in AWS IoT");
+  return std::nullopt;
+}
+
 Status Enrollment::Prove(Identity& identity) {
   if (identity.renewal != RenewalStep::kProving) {
     // A few identities at a time go without their connection: on a slow TPM
@@ -274,6 +351,7 @@ Status Enrollment::Prove(Identity& identity) {
       identity.next_attempt = options_.clock->WallMillis() + kProvingWait;
       return Status::Ok();
     }
+    if (std::optional<Status> waiting = HandOver(identity)) return *waiting;
     // The bridge lets go of the connection (bridge_feed), then a CONNECT a
     // second after its last one (AWS: one per second per client id); the
     // worker serves others meanwhile.

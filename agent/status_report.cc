@@ -137,7 +137,8 @@ std::string StatusTable(const std::vector<Identity>& identities, Millis now,
     }
     // An ACTIVE identity's next step is its certificate's renewal.
     const bool renewing = id.state == EnrollmentState::kActive &&
-                          (id.renewal != RenewalStep::kNone || !id.retiring_cert_id.empty());
+                          (id.renewal != RenewalStep::kNone || !id.retiring_cert_id.empty() ||
+                           !id.renewal_error.empty());
     if (renewing) {
       note = id.renewal != RenewalStep::kNone
                  ? "renewing (" + std::string(RenewalStepName(id.renewal)) + ")" +

@@ -14,10 +14,10 @@
 #include "gateway_agent/log.h"
 #include "gateway_agent/rate.h"
 #include "gateway_agent/thread_annotations.h"
+#include "lifecycle_request.h"
 #include "local_link.h"
 #include "outbox_full_log.h"
 #include "outbox_staging.h"
-#include "retire_request.h"
 #include "topic_map.h"
 
 namespace ga::bridge {
@@ -145,8 +145,8 @@ class Bridge::Loop {
     }
   }
 
-  void AskToRetire(const std::string& name, const std::shared_ptr<RetireRequest>& request) {
-    clouds_->AskToRetire(name, request);
+  void Ask(const std::string& name, const std::shared_ptr<LifecycleRequest>& request) {
+    clouds_->Ask(name, request);
   }
 
   BridgeHealth Health() const {
@@ -277,7 +277,7 @@ Status Bridge::Start() {
   if (thread_.joinable()) return FailedPrecondition("the bridge is already running");
   Loop* loop = loop_.get();
   thread_ = std::thread([loop] { loop->Run(); });
-  MutexLock lock(retire_mu_);
+  MutexLock lock(asked_mu_);
   running_ = true;
   return Status::Ok();
 }
@@ -287,11 +287,11 @@ void Bridge::Stop() {
     loop_->RequestStop();
     thread_.join();
   }
-  MutexLock lock(retire_mu_);
+  MutexLock lock(asked_mu_);
   running_ = false;
   for (const auto& weak : asked_) {
     if (auto request = weak.lock()) {
-      RetireReply none;
+      LifecycleReply none;
       none.detail = "the bridge stopped before the answer";
       request->Complete(std::move(none));
     }
@@ -303,20 +303,20 @@ void Bridge::Upsert(const BridgeIdentity& identity) {
   loop_->Post([loop = loop_.get(), identity] { loop->Upsert(identity); });
 }
 
-RetireReply Bridge::AskToRetire(const std::string& name, const std::string& old_certificate_id,
-                                std::chrono::milliseconds timeout) {
-  auto request = std::make_shared<RetireRequest>(old_certificate_id);
+LifecycleReply Bridge::Ask(const std::string& name, const aws::LifecycleAsk& ask,
+                           std::chrono::milliseconds timeout) {
+  auto request = std::make_shared<LifecycleRequest>(ask);
   {
-    MutexLock lock(retire_mu_);
+    MutexLock lock(asked_mu_);
     if (!running_) {
-      RetireReply none;
+      LifecycleReply none;
       none.detail = "the bridge is not running";
       return none;
     }
-    std::erase_if(asked_, [](const std::weak_ptr<RetireRequest>& w) { return w.expired(); });
+    std::erase_if(asked_, [](const std::weak_ptr<LifecycleRequest>& w) { return w.expired(); });
     asked_.push_back(request);
   }
-  loop_->Post([loop = loop_.get(), name, request] { loop->AskToRetire(name, request); });
+  loop_->Post([loop = loop_.get(), name, request] { loop->Ask(name, request); });
   return request->Wait(timeout);
 }
 

@@ -83,7 +83,7 @@ void CloudLinks::Drop(const std::string& name) {
   auto it = clouds_.find(name);
   if (it == clouds_.end()) return;
   CloudConnection& c = *it->second;
-  EndRetire(c, "the connection was let go before the answer");
+  EndAsked(c, "the connection was let go before the answer");
   Detach(c);
   for (CloudConnection* rider : std::vector<CloudConnection*>(c.riders)) Detach(*rider);
   parts_.loop.Unwatch(c);
@@ -321,7 +321,7 @@ void CloudLinks::CloudIsBack() {
 // own thing or one of the sensors it carries.
 void CloudLinks::OnMessage(mosquitto* m, const mosquitto_message* msg) {
   CloudConnection* c = Of(m);
-  if (c == nullptr || TakeRetireAnswer(*c, msg) || !parts_.local.connected()) return;
+  if (c == nullptr || TakeLifecycleAnswer(*c, msg) || !parts_.local.connected()) return;
   std::vector<CloudConnection*> who = {c};
   who.insert(who.end(), c->riders.begin(), c->riders.end());
   for (CloudConnection* target : who) {
@@ -373,7 +373,7 @@ void CloudLinks::Lost(CloudConnection& c, int rc) {
 void CloudLinks::SetConnected(CloudConnection& c, bool up) {
   if (c.connected == up) return;
   c.connected = up;
-  if (!up) EndRetire(c, "the connection closed before the answer");
+  if (!up) EndAsked(c, "the connection closed before the answer");
   if (Status s = parts_.outbox.SetConnected(c.name, up); !s.ok()) {
     log::Error(s.message(), {{"IDENTITY", c.name}});
   }
@@ -523,7 +523,7 @@ void CloudLinks::MarkAllWrite() {
 
 void CloudLinks::Clear() {
   for (auto& [name, c] : clouds_) {
-    EndRetire(*c, "the bridge stopped before the answer");
+    EndAsked(*c, "the bridge stopped before the answer");
     if (Status s = parts_.outbox.SetConnected(name, false); !s.ok()) {
       log::Error(s.message(), {{"IDENTITY", name}});
     }

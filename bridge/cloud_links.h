@@ -11,8 +11,9 @@
 //                   and rates (SendBudget), riders in turns; PUBACKs
 //   shared_mode.cc  riders (sensors in shared mode) attached to and detached
 //                   from their carrier, and its command subscriptions
-//   cloud_retire.cc retirements of a previous certificate asked over a
-//                   connection that keeps carrying messages
+//   cloud_lifecycle.cc  requests about the identity's certificates and
+//                   thing (retire the previous one, CA hand-over) asked over
+//                   a connection that keeps carrying messages
 #pragma once
 
 #include <functional>
@@ -88,10 +89,10 @@ class CloudLinks {
   void MarkAllWrite();
   // Forgets every connection (shutdown, after the last write).
   void Clear();
-  // Asks over `name`'s own connection for a certificate to be retired
-  // (Bridge::AskToRetire); `request` is completed with the answer, or when
-  // the connection ends or is not up.
-  void AskToRetire(const std::string& name, const std::shared_ptr<RetireRequest>& request);
+  // Asks a lifecycle request over `name`'s own connection (Bridge::Ask);
+  // `request` is completed with the answer, or when the connection ends or
+  // is not up.
+  void Ask(const std::string& name, const std::shared_ptr<LifecycleRequest>& request);
   // Why each connection that failed is down (a carried sensor: its carrier's),
   // and the refusals in a row of each connection that has some. Returns how
   // many connections of their own are up.
@@ -124,13 +125,13 @@ class CloudLinks {
   // cloud_send.cc
   bool SendOne(CloudConnection& sender, CloudConnection& via, Clock::time_point now);
   void OnPuback(mosquitto* m, int mid);
-  // cloud_retire.cc
+  // cloud_lifecycle.cc
   void OnSubscribe(mosquitto* m, int mid, int count, const int* granted);
-  // True when `msg` is an answer on the retire topic (taken here, never
-  // delivered as a command).
-  bool TakeRetireAnswer(CloudConnection& c, const mosquitto_message* msg);
-  // Completes the retirement waiting on `c`, if any, unanswered.
-  void EndRetire(CloudConnection& c, const std::string& why);
+  // True when `msg` is on the thing's lifecycle topics (an answer: taken
+  // here, never delivered as a command).
+  bool TakeLifecycleAnswer(CloudConnection& c, const mosquitto_message* msg);
+  // Completes the request waiting on `c`, if any, unanswered.
+  void EndAsked(CloudConnection& c, const std::string& why);
   // shared_mode.cc
   void AddRider(const BridgeIdentity& identity);
   void Attach(CloudConnection& carrier, CloudConnection& rider);

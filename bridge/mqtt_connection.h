@@ -22,7 +22,7 @@
 
 namespace ga::bridge {
 
-class RetireRequest;
+class LifecycleRequest;
 
 using Clock = std::chrono::steady_clock;
 
@@ -88,10 +88,10 @@ struct CloudConnection : MqttConnection {
   // (the certificate INACTIVE, REVOKED or expired, the thing or policy
   // detached); a CONNACK 0 resets it.
   int refused = 0;
-  // A retirement asked over this connection, waiting for its answer, and the
-  // id of its SUBSCRIBE until the SUBACK (cloud_retire.cc).
-  std::shared_ptr<RetireRequest> retire;
-  int retire_subscribe_mid = -1;
+  // A lifecycle request asked over this connection, waiting for its answer,
+  // and the id of its SUBSCRIBE until the SUBACK (cloud_lifecycle.cc).
+  std::shared_ptr<LifecycleRequest> asked;
+  int asked_subscribe_mid = -1;
 
   size_t in_flight() const { return inflight.size() + carried.size(); }
 };

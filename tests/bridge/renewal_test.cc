@@ -496,6 +496,162 @@ TEST(Renewal, TheRenewCommandRenewsNowWithANewKey) {
   ExpectNoViolations(**h);
 }
 
+// A second CA made by `ca init`, registered with AWS IoT and given the JITR
+// rule (its events only, as deploy.sh --ca-id does); returns its id.
+Result<std::string> SecondCa(AgentHarness& h) {
+  const std::filesystem::path dir = h.dir() / "ca2";
+  auto init = RunCommand({GA_AGENT_BINARY, "ca", "init", "--backend", "file", "--subject",
+                          "CN=Second Gateway CA,O=gateway-agent tests", "--days", "60", "--out-dir",
+                          dir.string()});
+  if (init.exit_code != 0) return Internal("ca init: " + init.output);
+  GA_ASSIGN_OR_RETURN(std::string id, h.sim().RegisterCa(dir));
+  GA_RETURN_IF_ERROR(h.sim().CreateJitrRule(id));
+  return id;
+}
+
+// [ca] names the second CA (a reload then applies it).
+void UseSecondCa(AgentHarness& h) {
+  h.RewriteConfig([](std::string& text) {
+    for (size_t at; (at = text.find("/ca/ca.")) != std::string::npos;) {
+      text.replace(at, 7, "/ca2/ca.");
+    }
+  });
+}
+
+// CA rollover: a second CA (`ca init`, registered with AWS IoT, its JITR rule)
+// named in [ca] and the agent reloaded while messages flow: every identity
+// renews onto it ahead of its schedule, the gateway first; each asks over its
+// current connection for its thing to be handed over to the new CA (the
+// Lambda refuses a certificate of another CA than the thing's otherwise),
+// then retires its certificate of the old CA. Nothing is lost; each thing
+// ends with one ACTIVE certificate, of the new CA.
+TEST(Renewal, ANewCaInTheConfigurationEveryIdentityRenewsOntoItAndItsThingIsHandedOver) {
+  HarnessOptions o;
+  o.sensors = 2;
+  o.over_gateway = {2};
+  // A CA that ends in a day: the certificates (30 days asked) end with it,
+  // and are due at once (20 days before their end).
+  o.ca_days = 1;
+  o.extra_config = "[renewal]\nbefore = \"20d\"\nretry_initial = \"1s\"\nretry_max = \"5s\"\n";
+  auto h = AgentHarness::Start(o);
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  ASSERT_TRUE((*h)->StartAgent().ok());
+  ASSERT_TRUE((*h)->WaitForState("ACTIVE", 2, 60s)) << Log(**h);
+  // Renewing from that CA would gain nothing: no renewal, and status and
+  // check say why.
+  std::string ending;
+  ASSERT_TRUE((*h)->WaitForStatus(
+      [](const std::string& s) {
+        for (const std::string name : {"gateway", "s1"}) {
+          if (StatusOf(s, name)["renewal"].value("error", "").find("ends with CA") ==
+              std::string::npos) {
+            return false;
+          }
+        }
+        return true;
+      },
+      30s, &ending))
+      << ending << "\n"
+      << Log(**h);
+  EXPECT_EQ(Renewals(ending, "gateway") + Renewals(ending, "s1"), 0);
+  auto check = (*h)->Cli({"check"});
+  EXPECT_NE(check.output.find("\u26a0 local ca"), std::string::npos) << check.output;
+  EXPECT_NE(check.output.find("certificate ends with the CA"), std::string::npos) << check.output;
+  const std::string before = (*h)->StatusJson();
+
+  auto ca2_id = SecondCa(**h);
+  ASSERT_TRUE(ca2_id.ok()) << ca2_id.status().ToString();
+
+  LocalClient sensor((*h)->broker().port(), "rollover-test");
+  ASSERT_TRUE(sensor.connected());
+  int sent = 0;
+  auto publish = [&](int n) {
+    for (int i = 0; i < n; ++i, ++sent) {
+      ASSERT_TRUE(sensor.Publish("sensors/s1/seq", std::to_string(sent)));
+      ASSERT_TRUE(sensor.Publish("sensors/s2/seq", std::to_string(sent)));
+      std::this_thread::sleep_for(20ms);
+    }
+  };
+  publish(50);
+  UseSecondCa(**h);
+  ASSERT_TRUE((*h)->agent().Signal(SIGHUP, 0s) == std::nullopt);  // reloads, runs on
+  bool moved = false;
+  const auto reloaded = std::chrono::steady_clock::now();
+  auto deadline = reloaded + 120s;
+  while (!moved && std::chrono::steady_clock::now() < deadline) {
+    publish(50);
+    std::string s = (*h)->StatusJson();
+    moved = Renewals(s, "gateway") == 1 && Renewals(s, "s1") == 1;
+  }
+  ASSERT_TRUE(moved) << (*h)->StatusJson() << "\n" << Log(**h);
+  const double took =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - reloaded).count();
+  publish(50);
+
+  std::vector<CloudMessage> got;
+  WaitForCloudCount((*h)->sim(), static_cast<size_t>(2 * sent), 60s, &got);
+  std::map<std::string, std::set<std::string>> seen;
+  for (const auto& m : got) seen[m.topic].insert(m.payload_b64);
+  for (const std::string topic : {"dt/gw-test:s1/seq", "dt/gw-test:s2/seq"}) {
+    EXPECT_EQ(seen[topic].size(), static_cast<size_t>(sent)) << topic;
+  }
+  std::printf(
+      "[ figures  ] gateway and s1 on the new CA %.1f s after the reload; %d messages "
+      "per sensor, %zu arrived\n",
+      took, sent, got.size());
+
+  const std::string log = Log(**h);
+  EXPECT_EQ(log.find("refused"), std::string::npos) << log;  // the gateway went first
+  const std::string status = (*h)->StatusJson();
+  for (const auto& [name, thing] :
+       {std::pair<std::string, std::string>{"gateway", "gw-test"}, {"s1", "gw-test:s1"}}) {
+    const std::string id = StatusOf(status, name).value("certificateId", "");
+    Json cert = AwsJson((*h)->sim(), {"describe-certificate", "--certificate-id", id});
+    EXPECT_EQ(cert["certificateDescription"].value("caCertificateId", ""), *ca2_id) << name;
+    EXPECT_EQ(cert["certificateDescription"].value("status", ""), "ACTIVE") << name;
+    Json t = AwsJson((*h)->sim(), {"describe-thing", "--thing-name", thing});
+    EXPECT_EQ(t["attributes"].value("caCertificateId", ""), *ca2_id) << t.dump();
+    Json principals = AwsJson((*h)->sim(), {"list-thing-principals", "--thing-name", thing});
+    ASSERT_EQ(principals["principals"].size(), 1u) << thing << ": " << principals.dump();
+    const std::string old_id = StatusOf(before, name).value("certificateId", "");
+    Json old = AwsJson((*h)->sim(), {"describe-certificate", "--certificate-id", old_id});
+    EXPECT_EQ(old["certificateDescription"].value("status", ""), "INACTIVE") << old.dump();
+  }
+  ASSERT_TRUE((*h)->agent().Signal(SIGTERM, 20s).has_value());
+  ExpectNoViolations(**h);
+  ExpectNoTransientObjects(**h);
+}
+
+// An identity not accepted yet when the CA changes (here: no JITR rule took
+// its registration event) gets a certificate from the new CA, for the same
+// key, and is accepted with it.
+TEST(Renewal, AnIdentityNotAcceptedYetWhenTheCaChangesGetsACertificateOfTheNewCa) {
+  HarnessOptions o;
+  o.sensors = 1;
+  auto h = AgentHarness::Start(o);
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  ASSERT_TRUE(
+      (*h)->sim().Aws({"delete-topic-rule", "--rule-name", "gateway_agent_jitr"}).exit_code == 0);
+  ASSERT_TRUE((*h)->StartAgent().ok());
+  ASSERT_TRUE((*h)->WaitForState("REGISTERING", 2, 60s)) << Log(**h);
+  const std::string before = (*h)->StatusJson();
+  auto ca2_id = SecondCa(**h);
+  ASSERT_TRUE(ca2_id.ok()) << ca2_id.status().ToString();
+  UseSecondCa(**h);
+  ASSERT_TRUE((*h)->agent().Signal(SIGHUP, 0s) == std::nullopt);
+  std::string status;
+  ASSERT_TRUE((*h)->WaitForState("ACTIVE", 2, 90s, &status)) << status << "\n" << Log(**h);
+  for (const std::string name : {"gateway", "s1"}) {
+    Json now = StatusOf(status, name);
+    EXPECT_EQ(now.value("keyFile", ""), StatusOf(before, name).value("keyFile", "")) << name;
+    Json cert = AwsJson(
+        (*h)->sim(), {"describe-certificate", "--certificate-id", now.value("certificateId", "")});
+    EXPECT_EQ(cert["certificateDescription"].value("caCertificateId", ""), *ca2_id) << name;
+  }
+  ASSERT_TRUE((*h)->agent().Signal(SIGTERM, 20s).has_value());
+  ExpectNoViolations(**h);
+}
+
 // A clock before the agent's build (a gateway booted without its time): the
 // agent says so and exits as a transient failure (systemd starts it again),
 // never as one that needs an operator; with the clock right it enrolls.

@@ -30,12 +30,28 @@ inline constexpr size_t kMaxSubscriptionsPerConnection = 50;
 // AWS thing names at 128, so an enrollable thing name has at most 64.
 inline constexpr size_t kMaxCommonNameBytes = 64;
 
-// Where an identity asks, with its new certificate, for its previous one to
-// be retired (cloud/jitr-lambda: the retire rule and the Lambda answer on
-// <topic>/accepted or <topic>/rejected; the device and gateway policies allow
-// each thing only its own).
-inline std::string RetireTopic(const std::string& thing) {
-  return "lifecycle/" + thing + "/retire";
+// An identity's requests about its own certificates and thing, published
+// over its own connection to lifecycle/<thing>/<action> as {"<field>":"<value>"}
+// (cloud/jitr-lambda: a topic rule per action runs the Lambda, which answers
+// on lifecycle/<thing>/<action>/accepted or /rejected, echoing <field>; the
+// device and gateway policies allow each thing only its own topics).
+struct LifecycleAsk {
+  std::string action;
+  std::string field;
+  std::string value;
+};
+inline std::string LifecycleTopic(const std::string& thing, const std::string& action) {
+  return "lifecycle/" + thing + "/" + action;
+}
+// With its new certificate, for its previous one to be retired.
+inline LifecycleAsk RetireAsk(const std::string& old_certificate_id) {
+  return {"retire", "oldCertificateId", old_certificate_id};
+}
+// With its current certificate, for its thing to be handed over to the
+// registered CA `ca_certificate_id` (a CA rollover), before it connects with
+// a certificate of that CA.
+inline LifecycleAsk HandOverAsk(const std::string& ca_certificate_id) {
+  return {"handover", "caCertificateId", ca_certificate_id};
 }
 
 }  // namespace ga::aws

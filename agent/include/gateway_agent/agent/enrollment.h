@@ -34,6 +34,7 @@
 #include "gateway_agent/agent/clock.h"
 #include "gateway_agent/agent/identity_store.h"
 #include "gateway_agent/agent/jitr_connect.h"
+#include "gateway_agent/aws_iot.h"
 #include "gateway_agent/config.h"
 #include "gateway_agent/status.h"
 #include "gateway_agent/tpm/tpm_context.h"
@@ -41,6 +42,7 @@
 namespace ga {
 
 class ConnectScheduler;
+class CurrentCa;
 class IdentityTable;
 class SensorRoster;
 struct StepContext;
@@ -83,9 +85,10 @@ struct EnrollmentCounts {
 // once renewal.threshold of its life has passed, or renewal.before is left.
 Millis RenewAt(const Identity& id, const RenewalConfig& renewal);
 
-// AWS IoT's answer to a request to retire a certificate (lifecycle/<thing>/retire,
-// answered by the JITR Lambda on lifecycle/<thing>/retire/accepted or /rejected).
-struct RetireAnswer {
+// AWS IoT's answer to a lifecycle request (aws::LifecycleAsk: retire a
+// certificate, hand the thing over to a new CA), answered by the JITR Lambda
+// on lifecycle/<thing>/<action>/accepted or /rejected.
+struct LifecycleAnswer {
   bool answered = false;  // false: no answer in time (the rule or Lambda may be down)
   bool accepted = false;
   std::string detail;  // the rejection's reason, or why there was no answer
@@ -97,7 +100,9 @@ class Enrollment {
     Config config;
     std::shared_ptr<tpm::TpmContext> tpm;
     IdentityStore* store = nullptr;
-    IssueFunction issue;
+    // Issues the certificates; a reload may replace the CA it holds (every
+    // identity then renews onto the new one).
+    std::shared_ptr<CurrentCa> ca;
     // Called (from a worker thread) after every committed state change.
     std::function<void(const Identity&)> on_change;
     Connector connect = AttemptConnect;
@@ -105,9 +110,10 @@ class Enrollment {
     Clock* clock = &SystemClock();
     CrashHook crash = CrashPoint;
     // Asks over the identity's bridge connection (with the certificate in
-    // use), which keeps carrying its messages, for its previous certificate
-    // to be retired; nullopt when that connection is not up yet.
-    std::function<std::optional<RetireAnswer>(const Identity&, const std::string& old_id)> retire;
+    // use), which keeps carrying its messages: for its previous certificate
+    // to be retired, for its thing to be handed over to a new CA. nullopt
+    // when that connection is not up.
+    std::function<std::optional<LifecycleAnswer>(const Identity&, const aws::LifecycleAsk&)> ask;
   };
 
   explicit Enrollment(Options options);
@@ -138,6 +144,9 @@ class Enrollment {
   // `force`: also an identity PARKED after it was ACTIVE (ParkRefused), which
   // becomes ACTIVE again and renews.
   Result<Identity> AskRenewal(const std::string& name, bool rekey, bool force = false);
+  // The CA was replaced (Options::ca, a reload): every ACTIVE identity looks
+  // at its certificate now, and those of another CA renew onto this one.
+  void CaReplaced();
   // An ACTIVE identity whose certificate AWS IoT turns away while others
   // connect: PARKED with `reason`, not renewed behind the operator's back
   // (AskRenewal with `force` undoes it). Refused while a renewal is asked for
@@ -172,10 +181,21 @@ class Enrollment {
   Status Register(Identity& identity);
   // An ACTIVE identity: renews its certificate when due (renewal.cc).
   Status Renew(Identity& identity);
+  // The identity's certificate against the CA that issues now: the same
+  // one; another (it renews onto this one), but a sensor waits for the
+  // gateway to be on it first; or the same and the certificate ends with it
+  // (renewing from it gains nothing).
+  enum class CaVerdict { kSame, kOtherCa, kGatewayFirst, kEndsWithCa };
+  CaVerdict JudgeCa(const Identity& identity);
   // One connect with the next certificate while the bridge lets go of the
   // identity's connection; once it is accepted, the switch to it.
   Status Prove(Identity& identity);
-  // Asks for the previous certificate to be retired (Options::retire) and
+  // Before a certificate of another CA than the one in use is proven: asks,
+  // over the connection with the certificate in use, for the thing to be
+  // handed over to that CA (Options::ask). nullopt: go on; else the pass
+  // ends there (waiting for the connection, or the refusal saved).
+  std::optional<Status> HandOver(Identity& identity);
+  // Asks for the previous certificate to be retired (Options::ask) and
   // saves the answer: the old files deleted once retired, else asked again.
   Status RetirePrevious(Identity& identity);
   // Changes the saved state of `name` by `change` (an error refuses it) while
@@ -195,6 +215,7 @@ class Enrollment {
   StepContext Steps() const;
 
   Options options_;
+  IssueFunction issue_;  // options_.ca's
   std::unique_ptr<ConnectScheduler> scheduler_;
   std::unique_ptr<IdentityTable> table_;
   std::unique_ptr<SensorRoster> roster_;

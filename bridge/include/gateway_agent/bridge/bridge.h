@@ -40,6 +40,7 @@
 #include <thread>
 #include <vector>
 
+#include "gateway_agent/aws_iot.h"
 #include "gateway_agent/config.h"
 #include "gateway_agent/status.h"
 #include "gateway_agent/thread_annotations.h"
@@ -88,15 +89,16 @@ struct BridgeHealth {
   std::map<std::string, std::string> local_client_problems;
 };
 
-// The answer to a retirement asked over an identity's own connection.
-struct RetireReply {
+// The answer to a lifecycle request (aws::LifecycleAsk) asked over an
+// identity's own connection.
+struct LifecycleReply {
   bool sent = false;  // false: its connection is not up, nothing was asked
   bool answered = false;
   bool accepted = false;
   std::string detail;  // the rejection's reason, or why there was no answer
 };
 
-class RetireRequest;
+class LifecycleRequest;
 
 class Bridge {
  public:
@@ -129,22 +131,22 @@ class Bridge {
   Bridge& operator=(const Bridge&) = delete;
 
   // Starts the loop thread; it connects to the local broker at once.
-  Status Start() GA_EXCLUDES(retire_mu_);
+  Status Start() GA_EXCLUDES(asked_mu_);
   // Finishes in-flight commits, disconnects cleanly, joins the loop thread.
-  void Stop() GA_EXCLUDES(retire_mu_);
+  void Stop() GA_EXCLUDES(asked_mu_);
 
   // Thread-safe; applied by the loop. A known identity that is not active yet
   // has its messages kept in the outbox until it is.
   void Upsert(const BridgeIdentity& identity);
   void Remove(const std::string& name);
 
-  // Asks, over `name`'s own cloud connection while it is up, for its
-  // certificate `old_certificate_id` to be retired (aws::RetireTopic: the
-  // retire rule's Lambda answers), and waits up to `timeout` for the answer.
-  // The connection carries messages meanwhile: a retirement that gets no
-  // answer costs no traffic. Thread-safe; blocks the caller.
-  RetireReply AskToRetire(const std::string& name, const std::string& old_certificate_id,
-                          std::chrono::milliseconds timeout) GA_EXCLUDES(retire_mu_);
+  // Asks `ask` (a retirement, a CA hand-over: aws::LifecycleTopic, a
+  // Lambda answers) over `name`'s own cloud connection while it is up, and
+  // waits up to `timeout` for the answer. The connection carries messages
+  // meanwhile: a request that gets no answer costs no traffic. Thread-safe;
+  // blocks the caller.
+  LifecycleReply Ask(const std::string& name, const aws::LifecycleAsk& ask,
+                     std::chrono::milliseconds timeout) GA_EXCLUDES(asked_mu_);
 
   bool local_connected() const { return local_connected_; }
   // Thread-safe; refreshed by the loop every tick.
@@ -155,10 +157,10 @@ class Bridge {
   explicit Bridge(std::unique_ptr<Loop> loop);
   std::unique_ptr<Loop> loop_;
   std::thread thread_;
-  // Retirements asked and maybe still waiting: Stop() answers them.
-  Mutex retire_mu_;
-  bool running_ GA_GUARDED_BY(retire_mu_) = false;
-  std::vector<std::weak_ptr<RetireRequest>> asked_ GA_GUARDED_BY(retire_mu_);
+  // Lifecycle requests asked and maybe still waiting: Stop() answers them.
+  Mutex asked_mu_;
+  bool running_ GA_GUARDED_BY(asked_mu_) = false;
+  std::vector<std::weak_ptr<LifecycleRequest>> asked_ GA_GUARDED_BY(asked_mu_);
   std::atomic<bool> local_connected_{false};
 };
 

@@ -1,26 +1,27 @@
-// One retirement asked over an identity's bridge connection: the caller (an
-// enrollment worker) waits on it, the loop completes it once the retire
-// Lambda answers, or the connection ends first.
+// One lifecycle request (aws::LifecycleAsk: a retirement, a CA hand-over)
+// asked over an identity's bridge connection: the caller (an enrollment
+// worker) waits on it, the loop completes it once the Lambda answers, or the
+// connection ends first.
 #pragma once
 
 #include <chrono>
 #include <condition_variable>
 #include <string>
 
+#include "gateway_agent/aws_iot.h"
 #include "gateway_agent/bridge/bridge.h"
 #include "gateway_agent/thread_annotations.h"
 
 namespace ga::bridge {
 
-class RetireRequest {
+class LifecycleRequest {
  public:
-  explicit RetireRequest(std::string old_certificate_id)
-      : old_certificate_id_(std::move(old_certificate_id)) {}
+  explicit LifecycleRequest(aws::LifecycleAsk ask) : ask_(std::move(ask)) {}
 
-  const std::string& old_certificate_id() const { return old_certificate_id_; }
+  const aws::LifecycleAsk& ask() const { return ask_; }
 
   // The first completion counts; later ones are ignored.
-  void Complete(RetireReply reply) GA_EXCLUDES(mu_) {
+  void Complete(LifecycleReply reply) GA_EXCLUDES(mu_) {
     {
       MutexLock lock(mu_);
       if (done_) return;
@@ -31,24 +32,24 @@ class RetireRequest {
   }
 
   // The reply, or after `timeout` one that says no answer came.
-  RetireReply Wait(std::chrono::milliseconds timeout) GA_EXCLUDES(mu_) {
+  LifecycleReply Wait(std::chrono::milliseconds timeout) GA_EXCLUDES(mu_) {
     MutexLock lock(mu_);
     const auto until = std::chrono::steady_clock::now() + timeout;
     while (!done_ && cv_.wait_until(mu_, until) == std::cv_status::no_timeout) {
     }
     if (done_) return reply_;
-    RetireReply none;
+    LifecycleReply none;
     none.sent = true;
     none.detail = "no answer within " + std::to_string(timeout.count()) + " ms";
     return none;
   }
 
  private:
-  const std::string old_certificate_id_;
+  const aws::LifecycleAsk ask_;
   Mutex mu_;
   std::condition_variable_any cv_;
   bool done_ GA_GUARDED_BY(mu_) = false;
-  RetireReply reply_ GA_GUARDED_BY(mu_);
+  LifecycleReply reply_ GA_GUARDED_BY(mu_);
 };
 
 }  // namespace ga::bridge

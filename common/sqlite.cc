@@ -6,6 +6,20 @@
 
 namespace ga::sqlite {
 
+namespace {
+
+// A file that is not a database, or a corrupt one, stays so: a bad file (a
+// restart does not help). Anything else: an I/O error.
+Code CodeOf(int rc) {
+  switch (rc & 0xff) {
+    case SQLITE_NOTADB:
+    case SQLITE_CORRUPT: return Code::kInvalidArgument;
+    default: return Code::kIo;
+  }
+}
+
+}  // namespace
+
 Status Error(sqlite3* db, std::string_view what) {
   // Every error names the file: "file is not a database" alone says not which.
   const char* file = db != nullptr ? sqlite3_db_filename(db, "main") : nullptr;
@@ -13,7 +27,7 @@ Status Error(sqlite3* db, std::string_view what) {
   if (file != nullptr && *file != '\0' && what.find(file) == std::string_view::npos) {
     where = std::string(" (") + file + ")";
   }
-  return {Code::kIo, std::string(what) + where + ": " + sqlite3_errmsg(db)};
+  return {CodeOf(sqlite3_errcode(db)), std::string(what) + where + ": " + sqlite3_errmsg(db)};
 }
 
 Result<Stmt> Prepare(sqlite3* db, const char* sql) {
@@ -65,12 +79,12 @@ Database::~Database() {
 
 Status Database::Exec(const char* sql) {
   char* err = nullptr;
-  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+  if (int rc = sqlite3_exec(db_, sql, nullptr, nullptr, &err); rc != SQLITE_OK) {
     std::string m = err ? err : sqlite3_errmsg(db_);
     sqlite3_free(err);
     const char* file = sqlite3_db_filename(db_, "main");
     if (file != nullptr && *file != '\0') m = std::string(file) + ": " + m;
-    return {Code::kIo, m};
+    return {CodeOf(rc), m};
   }
   return Status::Ok();
 }

@@ -23,7 +23,8 @@ struct StmtDeleter {
 };
 using Stmt = std::unique_ptr<sqlite3_stmt, StmtDeleter>;
 
-// "<what>: <sqlite's message for db>" as an I/O error.
+// "<what>: <sqlite's message for db>" as an I/O error; InvalidArgument when
+// the file is not a database or is corrupt (a restart does not fix that).
 Status Error(sqlite3* db, std::string_view what);
 
 // Every prepare is checked: "prepare <sql>: <sqlite's message>".
@@ -64,7 +65,7 @@ class Database {
   Database& operator=(const Database&) = delete;
 
   // Runs SQL without results (several statements allowed). The error is
-  // SQLite's message (Io).
+  // SQLite's message after the file's path (Io; InvalidArgument as for Error).
   Status Exec(const char* sql);
   Status Exec(const std::string& sql) { return Exec(sql.c_str()); }
 
@@ -76,7 +77,8 @@ class Database {
   // bindings cleared. For statements on a hot path.
   Result<sqlite3_stmt*> Cached(const char* sql);
 
-  // "<what> (<file>): <sqlite's message for the last failure>" as an I/O error.
+  // "<what> (<file>): <sqlite's message for the last failure>", coded as for
+  // sqlite::Error.
   Status Error(std::string_view what) const { return sqlite::Error(db_, what); }
 
   // Rows changed by the last INSERT, UPDATE or DELETE.

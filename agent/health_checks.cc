@@ -379,8 +379,14 @@ std::vector<HealthCheck> CheckStateDir(const Config& config, Millis now) {
 
   auto stats = bridge::ReadOutboxStats(dir / bridge::kOutboxDb);
   if (!stats.ok()) {
-    out.push_back(Error("outbox", stats.status().message(),
-                        "check " + (dir / bridge::kOutboxDb).string() + " and its permissions"));
+    const std::string path = (dir / bridge::kOutboxDb).string();
+    out.push_back(Error(
+        "outbox", stats.status().message(),
+        stats.status().code() == Code::kInvalidArgument
+            ? "not a database any more: stop the agent and move " + path +
+                  " aside (with its -wal file); the agent makes a new one, the messages in the "
+                  "old one are not sent"
+            : "check " + path + " and its permissions"));
     return out;
   }
   int64_t messages = 0;

@@ -70,7 +70,9 @@ Result<std::unique_ptr<Outbox>> Outbox::Open(const std::filesystem::path& path,
                       sqlite::Database::Open(path, options).With("outbox"));
   std::unique_ptr<Outbox> box(new Outbox(std::move(db), limits));
   GA_ASSIGN_OR_RETURN(int64_t sequence, box->ReadSqliteSequence());
-  GA_RETURN_IF_ERROR(box->Exec(kSchema));
+  // In one transaction: `check` reading the file meanwhile sees every table
+  // or none.
+  GA_RETURN_IF_ERROR(box->Exec((std::string("BEGIN IMMEDIATE;") + kSchema + "COMMIT;").c_str()));
   if (Status m = box->DropAutoincrement(sequence); !m.ok()) {
     // Not fatal: seqs given by the Outbox go into the old table as well.
     log::Warning("outbox " + path.string() + ": keeping the old messages table (" + m.message() +

@@ -170,6 +170,23 @@ void AgentHarness::RewriteConfig(const std::function<void(std::string&)>& edit) 
   std::ofstream(config_, std::ios::trunc) << text;
 }
 
+Result<std::string> AgentHarness::MakeSecondCa() {
+  auto init = RunCommand({GA_AGENT_BINARY, "ca", "init", "--backend", "file", "--subject",
+                          "CN=Second Gateway CA,O=gateway-agent tests", "--days", "60", "--out-dir",
+                          second_ca_dir().string()});
+  if (init.exit_code != 0) return Internal("ca init: " + init.output);
+  GA_ASSIGN_OR_RETURN(std::string id, sim_->RegisterCa(second_ca_dir()));
+  GA_RETURN_IF_ERROR(sim_->CreateJitrRule(id));
+  return id;
+}
+
+void AgentHarness::UseSecondCa() {
+  const std::string from = (ca_dir() / "ca.").string(), to = (second_ca_dir() / "ca.").string();
+  RewriteConfig([&](std::string& text) {
+    for (size_t at; (at = text.find(from)) != std::string::npos;) text.replace(at, from.size(), to);
+  });
+}
+
 bool WaitUntil(const std::function<bool()>& done, std::chrono::seconds timeout) {
   // One evaluation decides: asking again after a success could see a
   // passing state (an enrollment's accepted connect closing) already gone.

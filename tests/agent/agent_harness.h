@@ -67,6 +67,13 @@ class AgentHarness {
 
   // Rewrites agent.toml; `edit` may change the text.
   void RewriteConfig(const std::function<void(std::string&)>& edit);
+  // A CA rollover's first steps: a second CA made by `ca init` in
+  // second_ca_dir(), registered with AWS IoT and given the topic rules (its
+  // registration events only, as deploy.sh --ca-id does); returns its id.
+  Result<std::string> MakeSecondCa();
+  // [ca] names the second CA (a reload or restart then applies it).
+  void UseSecondCa();
+  std::filesystem::path second_ca_dir() const { return dir_ / "ca2"; }
 
   IotSim& sim() { return *sim_; }
   // OK when iot-sim counted no AWS limit violation; else what it counted.

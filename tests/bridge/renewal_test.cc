@@ -496,28 +496,6 @@ TEST(Renewal, TheRenewCommandRenewsNowWithANewKey) {
   ExpectNoViolations(**h);
 }
 
-// A second CA made by `ca init`, registered with AWS IoT and given the JITR
-// rule (its events only, as deploy.sh --ca-id does); returns its id.
-Result<std::string> SecondCa(AgentHarness& h) {
-  const std::filesystem::path dir = h.dir() / "ca2";
-  auto init = RunCommand({GA_AGENT_BINARY, "ca", "init", "--backend", "file", "--subject",
-                          "CN=Second Gateway CA,O=gateway-agent tests", "--days", "60", "--out-dir",
-                          dir.string()});
-  if (init.exit_code != 0) return Internal("ca init: " + init.output);
-  GA_ASSIGN_OR_RETURN(std::string id, h.sim().RegisterCa(dir));
-  GA_RETURN_IF_ERROR(h.sim().CreateJitrRule(id));
-  return id;
-}
-
-// [ca] names the second CA (a reload then applies it).
-void UseSecondCa(AgentHarness& h) {
-  h.RewriteConfig([](std::string& text) {
-    for (size_t at; (at = text.find("/ca/ca.")) != std::string::npos;) {
-      text.replace(at, 7, "/ca2/ca.");
-    }
-  });
-}
-
 // CA rollover: a second CA (`ca init`, registered with AWS IoT, its JITR rule)
 // named in [ca] and the agent reloaded while messages flow: every identity
 // renews onto it ahead of its schedule, the gateway first; each asks over its
@@ -559,7 +537,7 @@ TEST(Renewal, ANewCaInTheConfigurationEveryIdentityRenewsOntoItAndItsThingIsHand
   EXPECT_NE(check.output.find("certificate ends with the CA"), std::string::npos) << check.output;
   const std::string before = (*h)->StatusJson();
 
-  auto ca2_id = SecondCa(**h);
+  auto ca2_id = (*h)->MakeSecondCa();
   ASSERT_TRUE(ca2_id.ok()) << ca2_id.status().ToString();
 
   LocalClient sensor((*h)->broker().port(), "rollover-test");
@@ -573,7 +551,7 @@ TEST(Renewal, ANewCaInTheConfigurationEveryIdentityRenewsOntoItAndItsThingIsHand
     }
   };
   publish(50);
-  UseSecondCa(**h);
+  (*h)->UseSecondCa();
   ASSERT_TRUE((*h)->agent().Signal(SIGHUP, 0s) == std::nullopt);  // reloads, runs on
   bool moved = false;
   const auto reloaded = std::chrono::steady_clock::now();
@@ -635,9 +613,9 @@ TEST(Renewal, AnIdentityNotAcceptedYetWhenTheCaChangesGetsACertificateOfTheNewCa
   ASSERT_TRUE((*h)->StartAgent().ok());
   ASSERT_TRUE((*h)->WaitForState("REGISTERING", 2, 60s)) << Log(**h);
   const std::string before = (*h)->StatusJson();
-  auto ca2_id = SecondCa(**h);
+  auto ca2_id = (*h)->MakeSecondCa();
   ASSERT_TRUE(ca2_id.ok()) << ca2_id.status().ToString();
-  UseSecondCa(**h);
+  (*h)->UseSecondCa();
   ASSERT_TRUE((*h)->agent().Signal(SIGHUP, 0s) == std::nullopt);
   std::string status;
   ASSERT_TRUE((*h)->WaitForState("ACTIVE", 2, 90s, &status)) << status << "\n" << Log(**h);

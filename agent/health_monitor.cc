@@ -12,6 +12,22 @@
 
 namespace ga {
 
+namespace {
+
+// On its way to ACTIVE (enrolling, or enrolling again).
+bool Enrolling(EnrollmentState state) {
+  return state == EnrollmentState::kNew || state == EnrollmentState::kKeyed ||
+         state == EnrollmentState::kCertified || state == EnrollmentState::kRegistering;
+}
+
+// The same state and files: nothing was fed for it in between.
+bool SameCredentials(const Identity& a, const Identity& b) {
+  return a.state == b.state && a.renewal == b.renewal && a.key_file == b.key_file &&
+         a.chain_file == b.chain_file && a.cert_id == b.cert_id;
+}
+
+}  // namespace
+
 HealthMonitor::HealthMonitor(Parts parts) : parts_(std::move(parts)) {
   probe_ = std::thread([this] { ProbeTpm(); });
   boundary_ = std::thread([this] { ProbeBoundary(); });
@@ -95,7 +111,7 @@ void HealthMonitor::TestKeysOfFailingConnections() {
     log::Error(*refused, {{"IDENTITY", id.name}});
     MutexLock lock(mu_);
     auto it = watched_.find(id.name);
-    if (it == watched_.end()) continue;
+    if (it == watched_.end() || !SameCredentials(it->second.identity, id)) continue;
     it->second.check = {CredentialFault::kKey, *refused};
   }
 }
@@ -118,6 +134,11 @@ std::optional<std::string> HealthMonitor::KeyRefusedByTpm(const Identity& id) {
 }
 
 void HealthMonitor::Feed(const Identity& id) {
+  MutexLock feeding(feed_mu_);
+  FeedLocked(id);
+}
+
+void HealthMonitor::FeedLocked(const Identity& id) {
   // Stamped before loading: a change made while loading is seen next time.
   FileStamp key = Stamp(id.key_file), chain = Stamp(id.chain_file);
   CredentialCheck check = TellBridge(*parts_.bridge, parts_.tpm, id, parts_.credentials);
@@ -130,6 +151,7 @@ void HealthMonitor::Feed(const Identity& id) {
     }
   }
   MutexLock lock(mu_);
+  if (!Enrolling(id.state)) reenrolling_.erase(id.name);
   if (id.state != EnrollmentState::kActive) {
     watched_.erase(id.name);
     return;
@@ -145,10 +167,18 @@ void HealthMonitor::RecheckFiles() {
   }
   for (const Watched& w : now) {
     if (Stamp(w.identity.key_file) == w.key && Stamp(w.identity.chain_file) == w.chain) continue;
+    MutexLock feeding(feed_mu_);
+    {
+      // Fed again since the copy (a renewal's switch, which also deletes the
+      // previous files): that feed loaded what the identity uses now.
+      MutexLock lock(mu_);
+      auto it = watched_.find(w.identity.name);
+      if (it == watched_.end() || !SameCredentials(it->second.identity, w.identity)) continue;
+    }
     log::Warning("the key or certificate files of identity " + w.identity.name +
                      " changed on disk: loading them again",
                  {{"IDENTITY", w.identity.name}});
-    Feed(w.identity);
+    FeedLocked(w.identity);
   }
 }
 
@@ -167,8 +197,18 @@ void HealthMonitor::Repair(Enrollment& enrollment) {
     repaired_[w.identity.name] = now;
     EnrollmentState from =
         w.check.fault == CredentialFault::kKey ? EnrollmentState::kNew : EnrollmentState::kKeyed;
+    // Shown until it is ACTIVE again: enrolling again forgets the fault
+    // (the identity is no longer watched) and takes seconds to minutes.
+    {
+      MutexLock lock(mu_);
+      reenrolling_[w.identity.name] = w.check.problem + "; enrolling it again";
+    }
     auto again = enrollment.Reenroll(w.identity.name, from, w.check.problem);
     if (!again.ok()) {
+      {
+        MutexLock lock(mu_);
+        reenrolling_.erase(w.identity.name);
+      }
       log::Error("identity " + w.identity.name +
                      " cannot connect and was not enrolled again: " + again.status().message(),
                  {{"IDENTITY", w.identity.name}});
@@ -228,6 +268,7 @@ AgentHealth HealthMonitor::Gather() {
     shown = shown.empty() ? why : shown + "; " + why;
   }
   MutexLock lock(mu_);
+  for (const auto& [name, why] : reenrolling_) h.identities[name] = why;
   for (const auto& [name, w] : watched_) {
     if (w.check.fault == CredentialFault::kNone) continue;
     h.identities[name] = w.check.problem + "; enrolling it again";

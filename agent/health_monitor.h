@@ -7,7 +7,8 @@
 // anonymous clients in (probed now and then), and repairs what enrolling again can
 // repair: an identity whose key is gone gets a new key and certificate, one
 // whose certificate does not fit its key a new certificate (at most once per
-// kRepairSpacing per identity, so a fault that comes back is not a loop). An
+// kRepairSpacing per identity, so a fault that comes back is not a loop); the
+// fault stays the identity's problem in the report until it is ACTIVE again. An
 // identity whose certificate AWS IoT turns away while other connections are
 // up (an operator's INACTIVE or REVOKED) is PARKED, not renewed.
 #pragma once
@@ -66,7 +67,7 @@ class HealthMonitor {
 
   // Tells the bridge about `id` (TellBridge) and keeps the outcome: a fault
   // is shown and repaired, files that load are watched. Any thread.
-  void Feed(const Identity& id) GA_EXCLUDES(mu_);
+  void Feed(const Identity& id) GA_EXCLUDES(mu_, feed_mu_);
 
   // The main loop, about once a second: re-feeds identities whose files
   // changed, repairs faulty ones through `enrollment`, and writes the report
@@ -101,11 +102,19 @@ class HealthMonitor {
   AgentHealth Gather() GA_EXCLUDES(mu_);
   void Repair(Enrollment& enrollment) GA_EXCLUDES(mu_);
   void ParkRefused(Enrollment& enrollment) GA_EXCLUDES(mu_);
-  void RecheckFiles() GA_EXCLUDES(mu_);
+  void RecheckFiles() GA_EXCLUDES(mu_, feed_mu_);
+  void FeedLocked(const Identity& id) GA_REQUIRES(feed_mu_) GA_EXCLUDES(mu_);
 
   Parts parts_;
+  // One Feed at a time, so that a re-feed of files that changed never tells
+  // the bridge an identity older than the one a worker fed meanwhile (a
+  // renewal's switch deletes the previous files). Taken before mu_.
+  Mutex feed_mu_;
   Mutex mu_;
   std::map<std::string, Watched> watched_ GA_GUARDED_BY(mu_);
+  // Identities enrolled again by Repair, with the fault that made it so:
+  // shown as their problem until they are ACTIVE again (or leave enrolling).
+  std::map<std::string, std::string> reenrolling_ GA_GUARDED_BY(mu_);
   std::optional<std::string> open_broker_ GA_GUARDED_BY(mu_);
   std::map<std::string, std::chrono::steady_clock::time_point> repaired_;  // main loop only
   AgentHealth last_;                                                       // main loop only

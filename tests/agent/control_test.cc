@@ -1,6 +1,6 @@
 // The control socket: the framed protocol and the server's behaviour with
 // slow, idle and many clients, over a real socket with a fake handler; then
-// the sensor commands against the real agent.
+// the sensor commands, and the request deadline, against the real agent.
 #include "gateway_agent/agent/control.h"
 
 #include <gtest/gtest.h>
@@ -447,6 +447,139 @@ TEST(ControlEndToEnd, SensorCommandsKeepTheirArgumentsAndTellTheTruth) {
       },
       30s, &status))
       << status << AgentLog(**h);
+  Status violations = (*h)->NoViolations();
+  EXPECT_TRUE(violations.ok()) << violations.ToString();
+}
+
+// The agent's own server: each request has one total deadline
+// (kControlRequestDeadline from its accept), which a client dribbling a byte
+// at a time does not restart, and while such a client and idle ones hold
+// connections open, the CLI is answered.
+TEST(ControlEndToEnd, DribblingAndIdleClientsAreCutOffAtTheDeadlineWhileTheCliIsAnswered) {
+  HarnessOptions o;
+  o.sensors = 2;
+  auto h = AgentHarness::Start(o);
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  ASSERT_TRUE((*h)->StartAgent().ok());
+  std::string status;
+  ASSERT_TRUE((*h)->WaitForState("ACTIVE", 3, 120s, &status)) << status << AgentLog(**h);
+  const auto socket_path = (*h)->dir() / "run" / "control.sock";
+  using Clock = std::chrono::steady_clock;
+
+  std::vector<UniqueFd> idle;
+  std::vector<Clock::time_point> idle_connected;
+  for (int i = 0; i < 10; ++i) {
+    idle_connected.push_back(Clock::now());
+    idle.push_back(Connect(socket_path));
+  }
+
+  // One byte of a request every 1.5 s: the whole frame (48 bytes) would
+  // take over a minute. The thread notes when the server closes the
+  // connection, and anything it sent first.
+  const std::string frame = Frame(R"({"command":"sensor-list","pad":"0123456789"})");
+  std::atomic<size_t> dribbled{0};
+  std::atomic<bool> closed{false};
+  std::atomic<int64_t> closed_after_ms{-1};
+  std::string received;  // read by the test once the thread is joined
+  const auto dribble_start = Clock::now();
+  UniqueFd dribbler_fd = Connect(socket_path);
+  std::thread dribbler([&] {
+    const int fd = dribbler_fd.get();
+    while (Clock::now() - dribble_start < 30s) {
+      if (dribbled < frame.size() && send(fd, &frame[dribbled], 1, MSG_NOSIGNAL) == 1) ++dribbled;
+      pollfd p{fd, POLLIN, 0};
+      const auto next_byte = Clock::now() + 1500ms;
+      while (Clock::now() < next_byte && p.revents == 0) {
+        auto left = std::chrono::ceil<std::chrono::milliseconds>(next_byte - Clock::now());
+        if (poll(&p, 1, static_cast<int>(std::max<int64_t>(left.count(), 0))) < 0) p.revents = 0;
+      }
+      if (p.revents == 0) continue;
+      char buf[512];
+      ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+      if (n > 0) {
+        received.append(buf, static_cast<size_t>(n));
+        continue;
+      }
+      closed_after_ms =
+          std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - dribble_start)
+              .count();
+      closed = true;
+      return;
+    }
+  });
+  while (dribbled < 1) std::this_thread::sleep_for(5ms);
+
+  // Mid-request for the dribbler, idle for the ten: the CLI is answered, and
+  // each answer comes while all eleven are still connected.
+  std::vector<std::pair<std::string, CommandResult>> answered;
+  // The first right away, the others once the dribbler has sent a second
+  // byte (1.5 s in, 3.5 s before its deadline).
+  const std::vector<std::pair<size_t, std::vector<std::string>>> commands = {
+      {1, {"--timeout", "4", "sensor", "list"}},
+      {2, {"status"}},
+      {2, {"--timeout", "4", "sensor", "list"}}};
+  for (const auto& [after_bytes, args] : commands) {
+    while (dribbled < after_bytes && !closed) std::this_thread::sleep_for(5ms);
+    const auto asked = Clock::now();
+    CommandResult r = (*h)->Cli(args);
+    const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - asked);
+    const size_t dribbled_then = dribbled;
+    const bool dribbler_open = !closed;
+    bool idle_open = true;
+    for (const auto& fd : idle) idle_open = idle_open && Untouched(fd.get());
+    std::string what = "gateway-agent";
+    for (const auto& a : args) what += " " + a;
+    EXPECT_EQ(r.exit_code, 0) << what << ": " << r.output << AgentLog(**h);
+    EXPECT_TRUE(dribbler_open) << what << " was answered only after the dribbler was dropped";
+    EXPECT_TRUE(idle_open) << what << " was answered only after an idle client was dropped";
+    EXPECT_LT(dribbled_then, frame.size());
+    std::printf("%s: exit %d in %lld ms, the dribbler at byte %zu\n", what.c_str(), r.exit_code,
+                static_cast<long long>(took.count()), dribbled_then);
+    answered.emplace_back(what, std::move(r));
+  }
+  dribbler.join();
+  ASSERT_EQ(answered.size(), 3u);
+  auto listed = ConnColumn(answered[0].second.output);
+  EXPECT_EQ(listed.size(), 2u) << answered[0].second.output;
+  EXPECT_TRUE(listed.count("s1") && listed.count("s2")) << answered[0].second.output;
+  EXPECT_NE(answered[1].second.output.find("ACTIVE"), std::string::npos)
+      << answered[1].second.output;
+
+  const auto deadline_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(kControlRequestDeadline).count();
+  ASSERT_TRUE(closed) << "the dribbler was not dropped within 30 s (" << dribbled
+                      << " bytes sent): is the deadline restarted by each byte?";
+  // Accepted after its connect: dropped no sooner than the deadline after it,
+  // and at most 2 s late on a loaded machine; never restarted by its bytes.
+  EXPECT_GE(closed_after_ms, deadline_ms - 50) << "dropped before the deadline";
+  EXPECT_LE(closed_after_ms, deadline_ms + 2000) << "not dropped at the total deadline";
+  EXPECT_GE(dribbled, 3u) << "the dribbler was dropped before it had sent three bytes";
+  EXPECT_LT(dribbled, frame.size());
+  // The server closes without a reply; its log names the deadline.
+  EXPECT_EQ(received, "") << "the server sent something to a client it dropped";
+  std::printf(
+      "dribbler: %zu of %zu bytes sent, dropped %lld ms after connecting (deadline %lld ms)\n",
+      dribbled.load(), frame.size(), static_cast<long long>(closed_after_ms.load()),
+      static_cast<long long>(deadline_ms));
+
+  // The idle ones are dropped the same way, at the deadline after their connect.
+  for (size_t i = 0; i < idle.size(); ++i) {
+    pollfd p{idle[i].get(), POLLIN, 0};
+    const auto until = idle_connected[i] + kControlRequestDeadline + 2s;
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(until - Clock::now());
+    EXPECT_EQ(poll(&p, 1, static_cast<int>(std::max<int64_t>(left.count(), 0))), 1)
+        << "idle client " << i << " still connected 2 s past the deadline";
+    EXPECT_TRUE(ClosedByServer(idle[i].get())) << "idle client " << i;
+  }
+  std::string log = RunCommand({"cat", ((*h)->dir() / "agent.log").string()}).output;
+  EXPECT_NE(log.find("control socket: dropped a client that did not send its request within " +
+                     std::to_string(deadline_ms / 1000) + " s"),
+            std::string::npos)
+      << AgentLog(**h);
+
+  // And the server goes on answering.
+  auto after = (*h)->Cli({"--timeout", "4", "sensor", "list"});
+  EXPECT_EQ(after.exit_code, 0) << after.output;
   Status violations = (*h)->NoViolations();
   EXPECT_TRUE(violations.ok()) << violations.ToString();
 }

@@ -5,6 +5,11 @@
 // tree (one swtpm, one iot-sim with the shipped Lambda, one config).
 //
 //   bench_renewal [--sensors N] [--rate MSGS_PER_S] [--tpm-profile swtpm|discrete]
+//                 [--rollover]
+//
+// --rollover: instead of `renew --all`, a CA rollover: a second CA made,
+// registered and named in [ca], then the agent reloaded (SIGHUP); every
+// identity renews onto it, its thing handed over to it first.
 //
 // Prints, for enrolling and for renewing: the wall time (the agent's start,
 // or `renew --all`, to every identity ACTIVE and connected, or renewed with
@@ -59,7 +64,7 @@ int Fail(const std::string& what) {
 int Usage() {
   std::fprintf(stderr,
                "usage: bench_renewal [--sensors N] [--rate MSGS_PER_S] "
-               "[--tpm-profile swtpm|discrete]\n");
+               "[--tpm-profile swtpm|discrete] [--rollover]\n");
   return 2;
 }
 
@@ -127,15 +132,18 @@ int main(int argc, char** argv) {
   int sensors = 200;
   double rate = 200;
   std::string tpm_profile = "swtpm";
+  bool rollover = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (i + 1 >= argc) return Usage();
+    if (a != "--rollover" && i + 1 >= argc) return Usage();
     if (a == "--sensors")
       sensors = std::atoi(argv[++i]);
     else if (a == "--rate")
       rate = std::atof(argv[++i]);
     else if (a == "--tpm-profile")
       tpm_profile = argv[++i];
+    else if (a == "--rollover")
+      rollover = true;
     else
       return Usage();
   }
@@ -182,12 +190,23 @@ int main(int argc, char** argv) {
   Publisher publisher(h.broker().port(), sensors, rate);
   if (!publisher.connected()) return Fail("the publisher cannot reach the local broker");
   std::this_thread::sleep_for(3s);
-  std::printf("renew: renew --all, %g messages a second over %d sensors...\n", rate, sensors);
+  std::printf("renew: %s, %g messages a second over %d sensors...\n",
+              rollover ? "a new CA and a reload" : "renew --all", rate, sensors);
   std::fflush(stdout);
   auto tpm1 = relay->stats();
   auto renew_start = Clock::now();
-  auto asked = h.Cli({"renew", "--all"});
-  if (asked.exit_code != 0) return Fail("renew --all: " + asked.output);
+  std::string new_ca;
+  if (rollover) {
+    auto made = h.MakeSecondCa();
+    if (!made.ok()) return Fail("second CA: " + made.status().ToString());
+    new_ca = *made;
+    h.UseSecondCa();
+    renew_start = Clock::now();  // from the reload: the CA's registration is the operator's
+    kill(h.agent().pid(), SIGHUP);
+  } else {
+    auto asked = h.Cli({"renew", "--all"});
+    if (asked.exit_code != 0) return Fail("renew --all: " + asked.output);
+  }
   if (!h.WaitForStatus([&](const std::string& s) { return All(s, Renewed, identities); }, 900s,
                        &status)) {
     publisher.Stop();
@@ -233,6 +252,15 @@ int main(int argc, char** argv) {
   for (const Json& c : certs.value("certificates", Json::array())) {
     if (c.value("status", "") == "ACTIVE") ++active;
   }
+  // After a rollover every one of them is the new CA's.
+  int of_new_ca = 0;
+  if (rollover) {
+    auto by_ca = ga::testing::Parse(
+        h.sim().Aws({"list-certificates-by-ca", "--ca-certificate-id", new_ca}).output);
+    for (const Json& c : by_ca.value("certificates", Json::array())) {
+      if (c.value("status", "") == "ACTIVE") ++of_new_ca;
+    }
+  }
   auto violations = h.sim().ViolationCount();
   h.agent().Signal(SIGTERM, 20s);
 
@@ -252,6 +280,16 @@ int main(int argc, char** argv) {
         static_cast<long long>(largest_by_sensor[largest_by_sensor.size() / 2]), rate / sensors);
     std::printf("switch-over: the largest on %s, from %.1f s after the first message\n",
                 worst_topic.c_str(), static_cast<double>(worst_from) / 1000);
+    // What the agent said of that sensor (its id is the thing's part after ':').
+    const std::string thing = worst_topic.substr(3, worst_topic.find('/', 3) - 3);
+    const std::string sensor = thing.substr(thing.find(':') + 1);
+    auto lines = ga::testing::RunCommand({"grep", "-E", "-m", "40",
+                                          "(identity|connection) " + sensor + "[ :]",
+                                          (h.dir() / "agent.log").string()});
+    std::printf("switch-over: the agent's lines on %s:\n%s", sensor.c_str(), lines.output.c_str());
+    auto sim_lines =
+        ga::testing::RunCommand({"grep", "-F", "-m", "40", thing, h.sim().log_path().string()});
+    std::printf("switch-over: iot-sim's lines on %s:\n%s", thing.c_str(), sim_lines.output.c_str());
   }
   std::printf("messages: %lld published, %zu distinct arrived (%zu deliveries)\n",
               static_cast<long long>(sent), distinct.size(), got.size());
@@ -259,6 +297,10 @@ int main(int argc, char** argv) {
               identities, violations.ok() ? std::to_string(*violations).c_str() : "?");
   if (static_cast<int64_t>(distinct.size()) != sent) return Fail("messages were lost");
   if (active != identities) return Fail("a certificate besides the one in use is ACTIVE");
+  if (rollover) {
+    std::printf("rollover: %d ACTIVE certificates of the new CA\n", of_new_ca);
+    if (of_new_ca != identities) return Fail("not every identity is on the new CA");
+  }
   if (!violations.ok() || *violations != 0) return Fail("iot-sim counted AWS limit violations");
   return 0;
 }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <random>
+#include <set>
 
 #include "enrollment_steps.h"
 #include "gateway_agent/agent/connect_scheduler.h"
@@ -53,7 +54,7 @@ std::filesystem::path Enrollment::IdentityDir(const std::string& name) const {
 Status Enrollment::Load() {
   GA_RETURN_IF_ERROR(roster_->Load());
   // [ca] may name another CA than the one before the restart.
-  table_->WakeActive();
+  WakeThoseOfAnotherCa();
   return Status::Ok();
 }
 
@@ -61,7 +62,18 @@ void Enrollment::CaReplaced() {
   log::Info("identities now get their certificates from CA " + options_.ca->subject() + " (" +
                 options_.ca->id().substr(0, 12) + "): those of another CA renew onto it",
             {{"CA_CERTIFICATE_ID", options_.ca->id()}});
-  table_->WakeActive();
+  WakeThoseOfAnotherCa();
+}
+
+void Enrollment::WakeThoseOfAnotherCa() {
+  const std::string ca = options_.ca->id();
+  std::set<std::string> names;
+  for (const Identity& id : table_->Snapshot()) {
+    if (id.state != EnrollmentState::kActive) continue;
+    const std::string issuer = IssuerIdOf(id.chain_file);
+    if (!issuer.empty() && issuer != ca) names.insert(id.name);
+  }
+  table_->WakeActive(names);
 }
 
 void Enrollment::Start() {

@@ -79,12 +79,15 @@ void IdentityTable::Finish(const Identity& identity) {
   cv_.notify_all();
 }
 
-void IdentityTable::WakeActive() {
+void IdentityTable::WakeActive(const std::set<std::string>& names) {
   {
     MutexLock lock(mu_);
     const Millis now = clock_.WallMillis();
     for (auto& [name, id] : identities_) {
-      if (id.state != EnrollmentState::kActive || id.renewal != RenewalStep::kNone) continue;
+      if (!names.count(name) || id.state != EnrollmentState::kActive ||
+          id.renewal != RenewalStep::kNone) {
+        continue;
+      }
       if (in_flight_.count(name)) {
         woken_.insert(name);
       } else {

@@ -69,9 +69,9 @@ class IdentityTable {
   // Undoes HoldForRemoval when the removal could not be committed.
   void CancelRemoval(const std::string& name, const std::optional<Identity>& entry)
       GA_EXCLUDES(mu_);
-  // Every ACTIVE identity without a renewal in progress looks at its
+  // Each of `names` that is ACTIVE without a renewal in progress looks at its
   // certificate again now (one in flight: once its pass ends).
-  void WakeActive() GA_EXCLUDES(mu_);
+  void WakeActive(const std::set<std::string>& names) GA_EXCLUDES(mu_);
   // Sensors over the gateway's connection, removed ones left out.
   size_t CountShared() GA_EXCLUDES(mu_);
 

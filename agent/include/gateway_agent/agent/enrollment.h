@@ -187,6 +187,10 @@ class Enrollment {
   // (renewing from it gains nothing).
   enum class CaVerdict { kSame, kOtherCa, kGatewayFirst, kEndsWithCa };
   CaVerdict JudgeCa(const Identity& identity);
+  // Wakes the ACTIVE identities whose certificate is from another CA than
+  // the one that issues now (they renew onto it); the others keep their
+  // schedule (a start need not look at every certificate again).
+  void WakeThoseOfAnotherCa();
   // One connect with the next certificate while the bridge lets go of the
   // identity's connection; once it is accepted, the switch to it.
   Status Prove(Identity& identity);

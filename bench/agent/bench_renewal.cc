@@ -219,7 +219,7 @@ int main(int argc, char** argv) {
 
   // Every message arrives; the largest gap between two arrivals of a sensor.
   std::vector<ga::testing::CloudMessage> got;
-  ga::testing::WaitForCloudCount(h.sim(), static_cast<size_t>(sent), 120s, &got);
+  ga::testing::WaitForCloudCount(h.sim(), static_cast<size_t>(sent), 120s, &got, /*distinct=*/true);
   std::set<std::pair<std::string, std::string>> distinct;
   for (const auto& m : got) distinct.insert({m.topic, m.payload_b64});
   std::map<std::string, int64_t> last;

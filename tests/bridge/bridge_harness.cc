@@ -1,6 +1,7 @@
 #include "bridge_harness.h"
 
 #include <algorithm>
+#include <set>
 
 namespace ga::testing {
 
@@ -71,19 +72,24 @@ void ExpectNoViolations(AgentHarness& h) {
 }
 
 bool WaitForCloudCount(IotSim& sim, size_t n, std::chrono::seconds timeout,
-                       std::vector<CloudMessage>* out) {
+                       std::vector<CloudMessage>* out, bool distinct) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   std::vector<CloudMessage> got;
+  std::set<std::pair<std::string, std::string>> different;
+  auto count = [&] { return distinct ? different.size() : got.size(); };
   while (std::chrono::steady_clock::now() < deadline) {
     got.clear();
+    different.clear();
     for (auto& m : CloudPublishes(sim)) {
-      if (m.topic.rfind("dt/", 0) == 0) got.push_back(m);
+      if (m.topic.rfind("dt/", 0) != 0) continue;
+      different.insert({m.topic, m.payload_b64});
+      got.push_back(m);
     }
-    if (got.size() >= n) break;
+    if (count() >= n) break;
     std::this_thread::sleep_for(200ms);
   }
   if (out) *out = got;
-  return got.size() >= n;
+  return count() >= n;
 }
 
 std::string Log(AgentHarness& h) {

@@ -112,9 +112,11 @@ Json StatusOf(const std::string& status, const std::string& name);
 // Asserts that iot-sim recorded no AWS limit violation.
 void ExpectNoViolations(AgentHarness& h);
 
-// Waits until the sim has routed `n` publishes on dt/ topics.
+// Waits until the sim has routed `n` publishes on dt/ topics; with
+// `distinct`, `n` different ones (topic and payload: a message sent again
+// after a reconnect counts once).
 bool WaitForCloudCount(IotSim& sim, size_t n, std::chrono::seconds timeout,
-                       std::vector<CloudMessage>* out);
+                       std::vector<CloudMessage>* out, bool distinct = false);
 
 // The last 40 lines of the agent's log.
 std::string Log(AgentHarness& h);

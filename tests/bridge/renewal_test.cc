@@ -71,7 +71,7 @@ TEST(Renewal, GatewayAndSensorsRenewTwiceWhileMessagesFlowAndOldCertificatesAreR
 
   // Every message arrives (a resend after a switch may repeat one: counted).
   std::vector<CloudMessage> got;
-  WaitForCloudCount((*h)->sim(), static_cast<size_t>(2 * sent), 60s, &got);
+  WaitForCloudCount((*h)->sim(), static_cast<size_t>(2 * sent), 60s, &got, /*distinct=*/true);
   std::map<std::string, std::set<std::string>> seen;
   size_t repeats = 0;
   for (const auto& m : got) {
@@ -319,7 +319,7 @@ TEST(Renewal, WithTheRetireLambdaDownRetirementIsRetriedAndTrafficFlows) {
   EXPECT_NE(principals["principals"][0].get<std::string>().find(new_id), std::string::npos);
 
   std::vector<CloudMessage> got;
-  WaitForCloudCount((*h)->sim(), static_cast<size_t>(sent), 60s, &got);
+  WaitForCloudCount((*h)->sim(), static_cast<size_t>(sent), 60s, &got, /*distinct=*/true);
   std::set<std::string> seen;
   for (const auto& m : got) seen.insert(m.payload_b64);
   EXPECT_EQ(seen.size(), static_cast<size_t>(sent));
@@ -567,7 +567,7 @@ TEST(Renewal, ANewCaInTheConfigurationEveryIdentityRenewsOntoItAndItsThingIsHand
   publish(50);
 
   std::vector<CloudMessage> got;
-  WaitForCloudCount((*h)->sim(), static_cast<size_t>(2 * sent), 60s, &got);
+  WaitForCloudCount((*h)->sim(), static_cast<size_t>(2 * sent), 60s, &got, /*distinct=*/true);
   std::map<std::string, std::set<std::string>> seen;
   for (const auto& m : got) seen[m.topic].insert(m.payload_b64);
   for (const std::string topic : {"dt/gw-test:s1/seq", "dt/gw-test:s2/seq"}) {

@@ -4,18 +4,24 @@
 // and the cloud stop and start, a key is deleted and a certificate
 // overwritten. After each, `status` names the problem within seconds, then
 // the agent recovers without a restart; every numbered message arrives
-// (duplicates allowed, counted) and AWS limits hold. Through a TcpRelay: a
-// half-open link, and a long one (300 ms RTT).
+// (duplicates allowed, counted) and AWS limits hold. The state disk turning
+// read-only and writable again. Through a TcpRelay: a half-open link, and a
+// long one (300 ms RTT).
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <fstream>
 #include <map>
 #include <set>
+#include <sstream>
 
 #include "bridge_harness.h"
 #include "tcp_relay.h"
+#ifdef GA_HAVE_FUSE3
+#include "switchable_disk.h"
+#endif
 
 namespace ga::testing {
 namespace {
@@ -54,12 +60,20 @@ std::string ReadFileOrEmpty(const std::filesystem::path& path) {
 class SelfHealing : public ::testing::Test {
  protected:
   void SetUp() override {
+    StartHarness();
+    if (HasFatalFailure()) return;
+    disk_ = std::make_unique<SmallDisk>(h_->state_dir());
+    StartAgentAndWait();
+  }
+  // The gateway and two sensors, their agent not started yet.
+  void StartHarness() {
     HarnessOptions o;
     o.sensors = 2;
     auto h = AgentHarness::Start(o);
     ASSERT_TRUE(h.ok()) << h.status().ToString();
     h_ = std::move(*h);
-    disk_ = std::make_unique<SmallDisk>(h_->state_dir());
+  }
+  void StartAgentAndWait() {
     ASSERT_TRUE(h_->StartAgent().ok());
     ASSERT_TRUE(h_->WaitForState("ACTIVE", 3, 90s)) << Log(*h_);
   }
@@ -103,6 +117,21 @@ class SelfHealing : public ::testing::Test {
         timeout);
   }
 
+  // How many numbered messages the cloud got more than once (a message
+  // resent after a lost acknowledgement), over all of them.
+  int Duplicates() {
+    std::map<std::string, int> number_of;
+    for (int n = 0; n < published_; ++n) number_of[Base64(std::to_string(n))] = n;
+    std::map<std::pair<std::string, int>, int> times;
+    for (const auto& m : CloudPublishes(h_->sim())) {
+      auto n = number_of.find(m.payload_b64);
+      if (m.topic.rfind("dt/", 0) == 0 && n != number_of.end()) ++times[{m.client_id, n->second}];
+    }
+    int extra = 0;
+    for (const auto& [message, count] : times) extra += count - 1;
+    return extra;
+  }
+
   nlohmann::json Status() { return Parse(h_->Cli({"status", "--json"}).output); }
 
   // Waits until `status --json` satisfies `done`; returns the seconds it took
@@ -130,6 +159,29 @@ class SelfHealing : public ::testing::Test {
   static std::string IdentityField(const nlohmann::json& s, const std::string& name,
                                    const char* field) {
     return Str(StatusOf(s.dump(), name), field);
+  }
+
+  // The identity `name` as status shows it while a fault keeps it from
+  // connecting: a problem of its own, and the agent needing attention.
+  static bool Troubled(const nlohmann::json& s, const std::string& name) {
+    return !IdentityField(s, name, "problem").empty() && !s["health"].value("ok", true);
+  }
+
+  // Waits until `name` is ACTIVE again with a certificate other than
+  // `old_cert`, no problem, and connected; returns the seconds it took (-1 on
+  // timeout). Meanwhile the identity must never show a clean ACTIVE with the
+  // certificate it could not use; `clean_with_old` counts the times it did.
+  double WaitForRecovery(const std::string& name, const std::string& old_cert, int* clean_with_old,
+                         std::chrono::seconds timeout) {
+    return WaitForStatus(
+        [&](const nlohmann::json& s) {
+          const bool clean = IdentityField(s, name, "state") == "ACTIVE" &&
+                             IdentityField(s, name, "problem").empty();
+          const bool renewed = IdentityField(s, name, "certificateId") != old_cert;
+          if (clean && !renewed) ++*clean_with_old;
+          return clean && renewed && StatusOf(s.dump(), name).value("connected", false);
+        },
+        timeout);
   }
 
   void ExpectViolationsZero() {
@@ -201,32 +253,55 @@ TEST_F(SelfHealing, RecoversFromEachFaultWithoutARestartAndLosesNothing) {
   EXPECT_GE(back, 0) << Status().dump() << Log(*h_);
   ASSERT_TRUE(AllArrived(60s)) << Log(*h_);
 
-  // 5. A key is deleted: the sensor enrolls again (new key, new certificate).
+  // 5. A key is deleted: within seconds status shows the sensor's problem
+  // (never a clean ACTIVE), and it enrolls again (new key, new certificate).
   const std::string s1_cert = IdentityField(Status(), "s1", "certificateId");
   std::filesystem::remove(h_->state_dir() / "identities" / "s1" / "key.tss2");
-  Publish(100, 120);
-  auto reenrolled = [&](const std::string& name, const std::string& old_cert) {
-    return [=](const nlohmann::json& s) {
-      return IdentityField(s, name, "state") == "ACTIVE" &&
-             IdentityField(s, name, "certificateId") != old_cert &&
-             IdentityField(s, name, "problem").empty();
+  std::string problem;
+  auto troubled = [&](const std::string& name) {
+    return [&problem, name](const nlohmann::json& s) {
+      problem = IdentityField(s, name, "problem");
+      return Troubled(s, name);
     };
   };
-  back = WaitForStatus(reenrolled("s1", s1_cert), 90s);
+  shown = WaitForStatus(troubled("s1"), 15s);
+  EXPECT_GE(shown, 0) << Status().dump() << Log(*h_);
+  EXPECT_NE(problem.find("key"), std::string::npos) << problem;
+  std::printf("[ figures  ] key deleted: shown in status after %.1f s: %s\n", shown,
+              problem.c_str());
+  Publish(100, 120);
+  int clean_with_old = 0;
+  back = WaitForRecovery("s1", s1_cert, &clean_with_old, 90s);
   EXPECT_GE(back, 0) << Status().dump() << Log(*h_);
-  std::printf("[ figures  ] key deleted: enrolled again in %.1f s\n", back);
+  EXPECT_EQ(clean_with_old, 0) << "s1 showed a clean ACTIVE with the certificate of its lost key";
+  std::printf("[ figures  ] key deleted: enrolled again %.1f s after that\n", back);
   ASSERT_TRUE(AllArrived(60s)) << Log(*h_);
 
-  // 6. A certificate is overwritten with another identity's: a new one is
-  // issued for the key the sensor has.
-  const std::string s2_cert = IdentityField(Status(), "s2", "certificateId");
+  // 6. A certificate is overwritten with another identity's: status shows
+  // the problem, and the local CA issues a new certificate for the key the
+  // sensor has (same key file, same blob: no new TPM key).
+  auto before = Status();
+  const std::string s2_cert = IdentityField(before, "s2", "certificateId");
+  const std::string s2_key = IdentityField(before, "s2", "keyFile");
+  ASSERT_FALSE(s2_key.empty()) << before.dump();
+  const std::string s2_blob = ReadFileOrEmpty(s2_key);
+  ASSERT_FALSE(s2_blob.empty()) << s2_key;
   std::filesystem::copy_file(h_->state_dir() / "identities" / "s1" / "chain.pem",
-                             h_->state_dir() / "identities" / "s2" / "chain.pem",
+                             IdentityField(before, "s2", "chainFile"),
                              std::filesystem::copy_options::overwrite_existing);
+  shown = WaitForStatus(troubled("s2"), 15s);
+  EXPECT_GE(shown, 0) << Status().dump() << Log(*h_);
+  EXPECT_NE(problem.find("does not match"), std::string::npos) << problem;
+  std::printf("[ figures  ] certificate overwritten: shown in status after %.1f s: %s\n", shown,
+              problem.c_str());
   Publish(120, 140);
-  back = WaitForStatus(reenrolled("s2", s2_cert), 90s);
+  clean_with_old = 0;
+  back = WaitForRecovery("s2", s2_cert, &clean_with_old, 90s);
   EXPECT_GE(back, 0) << Status().dump() << Log(*h_);
-  std::printf("[ figures  ] certificate overwritten: issued again in %.1f s\n", back);
+  EXPECT_EQ(clean_with_old, 0) << "s2 showed a clean ACTIVE with the certificate it lost";
+  std::printf("[ figures  ] certificate overwritten: issued again %.1f s after that\n", back);
+  EXPECT_EQ(IdentityField(Status(), "s2", "keyFile"), s2_key) << Status().dump();
+  EXPECT_EQ(ReadFileOrEmpty(s2_key), s2_blob) << "s2 was given a new TPM key";
   ASSERT_TRUE(AllArrived(60s)) << Log(*h_);
 
   ASSERT_GE(WaitForStatus(Healthy, 30s), 0) << Status().dump();
@@ -279,6 +354,121 @@ TEST_F(SelfHealing, ProbeRefusesWhileTheAgentHoldsTheConnection) {
   EXPECT_NE(probe.output.find("AWS IoT accepts this identity"), std::string::npos) << probe.output;
   ExpectViolationsZero();
 }
+
+#ifdef GA_HAVE_FUSE3
+// CPU seconds (user and system) that process `pid` has used.
+double CpuSeconds(pid_t pid) {
+  std::string stat = ReadFileOrEmpty("/proc/" + std::to_string(pid) + "/stat");
+  auto end = stat.rfind(')');
+  if (end == std::string::npos) return -1;
+  std::istringstream fields(stat.substr(end + 2));
+  std::string field;
+  long long utime = 0, stime = 0;
+  // After the name: state is field 3; utime and stime are 14 and 15.
+  for (int i = 3; i <= 15 && fields >> field; ++i) {
+    if (i == 14) utime = std::stoll(field);
+    if (i == 15) stime = std::stoll(field);
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// The state directory on a disk that turns read-only while the agent runs
+// (switchable_disk.h says why not a tmpfs remounted read-only).
+class ReadOnlyStateDisk : public SelfHealing {
+ protected:
+  void SetUp() override {
+    StartHarness();
+    if (HasFatalFailure()) return;
+    auto disk = SwitchableDisk::Mount(h_->dir() / "state-disk", h_->state_dir());
+    if (!disk.ok()) GTEST_SKIP() << "no FUSE file system here: " << disk.status().ToString();
+    switchable_ = std::move(*disk);
+    // Only other processes open files there (status through the command
+    // line): the process serving a FUSE file system must not, or a page it
+    // dirtied (SQLite's shared memory) may wait on its own server.
+    ASSERT_TRUE(h_->StartAgent().ok());
+    ASSERT_GE(WaitForStatus([](const auto& s) { return s["counts"].value("ACTIVE", 0) == 3; }, 90s),
+              0)
+        << Log(*h_);
+  }
+  void TearDown() override {
+    SelfHealing::TearDown();
+    switchable_.reset();
+  }
+  std::unique_ptr<SwitchableDisk> switchable_;
+};
+
+// While the state disk is read-only no outbox commit succeeds: status says
+// so within seconds and does not call the agent healthy; the agent neither
+// exits nor spins (its CPU time and log stay small) while the local broker
+// keeps the messages it could not commit; once the disk is writable again it
+// goes on by itself and every numbered message reaches the cloud.
+TEST_F(ReadOnlyStateDisk, CommitsFailVisiblyAndEveryMessageArrivesOnceWritable) {
+  const pid_t agent = h_->agent().pid();
+  Publish(0, 20);
+  ASSERT_TRUE(AllArrived(30s)) << Log(*h_);
+  ASSERT_GE(WaitForStatus(Healthy, 20s), 0) << Status().dump() << Log(*h_);
+
+  const auto log = h_->dir() / "agent.log";
+  const auto log_before = std::filesystem::file_size(log);
+  const double cpu_before = CpuSeconds(agent);
+  const auto read_only_at = std::chrono::steady_clock::now();
+  auto since = [](std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+  };
+  switchable_->SetReadOnly(true);
+  Publish(20, 60);  // the broker takes them; the agent cannot commit them
+  double shown = WaitForStatus(
+      [](const auto& s) { return HasProblem(s, "outbox commit failed") && !Healthy(s); }, 30s);
+  EXPECT_GE(shown, 0) << Status().dump() << Log(*h_);
+  shown = since(read_only_at);
+  std::printf("[ figures  ] state disk read-only: shown in status after %.1f s\n", shown);
+  EXPECT_LT(shown, 10.0);
+  auto text = h_->Cli({"status"});
+  EXPECT_EQ(text.exit_code, 1) << text.output;
+  EXPECT_NE(text.output.find("needs attention: outbox commit failed"), std::string::npos)
+      << text.output;
+
+  // More messages while it stays read-only, 12 s in all.
+  std::this_thread::sleep_for(4s);
+  Publish(60, 100);
+  std::this_thread::sleep_for(12s - std::chrono::duration_cast<std::chrono::seconds>(
+                                        std::chrono::steady_clock::now() - read_only_at));
+  const double read_only_for = since(read_only_at);
+  const double cpu = CpuSeconds(agent) - cpu_before;
+  const auto log_growth = std::filesystem::file_size(log) - log_before;
+  std::printf(
+      "[ figures  ] read-only for %.1f s: agent CPU %.2f s, log +%ju bytes, %d calls refused\n",
+      read_only_for, cpu, static_cast<uintmax_t>(log_growth), switchable_->refused());
+  EXPECT_GT(switchable_->refused(), 0);
+  EXPECT_TRUE(h_->agent().running()) << Log(*h_);
+  EXPECT_LT(cpu, 0.25 * read_only_for) << "the agent spins while commits fail";
+  EXPECT_LT(log_growth, 64u * 1024) << Log(*h_);
+  EXPECT_FALSE(Healthy(Status())) << Status().dump();
+
+  switchable_->SetReadOnly(false);
+  const auto writable_at = std::chrono::steady_clock::now();
+  double back =
+      WaitForStatus([](const auto& s) { return !HasProblem(s, "outbox commit failed"); }, 30s);
+  EXPECT_GE(back, 0) << Status().dump() << Log(*h_);
+  std::printf("[ figures  ] writable again: cleared after %.1f s\n", since(writable_at));
+  Publish(100, 120);
+  ASSERT_TRUE(AllArrived(60s)) << Log(*h_);
+  std::printf(
+      "[ figures  ] all %d numbered messages of each sensor arrived %.1f s after the disk "
+      "was writable; %d duplicate(s)\n",
+      published_, since(writable_at), Duplicates());
+  EXPECT_GE(WaitForStatus(Healthy, 30s), 0) << Status().dump() << Log(*h_);
+  EXPECT_EQ(h_->agent().pid(), agent) << "the agent was restarted";
+  EXPECT_TRUE(h_->agent().running());
+  ExpectViolationsZero();
+}
+#else
+TEST(ReadOnlyStateDisk, CommitsFailVisiblyAndEveryMessageArrivesOnceWritable) {
+  GTEST_SKIP() << "built without libfuse3 (Debian: libfuse3-dev): the read-only state disk is "
+                  "a FUSE file system, since the kernel refuses to remount a tmpfs read-only "
+                  "while the agent holds its databases open for writing";
+}
+#endif
 
 // The agent's cloud connections (aws.port) go through `relay`; `aws_keys`
 // are added to [aws].

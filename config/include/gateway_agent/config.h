@@ -123,7 +123,6 @@ struct SensorConfig {
   std::string id;          // local id: topic sensors/<id>/...
   std::string thing_name;  // empty: "<gateway thing>:<id>"
   SensorConnection connection = SensorConnection::kOwn;
-  int line = 0;  // where it was declared, for messages
 };
 
 // Sensors over the gateway's connection cost one subscription each there, and

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
@@ -41,6 +42,13 @@ struct Failure {
 };
 [[noreturn]] inline void Fail(const std::string& what) {
   throw Failure{what};
+}
+
+// Fails the benchmark when iot-sim counted an AWS limit violation (`when`:
+// after which figure).
+inline void RequireNoViolations(AgentHarness& h, const std::string& when) {
+  if (ga::Status held = h.NoViolations(); !held.ok()) Fail(when + ": " + held.ToString());
+  std::printf("  AWS limit violations %s: none\n", when.c_str());
 }
 
 // A payload of `size` bytes starting with the publish time in microseconds.

@@ -97,11 +97,8 @@ void SlowLink(std::chrono::milliseconds rtt, int messages, int sensors) {
   std::fflush(stdout);
 
   if (!h.agent().Signal(SIGTERM, 20s).has_value()) Fail("agent did not stop");
-  auto violations = h.sim().ViolationCount();
-  if (!violations.ok()) Fail("sim violations: " + violations.status().ToString());
-  if (*violations != 0)
-    Fail("iot-sim counted AWS limit violations: " + h.sim().Http("GET", "/_sim/violations").body);
-  std::printf("  sim violations: 0\n\n");
+  RequireNoViolations(h, "over the slow link");
+  std::printf("\n");
   std::fflush(stdout);
 }
 

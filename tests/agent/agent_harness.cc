@@ -1,5 +1,7 @@
 #include "agent_harness.h"
 
+#include <gtest/gtest.h>
+
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -14,6 +16,12 @@ Status AgentHarness::NoViolations() {
   if (count == 0) return Status::Ok();
   return Internal("iot-sim counted " + std::to_string(count) +
                   " AWS limit violation(s): " + sim().Http("GET", "/_sim/violations").body);
+}
+
+AgentHarness::~AgentHarness() {
+  if (sim_ == nullptr || !sim_->process().running()) return;
+  if (::testing::UnitTest::GetInstance()->current_test_info() == nullptr) return;
+  if (Status held = NoViolations(); !held.ok()) ADD_FAILURE() << held.ToString();
 }
 
 using namespace std::chrono_literals;

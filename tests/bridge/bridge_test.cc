@@ -349,6 +349,9 @@ TEST(Bridge, LimitsUnknownSensorsAndQos2AreHandledWithoutTrippingAws) {
   EXPECT_EQ(unknown["recent"][0].value("id", ""), "nobody");
   auto log = Log(**h);
   EXPECT_NE(log.find("not sent: sensor s1, topic sensors/s1/big"), std::string::npos) << log;
+  EXPECT_NE(log.find("not sent: sensor s1, topic sensors/s1: nothing follows the sensor id"),
+            std::string::npos)
+      << log;
   EXPECT_NE(log.find("unknown sensor \"nobody\""), std::string::npos) << log;
   ExpectNoViolations(**h);
 }

@@ -222,6 +222,15 @@ TEST(Renewal, CertificatesThatExpiredWhileStoppedAreRenewedAtStart) {
   std::this_thread::sleep_for(62s);
   Json expired = AwsJson((*h)->sim(), {"describe-certificate", "--certificate-id", old_ids["s1"]});
   ASSERT_EQ(expired["certificateDescription"].value("status", ""), "ACTIVE") << expired.dump();
+  // Never a clean ACTIVE meanwhile: status names the expired certificate and
+  // exits non-zero.
+  auto shown = (*h)->Cli({"status", "--json"});
+  EXPECT_NE(shown.exit_code, 0) << shown.output;
+  for (const std::string name : {"gateway", "s1"}) {
+    EXPECT_NE(StatusOf(shown.output, name).value("problem", "").find("expired on"),
+              std::string::npos)
+        << name << ": " << shown.output;
+  }
 
   ASSERT_TRUE((*h)->StartAgent().ok());
   std::string status;

@@ -208,10 +208,29 @@ TEST_F(SelfHealing, RecoversFromEachFaultWithoutARestartAndLosesNothing) {
   EXPECT_GE(shown, 0) << Status().dump() << Log(*h_);
   std::printf("[ figures  ] TPM killed: shown in status after %.1f s\n", shown);
   Publish(20, 40);  // live connections need no TPM
+  // A sensor added meanwhile waits for the TPM, then enrolls: no restart.
+  auto added = h_->Cli({"sensor", "add", "s3"});
+  EXPECT_EQ(added.exit_code, 0) << added.output;
+  std::this_thread::sleep_for(1s);
+  const auto away = Status();
+  EXPECT_EQ(IdentityField(away, "s3", "state"), "NEW") << away.dump();
+  const std::string waiting = IdentityField(away, "s3", "lastError");
+  EXPECT_NE(waiting.find("TPM unreachable"), std::string::npos) << away.dump();
+  std::printf("[ figures  ] sensor added while the TPM is away: NEW, %s\n", waiting.c_str());
   ASSERT_TRUE(h_->tpm().Relaunch().ok());
   double back = WaitForStatus([](const auto& s) { return !HasProblem(s, "TPM unreachable"); }, 30s);
   EXPECT_GE(back, 0) << Status().dump() << Log(*h_);
   std::printf("[ figures  ] TPM back: cleared after %.1f s\n", back);
+  double enrolled = WaitForStatus(
+      [](const auto& s) {
+        return IdentityField(s, "s3", "state") == "ACTIVE" &&
+               StatusOf(s.dump(), "s3").value("connected", false);
+      },
+      60s);
+  EXPECT_GE(enrolled, 0) << Status().dump() << Log(*h_);
+  std::printf(
+      "[ figures  ] sensor added while the TPM was away: ACTIVE %.1f s after the TPM came back\n",
+      back + enrolled);
   ASSERT_TRUE(AllArrived(30s)) << Log(*h_);
 
   // 2. The state directory's disk fills up, then is freed.

@@ -287,6 +287,11 @@ TEST_F(SelfHealing, RecoversFromEachFaultWithoutARestartAndLosesNothing) {
   shown = WaitForStatus(troubled("s1"), 15s);
   EXPECT_GE(shown, 0) << Status().dump() << Log(*h_);
   EXPECT_NE(problem.find("key"), std::string::npos) << problem;
+  auto list = h_->Cli({"sensor", "list"});  // the same problem there
+  auto s1_line = list.output.substr(list.output.find("\ns1 ") + 1);
+  EXPECT_NE(s1_line.substr(0, s1_line.find('\n')).find("PROBLEM: identity s1: key"),
+            std::string::npos)
+      << list.output;
   std::printf("[ figures  ] key deleted: shown in status after %.1f s: %s\n", shown,
               problem.c_str());
   Publish(100, 120);

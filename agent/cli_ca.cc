@@ -123,10 +123,12 @@ int RunInit(const GlobalOptions& global, const InitOptions& o) {
   init.csr_only = o.csr_only;
   if (init.backend == CaBackend::kTpm) {
     tpm::TpmOptions options;
+    // The TPM: --tcti, else [tpm] of the configuration (--config, or the
+    // default file when there is one), else the default device.
     if (!o.tcti.empty()) {
       options.tcti = o.tcti;
-    } else if (!global.config_path.empty()) {
-      auto loaded = LoadConfig(global.config_path);
+    } else if (!global.config_path.empty() || fs::exists(global.ConfigFile())) {
+      auto loaded = LoadConfig(global.ConfigFile());
       if (!loaded.ok()) return Fail(loaded.status());
       options.tcti = loaded->config.tpm.tcti;
       options.srk_handle = loaded->config.tpm.srk_handle;

@@ -188,7 +188,7 @@ void RegisterRunCommands(CLI::App& app, const GlobalOptions& global, int& exit_c
   auto add_thing = std::make_shared<std::string>();
   auto add_connection = std::make_shared<std::string>("own");
   add->add_option("ID", *add_id, "The sensor id (its topic level sensors/<ID>/...)")->required();
-  add->add_option("--thing-name", *add_thing, "AWS thing name (default <gateway thing>-<ID>)");
+  add->add_option("--thing-name", *add_thing, "AWS thing name (default <gateway thing>:<ID>)");
   add->add_option("--connection", *add_connection,
                   "own: its own TPM key, certificate and connection; gateway: over the "
                   "gateway's connection")

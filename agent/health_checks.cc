@@ -281,6 +281,22 @@ std::optional<HealthCheck> CheckSecretFile(const std::string& name,
   return std::nullopt;
 }
 
+// [local] password_file holds the agent's password on the local broker: a
+// warning when group or others may read it (run accepts it: the broker
+// confines that user; the proxy's password file is refused).
+std::optional<HealthCheck> CheckLocalPassword(const LocalConfig& local) {
+  struct stat st {};
+  if (local.password_file.empty() || stat(local.password_file.c_str(), &st) != 0 ||
+      (st.st_mode & 077) == 0) {
+    return std::nullopt;  // unreadable: the config check says so
+  }
+  const std::string path = local.password_file.string();
+  return Warn("local password",
+              path + " has mode " + ModeText(st.st_mode) +
+                  ": others than the service may read the agent's password on the local broker",
+              "chmod 0600 " + path);
+}
+
 HealthCheck CheckLocalCa(const Config& config, Millis now) {
   const std::string name = "local ca";
   auto cert = pki::ReadCertificateFile(config.ca.cert);
@@ -583,6 +599,7 @@ std::vector<HealthCheck> RunHealthChecks(const std::filesystem::path& config_fil
     auto pw = LocalCredentials(config.agent.state_dir).Existing(bridge::kBoundaryProbeUser);
     if (pw.ok()) probe_password = std::move(*pw);
   }
+  if (auto open = CheckLocalPassword(config.local)) out.push_back(std::move(*open));
   out.push_back(CheckLocalBroker(config.local, probe_password));
   for (auto& c : CheckStateDir(config, now)) out.push_back(std::move(c));
   return out;

@@ -174,6 +174,24 @@ TEST_F(Check, CaKeyReadableByOthers) {
   EXPECT_NE(last_output_.find("chmod 0600"), std::string::npos) << last_output_;
 }
 
+TEST_F(Check, ALocalPasswordFileOthersCanReadIsAWarning) {
+  std::string config;
+  h().RewriteConfig([&](std::string& text) { config = text; });
+  const std::string key = "password_file = \"";
+  const size_t at = config.find(key);
+  ASSERT_NE(at, std::string::npos) << config;
+  const std::string file =
+      config.substr(at + key.size(), config.find('"', at + key.size()) - at - key.size());
+  std::filesystem::permissions(file, std::filesystem::perms::others_read,
+                               std::filesystem::perm_options::add);
+  ExpectCheck("local password", "warning", 0);
+  EXPECT_NE(last_output_.find("chmod 0600 " + file), std::string::npos) << last_output_;
+  std::filesystem::permissions(file, std::filesystem::perms::others_read,
+                               std::filesystem::perm_options::remove);
+  int code = -1;
+  EXPECT_EQ(ResultOf(CheckJson(&code), "local password"), "") << last_output_;
+}
+
 TEST_F(Check, InvalidConfigSkipsTheOtherChecks) {
   h().RewriteConfig([](std::string& text) { text += "[bogus]\n"; });
   int code = -1;

@@ -1,7 +1,8 @@
 // `gateway-agent check` when time is the fault: a clock before the build, a
 // clock past an identity's certificate, a local CA past its end (the command
-// run under libfaketime, Debian's faketime); and an outbox that is not a
-// database, for `check` and for `run`. Real swtpm, mosquitto and iot-sim.
+// run under libfaketime, Debian's faketime); an outbox that is not a
+// database, for `check` and for `run`; an endpoint that does not resolve.
+// Real swtpm, mosquitto and iot-sim.
 #include <gtest/gtest.h>
 
 #include <csignal>
@@ -284,6 +285,31 @@ TEST_F(CheckFaults, GarbageOutboxIsNamedByRunAndCheck) {
   EXPECT_TRUE(h().agent().running()) << AgentLog();
   doc = CheckJson(&code);
   EXPECT_EQ(CheckNamed(doc, "outbox")["result"], "ok") << last_output_;
+}
+
+// An endpoint the gateway cannot resolve (a typo, no DNS): `aws dns` is an
+// error naming it and how to find the right one; the TCP and TLS checks,
+// which need its address, are not run.
+TEST_F(CheckFaults, AnEndpointThatDoesNotResolveIsAnErrorNamingIt) {
+  HarnessOptions o;
+  o.sensors = 0;
+  Start(o);
+  const std::string endpoint = "no-such-endpoint.invalid";
+  h().RewriteConfig([&](std::string& text) {
+    const std::string key = "endpoint = \"";
+    const size_t at = text.find(key) + key.size();
+    text.replace(at, text.find('"', at) - at, endpoint);
+  });
+  int code = -1;
+  auto doc = CheckJson(&code);
+  EXPECT_EQ(code, 1) << last_output_;
+  auto dns = CheckNamed(doc, "aws dns");
+  ASSERT_TRUE(dns.is_object()) << last_output_;
+  EXPECT_EQ(dns["result"], "error") << last_output_;
+  EXPECT_TRUE(Contains(dns["detail"], "resolve " + endpoint)) << last_output_;
+  EXPECT_TRUE(Contains(dns["fix"], "aws iot describe-endpoint")) << last_output_;
+  EXPECT_TRUE(CheckNamed(doc, "aws tcp").is_null()) << last_output_;
+  EXPECT_TRUE(CheckNamed(doc, "aws tls").is_null()) << last_output_;
 }
 
 }  // namespace

@@ -175,8 +175,7 @@ TEST_F(Check, CaKeyReadableByOthers) {
 }
 
 TEST_F(Check, ALocalPasswordFileOthersCanReadIsAWarning) {
-  std::string config;
-  h().RewriteConfig([&](std::string& text) { config = text; });
+  const std::string config = ReadText(h().config());
   const std::string key = "password_file = \"";
   const size_t at = config.find(key);
   ASSERT_NE(at, std::string::npos) << config;

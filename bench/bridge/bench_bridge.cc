@@ -64,28 +64,12 @@
 namespace {
 
 using namespace ga::bench;
+using ga::testing::CpuSeconds;
 using ga::testing::HarnessOptions;
 using ga::testing::Mosquitto;
 using ga::testing::MosquittoOptions;
 using ga::testing::TpmCommandCounts;
 using ga::testing::TpmLatencyRelay;
-
-// utime + stime of a process (all threads), in seconds.
-double CpuSeconds(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string s((std::istreambuf_iterator<char>(in)), {});
-  auto close = s.rfind(')');
-  if (close == std::string::npos) return 0;
-  std::istringstream rest(s.substr(close + 2));
-  std::string field;
-  unsigned long long utime = 0, stime = 0;
-  // Fields after the command: 3 state ... 14 utime, 15 stime.
-  for (int i = 3; i <= 15 && rest >> field; ++i) {
-    if (i == 14) utime = std::stoull(field);
-    if (i == 15) stime = std::stoull(field);
-  }
-  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
 
 // The machine's CPU counters (all cores, in clock ticks): busy and total.
 struct MachineCpu {

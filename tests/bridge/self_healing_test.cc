@@ -9,13 +9,11 @@
 // long one (300 ms RTT).
 #include <sys/mount.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include <cstdio>
 #include <fstream>
 #include <map>
 #include <set>
-#include <sstream>
 
 #include "bridge_harness.h"
 #include "tcp_relay.h"
@@ -51,11 +49,6 @@ class SmallDisk {
   std::filesystem::path at_;
   bool mounted_ = false;
 };
-
-std::string ReadFileOrEmpty(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
 
 class SelfHealing : public ::testing::Test {
  protected:
@@ -309,7 +302,7 @@ TEST_F(SelfHealing, RecoversFromEachFaultWithoutARestartAndLosesNothing) {
   const std::string s2_cert = IdentityField(before, "s2", "certificateId");
   const std::string s2_key = IdentityField(before, "s2", "keyFile");
   ASSERT_FALSE(s2_key.empty()) << before.dump();
-  const std::string s2_blob = ReadFileOrEmpty(s2_key);
+  const std::string s2_blob = ReadText(s2_key);
   ASSERT_FALSE(s2_blob.empty()) << s2_key;
   std::filesystem::copy_file(h_->state_dir() / "identities" / "s1" / "chain.pem",
                              IdentityField(before, "s2", "chainFile"),
@@ -326,7 +319,7 @@ TEST_F(SelfHealing, RecoversFromEachFaultWithoutARestartAndLosesNothing) {
   EXPECT_EQ(clean_with_old, 0) << "s2 showed a clean ACTIVE with the certificate it lost";
   std::printf("[ figures  ] certificate overwritten: issued again %.1f s after that\n", back);
   EXPECT_EQ(IdentityField(Status(), "s2", "keyFile"), s2_key) << Status().dump();
-  EXPECT_EQ(ReadFileOrEmpty(s2_key), s2_blob) << "s2 was given a new TPM key";
+  EXPECT_EQ(ReadText(s2_key), s2_blob) << "s2 was given a new TPM key";
   ASSERT_TRUE(AllArrived(60s)) << Log(*h_);
 
   ASSERT_GE(WaitForStatus(Healthy, 30s), 0) << Status().dump();
@@ -359,7 +352,7 @@ TEST_F(SelfHealing, AKeyThisTpmCannotUseIsReplaced) {
       90s);
   EXPECT_GE(back, 0) << Status().dump() << Log(*h_);
   EXPECT_NE(Log(*h_).find("cannot be used in this TPM"), std::string::npos) << Log(*h_);
-  EXPECT_NE(ReadFileOrEmpty(key), ReadFileOrEmpty(foreign)) << "the foreign key was kept";
+  EXPECT_NE(ReadText(key), ReadText(foreign)) << "the foreign key was kept";
   Publish(0, 10);
   EXPECT_TRUE(AllArrived(30s)) << Log(*h_);
   ExpectViolationsZero();
@@ -383,22 +376,6 @@ TEST_F(SelfHealing, ProbeRefusesWhileTheAgentHoldsTheConnection) {
 }
 
 #ifdef GA_HAVE_FUSE3
-// CPU seconds (user and system) that process `pid` has used.
-double CpuSeconds(pid_t pid) {
-  std::string stat = ReadFileOrEmpty("/proc/" + std::to_string(pid) + "/stat");
-  auto end = stat.rfind(')');
-  if (end == std::string::npos) return -1;
-  std::istringstream fields(stat.substr(end + 2));
-  std::string field;
-  long long utime = 0, stime = 0;
-  // After the name: state is field 3; utime and stime are 14 and 15.
-  for (int i = 3; i <= 15 && fields >> field; ++i) {
-    if (i == 14) utime = std::stoll(field);
-    if (i == 15) stime = std::stoll(field);
-  }
-  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
-
 // The state directory on a disk that turns read-only while the agent runs
 // (switchable_disk.h says why not a tmpfs remounted read-only).
 class ReadOnlyStateDisk : public SelfHealing {

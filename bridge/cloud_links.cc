@@ -364,7 +364,10 @@ void CloudLinks::Lost(CloudConnection& c, int rc) {
       c.problem = "no answer to CONNECT from " + settings_.aws.endpoint + " (" + why + ")";
     }
   }
-  if (c.connected) c.lost_at = Clock::now();
+  if (c.connected) {
+    c.lost_at = Clock::now();
+    TakeBackUnacknowledged(c);
+  }
   SetConnected(c, false);
   c.connecting = false;
   ScheduleReconnect(c, parts_.rng);

@@ -125,6 +125,9 @@ class CloudLinks {
   // cloud_send.cc
   bool SendOne(CloudConnection& sender, CloudConnection& via, Clock::time_point now);
   void OnPuback(mosquitto* m, int mid);
+  // After a connection that was up is lost: its unacknowledged messages go
+  // back to the send path, and its client is let go (see cloud_send.cc).
+  void TakeBackUnacknowledged(CloudConnection& c);
   // cloud_lifecycle.cc
   void OnSubscribe(mosquitto* m, int mid, int count, const int* granted);
   // True when `msg` is on the thing's lifecycle topics (an answer: taken

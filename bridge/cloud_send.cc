@@ -1,6 +1,8 @@
 // CloudLinks, the send path: outbox -> cloud connection, within each
 // connection's in-flight window and rates; PUBACKs free the window and are
 // handed to the outbox staging for deletion.
+#include <algorithm>
+
 #include "cloud_links.h"
 #include "gateway_agent/log.h"
 
@@ -78,6 +80,28 @@ void CloudLinks::OnPuback(mosquitto* m, int mid) {
     return;
   }
   parts_.agenda.MarkSend(*c);  // the window has room again
+}
+
+// libmosquitto would resend every unacknowledged message at the next
+// CONNACK, all at once and past the send budget: after a half-open link that
+// is a whole window (up to 100) plus the budget's burst in the connection's
+// first second, more than the 100 publishes per second AWS IoT allows. They
+// go through the budget instead: each sender reads its outbox again from its
+// oldest unacknowledged message, and the next connection is made by a new
+// client, whose queue is empty. (A message the server got without its
+// PUBACK reaching us is sent twice, as libmosquitto's resend would.)
+void CloudLinks::TakeBackUnacknowledged(CloudConnection& c) {
+  for (const auto& [mid, seq] : c.inflight) c.last_queued = std::min(c.last_queued, seq - 1);
+  for (const auto& [mid, carried] : c.carried) {
+    CloudConnection& rider = *carried.first;
+    rider.last_queued = std::min(rider.last_queued, carried.second - 1);
+  }
+  c.inflight.clear();
+  c.carried.clear();
+  if (c.mosq) {
+    by_mosq_.erase(c.mosq.get());
+    c.mosq.reset();
+  }
 }
 
 void CloudLinks::TakeCommitted(std::vector<OutboxMessage>& committed) {

@@ -50,15 +50,12 @@ bool CloudLinks::SendOne(CloudConnection& sender, CloudConnection& via, Clock::t
   int rc = mosquitto_publish(via.mosq.get(), &mid, m.topic.c_str(),
                              static_cast<int>(m.payload.size()), m.payload.data(), 1, false);
   if (rc != MOSQ_ERR_SUCCESS) {
+    via.budget->Acknowledged(m.payload.size(), now);  // never sent
     log::Warning("publish for " + sender.name + " failed: " + mosquitto_strerror(rc),
                  {{"IDENTITY", sender.name}});
     return false;
   }
-  if (&sender == &via) {
-    sender.inflight[mid] = m.seq;
-  } else {
-    via.carried[mid] = {&sender, m.seq};
-  }
+  via.inflight[mid] = {&sender, m.seq, m.payload.size()};
   sender.last_queued = m.seq;
   sender.pending.pop_front();
   ++via.published;
@@ -70,15 +67,11 @@ bool CloudLinks::SendOne(CloudConnection& sender, CloudConnection& via, Clock::t
 void CloudLinks::OnPuback(mosquitto* m, int mid) {
   CloudConnection* c = Of(m);
   if (c == nullptr) return;
-  if (auto it = c->inflight.find(mid); it != c->inflight.end()) {
-    parts_.staging.Acknowledged(it->second);
-    c->inflight.erase(it);
-  } else if (auto carried = c->carried.find(mid); carried != c->carried.end()) {
-    parts_.staging.Acknowledged(carried->second.second);
-    c->carried.erase(carried);
-  } else {
-    return;
-  }
+  auto it = c->inflight.find(mid);
+  if (it == c->inflight.end()) return;
+  parts_.staging.Acknowledged(it->second.seq);
+  c->budget->Acknowledged(it->second.bytes, Clock::now());
+  c->inflight.erase(it);
   parts_.agenda.MarkSend(*c);  // the window has room again
 }
 
@@ -91,13 +84,11 @@ void CloudLinks::OnPuback(mosquitto* m, int mid) {
 // client, whose queue is empty. (A message the server got without its
 // PUBACK reaching us is sent twice, as libmosquitto's resend would.)
 void CloudLinks::TakeBackUnacknowledged(CloudConnection& c) {
-  for (const auto& [mid, seq] : c.inflight) c.last_queued = std::min(c.last_queued, seq - 1);
-  for (const auto& [mid, carried] : c.carried) {
-    CloudConnection& rider = *carried.first;
-    rider.last_queued = std::min(rider.last_queued, carried.second - 1);
+  for (const auto& [mid, m] : c.inflight) {
+    m.sender->last_queued = std::min(m.sender->last_queued, m.seq - 1);
   }
   c.inflight.clear();
-  c.carried.clear();
+  c.budget->NewConnection(Clock::now());
   if (c.mosq) {
     by_mosq_.erase(c.mosq.get());
     c.mosq.reset();

@@ -94,7 +94,7 @@ void TlsBufferPolicy::Forget(CloudConnection& c) {
 }
 
 void TlsBufferPolicy::ReleaseIfIdle(CloudConnection& c) {
-  const bool idle = !c.sent_this_tick && c.inflight.empty() && c.carried.empty();
+  const bool idle = !c.sent_this_tick && c.inflight.empty();
   c.sent_this_tick = false;
   if (!c.holds_tls_buffers || !idle) return;
   auto* ssl = static_cast<SSL*>(mosquitto_ssl_get(c.mosq.get()));

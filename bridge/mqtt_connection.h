@@ -59,17 +59,23 @@ struct CloudConnection : MqttConnection {
   BridgeIdentity identity;
   // A handshake thread owns `mosq` while this is set: the loop leaves it alone.
   bool handshaking = false;
-  std::map<int, int64_t> inflight;  // mid -> outbox seq
+  // A QoS 1 publish waiting for its PUBACK: whose message (this
+  // connection's or a sensor's it carries), its outbox seq and size.
+  struct InFlight {
+    CloudConnection* sender = nullptr;
+    int64_t seq = 0;
+    size_t bytes = 0;
+  };
+  std::map<int, InFlight> inflight;  // by mid
   std::deque<OutboxMessage> pending;
   int64_t last_queued = 0;  // highest seq handed to libmosquitto
   bool drained = false;     // the outbox had nothing more after last_queued
   std::unique_ptr<SendBudget> budget;
   // Shared mode. On a sensor: the connection that carries its messages (none
   // while that identity is not connected to the loop). On that connection:
-  // the sensors it carries, and their messages it has in flight.
+  // the sensors it carries.
   CloudConnection* carrier = nullptr;
   std::vector<CloudConnection*> riders;
-  std::map<int, std::pair<CloudConnection*, int64_t>> carried;  // mid -> rider, seq
   size_t next_turn = 0;  // round robin over itself and its riders
   // Command filters of riders that left while it was offline: its persistent
   // session still holds them, so they are unsubscribed on the next CONNACK.
@@ -93,7 +99,7 @@ struct CloudConnection : MqttConnection {
   std::shared_ptr<LifecycleRequest> asked;
   int asked_subscribe_mid = -1;
 
-  size_t in_flight() const { return inflight.size() + carried.size(); }
+  size_t in_flight() const { return inflight.size(); }
 };
 
 // Reads every packet the socket (and, for TLS, OpenSSL's buffer) holds, up to

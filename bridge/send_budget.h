@@ -5,10 +5,21 @@
 // bridge.inflight_window QoS 1 messages unacknowledged on it. A connection
 // that carries shared-mode sensors serves itself and them in turns.
 //
+// The rates must hold at the server too when a link delays packets and then
+// delivers them at once (a modem that drops off and comes back): every
+// publish in flight may arrive together, and the PUBACKs of such a batch free
+// the window at once. So the budget also keeps the server's view: token
+// buckets like AWS IoT's (a second's worth, refilled at the rate), charged
+// when a PUBACK comes (the latest its publish can have been counted), and a
+// publish goes only while that view, less everything still in flight, has
+// room for it. Whatever the delays, the server's own bucket then has room
+// for every publish when it arrives.
+//
 // Time is an input: every call takes `now`, so tests drive it with a fake clock.
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 
 #include "gateway_agent/rate.h"
@@ -25,13 +36,31 @@ class SendBudget {
   bool WindowFull(size_t in_flight) const { return in_flight >= window_; }
 
   // Takes one publish and `bytes` when both are there now; nothing otherwise
-  // (a publish is never spent on a message whose bytes must wait).
+  // (a publish is never spent on a message whose bytes must wait). What it
+  // takes is in flight until Acknowledged.
   bool TryTake(size_t bytes, SteadyClock::time_point now);
+  // The PUBACK of a publish of `bytes` came (or it was given up on).
+  void Acknowledged(size_t bytes, SteadyClock::time_point now);
+  // A publish that has no PUBACK (QoS 0), sent outside TryTake.
+  void SentWithoutAck(size_t bytes, SteadyClock::time_point now);
+  // The connection is gone: AWS counts per connection, so the next one starts
+  // with nothing in flight and the server's buckets full.
+  void NewConnection(SteadyClock::time_point now);
 
  private:
+  // A token bucket that may go below zero: the server's, as seen from here.
+  struct ServerBucket {
+    double rate = 0, capacity = 0, tokens = 0;
+    SteadyClock::time_point last{};
+    double Tokens(SteadyClock::time_point now);
+  };
+
   size_t window_;
   std::unique_ptr<TokenBucket> publishes_;  // both null when unlimited
   std::unique_ptr<TokenBucket> bytes_;
+  ServerBucket server_publishes_, server_bytes_;
+  uint64_t in_flight_publishes_ = 0;
+  uint64_t in_flight_bytes_ = 0;
 };
 
 // Round robin over `n` senders (a connection, then the sensors it carries):

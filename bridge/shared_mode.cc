@@ -44,7 +44,11 @@ void CloudLinks::Detach(CloudConnection& rider) {
   CloudConnection* carrier = rider.carrier;
   if (carrier == nullptr) return;
   std::erase(carrier->riders, &rider);
-  std::erase_if(carrier->carried, [&](const auto& e) { return e.second.first == &rider; });
+  std::erase_if(carrier->inflight, [&](const auto& e) {
+    if (e.second.sender != &rider) return false;
+    carrier->budget->Acknowledged(e.second.bytes, Clock::now());  // no longer waited for
+    return true;
+  });
   std::string filter = parts_.topics.CommandFilter(rider.identity.thing);
   if (carrier->connected && carrier->mosq) {
     mosquitto_unsubscribe(carrier->mosq.get(), nullptr, filter.c_str());

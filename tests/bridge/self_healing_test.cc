@@ -544,6 +544,43 @@ TEST(HalfOpen, ASilentLinkIsDetectedAndReconnectedWithoutLossWithinAwsRates) {
   ExpectNoViolations(**h);
 }
 
+// A link that holds everything for a while, then delivers it at once (a
+// modem that drops off and comes back): the messages in flight reach AWS IoT
+// together, and what the bridge sends as their PUBACKs come back must still
+// fit AWS's 100 publishes per second per connection.
+TEST(StalledLink, WhatItHeldArrivesAtOnceAndTheBridgeStaysWithinAwsRates) {
+  HarnessOptions o;
+  o.sensors = 1;
+  auto h = AgentHarness::Start(o);
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  auto relay = TcpRelay::Start((*h)->sim().mqtt_port());
+  ASSERT_TRUE(relay.ok()) << relay.status().ToString();
+  RouteCloudThrough(**h, **relay);
+  ASSERT_TRUE((*h)->StartAgent().ok());
+  ASSERT_TRUE((*h)->WaitForState("ACTIVE", 2, 90s)) << Log(**h);
+  ASSERT_TRUE(WaitForSimClients((*h)->sim(), {"gw-test:s1"}, 30s)) << Log(**h);
+
+  // A backlog that takes the bridge seconds to send at AWS's rate; the link
+  // stalls in the middle, long enough for the in-flight window to fill.
+  constexpr int kMessages = 600;
+  const int connections = (*relay)->accepted();
+  LocalClient sensor((*h)->broker().port(), "stalled-link");
+  for (int n = 0; n < kMessages; ++n) sensor.Publish("sensors/s1/seq", std::to_string(n));
+  ASSERT_TRUE(sensor.WaitAcked(kMessages, 30s));
+  std::this_thread::sleep_for(1s);
+  (*relay)->Stall();
+  std::this_thread::sleep_for(2500ms);
+  (*relay)->Resume();
+
+  std::vector<CloudMessage> got;
+  ASSERT_TRUE(WaitForCloudCount((*h)->sim(), kMessages, 60s, &got, /*distinct=*/true)) << Log(**h);
+  std::printf("[ figures  ] %d messages through a link stalled for 2.5 s: %zu arrived\n", kMessages,
+              got.size());
+  EXPECT_EQ((*relay)->accepted(), connections) << "a connection was lost: " << Log(**h);
+  ASSERT_TRUE((*h)->agent().Signal(SIGTERM, 20s).has_value());
+  ExpectNoViolations(**h);
+}
+
 // A long link (300 ms RTT, a cellular or satellite modem): enrollment (JITR
 // connects) and the bridge's connections come up through it, and numbered
 // messages all arrive in order, within AWS's limits.

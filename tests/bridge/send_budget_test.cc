@@ -1,11 +1,14 @@
 // The send scheduler's rules, driven by a fake clock: AWS IoT's
-// per-connection publish and byte rates, bursts, the in-flight window, and
-// turns between a carrier and the sensors it carries.
+// per-connection publish and byte rates, bursts, the in-flight window, room
+// at the server whatever a link holds back, and turns between a carrier and
+// the sensors it carries.
 #include "send_budget.h"
 
 #include <gtest/gtest.h>
 
 #include <deque>
+#include <functional>
+#include <map>
 #include <vector>
 
 #include "gateway_agent/aws_iot.h"
@@ -17,14 +20,96 @@ using std::chrono::milliseconds;
 
 const SteadyClock::time_point kStart{};
 
-// Offers a 100-byte message every millisecond for `ms` milliseconds; returns
-// the times (ms since kStart) at which one was taken.
+// Offers a 100-byte message every millisecond for `ms` milliseconds, each
+// acknowledged at once; returns the times (ms since kStart) at which one was
+// taken.
 std::vector<int> TakeEveryMs(SendBudget& budget, int ms, size_t bytes = 100) {
   std::vector<int> taken;
   for (int t = 0; t < ms; ++t) {
-    while (budget.TryTake(bytes, kStart + milliseconds(t))) taken.push_back(t);
+    while (budget.TryTake(bytes, kStart + milliseconds(t))) {
+      budget.Acknowledged(bytes, kStart + milliseconds(t));
+      taken.push_back(t);
+    }
   }
   return taken;
+}
+
+// A link that delivers a publish sent at ms t at ms arrive(t) (never before
+// one sent earlier), to a server with AWS IoT's buckets: 100 publishes and
+// 512 KiB a second, each holding a second's worth, as iot-sim models them.
+// Its PUBACK comes back at once. For `ms` ms a message of `bytes` is offered
+// whenever the window has room; returns the publishes the server refused,
+// and in *sent how many went.
+int RefusedByTheServer(SendBudget& budget, int ms, const std::function<int(int)>& arrive,
+                       size_t bytes, int* sent) {
+  TokenBucket publishes(100, 100, kStart);
+  TokenBucket throughput(512 * 1024, 512 * 1024, kStart);
+  std::multimap<int, size_t> on_the_way;  // arrival ms -> bytes
+  int refused = 0;
+  *sent = 0;
+  for (int t = 0; t < ms; ++t) {
+    auto now = kStart + milliseconds(t);
+    for (auto it = on_the_way.begin(); it != on_the_way.end() && it->first <= t;) {
+      if (!publishes.TryTake(1, now) || !throughput.TryTake(static_cast<double>(it->second), now)) {
+        ++refused;
+      }
+      budget.Acknowledged(it->second, now);
+      it = on_the_way.erase(it);
+    }
+    while (!budget.WindowFull(on_the_way.size()) && budget.TryTake(bytes, now)) {
+      on_the_way.emplace(arrive(t), bytes);
+      ++*sent;
+    }
+  }
+  return refused;
+}
+
+TEST(SendBudget, TheServerHasRoomForEveryPublishWhateverTheLinkHoldsBack) {
+  struct Link {
+    const char* name;
+    std::function<int(int)> arrive;
+  };
+  const std::vector<Link> links = {
+      {"20 ms away", [](int t) { return t + 20; }},
+      {"600 ms away (satellite)", [](int t) { return t + 600; }},
+      // Holds everything for 2 s, then delivers it at once.
+      {"stalled 2 s", [](int t) { return t >= 1000 && t < 3000 ? 3000 : t + 20; }},
+      // Drops off for 0.7 s in every 1.5 s.
+      {"stalling often", [](int t) { return t % 1500 < 700 ? t - t % 1500 + 700 : t + 20; }},
+  };
+  for (const Link& link : links) {
+    for (size_t bytes : {size_t{100}, size_t{20 * 1024}}) {
+      SendBudget budget(100, 512 * 1024, 100, false, kStart);
+      int sent = 0;
+      EXPECT_EQ(RefusedByTheServer(budget, 10'000, link.arrive, bytes, &sent), 0)
+          << link.name << ", " << bytes << "-byte messages";
+      // Most of the rates is used: 90 a second, or 25 of 20 KiB (512 KiB/s).
+      EXPECT_GE(sent, bytes == 100 ? 700 : 200) << link.name << ", " << bytes << " bytes";
+    }
+  }
+}
+
+TEST(SendBudget, WithoutPubacksASecondsWorthGoesAndANewConnectionStartsAfresh) {
+  SendBudget budget(100, 512 * 1024, 100, false, kStart);
+  int taken = 0;
+  for (int t = 0; t < 3000; ++t) {
+    while (budget.TryTake(100, kStart + milliseconds(t))) ++taken;
+  }
+  // All of them may reach the server at once: its bucket holds 100.
+  EXPECT_EQ(taken, 100);
+  // A new connection: nothing of the old one is in flight on it.
+  budget.NewConnection(kStart + milliseconds(3000));
+  int again = 0;
+  while (budget.TryTake(100, kStart + milliseconds(3000))) ++again;
+  EXPECT_EQ(again, 10);  // the burst
+}
+
+TEST(SendBudget, AQos0PublishCountsAtTheServer) {
+  SendBudget budget(100, 512 * 1024, 100, false, kStart);
+  for (int i = 0; i < 95; ++i) budget.SentWithoutAck(100, kStart);
+  int taken = 0;
+  while (budget.TryTake(100, kStart)) ++taken;
+  EXPECT_EQ(taken, 5);
 }
 
 // The most publishes in any one-second window.
@@ -59,6 +144,7 @@ TEST(SendBudget, TheByteRateHoldsAndTheLargestMessageStillGoes) {
   SendBudget budget(100, byte_rate, 100, false, kStart);
   // A 128 KiB message goes at once: the byte burst holds one.
   EXPECT_TRUE(budget.TryTake(aws::kMaxPayloadBytes, kStart));
+  budget.Acknowledged(aws::kMaxPayloadBytes, kStart);
   // Then the bytes must be earned again at byte_rate.
   EXPECT_FALSE(budget.TryTake(1024, kStart + milliseconds(10)));
   EXPECT_TRUE(budget.TryTake(1024, kStart + milliseconds(8500)));
@@ -97,6 +183,7 @@ struct Carried {
   SteadyClock::time_point now = kStart;
   bool Send(size_t i) {
     if (queues[i].empty() || !budget->TryTake(100, now)) return false;
+    budget->Acknowledged(100, now);
     queues[i].pop_front();
     order.push_back(static_cast<int>(i));
     return true;

@@ -65,7 +65,7 @@ void CloudLinks::OnSubscribe(mosquitto* m, int mid, int count, const int* grante
   if (rc != MOSQ_ERR_SUCCESS) {
     return EndAsked(*c, "publishing to " + topic + ": " + mosquitto_strerror(rc));
   }
-  c->budget->SentWithoutAck(request.size(), Clock::now());
+  c->budget->SentWithoutAck(request.size() + topic.size() + aws::kPublishHeaderBytes, Clock::now());
   parts_.agenda.MarkWrite(*c);
 }
 

@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "cloud_links.h"
+#include "gateway_agent/aws_iot.h"
 #include "gateway_agent/log.h"
 
 namespace ga::bridge {
@@ -11,6 +12,11 @@ namespace ga::bridge {
 namespace {
 
 constexpr int kRefill = 200;  // outbox rows read per refill
+
+// The PUBLISH packet's size (at most), which AWS IoT's byte rate counts.
+size_t PacketBytes(const OutboxMessage& m) {
+  return m.payload.size() + m.topic.size() + aws::kPublishHeaderBytes;
+}
 
 }  // namespace
 
@@ -45,17 +51,18 @@ bool CloudLinks::SendOne(CloudConnection& sender, CloudConnection& via, Clock::t
     for (auto& m : *next) sender.pending.push_back(std::move(m));
   }
   OutboxMessage& m = sender.pending.front();
-  if (!via.budget->TryTake(m.payload.size(), now)) return false;
+  const size_t bytes = PacketBytes(m);
+  if (!via.budget->TryTake(bytes, now)) return false;
   int mid = 0;
   int rc = mosquitto_publish(via.mosq.get(), &mid, m.topic.c_str(),
                              static_cast<int>(m.payload.size()), m.payload.data(), 1, false);
   if (rc != MOSQ_ERR_SUCCESS) {
-    via.budget->Acknowledged(m.payload.size(), now);  // never sent
+    via.budget->Acknowledged(bytes, now);  // never sent
     log::Warning("publish for " + sender.name + " failed: " + mosquitto_strerror(rc),
                  {{"IDENTITY", sender.name}});
     return false;
   }
-  via.inflight[mid] = {&sender, m.seq, m.payload.size()};
+  via.inflight[mid] = {&sender, m.seq, bytes};
   sender.last_queued = m.seq;
   sender.pending.pop_front();
   ++via.published;

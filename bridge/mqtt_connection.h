@@ -60,7 +60,7 @@ struct CloudConnection : MqttConnection {
   // A handshake thread owns `mosq` while this is set: the loop leaves it alone.
   bool handshaking = false;
   // A QoS 1 publish waiting for its PUBACK: whose message (this
-  // connection's or a sensor's it carries), its outbox seq and size.
+  // connection's or a sensor's it carries), its outbox seq and packet size.
   struct InFlight {
     CloudConnection* sender = nullptr;
     int64_t seq = 0;

@@ -11,17 +11,17 @@ SendBudget::SendBudget(double publish_rate, double byte_rate, size_t window, boo
     : window_(window) {
   if (unlimited) return;
   // Publishes: burst + refill per second = publish_rate, so no one-second
-  // window exceeds it. Bytes: the burst holds the largest message (128 KiB),
-  // so a window may exceed byte_rate by up to one such message.
+  // window exceeds it. Bytes: the burst holds the largest message (128 KiB
+  // and its topic), so a window may exceed byte_rate by up to one such message.
   double burst = std::max(1.0, publish_rate / 10);
   publishes_ =
       std::make_unique<TokenBucket>(std::max(publish_rate - burst, publish_rate / 2), burst, now);
   bytes_ = std::make_unique<TokenBucket>(
-      byte_rate, std::max(byte_rate / 10, static_cast<double>(aws::kMaxPayloadBytes)), now);
+      byte_rate, std::max(byte_rate / 10, static_cast<double>(aws::kMaxPublishPacketBytes)), now);
   // AWS's buckets hold a second's worth; the bytes' at least one maximal message.
   server_publishes_ = {publish_rate, publish_rate, 0, now};
-  server_bytes_ = {byte_rate, std::max(byte_rate, static_cast<double>(aws::kMaxPayloadBytes)), 0,
-                   now};
+  server_bytes_ = {byte_rate, std::max(byte_rate, static_cast<double>(aws::kMaxPublishPacketBytes)),
+                   0, now};
   NewConnection(now);
 }
 

@@ -21,6 +21,11 @@ inline constexpr const char* kMqttAlpn = "x-amzn-mqtt-ca";
 inline constexpr size_t kMaxPayloadBytes = 128 * 1024;
 inline constexpr size_t kMaxTopicBytes = 256;
 inline constexpr int kMaxTopicLevels = 8;  // slashes + 1, the reserved prefix excluded
+// The largest PUBLISH packet within those: payload, topic and at most 9 bytes
+// of headers (fixed header, topic length, packet id).
+inline constexpr size_t kPublishHeaderBytes = 9;
+inline constexpr size_t kMaxPublishPacketBytes =
+    kMaxPayloadBytes + kMaxTopicBytes + kPublishHeaderBytes;
 
 // Topic filters per SUBSCRIBE packet, and subscriptions per connection.
 inline constexpr size_t kMaxFiltersPerSubscribe = 8;

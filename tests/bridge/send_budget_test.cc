@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <deque>
 #include <functional>
 #include <map>
@@ -83,8 +84,11 @@ TEST(SendBudget, TheServerHasRoomForEveryPublishWhateverTheLinkHoldsBack) {
       int sent = 0;
       EXPECT_EQ(RefusedByTheServer(budget, 10'000, link.arrive, bytes, &sent), 0)
           << link.name << ", " << bytes << "-byte messages";
-      // Most of the rates is used: 90 a second, or 25 of 20 KiB (512 KiB/s).
-      EXPECT_GE(sent, bytes == 100 ? 700 : 200) << link.name << ", " << bytes << " bytes";
+      // The rates are used (909 and 262 when nothing stalls): 90 a second
+      // after a burst of 10, or 25 of 20 KiB (512 KiB/s), 600 ms away too.
+      EXPECT_GE(sent, bytes == 100 ? 800 : 230) << link.name << ", " << bytes << " bytes";
+      std::printf("[ figures  ] %s, %zu-byte messages: %d sent in 10 s, 0 refused\n", link.name,
+                  bytes, sent);
     }
   }
 }

@@ -15,6 +15,14 @@
 // room for it. Whatever the delays, the server's own bucket then has room
 // for every publish when it arrives.
 //
+// The limits are AWS IoT Core's quotas, "Publish requests per second per
+// connection" (100) and "Throughput per second per connection" (512 KiB),
+// https://docs.aws.amazon.com/general/latest/gr/iot-core.html#message-broker-limits.
+// How AWS measures a second is not documented: at sending time no one-second
+// window exceeds the rate (the stricter reading); the server's view is a
+// bucket of a second's worth, as iot-sim enforces it (StalledLink.* and
+// SendBudget.TheServerHasRoom... fail if either side is wrong).
+//
 // Time is an input: every call takes `now`, so tests drive it with a fake clock.
 #pragma once
 

@@ -23,9 +23,9 @@ bridge::BridgeIdentity Offline(const Identity& id) {
 
 }  // namespace
 
-Result<bridge::BridgeIdentity> ToBridgeIdentity(const Identity& id,
-                                                const std::shared_ptr<tpm::TpmContext>& tpm,
-                                                CredentialFault* fault) {
+Result<bridge::BridgeIdentity> ToBridgeIdentity(
+    const Identity& id, const std::shared_ptr<tpm::TpmContext>& tpm, CredentialFault* fault,
+    const std::shared_ptr<const tpm::ClientIdentity>& loaded) {
   CredentialFault ignored;
   if (fault == nullptr) fault = &ignored;
   *fault = CredentialFault::kNone;
@@ -38,6 +38,12 @@ Result<bridge::BridgeIdentity> ToBridgeIdentity(const Identity& id,
   // AWS IoT allows one connection per client id.
   b.active = id.state == EnrollmentState::kActive && id.renewal != RenewalStep::kProving;
   if (!b.active) return b;
+  if (loaded) {
+    b.uses_gateway_policy =
+        pki::HasOrganizationalUnit(X509_get_subject_name(loaded->leaf.get()), "gateway");
+    b.credentials = loaded;
+    return b;
+  }
   const std::string where = "identity " + id.name;
   *fault = CredentialFault::kKey;
   GA_ASSIGN_OR_RETURN(tpm::TpmKeyBlob blob,
@@ -54,7 +60,8 @@ Result<bridge::BridgeIdentity> ToBridgeIdentity(const Identity& id,
 }
 
 CredentialCheck TellBridge(bridge::Bridge& bridge, const std::shared_ptr<tpm::TpmContext>& tpm,
-                           const Identity& id, LocalCredentials* credentials) {
+                           const Identity& id, LocalCredentials* credentials,
+                           const std::shared_ptr<const tpm::ClientIdentity>& loaded) {
   CredentialCheck check;
   const bool sensor = id.kind == IdentityKind::kSensor;
   if (id.state == EnrollmentState::kRemoved) {
@@ -72,8 +79,9 @@ CredentialCheck TellBridge(bridge::Bridge& bridge, const std::shared_ptr<tpm::Tp
                  {{"IDENTITY", id.name}});
     }
   }
-  auto b = ToBridgeIdentity(id, tpm, &check.fault);
+  auto b = ToBridgeIdentity(id, tpm, &check.fault, loaded);
   if (b.ok()) {
+    check.credentials = b->credentials;
     b->local_password = std::move(password);
     bridge.Upsert(*b);
     return check;

@@ -28,22 +28,28 @@ enum class CredentialFault {
 struct CredentialCheck {
   CredentialFault fault = CredentialFault::kNone;
   std::string problem;  // names the identity and the file
+  // What the bridge was given for an ACTIVE identity whose files loaded.
+  std::shared_ptr<const tpm::ClientIdentity> credentials;
 };
 
 // The bridge's view of `id`. An ACTIVE identity's key blob and chain are
-// loaded (no TPM command runs: the key is loaded at its first signature);
-// an error names the identity and the file, and `fault` (when given) says
-// which of the two is at fault.
-Result<bridge::BridgeIdentity> ToBridgeIdentity(const Identity& id,
-                                                const std::shared_ptr<tpm::TpmContext>& tpm,
-                                                CredentialFault* fault = nullptr);
+// loaded (no TPM command runs: the key is loaded at its first signature),
+// unless `loaded` holds them already (the same files, unchanged); an error
+// names the identity and the file, and `fault` (when given) says which of
+// the two is at fault.
+Result<bridge::BridgeIdentity> ToBridgeIdentity(
+    const Identity& id, const std::shared_ptr<tpm::TpmContext>& tpm,
+    CredentialFault* fault = nullptr,
+    const std::shared_ptr<const tpm::ClientIdentity>& loaded = nullptr);
 
 // Upserts or removes `id` in the bridge. An ACTIVE identity whose key or
 // chain cannot be loaded is logged and kept offline (its messages wait);
 // the returned check says why.
 // With `credentials` (local.manage_clients), a sensor's local broker
 // password goes along, and is forgotten with the sensor.
+// `loaded`: as for ToBridgeIdentity.
 CredentialCheck TellBridge(bridge::Bridge& bridge, const std::shared_ptr<tpm::TpmContext>& tpm,
-                           const Identity& id, LocalCredentials* credentials = nullptr);
+                           const Identity& id, LocalCredentials* credentials = nullptr,
+                           const std::shared_ptr<const tpm::ClientIdentity>& loaded = nullptr);
 
 }  // namespace ga

@@ -112,7 +112,7 @@ void HealthMonitor::TestKeysOfFailingConnections() {
     MutexLock lock(mu_);
     auto it = watched_.find(id.name);
     if (it == watched_.end() || !SameCredentials(it->second.identity, id)) continue;
-    it->second.check = {CredentialFault::kKey, *refused};
+    it->second.check = {CredentialFault::kKey, *refused, nullptr};
   }
 }
 
@@ -141,7 +141,20 @@ void HealthMonitor::Feed(const Identity& id) {
 void HealthMonitor::FeedLocked(const Identity& id) {
   // Stamped before loading: a change made while loading is seen next time.
   FileStamp key = Stamp(id.key_file), chain = Stamp(id.chain_file);
-  CredentialCheck check = TellBridge(*parts_.bridge, parts_.tpm, id, parts_.credentials);
+  // The same files, unchanged and good when last loaded (each commit of an
+  // ACTIVE identity feeds it again): the bridge keeps what it has, not a
+  // second copy of the key and chain (13 KiB an identity).
+  std::shared_ptr<const tpm::ClientIdentity> loaded;
+  {
+    MutexLock lock(mu_);
+    auto it = watched_.find(id.name);
+    if (it != watched_.end() && SameCredentials(it->second.identity, id) &&
+        it->second.check.fault == CredentialFault::kNone && it->second.key == key &&
+        it->second.chain == chain) {
+      loaded = it->second.check.credentials;
+    }
+  }
+  CredentialCheck check = TellBridge(*parts_.bridge, parts_.tpm, id, parts_.credentials, loaded);
   if (check.fault == CredentialFault::kCertificate) {
     // A certificate that does not fit may be a key that was replaced: a key
     // this TPM cannot use needs a new key, not a new certificate.

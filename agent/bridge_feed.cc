@@ -21,6 +21,22 @@ bridge::BridgeIdentity Offline(const Identity& id) {
   return b;
 }
 
+// An ACTIVE identity's key blob and chain, loaded; on failure `fault` says
+// which of the two is at fault.
+Result<std::shared_ptr<const tpm::ClientIdentity>> LoadCredentials(
+    const Identity& id, const std::shared_ptr<tpm::TpmContext>& tpm, CredentialFault* fault) {
+  const std::string where = "identity " + id.name;
+  *fault = CredentialFault::kKey;
+  GA_ASSIGN_OR_RETURN(tpm::TpmKeyBlob blob,
+                      tpm::TpmKeyBlob::ReadFile(id.key_file).With(where + ": key"));
+  GA_ASSIGN_OR_RETURN(EvpPkeyPtr key, tpm::MakeEvpPkey(tpm, blob).With(where));
+  *fault = CredentialFault::kCertificate;
+  GA_ASSIGN_OR_RETURN(tpm::ClientIdentity credentials,
+                      tpm::LoadClientIdentity(std::move(key), id.chain_file).With(where));
+  *fault = CredentialFault::kNone;
+  return std::make_shared<const tpm::ClientIdentity>(std::move(credentials));
+}
+
 }  // namespace
 
 Result<bridge::BridgeIdentity> ToBridgeIdentity(
@@ -38,24 +54,12 @@ Result<bridge::BridgeIdentity> ToBridgeIdentity(
   // AWS IoT allows one connection per client id.
   b.active = id.state == EnrollmentState::kActive && id.renewal != RenewalStep::kProving;
   if (!b.active) return b;
-  if (loaded) {
-    b.uses_gateway_policy =
-        pki::HasOrganizationalUnit(X509_get_subject_name(loaded->leaf.get()), "gateway");
-    b.credentials = loaded;
-    return b;
+  b.credentials = loaded;
+  if (!b.credentials) {
+    GA_ASSIGN_OR_RETURN(b.credentials, LoadCredentials(id, tpm, fault));
   }
-  const std::string where = "identity " + id.name;
-  *fault = CredentialFault::kKey;
-  GA_ASSIGN_OR_RETURN(tpm::TpmKeyBlob blob,
-                      tpm::TpmKeyBlob::ReadFile(id.key_file).With(where + ": key"));
-  GA_ASSIGN_OR_RETURN(EvpPkeyPtr key, tpm::MakeEvpPkey(tpm, blob).With(where));
-  *fault = CredentialFault::kCertificate;
-  GA_ASSIGN_OR_RETURN(tpm::ClientIdentity credentials,
-                      tpm::LoadClientIdentity(std::move(key), id.chain_file).With(where));
   b.uses_gateway_policy =
-      pki::HasOrganizationalUnit(X509_get_subject_name(credentials.leaf.get()), "gateway");
-  b.credentials = std::make_shared<const tpm::ClientIdentity>(std::move(credentials));
-  *fault = CredentialFault::kNone;
+      pki::HasOrganizationalUnit(X509_get_subject_name(b.credentials->leaf.get()), "gateway");
   return b;
 }
 

@@ -43,8 +43,7 @@ void SendBudget::Acknowledged(size_t bytes, SteadyClock::time_point now) {
   if (!publishes_ || in_flight_publishes_ == 0) return;
   --in_flight_publishes_;
   in_flight_bytes_ -= std::min<uint64_t>(in_flight_bytes_, bytes);
-  server_publishes_.tokens = server_publishes_.Tokens(now) - 1;
-  server_bytes_.tokens = server_bytes_.Tokens(now) - static_cast<double>(bytes);
+  SentWithoutAck(bytes, now);  // counted by the server by now
 }
 
 void SendBudget::SentWithoutAck(size_t bytes, SteadyClock::time_point now) {

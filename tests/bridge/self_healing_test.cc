@@ -474,14 +474,32 @@ TEST(ReadOnlyStateDisk, CommitsFailVisiblyAndEveryMessageArrivesOnceWritable) {
 }
 #endif
 
-// The agent's cloud connections (aws.port) go through `relay`; `aws_keys`
-// are added to [aws].
-void RouteCloudThrough(AgentHarness& h, TcpRelay& relay, const std::string& aws_keys = "") {
-  h.RewriteConfig([&](std::string& text) {
-    std::string port = "port = " + std::to_string(h.sim().mqtt_port()) + "\n";
+// An agent with one sensor whose cloud connections (aws.port) go through a
+// TcpRelay delaying each direction by `one_way`; `aws_keys` are added to
+// [aws]. Started and ACTIVE on return.
+struct RelayedAgent {
+  std::unique_ptr<AgentHarness> h;
+  std::unique_ptr<TcpRelay> relay;
+};
+
+void StartBehindRelay(RelayedAgent* a, const std::string& aws_keys = "",
+                      std::chrono::milliseconds one_way = 0ms) {
+  HarnessOptions o;
+  o.sensors = 1;
+  auto h = AgentHarness::Start(o);
+  ASSERT_TRUE(h.ok()) << h.status().ToString();
+  a->h = std::move(*h);
+  auto relay = TcpRelay::Start(a->h->sim().mqtt_port());
+  ASSERT_TRUE(relay.ok()) << relay.status().ToString();
+  a->relay = std::move(*relay);
+  a->relay->SetDelay(one_way);
+  a->h->RewriteConfig([&](std::string& text) {
+    std::string port = "port = " + std::to_string(a->h->sim().mqtt_port()) + "\n";
     text.replace(text.find(port), port.size(),
-                 "port = " + std::to_string(relay.port()) + "\n" + aws_keys);
+                 "port = " + std::to_string(a->relay->port()) + "\n" + aws_keys);
   });
+  ASSERT_TRUE(a->h->StartAgent().ok());
+  ASSERT_TRUE(a->h->WaitForState("ACTIVE", 2, 90s)) << Log(*a->h);
 }
 
 // A link that stops forwarding without closing (a modem gone without FIN or
@@ -491,33 +509,27 @@ void RouteCloudThrough(AgentHarness& h, TcpRelay& relay, const std::string& aws_
 // unacknowledged messages when the link goes: their resend on the new
 // connection counts against AWS's 100 publishes per second like any other.
 TEST(HalfOpen, ASilentLinkIsDetectedAndReconnectedWithoutLossWithinAwsRates) {
-  HarnessOptions o;
-  o.sensors = 1;
-  auto h = AgentHarness::Start(o);
-  ASSERT_TRUE(h.ok()) << h.status().ToString();
-  auto relay = TcpRelay::Start((*h)->sim().mqtt_port());
-  ASSERT_TRUE(relay.ok()) << relay.status().ToString();
-  RouteCloudThrough(**h, **relay, "keepalive = \"5s\"\n");
-  ASSERT_TRUE((*h)->StartAgent().ok());
-  ASSERT_TRUE((*h)->WaitForState("ACTIVE", 2, 90s)) << Log(**h);
-  ASSERT_TRUE(WaitForSimClients((*h)->sim(), {"gw-test:s1"}, 30s)) << Log(**h);
+  RelayedAgent a;
+  ASSERT_NO_FATAL_FAILURE(StartBehindRelay(&a, "keepalive = \"5s\"\n"));
+  auto& [h, relay] = a;
+  ASSERT_TRUE(WaitForSimClients(h->sim(), {"gw-test:s1"}, 30s)) << Log(*h);
   constexpr int kMessages = 250;  // the window (bridge.inflight_window) holds 100
-  LocalClient sensor((*h)->broker().port(), "half-open");
+  LocalClient sensor(h->broker().port(), "half-open");
   for (int n = 0; n < 10; ++n) sensor.Publish("sensors/s1/seq", std::to_string(n));
-  ASSERT_TRUE(WaitForCloudCount((*h)->sim(), 10, 30s, nullptr)) << Log(**h);
+  ASSERT_TRUE(WaitForCloudCount(h->sim(), 10, 30s, nullptr)) << Log(*h);
 
-  const int before = (*relay)->accepted();
+  const int before = relay->accepted();
   auto stalled_at = std::chrono::steady_clock::now();
-  (*relay)->Stall();
+  relay->Stall();
   for (int n = 10; n < kMessages; ++n) sensor.Publish("sensors/s1/seq", std::to_string(n));
   ASSERT_TRUE(sensor.WaitAcked(kMessages, 20s));
   ASSERT_TRUE(
-      WaitUntil([&] { return Log(**h).find("the link is half-open") != std::string::npos; }, 30s))
-      << Log(**h);
+      WaitUntil([&] { return Log(*h).find("the link is half-open") != std::string::npos; }, 30s))
+      << Log(*h);
   double detected =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - stalled_at).count();
   // Both connections (gateway, s1) come back through the relay.
-  ASSERT_TRUE(WaitUntil([&] { return (*relay)->accepted() >= before + 2; }, 60s)) << Log(**h);
+  ASSERT_TRUE(WaitUntil([&] { return relay->accepted() >= before + 2; }, 60s)) << Log(*h);
   double back =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - stalled_at).count();
   std::printf(
@@ -525,23 +537,23 @@ TEST(HalfOpen, ASilentLinkIsDetectedAndReconnectedWithoutLossWithinAwsRates) {
       "after %.1f s\n",
       detected, back);
   // 1.5 x keepalive = 7.5 s; libmosquitto alone takes 2 x, TCP ~15 minutes.
-  EXPECT_LT(detected, 10.0) << Log(**h);
+  EXPECT_LT(detected, 10.0) << Log(*h);
 
   std::map<std::string, int> number_of;
   for (int n = 0; n < kMessages; ++n) number_of[Base64(std::to_string(n))] = n;
   std::set<int> seen;
   ASSERT_TRUE(WaitUntil(
       [&] {
-        for (const auto& m : CloudPublishes((*h)->sim())) {
+        for (const auto& m : CloudPublishes(h->sim())) {
           if (m.topic == "dt/gw-test:s1/seq") seen.insert(number_of.at(m.payload_b64));
         }
         return seen.size() == static_cast<size_t>(kMessages);
       },
       60s))
       << seen.size() << " of " << kMessages << " arrived\n"
-      << Log(**h);
-  ASSERT_TRUE((*h)->agent().Signal(SIGTERM, 20s).has_value());
-  ExpectNoViolations(**h);
+      << Log(*h);
+  ASSERT_TRUE(h->agent().Signal(SIGTERM, 20s).has_value());
+  ExpectNoViolations(*h);
 }
 
 // A link that holds everything for a while, then delivers it at once (a
@@ -549,60 +561,47 @@ TEST(HalfOpen, ASilentLinkIsDetectedAndReconnectedWithoutLossWithinAwsRates) {
 // together, and what the bridge sends as their PUBACKs come back must still
 // fit AWS's 100 publishes per second per connection.
 TEST(StalledLink, WhatItHeldArrivesAtOnceAndTheBridgeStaysWithinAwsRates) {
-  HarnessOptions o;
-  o.sensors = 1;
-  auto h = AgentHarness::Start(o);
-  ASSERT_TRUE(h.ok()) << h.status().ToString();
-  auto relay = TcpRelay::Start((*h)->sim().mqtt_port());
-  ASSERT_TRUE(relay.ok()) << relay.status().ToString();
-  RouteCloudThrough(**h, **relay);
-  ASSERT_TRUE((*h)->StartAgent().ok());
-  ASSERT_TRUE((*h)->WaitForState("ACTIVE", 2, 90s)) << Log(**h);
-  ASSERT_TRUE(WaitForSimClients((*h)->sim(), {"gw-test:s1"}, 30s)) << Log(**h);
+  RelayedAgent a;
+  ASSERT_NO_FATAL_FAILURE(StartBehindRelay(&a));
+  auto& [h, relay] = a;
+  ASSERT_TRUE(WaitForSimClients(h->sim(), {"gw-test:s1"}, 30s)) << Log(*h);
 
   // A backlog that takes the bridge seconds to send at AWS's rate; the link
   // stalls in the middle, long enough for the in-flight window to fill.
   constexpr int kMessages = 600;
-  const int connections = (*relay)->accepted();
-  LocalClient sensor((*h)->broker().port(), "stalled-link");
+  const int connections = relay->accepted();
+  LocalClient sensor(h->broker().port(), "stalled-link");
   for (int n = 0; n < kMessages; ++n) sensor.Publish("sensors/s1/seq", std::to_string(n));
   ASSERT_TRUE(sensor.WaitAcked(kMessages, 30s));
   std::this_thread::sleep_for(1s);
-  (*relay)->Stall();
+  relay->Stall();
   std::this_thread::sleep_for(2500ms);
-  (*relay)->Resume();
+  relay->Resume();
 
   std::vector<CloudMessage> got;
-  ASSERT_TRUE(WaitForCloudCount((*h)->sim(), kMessages, 60s, &got, /*distinct=*/true)) << Log(**h);
+  ASSERT_TRUE(WaitForCloudCount(h->sim(), kMessages, 60s, &got, /*distinct=*/true)) << Log(*h);
   std::printf("[ figures  ] %d messages through a link stalled for 2.5 s: %zu arrived\n", kMessages,
               got.size());
-  EXPECT_EQ((*relay)->accepted(), connections) << "a connection was lost: " << Log(**h);
-  ASSERT_TRUE((*h)->agent().Signal(SIGTERM, 20s).has_value());
-  ExpectNoViolations(**h);
+  EXPECT_EQ(relay->accepted(), connections) << "a connection was lost: " << Log(*h);
+  ASSERT_TRUE(h->agent().Signal(SIGTERM, 20s).has_value());
+  ExpectNoViolations(*h);
 }
 
 // A long link (300 ms RTT, a cellular or satellite modem): enrollment (JITR
 // connects) and the bridge's connections come up through it, and numbered
 // messages all arrive in order, within AWS's limits.
 TEST(SlowLink, EnrollsAndBridgesThrough300msRtt) {
-  HarnessOptions o;
-  o.sensors = 1;
-  auto h = AgentHarness::Start(o);
-  ASSERT_TRUE(h.ok()) << h.status().ToString();
-  auto relay = TcpRelay::Start((*h)->sim().mqtt_port());
-  ASSERT_TRUE(relay.ok()) << relay.status().ToString();
-  (*relay)->SetDelay(150ms);
-  RouteCloudThrough(**h, **relay);
-  ASSERT_TRUE((*h)->StartAgent().ok());
-  ASSERT_TRUE((*h)->WaitForState("ACTIVE", 2, 90s)) << Log(**h);
-  ASSERT_TRUE(WaitForSimClients((*h)->sim(), {"gw-test", "gw-test:s1"}, 60s)) << Log(**h);
-  EXPECT_GE((*relay)->accepted(), 2);  // everything went through the long link
+  RelayedAgent a;
+  ASSERT_NO_FATAL_FAILURE(StartBehindRelay(&a, "", 150ms));
+  auto& [h, relay] = a;
+  ASSERT_TRUE(WaitForSimClients(h->sim(), {"gw-test", "gw-test:s1"}, 60s)) << Log(*h);
+  EXPECT_GE(relay->accepted(), 2);  // everything went through the long link
 
-  LocalClient sensor((*h)->broker().port(), "slow-link");
+  LocalClient sensor(h->broker().port(), "slow-link");
   ASSERT_TRUE(sensor.connected());
   for (int n = 0; n < 300; ++n) ASSERT_TRUE(sensor.Publish("sensors/s1/seq", std::to_string(n)));
   std::vector<CloudMessage> got;
-  ASSERT_TRUE(WaitForCloudCount((*h)->sim(), 300, 60s, &got)) << Log(**h);
+  ASSERT_TRUE(WaitForCloudCount(h->sim(), 300, 60s, &got)) << Log(*h);
   // In order (a resend after a reconnect may repeat a message: counted, not refused).
   std::vector<std::string> order;
   std::set<std::string> seen;
@@ -614,8 +613,8 @@ TEST(SlowLink, EnrollsAndBridgesThrough300msRtt) {
   ASSERT_EQ(order.size(), 300u);
   for (int n = 0; n < 300; ++n) EXPECT_EQ(order[static_cast<size_t>(n)], Base64(std::to_string(n)));
   std::printf("[ figures  ] 300 ms RTT: %zu messages arrived for 300 sent\n", got.size());
-  ASSERT_TRUE((*h)->agent().Signal(SIGTERM, 20s).has_value());
-  ExpectNoViolations(**h);
+  ASSERT_TRUE(h->agent().Signal(SIGTERM, 20s).has_value());
+  ExpectNoViolations(*h);
 }
 
 }  // namespace
